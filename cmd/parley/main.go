@@ -1,0 +1,203 @@
+// Command parley is the Parley server: real-time rooms, chat and calls in
+// one binary.
+//
+//	parley serve [--dev] [flags]   run the server
+//	parley token --user ID ...     print a signed access token
+//	parley bench SCENARIO ...      load-test a running server
+//	parley version                 print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/config"
+	"github.com/parleyhq/parley/internal/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: parley <command> [flags]
+
+commands:
+  serve     run the server (add --dev for a zero-setup development server)
+  token     print a signed access token: parley token --user ID [--name N] [--ttl 1h] [--room 'pattern=read,presence,write']...
+  bench     load-test a running server: parley bench -h
+  version   print the version
+
+Run 'parley <command> -h' for the flags of a command.
+`)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stdout, stderr)
+	case "token":
+		return token(args[1:], stdout, stderr)
+	case "bench":
+		return bench(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "parley", version)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "parley: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func serve(args []string, stdout, stderr io.Writer) int {
+	fs := config.FlagSet("parley serve")
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg, err := config.Load(fs, os.Getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "parley:", err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+
+	var devToken string
+	if cfg.AuthSecret == "" && cfg.Dev {
+		cfg.AuthSecret = auth.GenerateSecret()
+		signer := auth.NewHS256Signer([]byte(cfg.AuthSecret))
+		devToken, _, err = signer.Mint("dev-user", "Dev User", 24*time.Hour, map[string]auth.Perm{"*": auth.PermAll})
+		if err != nil {
+			fmt.Fprintln(stderr, "parley:", err)
+			return 1
+		}
+	}
+	if cfg.AuthSecret == "" && cfg.AuthRSAPublicKey == "" && cfg.AuthEdPublicKey == "" {
+		fmt.Fprintln(stderr, "parley: invalid config: auth-secret: required; set PARLEY_AUTH_SECRET (or --auth-secret), or run 'parley serve --dev' for a development server")
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "parley:", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		fmt.Fprintln(stderr, "parley: listen:", err)
+		_ = srv.Shutdown(context.Background())
+		return 1
+	}
+	srv.Start(ln)
+	addr := ln.Addr().String()
+	log.Info("listening", "addr", addr, "store", cfg.StoreDriver, "broker", cfg.Broker, "dev", cfg.Dev, "version", version)
+	if devToken != "" {
+		fmt.Fprintf(stdout, "Development mode: rooms are open; do not use in production.\n")
+		fmt.Fprintf(stdout, "  auth secret: %s\n", cfg.AuthSecret)
+		fmt.Fprintf(stdout, "  sample token (user dev-user, 24h): %s\n", devToken)
+		fmt.Fprintf(stdout, "  connect: ws://%s/ws?token=%s\n", addr, devToken)
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("shutdown incomplete", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+
+func token(args []string, stdout, stderr io.Writer) int {
+	fs := config.FlagSet("parley token")
+	fs.SetOutput(stderr)
+	user := fs.String("user", "", "user id (the token's sub), required")
+	name := fs.String("name", "", "display name")
+	ttl := fs.Duration("ttl", time.Hour, "lifetime")
+	var rooms multiFlag
+	fs.Var(&rooms, "room", "room grant 'pattern=read,presence,write' (repeatable; pattern may end with *)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg, err := config.Load(fs, os.Getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "parley:", err)
+		return 2
+	}
+	if *user == "" {
+		fmt.Fprintln(stderr, "parley token: --user is required")
+		return 2
+	}
+	if cfg.AuthSecret == "" {
+		fmt.Fprintln(stderr, "parley token: no secret: set PARLEY_AUTH_SECRET or --auth-secret")
+		return 2
+	}
+	if *ttl <= 0 {
+		fmt.Fprintln(stderr, "parley token: --ttl must be positive")
+		return 2
+	}
+	grants := map[string]auth.Perm{}
+	for _, r := range rooms {
+		pattern, p, err := auth.ParseRoomGrant(r)
+		if err != nil {
+			fmt.Fprintf(stderr, "parley token: --room %q: %v\n", r, err)
+			return 2
+		}
+		grants[pattern] |= p
+	}
+	tok, _, err := auth.NewHS256Signer([]byte(cfg.AuthSecret)).Mint(*user, *name, *ttl, grants)
+	if err != nil {
+		fmt.Fprintln(stderr, "parley token:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, tok)
+	return 0
+}

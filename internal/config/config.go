@@ -1,0 +1,391 @@
+// Package config holds Parley's one Config struct: defaults, the optional
+// YAML file, PARLEY_* environment variables and command-line flags, in that
+// order of increasing precedence, and validation that names the bad field.
+//
+// Every setting is declared once, by struct tags:
+//
+//	flag:"http-addr" env:"PARLEY_HTTP_ADDR" default:"127.0.0.1:7880" usage:"..."
+//
+// and the same name (the flag name) is the key in the YAML file.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is every setting of the server.
+type Config struct {
+	ConfigFile string `flag:"config" env:"PARLEY_CONFIG" default:"" usage:"optional YAML config file (keys are the flag names)"`
+	Dev        bool   `flag:"dev" env:"PARLEY_DEV" default:"false" usage:"development mode: generate a secret when none is set, print a sample token, rooms are open"`
+
+	HTTPAddr        string        `flag:"http-addr" env:"PARLEY_HTTP_ADDR" default:"127.0.0.1:7880" usage:"HTTP and WebSocket listen address"`
+	DataDir         string        `flag:"data-dir" env:"PARLEY_DATA_DIR" default:"./data" usage:"directory for the embedded SQLite database"`
+	LogFormat       string        `flag:"log-format" env:"PARLEY_LOG_FORMAT" default:"text" usage:"log format: text or json"`
+	LogLevel        string        `flag:"log-level" env:"PARLEY_LOG_LEVEL" default:"info" usage:"log level: debug, info, warn, error"`
+	ShutdownTimeout time.Duration `flag:"shutdown-timeout" env:"PARLEY_SHUTDOWN_TIMEOUT" default:"10s" usage:"how long graceful shutdown may take"`
+	DebugAddr       string        `flag:"debug-addr" env:"PARLEY_DEBUG_ADDR" default:"" usage:"listen address for pprof (e.g. 127.0.0.1:6060); empty = off"`
+
+	AuthSecret       string        `flag:"auth-secret" env:"PARLEY_AUTH_SECRET" default:"" usage:"HS256 shared secret for access tokens (at least 16 bytes)"`
+	AuthRSAPublicKey string        `flag:"auth-rsa-public-key" env:"PARLEY_AUTH_RSA_PUBLIC_KEY" default:"" usage:"PEM file of an RSA public key: accept RS256 tokens"`
+	AuthEdPublicKey  string        `flag:"auth-ed25519-public-key" env:"PARLEY_AUTH_ED25519_PUBLIC_KEY" default:"" usage:"PEM file of an Ed25519 public key: accept EdDSA tokens"`
+	AuthLeeway       time.Duration `flag:"auth-leeway" env:"PARLEY_AUTH_LEEWAY" default:"0s" usage:"clock skew allowed on token exp/nbf"`
+	AccessTokenTTL   time.Duration `flag:"access-token-ttl" env:"PARLEY_ACCESS_TOKEN_TTL" default:"15m" usage:"lifetime of access tokens issued by login/refresh"`
+	RefreshTokenTTL  time.Duration `flag:"refresh-token-ttl" env:"PARLEY_REFRESH_TOKEN_TTL" default:"720h" usage:"lifetime of refresh tokens"`
+	APIKey           string        `flag:"api-key" env:"PARLEY_API_KEY" default:"" usage:"bearer key for the server REST API (POST /api/tokens, storage); empty = disabled"`
+	LoginRate        float64       `flag:"login-rate" env:"PARLEY_LOGIN_RATE" default:"0.2" usage:"login attempts per second allowed per IP and per username"`
+	LoginBurst       int           `flag:"login-burst" env:"PARLEY_LOGIN_BURST" default:"10" usage:"login attempts burst per IP and per username"`
+
+	HeartbeatInterval time.Duration `flag:"heartbeat-interval" env:"PARLEY_HEARTBEAT_INTERVAL" default:"30s" usage:"server WebSocket ping interval"`
+	HeartbeatTimeout  time.Duration `flag:"heartbeat-timeout" env:"PARLEY_HEARTBEAT_TIMEOUT" default:"120s" usage:"close a connection silent for this long"`
+	WriteTimeout      time.Duration `flag:"write-timeout" env:"PARLEY_WRITE_TIMEOUT" default:"10s" usage:"deadline for one socket write"`
+	MaxMessageBytes   int           `flag:"max-message-bytes" env:"PARLEY_MAX_MESSAGE_BYTES" default:"65536" usage:"largest client message; bigger closes with 4009"`
+	QueueMaxBytes     int           `flag:"queue-max-bytes" env:"PARLEY_QUEUE_MAX_BYTES" default:"1048576" usage:"per-connection outbound queue; overflow closes with 4008"`
+	MsgRate           float64       `flag:"msg-rate" env:"PARLEY_MSG_RATE" default:"100" usage:"client messages per second per connection (token bucket rate)"`
+	MsgBurst          int           `flag:"msg-burst" env:"PARLEY_MSG_BURST" default:"200" usage:"client message burst per connection"`
+	RateLimitStrikes  int           `flag:"rate-limit-strikes" env:"PARLEY_RATE_LIMIT_STRIKES" default:"50" usage:"rate_limited replies within the violation window before closing with 4029"`
+	ViolationLimit    int           `flag:"violation-limit" env:"PARLEY_VIOLATION_LIMIT" default:"20" usage:"protocol violations within the window before closing with 4400"`
+	ViolationWindow   time.Duration `flag:"violation-window" env:"PARLEY_VIOLATION_WINDOW" default:"10s" usage:"window for counting violations and rate-limit strikes"`
+	MaxConnections    int           `flag:"max-connections" env:"PARLEY_MAX_CONNECTIONS" default:"0" usage:"refuse new WebSocket connections beyond this many (0 = unlimited)"`
+
+	StorageMaxBytes    int `flag:"storage-max-bytes" env:"PARLEY_STORAGE_MAX_BYTES" default:"1048576" usage:"largest room storage document"`
+	StorageMaxOps      int `flag:"storage-max-ops" env:"PARLEY_STORAGE_MAX_OPS" default:"100" usage:"most JSON Patch ops per batch"`
+	StorageMaxDepth    int `flag:"storage-max-depth" env:"PARLEY_STORAGE_MAX_DEPTH" default:"32" usage:"deepest JSON nesting in a storage document"`
+	StorageKeepUpdates int `flag:"storage-keep-updates" env:"PARLEY_STORAGE_KEEP_UPDATES" default:"1000" usage:"recent storage updates kept per room for catch-up (since_version)"`
+	SnapshotEvery      int `flag:"snapshot-every" env:"PARLEY_SNAPSHOT_EVERY" default:"500" usage:"write a full storage snapshot every N updates of a room"`
+	PresenceMaxBytes   int `flag:"presence-max-bytes" env:"PARLEY_PRESENCE_MAX_BYTES" default:"4096" usage:"largest per-client room presence object"`
+	CommitMaxBatch     int `flag:"commit-max-batch" env:"PARLEY_COMMIT_MAX_BATCH" default:"1024" usage:"most storage updates per group commit"`
+
+	TypingTimeout        time.Duration `flag:"typing-timeout" env:"PARLEY_TYPING_TIMEOUT" default:"6s" usage:"typing indicator expiry without renewal"`
+	PresenceOfflineGrace time.Duration `flag:"presence-offline-grace" env:"PARLEY_PRESENCE_OFFLINE_GRACE" default:"5s" usage:"delay after a user's last connection closes before they show offline"`
+	PresenceAudience     string        `flag:"presence-audience" env:"PARLEY_PRESENCE_AUDIENCE" default:"all" usage:"who receives user status changes: all (every connected user) or shared (users sharing a room)"`
+	MessageMaxChars      int           `flag:"message-max-chars" env:"PARLEY_MESSAGE_MAX_CHARS" default:"4000" usage:"longest chat message, in characters"`
+	RESTMaxBodyBytes     int64         `flag:"rest-max-body-bytes" env:"PARLEY_REST_MAX_BODY_BYTES" default:"1048576" usage:"largest REST request body"`
+
+	StoreDriver string `flag:"store" env:"PARLEY_STORE" default:"sqlite" usage:"store: sqlite (embedded) or postgres"`
+	PostgresURL string `flag:"postgres-url" env:"PARLEY_POSTGRES_URL" default:"" usage:"PostgreSQL URL when store=postgres"`
+	Broker      string `flag:"broker" env:"PARLEY_BROKER" default:"local" usage:"fan-out broker: local (one process) or nats (cluster)"`
+	NATSURL     string `flag:"nats-url" env:"PARLEY_NATS_URL" default:"nats://127.0.0.1:4222" usage:"NATS URL when broker=nats"`
+	NodeID      string `flag:"node-id" env:"PARLEY_NODE_ID" default:"" usage:"this node's id in a cluster (default: random)"`
+
+	MediaWorkers       int           `flag:"media-workers" env:"PARLEY_MEDIA_WORKERS" default:"0" usage:"SFU workers (0 = number of CPUs)"`
+	MediaListenIP      string        `flag:"media-listen-ip" env:"PARLEY_MEDIA_LISTEN_IP" default:"0.0.0.0" usage:"IP the SFU's UDP sockets bind to"`
+	MediaAnnouncedIP   string        `flag:"media-announced-ip" env:"PARLEY_MEDIA_ANNOUNCED_IP" default:"" usage:"IP announced in ICE candidates (public IP behind NAT)"`
+	MediaRTCMinPort    int           `flag:"media-rtc-min-port" env:"PARLEY_MEDIA_RTC_MIN_PORT" default:"40000" usage:"lowest UDP port for media"`
+	MediaRTCMaxPort    int           `flag:"media-rtc-max-port" env:"PARLEY_MEDIA_RTC_MAX_PORT" default:"49999" usage:"highest UDP port for media"`
+	MediaUDPPort       int           `flag:"media-udp-port" env:"PARLEY_MEDIA_UDP_PORT" default:"0" usage:"one muxed UDP port for all media (0 = use the port range)"`
+	MediaLoopback      bool          `flag:"media-loopback" env:"PARLEY_MEDIA_LOOPBACK" default:"false" usage:"also offer 127.0.0.1 ICE candidates (local testing)"`
+	TURNURL            string        `flag:"turn-url" env:"PARLEY_TURN_URL" default:"" usage:"TURN server URL(s), comma separated, given to clients"`
+	TURNUsername       string        `flag:"turn-username" env:"PARLEY_TURN_USERNAME" default:"" usage:"static TURN username"`
+	TURNPassword       string        `flag:"turn-password" env:"PARLEY_TURN_PASSWORD" default:"" usage:"static TURN password"`
+	TURNSharedSecret   string        `flag:"turn-shared-secret" env:"PARLEY_TURN_SHARED_SECRET" default:"" usage:"coturn REST shared secret for time-limited TURN credentials"`
+	TURNCredentialTTL  time.Duration `flag:"turn-credential-ttl" env:"PARLEY_TURN_CREDENTIAL_TTL" default:"12h" usage:"lifetime of shared-secret TURN credentials"`
+	TURNForceRelay     bool          `flag:"turn-force-relay" env:"PARLEY_TURN_FORCE_RELAY" default:"false" usage:"tell clients to use relay candidates only"`
+	TURNEmbedded       bool          `flag:"turn-embedded" env:"PARLEY_TURN_EMBEDDED" default:"false" usage:"run an embedded TURN server (UDP)"`
+	TURNEmbeddedPort   int           `flag:"turn-embedded-port" env:"PARLEY_TURN_EMBEDDED_PORT" default:"3478" usage:"embedded TURN UDP port"`
+	TURNEmbeddedRealm  string        `flag:"turn-embedded-realm" env:"PARLEY_TURN_EMBEDDED_REALM" default:"parley" usage:"embedded TURN realm"`
+	TURNEmbeddedListen string        `flag:"turn-embedded-listen-ip" env:"PARLEY_TURN_EMBEDDED_LISTEN_IP" default:"0.0.0.0" usage:"embedded TURN listen IP"`
+}
+
+// FlagSet returns a flag set with one flag per setting, named as in the
+// struct tags, for usage text and parsing.
+func FlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	forEachField(func(f fieldInfo) {
+		fs.Var(&rawFlag{kind: f.kind}, f.flag, f.usage+" (env "+f.env+", default "+quoteDefault(f.def)+")")
+	})
+	return fs
+}
+
+func quoteDefault(s string) string {
+	if s == "" {
+		return `""`
+	}
+	return s
+}
+
+// rawFlag records the string a flag was given; Load converts it.
+type rawFlag struct {
+	kind  reflect.Kind
+	value string
+	set   bool
+}
+
+func (r *rawFlag) String() string { return r.value }
+func (r *rawFlag) Set(s string) error {
+	r.value, r.set = s, true
+	return nil
+}
+func (r *rawFlag) IsBoolFlag() bool { return r.kind == reflect.Bool }
+
+// Load builds the config: defaults, then the YAML file (from --config or
+// PARLEY_CONFIG), then PARLEY_* environment, then the flags that were set on
+// fs (which must come from FlagSet and be parsed). getenv is os.Getenv in
+// production. The result is validated.
+func Load(fs *flag.FlagSet, getenv func(string) string) (*Config, error) {
+	cfg := &Config{}
+	var errs []error
+	forEachField(func(f fieldInfo) {
+		if err := setField(cfg, f, f.def); err != nil {
+			errs = append(errs, fmt.Errorf("default of %s: %w", f.flag, err))
+		}
+	})
+	flagValue := func(name string) (string, bool) {
+		if fs == nil {
+			return "", false
+		}
+		fl := fs.Lookup(name)
+		if fl == nil {
+			return "", false
+		}
+		r, ok := fl.Value.(*rawFlag)
+		if !ok || !r.set {
+			return "", false
+		}
+		return r.value, true
+	}
+	// The file path itself comes from flag or env.
+	path := getenv("PARLEY_CONFIG")
+	if v, ok := flagValue("config"); ok {
+		path = v
+	}
+	if path != "" {
+		if err := loadFile(cfg, path); err != nil {
+			return nil, err
+		}
+	}
+	forEachField(func(f fieldInfo) {
+		if v := getenv(f.env); v != "" {
+			if err := setField(cfg, f, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s (env %s): %w", f.flag, f.env, err))
+			}
+		}
+	})
+	forEachField(func(f fieldInfo) {
+		if v, ok := flagValue(f.flag); ok {
+			if err := setField(cfg, f, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s (flag --%s): %w", f.flag, f.flag, err))
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("invalid config: %w", errors.Join(errs...))
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func loadFile(cfg *Config, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	known := map[string]fieldInfo{}
+	forEachField(func(f fieldInfo) {
+		known[f.flag] = f
+		known[strings.ReplaceAll(f.flag, "-", "_")] = f
+	})
+	var errs []error
+	for k, v := range m {
+		f, ok := known[k]
+		if !ok {
+			errs = append(errs, fmt.Errorf("config file %s: unknown setting %q", path, k))
+			continue
+		}
+		if err := setField(cfg, f, fmt.Sprint(v)); err != nil {
+			errs = append(errs, fmt.Errorf("%s (file %s): %w", f.flag, path, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type fieldInfo struct {
+	index int
+	kind  reflect.Kind
+	typ   reflect.Type
+	flag  string
+	env   string
+	def   string
+	usage string
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+func forEachField(fn func(fieldInfo)) {
+	t := reflect.TypeOf(Config{})
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		fn(fieldInfo{index: i, kind: sf.Type.Kind(), typ: sf.Type, flag: sf.Tag.Get("flag"),
+			env: sf.Tag.Get("env"), def: sf.Tag.Get("default"), usage: sf.Tag.Get("usage")})
+	}
+}
+
+func setField(cfg *Config, f fieldInfo, s string) error {
+	v := reflect.ValueOf(cfg).Elem().Field(f.index)
+	switch {
+	case f.typ == durationType:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("not a duration (use Go syntax like 500ms, 6s): %q", s)
+		}
+		v.SetInt(int64(d))
+	case f.kind == reflect.String:
+		v.SetString(s)
+	case f.kind == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("not a boolean: %q", s)
+		}
+		v.SetBool(b)
+	case f.kind == reflect.Int || f.kind == reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("not an integer: %q", s)
+		}
+		v.SetInt(n)
+	case f.kind == reflect.Float64:
+		x, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("not a number: %q", s)
+		}
+		v.SetFloat(x)
+	default:
+		return fmt.Errorf("unsupported kind %s", f.kind)
+	}
+	return nil
+}
+
+// Validate checks every field and names the first bad ones.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("invalid config: %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("http-addr", "not host:port: %q", c.HTTPAddr)
+	}
+	if c.DataDir == "" && c.StoreDriver == "sqlite" {
+		bad("data-dir", "must not be empty")
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("log-format", "must be text or json, got %q", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if c.AuthSecret != "" && len(c.AuthSecret) < 16 {
+		bad("auth-secret", "must be at least 16 bytes")
+	}
+	positiveDur := map[string]time.Duration{
+		"heartbeat-interval": c.HeartbeatInterval, "heartbeat-timeout": c.HeartbeatTimeout,
+		"write-timeout": c.WriteTimeout, "violation-window": c.ViolationWindow,
+		"typing-timeout": c.TypingTimeout, "shutdown-timeout": c.ShutdownTimeout,
+		"access-token-ttl": c.AccessTokenTTL, "refresh-token-ttl": c.RefreshTokenTTL,
+		"turn-credential-ttl": c.TURNCredentialTTL,
+	}
+	for name, d := range positiveDur {
+		if d <= 0 {
+			bad(name, "must be positive, got %s", d)
+		}
+	}
+	if c.PresenceOfflineGrace < 0 {
+		bad("presence-offline-grace", "must not be negative")
+	}
+	if c.AuthLeeway < 0 {
+		bad("auth-leeway", "must not be negative")
+	}
+	if c.HeartbeatTimeout > 0 && c.HeartbeatInterval >= c.HeartbeatTimeout {
+		bad("heartbeat-timeout", "must be longer than heartbeat-interval (%s)", c.HeartbeatInterval)
+	}
+	positiveInt := map[string]int{
+		"max-message-bytes": c.MaxMessageBytes, "queue-max-bytes": c.QueueMaxBytes,
+		"msg-burst": c.MsgBurst, "rate-limit-strikes": c.RateLimitStrikes, "violation-limit": c.ViolationLimit,
+		"storage-max-bytes": c.StorageMaxBytes, "storage-max-ops": c.StorageMaxOps, "storage-max-depth": c.StorageMaxDepth,
+		"storage-keep-updates": c.StorageKeepUpdates, "snapshot-every": c.SnapshotEvery,
+		"presence-max-bytes": c.PresenceMaxBytes, "commit-max-batch": c.CommitMaxBatch,
+		"message-max-chars": c.MessageMaxChars, "login-burst": c.LoginBurst,
+	}
+	for name, n := range positiveInt {
+		if n <= 0 {
+			bad(name, "must be positive, got %d", n)
+		}
+	}
+	if c.MaxMessageBytes > 0 && c.QueueMaxBytes < c.MaxMessageBytes {
+		bad("queue-max-bytes", "must be at least max-message-bytes (%d)", c.MaxMessageBytes)
+	}
+	if c.MsgRate <= 0 {
+		bad("msg-rate", "must be positive")
+	}
+	if c.LoginRate <= 0 {
+		bad("login-rate", "must be positive")
+	}
+	if c.MaxConnections < 0 {
+		bad("max-connections", "must not be negative")
+	}
+	if c.RESTMaxBodyBytes <= 0 {
+		bad("rest-max-body-bytes", "must be positive")
+	}
+	if c.PresenceAudience != "all" && c.PresenceAudience != "shared" {
+		bad("presence-audience", "must be all or shared, got %q", c.PresenceAudience)
+	}
+	switch c.StoreDriver {
+	case "sqlite":
+	case "postgres":
+		if c.PostgresURL == "" {
+			bad("postgres-url", "required when store=postgres")
+		}
+	default:
+		bad("store", "must be sqlite or postgres, got %q", c.StoreDriver)
+	}
+	switch c.Broker {
+	case "local":
+	case "nats":
+		if c.NATSURL == "" {
+			bad("nats-url", "required when broker=nats")
+		}
+		if c.StoreDriver != "postgres" {
+			bad("store", "broker=nats needs a shared store: set store=postgres")
+		}
+	default:
+		bad("broker", "must be local or nats, got %q", c.Broker)
+	}
+	if c.MediaWorkers < 0 {
+		bad("media-workers", "must not be negative")
+	}
+	for name, p := range map[string]int{"media-rtc-min-port": c.MediaRTCMinPort, "media-rtc-max-port": c.MediaRTCMaxPort,
+		"media-udp-port": c.MediaUDPPort, "turn-embedded-port": c.TURNEmbeddedPort} {
+		if p < 0 || p > 65535 {
+			bad(name, "not a port: %d", p)
+		}
+	}
+	if c.MediaRTCMinPort > c.MediaRTCMaxPort {
+		bad("media-rtc-min-port", "greater than media-rtc-max-port")
+	}
+	for name, ip := range map[string]string{"media-listen-ip": c.MediaListenIP, "media-announced-ip": c.MediaAnnouncedIP,
+		"turn-embedded-listen-ip": c.TURNEmbeddedListen} {
+		if ip != "" && net.ParseIP(ip) == nil {
+			bad(name, "not an IP address: %q", ip)
+		}
+	}
+	if c.TURNEmbedded && c.TURNSharedSecret == "" {
+		bad("turn-shared-secret", "required by turn-embedded (credentials use the shared-secret scheme)")
+	}
+	return errors.Join(errs...)
+}

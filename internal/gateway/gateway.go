@@ -1,0 +1,245 @@
+// Package gateway is the WebSocket endpoint: token check before the upgrade,
+// the read loop (size limits, rate limits, violation counting, dispatch by
+// message-type prefix), a bounded outbound queue drained by one writer per
+// connection, and the heartbeat.
+//
+// Where a message type is handled: Gateway.Route registers a Handler for a
+// prefix ("room", "typing", "presence", "media"); the server package wires
+// them (internal/server/server.go).
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/hub"
+	"github.com/parleyhq/parley/internal/metrics"
+	"github.com/parleyhq/parley/internal/protocol"
+)
+
+// Session is a connection as handlers see it.
+type Session interface {
+	hub.Conn
+	Name() string
+	Claims() *auth.Claims
+	// Reply encodes and sends one message to this connection.
+	Reply(typ, id string, data any)
+	// ReplyError sends an error frame carrying the request id.
+	ReplyError(id string, err *protocol.Error)
+	// Done is closed when the connection has ended.
+	Done() <-chan struct{}
+}
+
+// Handler handles the client messages of one type prefix. A returned
+// *protocol.Error becomes an error frame carrying env.ID; other errors become
+// "internal". Handlers run on the connection's read goroutine, one message at
+// a time per connection, and must not block on other clients.
+type Handler interface {
+	Handle(ctx context.Context, s Session, env protocol.Envelope) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, s Session, env protocol.Envelope) error
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, s Session, env protocol.Envelope) error {
+	return f(ctx, s, env)
+}
+
+// Lifecycle is told when connections start and end (after the connection is
+// registered in the hub, and after it was removed).
+type Lifecycle interface {
+	Connected(s Session, firstForUser bool)
+	Disconnected(s Session, lastForUser bool)
+}
+
+// Options are the gateway's limits (from config.Config).
+type Options struct {
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+	WriteTimeout      time.Duration
+	MaxMessageBytes   int
+	QueueMaxBytes     int
+	MsgRate           float64
+	MsgBurst          int
+	RateLimitStrikes  int
+	ViolationLimit    int
+	ViolationWindow   time.Duration
+	MaxConnections    int
+}
+
+// Gateway serves GET /ws.
+type Gateway struct {
+	opts     Options
+	verifier *auth.Verifier
+	hub      *hub.Hub
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+
+	routes     map[string]Handler
+	lifecycles []Lifecycle
+
+	draining atomic.Bool
+	wg       sync.WaitGroup // one per live connection
+	stop     chan struct{}
+	stopOnce sync.Once
+}
+
+// New creates a gateway. Call Route and OnLifecycle before serving, then Run
+// the heartbeat loop.
+func New(opts Options, v *auth.Verifier, h *hub.Hub, m *metrics.Metrics, log *slog.Logger) *Gateway {
+	return &Gateway{opts: opts, verifier: v, hub: h, metrics: m, log: log,
+		routes: map[string]Handler{}, stop: make(chan struct{})}
+}
+
+// Route sends messages whose type starts with prefix + ":" to h.
+func (g *Gateway) Route(prefix string, h Handler) { g.routes[prefix] = h }
+
+// OnLifecycle registers l; Disconnected hooks run in reverse order.
+func (g *Gateway) OnLifecycle(l Lifecycle) { g.lifecycles = append(g.lifecycles, l) }
+
+// Draining reports whether shutdown has begun.
+func (g *Gateway) Draining() bool { return g.draining.Load() }
+
+// writeHTTPError writes a REST-style JSON error.
+func writeHTTPError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "message": msg})
+}
+
+// TokenFromRequest takes the token from ?token= or Authorization: Bearer.
+func TokenFromRequest(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+			return strings.TrimSpace(h[7:])
+		}
+		return ""
+	}
+	return r.URL.Query().Get("token")
+}
+
+// ServeHTTP authenticates and upgrades.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		writeHTTPError(w, http.StatusMethodNotAllowed, protocol.CodeBadRequest, "use GET")
+		return
+	}
+	if g.draining.Load() {
+		writeHTTPError(w, http.StatusServiceUnavailable, "unavailable", "server is shutting down")
+		return
+	}
+	tok := TokenFromRequest(r)
+	if tok == "" {
+		g.metrics.AuthFailures.Inc()
+		writeHTTPError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "missing token")
+		return
+	}
+	claims, err := g.verifier.Verify(tok)
+	if err != nil {
+		g.metrics.AuthFailures.Inc()
+		writeHTTPError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
+		return
+	}
+	if g.opts.MaxConnections > 0 {
+		if n, _ := g.hub.Counts(); n >= g.opts.MaxConnections {
+			writeHTTPError(w, http.StatusServiceUnavailable, "unavailable", "connection limit reached")
+			return
+		}
+	}
+	nc, rw, _, err := ws.UpgradeHTTP(r, w)
+	if err != nil {
+		// UpgradeHTTP has answered the bad handshake itself.
+		g.log.Debug("upgrade failed", "err", err, "remote", r.RemoteAddr)
+		return
+	}
+	g.metrics.ConnectionsTotal.Inc()
+	c := newConn(g, nc, rw.Reader, claims)
+	g.wg.Add(1)
+	defer g.wg.Done()
+	c.serve()
+}
+
+// Shutdown stops accepting connections, closes every live one with 1001 and
+// waits for them to end or ctx to expire.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.draining.Store(true)
+	g.stopOnce.Do(func() { close(g.stop) })
+	g.hub.Each(func(hc hub.Conn) {
+		if c, ok := hc.(*Conn); ok {
+			c.Close(protocol.CloseGoingAway, "server shutting down")
+		}
+	})
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		// Cut what is left.
+		g.hub.Each(func(hc hub.Conn) {
+			if c, ok := hc.(*Conn); ok {
+				c.abort()
+			}
+		})
+		return ctx.Err()
+	}
+}
+
+// RunHeartbeat pings every connection each interval and closes those silent
+// for longer than the timeout. It returns when Shutdown is called.
+func (g *Gateway) RunHeartbeat() {
+	// Check at a finer step than the interval so timeouts are enforced
+	// within a fraction of the interval.
+	step := g.opts.HeartbeatInterval
+	if g.opts.HeartbeatTimeout/4 < step {
+		step = g.opts.HeartbeatTimeout / 4
+	}
+	if step <= 0 {
+		step = time.Second
+	}
+	t := time.NewTicker(step)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case now := <-t.C:
+			nowNs := now.UnixNano()
+			g.hub.Each(func(hc hub.Conn) {
+				c, ok := hc.(*Conn)
+				if !ok || c.isClosing() {
+					return
+				}
+				if nowNs-c.lastRead.Load() > int64(g.opts.HeartbeatTimeout) {
+					g.metrics.HeartbeatTimeouts.Inc()
+					g.log.Info("heartbeat timeout", "conn", c.id, "user", c.userID)
+					c.Close(protocol.CloseHeartbeatMissed, "heartbeat timeout")
+					return
+				}
+				if nowNs-c.lastPing.Load() >= int64(g.opts.HeartbeatInterval) {
+					c.lastPing.Store(nowNs)
+					c.requestPing()
+				}
+			})
+		}
+	}
+}
+
+func newConnID() string { return uuid.NewString() }
+
+func closeCodeLabel(code int) string { return strconv.Itoa(code) }
+
+var errClosed = errors.New("connection closed")

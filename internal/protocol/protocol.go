@@ -1,0 +1,229 @@
+// Package protocol defines Parley's wire contract: the JSON envelope, every
+// message type name, error codes and close codes, and the validation of
+// client input. It does no I/O. See docs/protocol.md.
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Envelope is one WebSocket text frame: {"type", "id"?, "data"?}.
+type Envelope struct {
+	Type string          `json:"type"`
+	ID   string          `json:"id,omitempty"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// Error codes carried in {"type":"error","data":{"code":...}} and in REST
+// error bodies.
+const (
+	CodeBadRequest      = "bad_request"
+	CodeTestFailed      = "test_failed"
+	CodeUnauthorized    = "unauthorized"
+	CodeForbidden       = "forbidden"
+	CodeNotFound        = "not_found"
+	CodeVersionConflict = "version_conflict"
+	CodeTooLarge        = "too_large"
+	CodeRateLimited     = "rate_limited"
+	CodeConflict        = "conflict"
+	CodeInternal        = "internal"
+)
+
+// WebSocket close codes.
+const (
+	CloseNormal          = 1000
+	CloseGoingAway       = 1001 // server shutting down
+	CloseTokenExpired    = 4001
+	CloseSlowConsumer    = 4008
+	CloseMessageTooBig   = 4009
+	CloseRateLimited     = 4029
+	CloseProtocolAbuse   = 4400
+	CloseHeartbeatMissed = 4000 // no frame within the heartbeat timeout
+)
+
+// Message types, client → server and server → client.
+const (
+	TypeConnected = "connected"
+	TypeError     = "error"
+	TypeAck       = "ack"
+	TypePing      = "ping"
+	TypePong      = "pong"
+
+	TypeRoomJoin            = "room:join"
+	TypeRoomLeave           = "room:leave"
+	TypeRoomUpdatePresence  = "room:update_presence"
+	TypeRoomUpdateStorage   = "room:update_storage"
+	TypeRoomBroadcast       = "room:broadcast"
+	TypeRoomState           = "room:state"
+	TypeRoomJoined          = "room:joined"
+	TypeRoomLeft            = "room:left"
+	TypeRoomPresenceUpdated = "room:presence_updated"
+	TypeRoomStorageUpdated  = "room:storage_updated"
+	TypeRoomEvent           = "room:event"
+
+	TypeTypingStart    = "typing:start"
+	TypeTypingStop     = "typing:stop"
+	TypePresenceUpdate = "presence:update"
+	TypeMessageCreate  = "message:create"
+	TypeMessageUpdate  = "message:update"
+	TypeMessageDelete  = "message:delete"
+
+	TypeRoomCallStarted = "room:call_started"
+	TypeRoomCallUpdated = "room:call_updated"
+	TypeRoomCallEnded   = "room:call_ended"
+)
+
+// Error is a protocol-level failure with a code from the list above. Handlers
+// return it; the gateway turns it into an error frame carrying the request id.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf builds an *Error.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// AsError maps any error to a protocol error; unknown errors become internal.
+func AsError(err error) *Error {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return &Error{Code: CodeInternal, Message: "internal error"}
+}
+
+// Decode parses one client frame. It rejects anything that is not a JSON
+// object with a non-empty string "type", an optional string "id" and an
+// optional object "data".
+func Decode(frame []byte) (Envelope, *Error) {
+	var env Envelope
+	if !utf8.Valid(frame) {
+		return env, Errorf(CodeBadRequest, "frame is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(frame))
+	if err := dec.Decode(&env); err != nil {
+		// Try to salvage the id so the error can carry it.
+		env = Envelope{ID: salvageID(frame)}
+		return env, Errorf(CodeBadRequest, "malformed message: %s", shortErr(err))
+	}
+	if dec.More() {
+		return Envelope{ID: env.ID}, Errorf(CodeBadRequest, "trailing data after the message")
+	}
+	if env.Type == "" {
+		return env, Errorf(CodeBadRequest, "missing type")
+	}
+	if len(env.ID) > 128 {
+		return Envelope{}, Errorf(CodeBadRequest, "id longer than 128 characters")
+	}
+	if len(env.Data) > 0 && !bytes.Equal(env.Data, []byte("null")) && env.Data[0] != '{' {
+		return env, Errorf(CodeBadRequest, "data must be an object")
+	}
+	return env, nil
+}
+
+func salvageID(frame []byte) string {
+	var probe struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if json.Unmarshal(frame, &probe) != nil || len(probe.ID) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(probe.ID, &s) != nil || len(s) > 128 {
+		return ""
+	}
+	return s
+}
+
+func shortErr(err error) string {
+	s := err.Error()
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// DecodeData strictly decodes a message's data into v: wrong field types
+// and unknown fields are bad_request.
+func DecodeData(data json.RawMessage, v any) *Error {
+	if len(data) == 0 || bytes.Equal(data, []byte("null")) {
+		data = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return Errorf(CodeBadRequest, "invalid data: %s", shortErr(err))
+	}
+	return nil
+}
+
+// ValidRoomID reports whether id is 1–128 chars of [A-Za-z0-9._:-].
+func ValidRoomID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
+			c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Encode builds one server frame. data may be nil, a json.RawMessage or any
+// value encoding/json can marshal.
+func Encode(typ, id string, data any) []byte {
+	buf := make([]byte, 0, 128)
+	buf = append(buf, `{"type":`...)
+	buf = strconv.AppendQuote(buf, typ) // message types are ASCII
+	if id != "" {
+		buf = append(buf, `,"id":`...)
+		idJSON, _ := json.Marshal(id)
+		buf = append(buf, idJSON...)
+	}
+	if data != nil {
+		var raw []byte
+		switch d := data.(type) {
+		case json.RawMessage:
+			raw = d
+		case []byte:
+			raw = d
+		default:
+			var err error
+			raw, err = json.Marshal(d)
+			if err != nil {
+				raw = []byte(`{}`)
+			}
+		}
+		buf = append(buf, `,"data":`...)
+		buf = append(buf, raw...)
+	}
+	buf = append(buf, '}')
+	return buf
+}
+
+// EncodeError builds an error frame.
+func EncodeError(id string, e *Error) []byte {
+	return Encode(TypeError, id, e)
+}
+
+// Now returns the server timestamp format used on the wire (RFC3339 with
+// milliseconds, UTC).
+func Now() string { return FormatTime(time.Now()) }
+
+// FormatTime formats t the way every server timestamp is sent.
+func FormatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }

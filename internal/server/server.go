@@ -1,0 +1,215 @@
+// Package server wires Parley together: config → store, hub, broker,
+// gateway with its handlers (rooms, chat, media), REST API and operations
+// endpoints. It is the one place that knows every package.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/cluster"
+	"github.com/parleyhq/parley/internal/config"
+	"github.com/parleyhq/parley/internal/gateway"
+	"github.com/parleyhq/parley/internal/hub"
+	"github.com/parleyhq/parley/internal/metrics"
+	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/store/postgres"
+	"github.com/parleyhq/parley/internal/store/sqlite"
+)
+
+// Server is a running Parley node.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	Store    store.Store
+	Hub      *hub.Hub
+	Broker   cluster.Broker
+	Gateway  *gateway.Gateway
+	Metrics  *metrics.Metrics
+	Signer   *auth.Signer
+	Verifier *auth.Verifier
+
+	mux       *http.ServeMux
+	httpSrv   *http.Server
+	debugSrv  *http.Server
+	closers   []func(context.Context) error // run in reverse order at shutdown
+	hbDone    chan struct{}
+	closeOnce sync.Once
+}
+
+// New builds a server from a validated config. It opens the store (creating
+// the data directory and SQLite file on first start) but does not listen.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+	if cfg.AuthSecret == "" && cfg.AuthRSAPublicKey == "" && cfg.AuthEdPublicKey == "" {
+		return nil, errors.New("invalid config: auth-secret: required (set PARLEY_AUTH_SECRET or --auth-secret; or run with --dev)")
+	}
+	s := &Server{cfg: cfg, log: log, Hub: hub.New(), hbDone: make(chan struct{})}
+
+	vc := auth.VerifierConfig{Leeway: cfg.AuthLeeway}
+	if cfg.AuthSecret != "" {
+		vc.HMACSecret = []byte(cfg.AuthSecret)
+		s.Signer = auth.NewHS256Signer([]byte(cfg.AuthSecret))
+	}
+	for _, k := range []struct {
+		path string
+		dst  *[]byte
+		name string
+	}{{cfg.AuthRSAPublicKey, &vc.RSAPublicKey, "auth-rsa-public-key"}, {cfg.AuthEdPublicKey, &vc.EdPublicKey, "auth-ed25519-public-key"}} {
+		if k.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(k.path)
+		if err != nil {
+			return nil, fmt.Errorf("invalid config: %s: %w", k.name, err)
+		}
+		*k.dst = b
+	}
+	v, err := auth.NewVerifier(vc)
+	if err != nil {
+		return nil, fmt.Errorf("invalid config: auth keys: %w", err)
+	}
+	s.Verifier = v
+
+	switch cfg.StoreDriver {
+	case "postgres":
+		s.Store, err = postgres.Open(ctx, cfg.PostgresURL, postgres.Options{})
+	default:
+		path := filepath.Join(cfg.DataDir, "parley.db")
+		s.Store, err = sqlite.Open(ctx, path, sqlite.Options{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s.closers = append(s.closers, func(context.Context) error { return s.Store.Close() })
+
+	s.Metrics = metrics.New(map[string]func() float64{
+		"parley_connections":     func() float64 { n, _ := s.Hub.Counts(); return float64(n) },
+		"parley_users_connected": func() float64 { _, u := s.Hub.Counts(); return float64(u) },
+	})
+
+	switch cfg.Broker {
+	case "nats":
+		b, err := cluster.NewNATS(cfg.NATSURL, cfg.NodeID, s.Hub, log)
+		if err != nil {
+			s.closeAll(ctx)
+			return nil, fmt.Errorf("connect NATS: %w", err)
+		}
+		s.Broker = b
+	default:
+		s.Broker = cluster.NewLocal(s.Hub)
+	}
+	s.closers = append(s.closers, func(context.Context) error { return s.Broker.Close() })
+
+	s.Gateway = gateway.New(gateway.Options{
+		HeartbeatInterval: cfg.HeartbeatInterval, HeartbeatTimeout: cfg.HeartbeatTimeout,
+		WriteTimeout: cfg.WriteTimeout, MaxMessageBytes: cfg.MaxMessageBytes, QueueMaxBytes: cfg.QueueMaxBytes,
+		MsgRate: cfg.MsgRate, MsgBurst: cfg.MsgBurst, RateLimitStrikes: cfg.RateLimitStrikes,
+		ViolationLimit: cfg.ViolationLimit, ViolationWindow: cfg.ViolationWindow, MaxConnections: cfg.MaxConnections,
+	}, s.Verifier, s.Hub, s.Metrics, log)
+
+	s.mux = http.NewServeMux()
+	s.mux.Handle("GET /ws", s.Gateway)
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.Handle("GET /metrics", s.Metrics.Handler())
+	if err := s.wireFeatures(ctx); err != nil {
+		s.closeAll(ctx)
+		return nil, err
+	}
+	return s, nil
+}
+
+// Handler is the HTTP handler of the whole server (for tests with httptest).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Start begins serving on ln and starts the background loops.
+func (s *Server) Start(ln net.Listener) {
+	s.httpSrv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	go func() {
+		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "err", err)
+		}
+	}()
+	s.StartBackground()
+	if s.cfg.DebugAddr != "" {
+		dm := http.NewServeMux()
+		dm.HandleFunc("/debug/pprof/", pprof.Index)
+		dm.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		dm.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		dm.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		dm.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		s.debugSrv = &http.Server{Addr: s.cfg.DebugAddr, Handler: dm, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := s.debugSrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("debug listener stopped", "err", err)
+			}
+		}()
+	}
+}
+
+// StartBackground starts the heartbeat loop (Start calls it; tests that use
+// Handler with httptest call it themselves).
+func (s *Server) StartBackground() {
+	go func() {
+		defer close(s.hbDone)
+		s.Gateway.RunHeartbeat()
+	}()
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if s.Gateway.Draining() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"status":"draining"}`))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.Store.Ping(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"status":"store unavailable"}`))
+		return
+	}
+	_, _ = w.Write([]byte(`{"status":"ok"}`))
+}
+
+// Shutdown drains: /healthz answers 503, new connections are refused, every
+// connection gets close 1001, pending storage commits are flushed, the store
+// is closed. It returns within ctx's deadline.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	if err := s.Gateway.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("gateway: %w", err))
+	}
+	if s.httpSrv != nil {
+		if err := s.httpSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http: %w", err))
+		}
+	}
+	if s.debugSrv != nil {
+		_ = s.debugSrv.Close()
+	}
+	errs = append(errs, s.closeAll(ctx))
+	return errors.Join(errs...)
+}
+
+func (s *Server) closeAll(ctx context.Context) error {
+	var errs []error
+	s.closeOnce.Do(func() {
+		for i := len(s.closers) - 1; i >= 0; i-- {
+			if err := s.closers[i](ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
