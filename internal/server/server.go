@@ -22,6 +22,7 @@ import (
 	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/hub"
 	"github.com/parleyhq/parley/internal/metrics"
+	"github.com/parleyhq/parley/internal/rooms"
 	"github.com/parleyhq/parley/internal/store"
 	"github.com/parleyhq/parley/internal/store/postgres"
 	"github.com/parleyhq/parley/internal/store/sqlite"
@@ -38,6 +39,7 @@ type Server struct {
 	Metrics  *metrics.Metrics
 	Signer   *auth.Signer
 	Verifier *auth.Verifier
+	Rooms    *rooms.Manager
 
 	mux       *http.ServeMux
 	httpSrv   *http.Server
@@ -95,6 +97,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	s.Metrics = metrics.New(map[string]func() float64{
 		"parley_connections":     func() float64 { n, _ := s.Hub.Counts(); return float64(n) },
 		"parley_users_connected": func() float64 { _, u := s.Hub.Counts(); return float64(u) },
+		"parley_rooms_live": func() float64 {
+			if s.Rooms == nil {
+				return 0
+			}
+			return float64(s.Rooms.LiveRooms())
+		},
 	})
 
 	switch cfg.Broker {

@@ -1,0 +1,408 @@
+package rooms
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/gateway"
+	"github.com/parleyhq/parley/internal/jsonpatch"
+	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/store"
+)
+
+// client is one connection inside a room.
+type client struct {
+	session  gateway.Session
+	perms    auth.Perm
+	presence map[string]json.RawMessage
+	joinedAt time.Time
+}
+
+// Room is a live room. All fields are guarded by mu except id and m.
+type Room struct {
+	m  *Manager
+	id string
+
+	mu      sync.Mutex
+	refs    int // guarded by m.mu
+	loaded  bool
+	clients map[string]*client // by connection id
+	order   []*client          // join order, for stable member lists
+
+	// committed is what clients may see; head includes batches still being
+	// committed. pending counts those batches.
+	committed    jsonpatch.Doc
+	committedVer int64
+	committedEnc []byte // cached encoding of committed (nil when stale)
+	head         jsonpatch.Doc
+	headVer      int64
+	pending      int
+	epoch        int // bumped when a commit fails and head is reset
+	sinceSnap    int // versions since the last snapshot
+
+	recent []store.DocUpdate // last KeepUpdates committed updates, in order
+}
+
+func newRoom(m *Manager, id string) *Room {
+	return &Room{m: m, id: id, clients: map[string]*client{}}
+}
+
+// load reads the document from the store and replays the updates after
+// its snapshot. Needs r.mu.
+func (r *Room) load(ctx context.Context) error {
+	doc, err := r.m.store.LoadDocument(ctx, r.id)
+	if err != nil {
+		return fmt.Errorf("load room %s: %w", r.id, err)
+	}
+	// The stored document was valid when written; do not re-apply limits
+	// that may have been lowered since (it would make the room unloadable).
+	d, err := jsonpatch.NewDoc(doc.Data, jsonpatch.Limits{})
+	if err != nil {
+		return fmt.Errorf("load room %s snapshot: %w", r.id, err)
+	}
+	ver := doc.Version
+	for _, u := range doc.Updates {
+		ops, err := jsonpatch.ParseOps(u.Ops, jsonpatch.Limits{})
+		if err != nil {
+			return fmt.Errorf("load room %s update %d: %w", r.id, u.Version, err)
+		}
+		if d, err = jsonpatch.Apply(d, ops, jsonpatch.Limits{}); err != nil {
+			return fmt.Errorf("replay room %s update %d: %w", r.id, u.Version, err)
+		}
+		ver = u.Version
+	}
+	r.committed, r.head = d, d
+	r.committedVer, r.headVer = ver, ver
+	r.sinceSnap = len(doc.Updates)
+	keep := r.m.opts.KeepUpdates
+	ups := doc.Updates
+	if len(ups) > keep {
+		ups = ups[len(ups)-keep:]
+	}
+	r.recent = append([]store.DocUpdate(nil), ups...)
+	r.loaded = true
+	return nil
+}
+
+// member is the wire form of a client.
+type member struct {
+	ClientID string                     `json:"client_id"`
+	UserID   string                     `json:"user_id"`
+	Name     string                     `json:"name,omitempty"`
+	Presence map[string]json.RawMessage `json:"presence"`
+	JoinedAt string                     `json:"joined_at"`
+}
+
+func (c *client) wire() member {
+	p := c.presence
+	if p == nil {
+		p = map[string]json.RawMessage{}
+	}
+	return member{ClientID: c.session.ID(), UserID: c.session.UserID(), Name: c.session.Name(), Presence: p,
+		JoinedAt: protocol.FormatTime(c.joinedAt)}
+}
+
+// deliver sends frame to every client except the one named by except.
+// Needs r.mu. Returns the number of deliveries.
+func (r *Room) deliver(frame []byte, except string) int {
+	n := 0
+	for _, c := range r.order {
+		if c.session.ID() != except && c.session.Send(frame) {
+			n++
+		}
+	}
+	return n
+}
+
+// --- join / leave ---
+
+type joinData struct {
+	RoomID       string          `json:"room_id"`
+	Presence     json.RawMessage `json:"presence,omitempty"`
+	SinceVersion *int64          `json:"since_version,omitempty"`
+}
+
+type stateData struct {
+	RoomID   string       `json:"room_id"`
+	ClientID string       `json:"client_id"`
+	Members  []member     `json:"members"`
+	Storage  storageState `json:"storage"`
+}
+
+type storageState struct {
+	Version int64             `json:"version"`
+	Data    json.RawMessage   `json:"data,omitempty"`
+	// Updates is set (possibly to an empty list) only for a catch-up.
+	Updates *[]store.DocUpdate `json:"updates,omitempty"`
+}
+
+func (m *Manager) join(ctx context.Context, s gateway.Session, env protocol.Envelope) error {
+	var d joinData
+	if err := protocol.DecodeData(env.Data, &d); err != nil {
+		return err
+	}
+	if err := validRoom(d.RoomID); err != nil {
+		return err
+	}
+	var presence map[string]json.RawMessage
+	if len(d.Presence) > 0 && !bytes.Equal(d.Presence, []byte("null")) {
+		p, perr := m.parsePresence(d.Presence)
+		if perr != nil {
+			return perr
+		}
+		presence = p
+	}
+	if d.SinceVersion != nil && *d.SinceVersion < 0 {
+		return protocol.Errorf(protocol.CodeBadRequest, "since_version must not be negative")
+	}
+	perms, err := m.permsFor(ctx, s, d.RoomID)
+	if err != nil {
+		return fmt.Errorf("room access: %w", err)
+	}
+	if !perms.Has(auth.PermRead) {
+		return protocol.Errorf(protocol.CodeForbidden, "no access to room %s", d.RoomID)
+	}
+	if presence != nil && !perms.Has(auth.PermPresence) {
+		return protocol.Errorf(protocol.CodeForbidden, "no presence permission in room %s", d.RoomID)
+	}
+	r, err := m.acquire(ctx, d.RoomID)
+	if err != nil {
+		return err
+	}
+	defer m.release(r)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, already := r.clients[s.ID()]
+	if !already {
+		c = &client{session: s, perms: perms, presence: presence, joinedAt: time.Now()}
+		r.clients[s.ID()] = c
+		r.order = append(r.order, c)
+		m.trackConn(s.ID(), r, true)
+		joined := protocol.Encode(protocol.TypeRoomJoined, "", struct {
+			RoomID   string                     `json:"room_id"`
+			ClientID string                     `json:"client_id"`
+			UserID   string                     `json:"user_id"`
+			Name     string                     `json:"name,omitempty"`
+			Presence map[string]json.RawMessage `json:"presence"`
+		}{d.RoomID, s.ID(), s.UserID(), s.Name(), c.wire().Presence})
+		m.metrics.Out(protocol.TypeRoomJoined, r.deliver(joined, s.ID()))
+	} else {
+		c.perms = perms
+	}
+	st := stateData{RoomID: r.id, ClientID: s.ID(), Members: make([]member, 0, len(r.order))}
+	for _, mc := range r.order {
+		st.Members = append(st.Members, mc.wire())
+	}
+	st.Storage = r.storageFor(d.SinceVersion)
+	s.Reply(protocol.TypeRoomState, env.ID, st)
+	return nil
+}
+
+// storageFor returns the updates after since when they are still kept,
+// else the committed snapshot. Needs r.mu.
+func (r *Room) storageFor(since *int64) storageState {
+	if since != nil && *since <= r.committedVer {
+		if *since == r.committedVer {
+			return storageState{Version: r.committedVer, Updates: &[]store.DocUpdate{}}
+		}
+		if len(r.recent) > 0 && r.recent[0].Version <= *since+1 {
+			start := int(*since + 1 - r.recent[0].Version)
+			ups := make([]store.DocUpdate, len(r.recent)-start)
+			copy(ups, r.recent[start:])
+			return storageState{Version: r.committedVer, Updates: &ups}
+		}
+	}
+	if r.committedEnc == nil {
+		r.committedEnc, _ = r.committed.MarshalJSON()
+	}
+	return storageState{Version: r.committedVer, Data: r.committedEnc}
+}
+
+type leaveData struct {
+	RoomID string `json:"room_id"`
+}
+
+func (m *Manager) leave(s gateway.Session, env protocol.Envelope) error {
+	var d leaveData
+	if err := protocol.DecodeData(env.Data, &d); err != nil {
+		return err
+	}
+	if err := validRoom(d.RoomID); err != nil {
+		return err
+	}
+	r := m.roomOfConn(s.ID(), d.RoomID)
+	if r == nil {
+		return errNotInRoom(d.RoomID)
+	}
+	m.trackConn(s.ID(), r, false)
+	m.removeClient(r, s.ID(), env.ID)
+	return nil
+}
+
+// removeClient takes the connection out of r and tells everyone (the
+// leaver's copy carries reqID). The room leaves memory when it empties.
+func (m *Manager) removeClient(r *Room, connID, reqID string) {
+	r.mu.Lock()
+	c, ok := r.clients[connID]
+	if !ok {
+		r.mu.Unlock()
+		return
+	}
+	data := map[string]string{"room_id": r.id, "client_id": connID, "user_id": c.session.UserID()}
+	frame := protocol.Encode(protocol.TypeRoomLeft, "", data)
+	n := r.deliver(frame, connID)
+	if c.session.Send(protocol.Encode(protocol.TypeRoomLeft, reqID, data)) {
+		n++
+	}
+	m.metrics.Out(protocol.TypeRoomLeft, n)
+	delete(r.clients, connID)
+	for i, oc := range r.order {
+		if oc == c {
+			r.order = append(r.order[:i], r.order[i+1:]...)
+			break
+		}
+	}
+	r.mu.Unlock()
+	m.mu.Lock()
+	m.maybeUnloadLocked(r)
+	m.mu.Unlock()
+}
+
+// --- presence ---
+
+func (m *Manager) parsePresence(raw json.RawMessage) (map[string]json.RawMessage, *protocol.Error) {
+	if len(raw) > m.opts.PresenceMaxBytes {
+		return nil, protocol.Errorf(protocol.CodeTooLarge, "presence larger than %d bytes", m.opts.PresenceMaxBytes)
+	}
+	var p map[string]json.RawMessage
+	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &p) != nil {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "presence must be a JSON object")
+	}
+	for k, v := range p {
+		if bytes.Equal(v, []byte("null")) {
+			delete(p, k)
+		} else {
+			p[k] = compactJSON(v)
+		}
+	}
+	return p, nil
+}
+
+type presenceData struct {
+	RoomID   string          `json:"room_id"`
+	Presence json.RawMessage `json:"presence"`
+}
+
+func (m *Manager) updatePresence(s gateway.Session, env protocol.Envelope) error {
+	var d presenceData
+	if err := protocol.DecodeData(env.Data, &d); err != nil {
+		return err
+	}
+	if err := validRoom(d.RoomID); err != nil {
+		return err
+	}
+	if len(d.Presence) > m.opts.PresenceMaxBytes {
+		return protocol.Errorf(protocol.CodeTooLarge, "presence larger than %d bytes", m.opts.PresenceMaxBytes)
+	}
+	var patch map[string]json.RawMessage
+	if len(d.Presence) == 0 || d.Presence[0] != '{' || json.Unmarshal(d.Presence, &patch) != nil {
+		return protocol.Errorf(protocol.CodeBadRequest, "presence must be a JSON object")
+	}
+	r := m.roomOfConn(s.ID(), d.RoomID)
+	if r == nil {
+		return errNotInRoom(d.RoomID)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.clients[s.ID()]
+	if !ok {
+		return errNotInRoom(d.RoomID)
+	}
+	if !c.perms.Has(auth.PermPresence) {
+		return protocol.Errorf(protocol.CodeForbidden, "no presence permission in room %s", d.RoomID)
+	}
+	merged := make(map[string]json.RawMessage, len(c.presence)+len(patch))
+	for k, v := range c.presence {
+		merged[k] = v
+	}
+	for k, v := range patch {
+		if bytes.Equal(v, []byte("null")) {
+			delete(merged, k)
+		} else {
+			merged[k] = compactJSON(v)
+		}
+	}
+	enc, _ := json.Marshal(merged)
+	if len(enc) > m.opts.PresenceMaxBytes {
+		return protocol.Errorf(protocol.CodeTooLarge, "merged presence larger than %d bytes", m.opts.PresenceMaxBytes)
+	}
+	c.presence = merged
+	out := struct {
+		RoomID    string          `json:"room_id"`
+		ClientID  string          `json:"client_id"`
+		UserID    string          `json:"user_id"`
+		Presence  json.RawMessage `json:"presence"`
+		Timestamp string          `json:"timestamp"`
+	}{r.id, s.ID(), s.UserID(), enc, protocol.Now()}
+	data, _ := json.Marshal(out)
+	n := r.deliver(protocol.Encode(protocol.TypeRoomPresenceUpdated, "", json.RawMessage(data)), s.ID())
+	if s.Send(protocol.Encode(protocol.TypeRoomPresenceUpdated, env.ID, json.RawMessage(data))) {
+		n++
+	}
+	m.metrics.Out(protocol.TypeRoomPresenceUpdated, n)
+	return nil
+}
+
+// --- broadcast ---
+
+type broadcastData struct {
+	RoomID string          `json:"room_id"`
+	Event  json.RawMessage `json:"event"`
+}
+
+func (m *Manager) broadcast(s gateway.Session, env protocol.Envelope) error {
+	var d broadcastData
+	if err := protocol.DecodeData(env.Data, &d); err != nil {
+		return err
+	}
+	if err := validRoom(d.RoomID); err != nil {
+		return err
+	}
+	if len(d.Event) == 0 {
+		return protocol.Errorf(protocol.CodeBadRequest, "event is required")
+	}
+	r := m.roomOfConn(s.ID(), d.RoomID)
+	if r == nil {
+		return errNotInRoom(d.RoomID)
+	}
+	data, _ := json.Marshal(struct {
+		RoomID   string          `json:"room_id"`
+		ClientID string          `json:"client_id"`
+		UserID   string          `json:"user_id"`
+		Event    json.RawMessage `json:"event"`
+	}{d.RoomID, s.ID(), s.UserID(), d.Event})
+	frame := protocol.Encode(protocol.TypeRoomEvent, "", json.RawMessage(data))
+	r.mu.Lock()
+	c, ok := r.clients[s.ID()]
+	if !ok {
+		r.mu.Unlock()
+		return errNotInRoom(d.RoomID)
+	}
+	if !c.perms.Has(auth.PermWrite) {
+		r.mu.Unlock()
+		return protocol.Errorf(protocol.CodeForbidden, "no write permission in room %s", d.RoomID)
+	}
+	n := r.deliver(frame, s.ID())
+	r.mu.Unlock()
+	m.metrics.Out(protocol.TypeRoomEvent, n)
+	if env.ID != "" {
+		s.Reply(protocol.TypeAck, env.ID, nil)
+	}
+	return nil
+}
