@@ -167,9 +167,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	g.metrics.ConnectionsTotal.Inc()
 	c := newConn(g, nc, rw.Reader, claims)
+	// Serve on a fresh goroutine and let net/http's connection goroutine
+	// return: it would otherwise pin its read/write buffers (about 8 KiB)
+	// and a grown stack for the life of the WebSocket.
 	g.wg.Add(1)
-	defer g.wg.Done()
-	c.serve()
+	go func() {
+		defer g.wg.Done()
+		c.serve()
+	}()
 }
 
 // Shutdown stops accepting connections, closes every live one with 1001 and

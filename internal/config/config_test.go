@@ -1,0 +1,109 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func load(t *testing.T, args []string, env map[string]string) (*Config, error) {
+	t.Helper()
+	fs := FlagSet("test")
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return Load(fs, func(k string) string { return env[k] })
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := load(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:7880" || c.DataDir != "./data" || c.HeartbeatInterval != 30*time.Second ||
+		c.HeartbeatTimeout != 120*time.Second || c.MaxMessageBytes != 65536 || c.QueueMaxBytes != 1<<20 ||
+		c.TypingTimeout != 6*time.Second || c.PresenceOfflineGrace != 5*time.Second || c.StorageMaxBytes != 1<<20 ||
+		c.StorageMaxOps != 100 || c.PresenceMaxBytes != 4096 || c.StoreDriver != "sqlite" || c.Broker != "local" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+// flags beat env beat file beat defaults.
+func TestPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "parley.yaml")
+	yaml := "http-addr: 127.0.0.1:1111\ndata_dir: /from/file\ntyping-timeout: 2s\nmax-message-bytes: 1000\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"PARLEY_CONFIG": file, "PARLEY_DATA_DIR": "/from/env", "PARLEY_HTTP_ADDR": "127.0.0.1:2222"}
+	c, err := load(t, []string{"--http-addr", "127.0.0.1:3333"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:3333" || c.DataDir != "/from/env" || c.TypingTimeout != 2*time.Second ||
+		c.MaxMessageBytes != 1000 || c.HeartbeatInterval != 30*time.Second {
+		t.Fatalf("precedence: addr %s dir %s typing %s max %d", c.HTTPAddr, c.DataDir, c.TypingTimeout, c.MaxMessageBytes)
+	}
+	// --config flag beats PARLEY_CONFIG.
+	other := filepath.Join(t.TempDir(), "other.yaml")
+	_ = os.WriteFile(other, []byte("log-format: json\n"), 0o600)
+	c, err = load(t, []string{"--config", other}, map[string]string{"PARLEY_CONFIG": file})
+	if err != nil || c.LogFormat != "json" || c.HTTPAddr != "127.0.0.1:7880" {
+		t.Fatalf("config flag: %+v %v", c, err)
+	}
+}
+
+func TestInvalidNamesField(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "bad.yaml")
+	_ = os.WriteFile(file, []byte("no-such-setting: 1\n"), 0o600)
+	cases := []struct {
+		args  []string
+		env   map[string]string
+		field string
+	}{
+		{[]string{"--heartbeat-interval", "soon"}, nil, "heartbeat-interval"},
+		{nil, map[string]string{"PARLEY_MAX_MESSAGE_BYTES": "lots"}, "PARLEY_MAX_MESSAGE_BYTES"},
+		{[]string{"--max-message-bytes", "0"}, nil, "max-message-bytes"},
+		{[]string{"--queue-max-bytes", "10"}, nil, "queue-max-bytes"},
+		{[]string{"--heartbeat-timeout", "1s", "--heartbeat-interval", "2s"}, nil, "heartbeat-timeout"},
+		{[]string{"--auth-secret", "short"}, nil, "auth-secret"},
+		{[]string{"--store", "mysql"}, nil, "store"},
+		{[]string{"--store", "postgres"}, nil, "postgres-url"},
+		{[]string{"--broker", "nats"}, nil, "store"},
+		{[]string{"--presence-audience", "friends"}, nil, "presence-audience"},
+		{[]string{"--media-listen-ip", "not-an-ip"}, nil, "media-listen-ip"},
+		{[]string{"--media-rtc-min-port", "5000", "--media-rtc-max-port", "4000"}, nil, "media-rtc-min-port"},
+		{[]string{"--turn-embedded"}, nil, "turn-shared-secret"},
+		{[]string{"--config", file}, nil, "no-such-setting"},
+		{[]string{"--config", "/does/not/exist.yaml"}, nil, "config file"},
+	}
+	for _, tc := range cases {
+		_, err := load(t, tc.args, tc.env)
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%v %v: error %v, want it to name %q", tc.args, tc.env, err, tc.field)
+		}
+	}
+}
+
+// Every setting has a flag, an env var and a default, and README documents
+// it, so the docs cannot drift from the code.
+func TestEverySettingDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ := reflect.TypeOf(Config{})
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		flag, env := f.Tag.Get("flag"), f.Tag.Get("env")
+		if flag == "" || !strings.HasPrefix(env, "PARLEY_") || f.Tag.Get("usage") == "" {
+			t.Errorf("field %s lacks flag/env/usage tags", f.Name)
+		}
+		if !strings.Contains(string(readme), "`"+env+"`") || !strings.Contains(string(readme), "`--"+flag+"`") {
+			t.Errorf("README does not document %s / --%s", env, flag)
+		}
+	}
+}
