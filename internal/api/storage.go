@@ -41,24 +41,30 @@ func (h *Storage) perms(ctx context.Context, c Caller, roomID string) (auth.Perm
 	return p, nil
 }
 
-func (h *Storage) get(w http.ResponseWriter, r *http.Request) {
+// authorize checks the caller holds perm on the {id} room.
+func (h *Storage) authorize(r *http.Request, perm auth.Perm, what string) (string, Caller, error) {
 	roomID, err := RoomID(r)
 	if err != nil {
-		Error(w, err)
-		return
+		return "", Caller{}, err
 	}
 	c, err := h.Authenticate(r)
 	if err != nil {
-		Error(w, err)
-		return
+		return "", c, err
 	}
 	p, err := h.perms(r.Context(), c, roomID)
 	if err != nil {
-		Error(w, err)
-		return
+		return "", c, err
 	}
-	if !p.Has(auth.PermRead) {
-		Error(w, protocol.Errorf(protocol.CodeForbidden, "no read access to room %s", roomID))
+	if !p.Has(perm) {
+		return "", c, protocol.Errorf(protocol.CodeForbidden, "no %s access to room %s", what, roomID)
+	}
+	return roomID, c, nil
+}
+
+func (h *Storage) get(w http.ResponseWriter, r *http.Request) {
+	roomID, _, err := h.authorize(r, auth.PermRead, "read")
+	if err != nil {
+		Error(w, err)
 		return
 	}
 	ver, data, err := h.Rooms.Snapshot(r.Context(), roomID)
@@ -75,23 +81,9 @@ func (h *Storage) get(w http.ResponseWriter, r *http.Request) {
 // patch takes a JSON Patch array as the body. base_version may be given as
 // the query parameter ?base_version=N or an If-Match: "N" header.
 func (h *Storage) patch(w http.ResponseWriter, r *http.Request) {
-	roomID, err := RoomID(r)
+	roomID, c, err := h.authorize(r, auth.PermWrite, "write")
 	if err != nil {
 		Error(w, err)
-		return
-	}
-	c, err := h.Authenticate(r)
-	if err != nil {
-		Error(w, err)
-		return
-	}
-	p, err := h.perms(r.Context(), c, roomID)
-	if err != nil {
-		Error(w, err)
-		return
-	}
-	if !p.Has(auth.PermWrite) {
-		Error(w, protocol.Errorf(protocol.CodeForbidden, "no write access to room %s", roomID))
 		return
 	}
 	var base *int64

@@ -135,8 +135,8 @@ type stateData struct {
 }
 
 type storageState struct {
-	Version int64             `json:"version"`
-	Data    json.RawMessage   `json:"data,omitempty"`
+	Version int64           `json:"version"`
+	Data    json.RawMessage `json:"data,omitempty"`
 	// Updates is set (possibly to an empty list) only for a catch-up.
 	Updates *[]store.DocUpdate `json:"updates,omitempty"`
 }
@@ -230,15 +230,9 @@ type leaveData struct {
 
 func (m *Manager) leave(s gateway.Session, env protocol.Envelope) error {
 	var d leaveData
-	if err := protocol.DecodeData(env.Data, &d); err != nil {
+	r, err := m.decodeInRoom(s, env, &d)
+	if err != nil {
 		return err
-	}
-	if err := validRoom(d.RoomID); err != nil {
-		return err
-	}
-	r := m.roomOfConn(s.ID(), d.RoomID)
-	if r == nil {
-		return errNotInRoom(d.RoomID)
 	}
 	m.trackConn(s.ID(), r, false)
 	m.removeClient(r, s.ID(), env.ID)
@@ -301,10 +295,8 @@ type presenceData struct {
 
 func (m *Manager) updatePresence(s gateway.Session, env protocol.Envelope) error {
 	var d presenceData
-	if err := protocol.DecodeData(env.Data, &d); err != nil {
-		return err
-	}
-	if err := validRoom(d.RoomID); err != nil {
+	r, err := m.decodeInRoom(s, env, &d)
+	if err != nil {
 		return err
 	}
 	if len(d.Presence) > m.opts.PresenceMaxBytes {
@@ -314,18 +306,11 @@ func (m *Manager) updatePresence(s gateway.Session, env protocol.Envelope) error
 	if len(d.Presence) == 0 || d.Presence[0] != '{' || json.Unmarshal(d.Presence, &patch) != nil {
 		return protocol.Errorf(protocol.CodeBadRequest, "presence must be a JSON object")
 	}
-	r := m.roomOfConn(s.ID(), d.RoomID)
-	if r == nil {
-		return errNotInRoom(d.RoomID)
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c, ok := r.clients[s.ID()]
-	if !ok {
-		return errNotInRoom(d.RoomID)
-	}
-	if !c.perms.Has(auth.PermPresence) {
-		return protocol.Errorf(protocol.CodeForbidden, "no presence permission in room %s", d.RoomID)
+	c, err := r.clientWith(s, auth.PermPresence, "presence")
+	if err != nil {
+		return err
 	}
 	merged := make(map[string]json.RawMessage, len(c.presence)+len(patch))
 	for k, v := range c.presence {
@@ -368,18 +353,12 @@ type broadcastData struct {
 
 func (m *Manager) broadcast(s gateway.Session, env protocol.Envelope) error {
 	var d broadcastData
-	if err := protocol.DecodeData(env.Data, &d); err != nil {
-		return err
-	}
-	if err := validRoom(d.RoomID); err != nil {
+	r, err := m.decodeInRoom(s, env, &d)
+	if err != nil {
 		return err
 	}
 	if len(d.Event) == 0 {
 		return protocol.Errorf(protocol.CodeBadRequest, "event is required")
-	}
-	r := m.roomOfConn(s.ID(), d.RoomID)
-	if r == nil {
-		return errNotInRoom(d.RoomID)
 	}
 	data, _ := json.Marshal(struct {
 		RoomID   string          `json:"room_id"`
@@ -389,14 +368,9 @@ func (m *Manager) broadcast(s gateway.Session, env protocol.Envelope) error {
 	}{d.RoomID, s.ID(), s.UserID(), d.Event})
 	frame := protocol.Encode(protocol.TypeRoomEvent, "", json.RawMessage(data))
 	r.mu.Lock()
-	c, ok := r.clients[s.ID()]
-	if !ok {
+	if _, err := r.clientWith(s, auth.PermWrite, "write"); err != nil {
 		r.mu.Unlock()
-		return errNotInRoom(d.RoomID)
-	}
-	if !c.perms.Has(auth.PermWrite) {
-		r.mu.Unlock()
-		return protocol.Errorf(protocol.CodeForbidden, "no write permission in room %s", d.RoomID)
+		return err
 	}
 	n := r.deliver(frame, s.ID())
 	r.mu.Unlock()
@@ -405,4 +379,40 @@ func (m *Manager) broadcast(s gateway.Session, env protocol.Envelope) error {
 		s.Reply(protocol.TypeAck, env.ID, nil)
 	}
 	return nil
+}
+
+// roomMessage is the data of a message aimed at one room.
+type roomMessage interface{ room() string }
+
+func (d *leaveData) room() string     { return d.RoomID }
+func (d *presenceData) room() string  { return d.RoomID }
+func (d *broadcastData) room() string { return d.RoomID }
+func (d *storageData) room() string   { return d.RoomID }
+
+// decodeInRoom decodes a message aimed at a room the connection has joined
+// and returns that room.
+func (m *Manager) decodeInRoom(s gateway.Session, env protocol.Envelope, d roomMessage) (*Room, error) {
+	if err := protocol.DecodeData(env.Data, d); err != nil {
+		return nil, err
+	}
+	if err := validRoom(d.room()); err != nil {
+		return nil, err
+	}
+	r := m.roomOfConn(s.ID(), d.room())
+	if r == nil {
+		return nil, errNotInRoom(d.room())
+	}
+	return r, nil
+}
+
+// clientWith returns s's client in r when it holds perm. Needs r.mu.
+func (r *Room) clientWith(s gateway.Session, perm auth.Perm, what string) (*client, error) {
+	c, ok := r.clients[s.ID()]
+	if !ok {
+		return nil, errNotInRoom(r.id)
+	}
+	if !c.perms.Has(perm) {
+		return nil, protocol.Errorf(protocol.CodeForbidden, "no %s permission in room %s", what, r.id)
+	}
+	return c, nil
 }

@@ -28,27 +28,16 @@ type StorageResult struct {
 // updateStorage handles room:update_storage from a client in the room.
 func (m *Manager) updateStorage(s gateway.Session, env protocol.Envelope) error {
 	var d storageData
-	if err := protocol.DecodeData(env.Data, &d); err != nil {
+	r, err := m.decodeInRoom(s, env, &d)
+	if err != nil {
 		return err
-	}
-	if err := validRoom(d.RoomID); err != nil {
-		return err
-	}
-	r := m.roomOfConn(s.ID(), d.RoomID)
-	if r == nil {
-		return errNotInRoom(d.RoomID)
 	}
 	r.mu.Lock()
-	c, ok := r.clients[s.ID()]
-	if !ok {
-		r.mu.Unlock()
-		return errNotInRoom(d.RoomID)
-	}
-	if !c.perms.Has(auth.PermWrite) {
-		r.mu.Unlock()
-		return protocol.Errorf(protocol.CodeForbidden, "no write permission in room %s", d.RoomID)
-	}
+	_, err = r.clientWith(s, auth.PermWrite, "write")
 	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	reqID := env.ID
 	// The sender's copy of room:storage_updated is its reply; errors after
 	// submission (a failed commit) are reported the same way.

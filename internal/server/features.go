@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/parleyhq/parley/internal/api"
 	"github.com/parleyhq/parley/internal/auth"
@@ -33,6 +34,9 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 
 	base := &api.Base{APIKey: cfg.APIKey, Verifier: s.Verifier, MaxBodySize: cfg.RESTMaxBodyBytes, Log: s.log}
 	(&api.Storage{Base: base, Rooms: s.Rooms, Access: s.roomAccess}).Register(s.mux)
+	if err := s.wireMedia(base); err != nil {
+		return fmt.Errorf("media: %w", err)
+	}
 	return nil
 }
 

@@ -50,7 +50,7 @@ func join(c *servertest.Client, room, id string, extra map[string]any) roomState
 }
 
 func TestRoomJoinLeaveDisconnect(t *testing.T) {
-	s := servertest.Start(t, nil)
+	s := startRooms(t, nil)
 	a := s.DialUser("alice", servertest.AllRooms)
 	b := s.DialUser("bob", servertest.AllRooms)
 
@@ -102,7 +102,7 @@ func TestRoomJoinLeaveDisconnect(t *testing.T) {
 }
 
 func TestRoomJoinIdempotent(t *testing.T) {
-	s := servertest.Start(t, nil)
+	s := startRooms(t, nil)
 	a := s.DialUser("alice", servertest.AllRooms)
 	b := s.DialUser("bob", servertest.AllRooms)
 	join(a, "r", "", nil)
@@ -116,7 +116,7 @@ func TestRoomJoinIdempotent(t *testing.T) {
 }
 
 func TestRoomPresence(t *testing.T) {
-	s := servertest.Start(t, map[string]string{"PARLEY_PRESENCE_MAX_BYTES": "200"})
+	s := startRooms(t, map[string]string{"PARLEY_PRESENCE_MAX_BYTES": "200"})
 	a := s.DialUser("alice", servertest.AllRooms)
 	b := s.DialUser("bob", servertest.AllRooms)
 	join(a, "r", "", map[string]any{"presence": map[string]any{"x": 1, "y": 2}})
@@ -162,7 +162,7 @@ func TestRoomPresence(t *testing.T) {
 }
 
 func TestRoomBroadcast(t *testing.T) {
-	s := servertest.Start(t, nil)
+	s := startRooms(t, nil)
 	a := s.DialUser("alice", servertest.AllRooms)
 	b := s.DialUser("bob", servertest.AllRooms)
 	join(a, "r", "", nil)
@@ -217,7 +217,7 @@ func restStorage(t *testing.T, s *servertest.Server, room string) (int64, string
 }
 
 func TestRoomStorageOps(t *testing.T) {
-	s := servertest.Start(t, nil)
+	s := startRooms(t, nil)
 	a := s.DialUser("alice", servertest.AllRooms)
 	b := s.DialUser("bob", servertest.AllRooms)
 	join(a, "r", "", nil)
@@ -281,7 +281,7 @@ func TestRoomStorageOps(t *testing.T) {
 }
 
 func TestRoomStorageLimits(t *testing.T) {
-	s := servertest.Start(t, map[string]string{"PARLEY_STORAGE_MAX_OPS": "3", "PARLEY_STORAGE_MAX_BYTES": "100", "PARLEY_STORAGE_MAX_DEPTH": "3"})
+	s := startRooms(t, map[string]string{"PARLEY_STORAGE_MAX_OPS": "3", "PARLEY_STORAGE_MAX_BYTES": "100", "PARLEY_STORAGE_MAX_DEPTH": "3"})
 	a := s.DialUser("alice", servertest.AllRooms)
 	join(a, "r", "", nil)
 	ops := func(n int) string {
@@ -310,7 +310,7 @@ func TestRoomStorageConcurrentWriters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	s := servertest.Start(t, map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000"})
+	s := startRooms(t, map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000"})
 	const writers, batches = 20, 200
 	// Seed the log array (version 1) so that every writer's append is valid.
 	if code, body := s.Do("PATCH", "/api/rooms/race/storage", servertest.APIKey, `[{"op":"add","path":"/log","value":[]}]`); code != 200 {
@@ -419,6 +419,7 @@ func TestRoomStorageConcurrentWriters(t *testing.T) {
 func TestRoomCatchUp(t *testing.T) {
 	cfg := servertest.Config(t, map[string]string{"PARLEY_STORAGE_KEEP_UPDATES": "5", "PARLEY_SNAPSHOT_EVERY": "4"})
 	s := servertest.StartConfig(t, cfg)
+	s.IgnoreTypes = []string{"presence:update"}
 	a := s.DialUser("alice", servertest.AllRooms)
 	join(a, "r", "", nil)
 	for i := 1; i <= 10; i++ {
@@ -460,7 +461,7 @@ func TestRoomCatchUp(t *testing.T) {
 // After every client left, the live room leaves memory; joining again loads
 // it from the store (snapshot + later updates) with the same content.
 func TestRoomUnloadAndReload(t *testing.T) {
-	s := servertest.Start(t, map[string]string{"PARLEY_SNAPSHOT_EVERY": "3", "PARLEY_STORAGE_KEEP_UPDATES": "2"})
+	s := startRooms(t, map[string]string{"PARLEY_SNAPSHOT_EVERY": "3", "PARLEY_STORAGE_KEEP_UPDATES": "2"})
 	a := s.DialUser("alice", servertest.AllRooms)
 	join(a, "r", "", nil)
 	for i := 1; i <= 7; i++ {
@@ -488,7 +489,7 @@ func TestRoomUnloadAndReload(t *testing.T) {
 }
 
 func TestRoomPermissions(t *testing.T) {
-	s := servertest.Start(t, nil)
+	s := startRooms(t, nil)
 	ctx := context.Background()
 	// A REST-style room with a member, and an open room, straight in the store.
 	if err := s.Srv.Store.CreateRoom(ctx, store.Room{ID: "club", Name: "Club", OwnerID: "owner", CreatedAt: time.Now()}); err != nil {
@@ -566,7 +567,7 @@ func TestRoomPermissions(t *testing.T) {
 }
 
 func TestRoomRESTStorage(t *testing.T) {
-	s := servertest.Start(t, nil)
+	s := startRooms(t, nil)
 	a := s.DialUser("alice", servertest.AllRooms)
 	join(a, "r", "", nil)
 
@@ -645,4 +646,13 @@ func expectSet(t *testing.T, c *servertest.Client, types ...string) {
 		}
 		want[f.Type]--
 	}
+}
+
+// startRooms starts a server for room tests: user status broadcasts (chat
+// layer) are not what these tests are about, so clients drop them.
+func startRooms(t *testing.T, env map[string]string) *servertest.Server {
+	t.Helper()
+	s := servertest.Start(t, env)
+	s.IgnoreTypes = []string{"presence:update"}
+	return s
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/parleyhq/parley/internal/config"
 	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/hub"
+	"github.com/parleyhq/parley/internal/media"
 	"github.com/parleyhq/parley/internal/metrics"
 	"github.com/parleyhq/parley/internal/rooms"
 	"github.com/parleyhq/parley/internal/store"
@@ -40,6 +41,7 @@ type Server struct {
 	Signer   *auth.Signer
 	Verifier *auth.Verifier
 	Rooms    *rooms.Manager
+	SFU      *media.SFU
 
 	mux       *http.ServeMux
 	httpSrv   *http.Server
@@ -129,6 +131,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	s.mux.Handle("GET /ws", s.Gateway)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.Handle("GET /metrics", s.Metrics.Handler())
+	if cfg.WebDir != "" {
+		if st, err := os.Stat(cfg.WebDir); err != nil || !st.IsDir() {
+			s.closeAll(ctx)
+			return nil, fmt.Errorf("invalid config: web-dir: %q is not a directory", cfg.WebDir)
+		}
+		s.mux.Handle("GET /", http.FileServer(http.Dir(cfg.WebDir)))
+	}
 	if err := s.wireFeatures(ctx); err != nil {
 		s.closeAll(ctx)
 		return nil, err

@@ -41,6 +41,9 @@ type Server struct {
 	URL    string // http://127.0.0.1:port
 	WSURL  string // ws://127.0.0.1:port/ws
 	Signer *auth.Signer
+	// IgnoreTypes are dropped by every client dialled afterwards (set it
+	// before Dial; see Client.Ignore).
+	IgnoreTypes []string
 }
 
 // Config returns the test defaults: a temp data dir, the test secret and
@@ -122,6 +125,21 @@ type Client struct {
 	mu     sync.Mutex
 	code   int
 	wmu    sync.Mutex
+	ignore map[string]bool // guarded by mu
+}
+
+// Ignore drops frames of these types from now on (e.g. presence:update
+// noise in tests about something else).
+func (c *Client) Ignore(types ...string) *Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ignore == nil {
+		c.ignore = map[string]bool{}
+	}
+	for _, t := range types {
+		c.ignore[t] = true
+	}
+	return c
 }
 
 // Dial connects with token and waits for the connected frame.
@@ -136,6 +154,7 @@ func (s *Server) Dial(token string) *Client {
 		s.T.Fatalf("dial: %v", err)
 	}
 	c := &Client{T: s.T, WS: ws, frames: make(chan protocol.Envelope, 100000), closed: make(chan struct{})}
+	c.Ignore(s.IgnoreTypes...)
 	go c.read()
 	s.T.Cleanup(func() { _ = ws.Close() })
 	f := c.Expect(protocol.TypeConnected)
@@ -172,7 +191,12 @@ func (c *Client) read() {
 			c.T.Errorf("server sent invalid JSON %q: %v", b, err)
 			return
 		}
-		c.frames <- env
+		c.mu.Lock()
+		skip := c.ignore[env.Type]
+		c.mu.Unlock()
+		if !skip {
+			c.frames <- env
+		}
 	}
 }
 

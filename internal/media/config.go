@@ -1,0 +1,107 @@
+package media
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"time"
+)
+
+// EmbeddedTURN configures the optional TURN server (pion/turn, UDP) that runs
+// inside the process. Credentials follow the TURN REST (shared secret) scheme
+// with Config.TURNSharedSecret (a random secret is generated when empty).
+type EmbeddedTURN struct {
+	Enabled  bool
+	ListenIP string // default Config.ListenIP
+	Port     int    // 0: 3478; negative: an ephemeral port (tests)
+	Realm    string // default "parley"
+	RelayIP  string // IP of relay allocations; default the announced IP, or 127.0.0.1
+}
+
+// Config configures the SFU. The zero value is usable: one worker per CPU,
+// sockets on 0.0.0.0, ephemeral UDP ports, no TURN.
+type Config struct {
+	Workers int // pool size, default runtime.NumCPU()
+
+	// ListenIP is where the media sockets are bound, default "0.0.0.0".
+	ListenIP string
+	// AnnouncedIP is the IP put in ICE candidates (a public IP behind NAT).
+	// Default: the listen IP, or every non-loopback IPv4 of the machine when
+	// listening on 0.0.0.0.
+	AnnouncedIP string
+
+	// RTCMinPort..RTCMaxPort is the UDP port range of per-transport sockets
+	// (both 0: ephemeral ports). Ignored when UDPMuxPort is set.
+	RTCMinPort, RTCMaxPort uint16
+	// UDPMuxPort > 0 serves every transport on one shared UDP port.
+	UDPMuxPort int
+	// IncludeLoopback also offers a 127.0.0.1 host candidate (tests, local dev).
+	IncludeLoopback bool
+
+	TURNURLs          []string
+	TURNUsername      string
+	TURNPassword      string
+	TURNSharedSecret  string
+	TURNCredentialTTL time.Duration // default 24h
+	ForceRelay        bool
+
+	EmbeddedTURN EmbeddedTURN
+
+	// Limits (defaults in parentheses).
+	MaxProducersPerConnection int // (16)
+	MaxConsumersPerConnection int // (512)
+}
+
+func (c *Config) withDefaults() (Config, error) {
+	out := *c
+	if out.Workers <= 0 {
+		out.Workers = runtime.NumCPU()
+	}
+	if out.ListenIP == "" {
+		out.ListenIP = "0.0.0.0"
+	}
+	if net.ParseIP(out.ListenIP) == nil {
+		return out, fmt.Errorf("media: invalid listen IP %q", out.ListenIP)
+	}
+	if out.AnnouncedIP != "" && net.ParseIP(out.AnnouncedIP) == nil {
+		return out, fmt.Errorf("media: invalid announced IP %q", out.AnnouncedIP)
+	}
+	if out.RTCMinPort > out.RTCMaxPort || (out.RTCMinPort == 0) != (out.RTCMaxPort == 0) {
+		return out, fmt.Errorf("media: invalid RTC port range %d-%d", out.RTCMinPort, out.RTCMaxPort)
+	}
+	if out.UDPMuxPort < 0 || out.UDPMuxPort > 65535 {
+		return out, fmt.Errorf("media: invalid UDP mux port %d", out.UDPMuxPort)
+	}
+	if out.TURNCredentialTTL <= 0 {
+		out.TURNCredentialTTL = 24 * time.Hour
+	}
+	if out.MaxProducersPerConnection <= 0 {
+		out.MaxProducersPerConnection = 16
+	}
+	if out.MaxConsumersPerConnection <= 0 {
+		out.MaxConsumersPerConnection = 512
+	}
+	t := &out.EmbeddedTURN
+	if t.Enabled {
+		if t.ListenIP == "" {
+			t.ListenIP = out.ListenIP
+		}
+		if t.Realm == "" {
+			t.Realm = "parley"
+		}
+		if t.RelayIP == "" {
+			switch {
+			case out.AnnouncedIP != "":
+				t.RelayIP = out.AnnouncedIP
+			case !net.ParseIP(out.ListenIP).IsUnspecified():
+				t.RelayIP = out.ListenIP
+			default:
+				t.RelayIP = "127.0.0.1"
+			}
+		}
+		if net.ParseIP(t.RelayIP) == nil || net.ParseIP(t.ListenIP) == nil {
+			return out, fmt.Errorf("media: invalid embedded TURN IPs")
+		}
+	}
+	return out, nil
+}

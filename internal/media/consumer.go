@@ -1,0 +1,120 @@
+package media
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+)
+
+// consumer forwards one producer to one recv transport, rewriting SSRC,
+// payload type and header-extension ids to the consumer's (router's).
+type consumer struct {
+	id      string
+	p       *producer
+	t       *transport
+	owner   *participant
+	params  RtpParameters
+	ssrc    uint32
+	rtxSSRC uint32
+	pt      uint8
+	rtxPT   uint8
+
+	// header extension ids (0: not negotiated)
+	passExt map[string]uint8 // uri → consumer id, values copied from the producer
+	absID   uint8
+	twccID  uint8
+
+	closed atomic.Bool
+
+	rtxMu  sync.Mutex
+	rtxSeq uint16
+
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+}
+
+func (c *consumer) forward(pkt *rtp.Packet) {
+	if c.closed.Load() || !c.t.ready.Load() {
+		return
+	}
+	h := rtp.Header{
+		Version: 2, Marker: pkt.Marker, PayloadType: c.pt,
+		SequenceNumber: pkt.SequenceNumber, Timestamp: pkt.Timestamp, SSRC: c.ssrc,
+	}
+	if pkt.Extension && len(c.passExt) > 0 {
+		for _, id := range pkt.GetExtensionIDs() {
+			if cid := c.passExt[c.p.extURI[id]]; cid != 0 {
+				_ = h.SetExtension(cid, pkt.GetExtension(id))
+			}
+		}
+	}
+	c.addTransportExtensions(&h)
+	c.t.writeRTP(&h, pkt.Payload)
+	c.packets.Add(1)
+	c.bytes.Add(uint64(len(pkt.Payload)))
+}
+
+func (c *consumer) addTransportExtensions(h *rtp.Header) {
+	if c.absID != 0 {
+		if b, err := rtp.NewAbsSendTimeExtension(time.Now()).Marshal(); err == nil {
+			_ = h.SetExtension(c.absID, b)
+		}
+	}
+	if c.twccID != 0 {
+		seq := uint16(c.t.twccSeq.Add(1))
+		_ = h.SetExtension(c.twccID, []byte{byte(seq >> 8), byte(seq)})
+	}
+}
+
+// retransmit answers a consumer NACK from the producer's history, as RTX
+// when the consumer negotiated it.
+func (c *consumer) retransmit(pairs []rtcp.NackPair) {
+	p := c.p
+	if p.history == nil || c.closed.Load() {
+		return
+	}
+	var seqs []uint16
+	for _, pair := range pairs {
+		seqs = append(seqs, pair.PacketList()...)
+		if len(seqs) > 256 {
+			break
+		}
+	}
+	for _, seq := range seqs {
+		p.mu.Lock()
+		slot, ok := p.history.get(seq)
+		p.mu.Unlock()
+		if !ok {
+			continue
+		}
+		h := rtp.Header{Version: 2, Marker: slot.marker, Timestamp: slot.ts}
+		payload := slot.payload
+		if c.rtxSSRC != 0 {
+			c.rtxMu.Lock()
+			c.rtxSeq++
+			h.SequenceNumber = c.rtxSeq
+			c.rtxMu.Unlock()
+			h.SSRC, h.PayloadType = c.rtxSSRC, c.rtxPT
+			payload = append([]byte{byte(seq >> 8), byte(seq)}, payload...)
+		} else {
+			h.SSRC, h.PayloadType, h.SequenceNumber = c.ssrc, c.pt, seq
+		}
+		c.addTransportExtensions(&h)
+		c.t.writeRTP(&h, payload)
+	}
+}
+
+func randSSRC() uint32 {
+	var b [4]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if v := binary.BigEndian.Uint32(b[:]); v > 1 {
+			return v
+		}
+	}
+}

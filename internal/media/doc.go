@@ -1,0 +1,65 @@
+// Package media is Parley's SFU: audio/video calls that speak
+// mediasoup-client's signalling (PROTOCOL.md section 6), built on pion
+// without a C++ worker.
+//
+// # Model
+//
+// One call per room is one router. Routers are handed round-robin to a pool
+// of Config.Workers workers; a worker is a goroutine that runs the periodic
+// media work of its routers (transport-wide-cc feedback every 50 ms).
+// Signalling runs on the caller's goroutine (SFU.Handle) under the router's
+// lock; packets never take that lock.
+//
+// Each participant is a connection (two tabs of a user are two
+// participants) with two transports, as mediasoup-client expects: a send
+// transport carrying its producers and a recv transport carrying its
+// consumers. A transport is ICE-lite + DTLS + SRTP on one UDP 5-tuple:
+//
+//   - ICE: a pion ice.Agent in lite mode on an ice.UDPMuxDefault, either one
+//     shared socket (Config.UDPMuxPort) or one socket per transport (from
+//     RTCMinPort..RTCMaxPort, or ephemeral).
+//   - The ufrag trick: pion's agent drops binding requests whose USERNAME
+//     is not "localUfrag:remoteUfrag", and mediasoup-client never signals
+//     its ufrag. A wrapping PacketConn under the mux (ufragSniffer) reads
+//     the USERNAME of the first binding request for a waiting transport,
+//     and only then starts the agent (Accept) with the client's ufrag. The
+//     client retransmits its check, which then succeeds.
+//   - DTLS: pion/dtls over the ICE connection (a small demuxer splits DTLS
+//     records from SRTP/SRTCP by first byte). The role is the opposite of
+//     the client's signalled role; mediasoup-client answers "client" to our
+//     "auto", so the SFU is normally the DTLS server. The peer certificate
+//     must match a signalled fingerprint.
+//   - SRTP: keys exported from DTLS, raw srtp.Context for each direction;
+//     encryption is serialised per transport.
+//
+// media:transport_connected is sent as soon as the DTLS parameters are
+// stored; ICE and DTLS run in the transport's goroutine whenever the client
+// starts them.
+//
+// # Forwarding
+//
+// A producer is found by SSRC (media and RTX from its encodings). Its
+// packets are forwarded on the send transport's read goroutine to each
+// consumer: SSRC becomes the consumer's, the payload type the router's
+// preferred one, header extensions are rewritten from the client's ids
+// (read from each produce's rtp_parameters) to the router's (audio level,
+// video orientation, toffset copied; abs-send-time and transport-wide-cc
+// written fresh per consumer transport; mid and the rest dropped).
+// Sequence numbers and timestamps are kept, so NACKs map directly.
+//
+// RTCP: consumer PLI/FIR become a PLI to the producer (throttled to one per
+// 300 ms); a PLI is also sent for every new video consumer and when a recv
+// transport finishes connecting. Consumer NACKs are answered from the
+// producer's 1024-packet history, as RTX when the consumer negotiated it.
+// Gaps in a producer's sequence trigger a NACK to its client; incoming RTX
+// is unwrapped. Producer SRs are forwarded to consumers (lip sync).
+// transport-wide-cc feedback is generated for each send transport with
+// pion/interceptor's twcc.Recorder, so Chrome's send-side bandwidth
+// estimation works; consumer-side REMB/TWCC feedback is read and ignored.
+//
+// # Not done
+//
+// Simulcast/SVC (rid-only encodings are refused; only the first encoding of
+// an ssrc simulcast is forwarded), ICE restart, TCP candidates, pausing,
+// data channels, receiver-side bandwidth estimation and pacing.
+package media

@@ -1,0 +1,126 @@
+package media
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// TestNoLeakAfterJoinProduceLeaveCycles runs 50 join/connect/produce/
+// consume/leave cycles (real ICE+DTLS+SRTP on loopback) and checks that
+// goroutines and UDP sockets return to the baseline.
+func TestNoLeakAfterJoinProduceLeaveCycles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("leak test runs 50 real media sessions")
+	}
+	t.Run("per-transport-sockets", func(t *testing.T) { testNoLeak(t, Config{}, 50) })
+	t.Run("udp-mux", func(t *testing.T) { testNoLeak(t, Config{UDPMuxPort: freeUDPPort(t)}, 50) })
+}
+
+func testNoLeak(t *testing.T, cfg Config, cycles int) {
+	s, snd, _ := newTestSFU(t, cfg)
+	if _, _, err := s.StartCall("leak", "u"); err != nil {
+		t.Fatal(err)
+	}
+	// Warm-up: let lazily started runtime/test goroutines exist in the baseline.
+	runCycle(t, s, snd, 0)
+	runtime.GC()
+	baseG := settleGoroutines(t, 0, 300*time.Millisecond)
+	baseS := countUDPSockets()
+	t.Logf("baseline: %d goroutines, %d UDP sockets", baseG, baseS)
+
+	for i := 1; i <= cycles; i++ {
+		runCycle(t, s, snd, i)
+	}
+	g := settleGoroutines(t, baseG+3, 10*time.Second)
+	sock := countUDPSockets()
+	t.Logf("after %d cycles: %d goroutines, %d UDP sockets", cycles, g, sock)
+	if g > baseG+3 {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		t.Fatalf("goroutines: %d, baseline %d\n%s", g, baseG, buf[:n])
+	}
+	if sock > baseS {
+		t.Fatalf("UDP sockets: %d, baseline %d", sock, baseS)
+	}
+	if n := len(s.sharedEPWaiting()); n != 0 {
+		t.Fatalf("%d ufrags still awaited by the sniffer", n)
+	}
+	if st := s.Stats(); st.Transports != 0 || st.Participants != 0 {
+		t.Fatalf("state left: %+v", st)
+	}
+
+	// EndCall and Close release everything too.
+	j := joinCall(t, s, snd, "leak", "z", "uz")
+	c := connectClient(t, s, "leak", "z", "uz", j.Send)
+	s.EndCall("leak")
+	c.close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := settleGoroutines(t, baseG-4, 10*time.Second) // workers (2) are gone now
+	if after > baseG {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		t.Fatalf("after Close: %d goroutines (baseline %d)\n%s", after, baseG, buf[:n])
+	}
+	wantS := baseS
+	if cfg.UDPMuxPort != 0 {
+		wantS-- // the shared socket is closed too
+	}
+	if sock := countUDPSockets(); sock > wantS {
+		t.Fatalf("after Close: %d UDP sockets (baseline %d)", sock, baseS)
+	}
+}
+
+func runCycle(t *testing.T, s *SFU, snd *fakeSender, i int) {
+	t.Helper()
+	a, b := fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i)
+	ja := joinCall(t, s, snd, "leak", a, "ua")
+	jb := joinCall(t, s, snd, "leak", b, "ub")
+	pub := connectClient(t, s, "leak", a, "ua", ja.Send)
+	pid := produce(t, s, snd, "leak", a, "ua", ja.Send.ID, "video", vp8ProduceParams(100, 101))
+	consume(t, s, snd, "leak", b, "ub", pid)
+	got := make(chan struct{}, 1)
+	sub := connectClient(t, s, "leak", b, "ub", jb.Recv, func(c *testClient) {
+		c.onRTP = func(*rtp.Packet) {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		}
+	})
+	deadline := time.After(10 * time.Second)
+	for seq := uint16(0); ; seq++ {
+		_ = pub.writeRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, SSRC: 100}, Payload: vp8Payload(100)})
+		select {
+		case <-got:
+			goto done
+		case <-deadline:
+			t.Fatalf("cycle %d: no media forwarded", i)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+done:
+	mustHandle(t, s, a, "ua", TypeLeave, "", map[string]string{"room_id": "leak"})
+	s.Disconnect(b)
+	pub.close()
+	sub.close()
+	snd.reset()
+}
+
+func (s *SFU) sharedEPWaiting() map[string]waiter {
+	if s.sharedEP == nil {
+		return nil
+	}
+	s.sharedEP.sniffer.mu.Lock()
+	defer s.sharedEP.sniffer.mu.Unlock()
+	out := map[string]waiter{}
+	for k, v := range s.sharedEP.sniffer.waiting {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,641 @@
+package media
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/pion/logging"
+	"github.com/pion/turn/v5"
+
+	"github.com/parleyhq/parley/internal/protocol"
+)
+
+// Sender delivers a frame (protocol.Encode output) to one connection. It is
+// the hub; it must not block.
+type Sender interface {
+	SendToConnection(connID string, frame []byte) bool
+}
+
+// Events receives call lifecycle events, which the caller fans out to the
+// room's members.
+type Events interface {
+	CallStarted(roomID, startedBy string)
+	CallUpdated(roomID string, participantCount int)
+	CallEnded(roomID string)
+}
+
+// Participant is one connection in a call.
+type Participant struct {
+	ConnectionID string         `json:"connection_id"`
+	UserID       string         `json:"user_id"`
+	Producers    []ProducerInfo `json:"producers"`
+}
+
+// SFU is the selective forwarding unit: one router per call, routers spread
+// over a pool of workers.
+type SFU struct {
+	cfg    Config
+	sender Sender
+	events Events
+	log    *slog.Logger
+	lf     logging.LoggerFactory
+
+	cert           *certificate
+	sharedEP       *udpEndpoint
+	ports          *portAllocator
+	candidateIPs   []string
+	listenLoopback bool
+	caps           json.RawMessage
+
+	turnServer *turn.Server
+	turnSecret string
+	turnURLs   []string
+	turnAddr   *net.UDPAddr
+
+	workers    []*worker
+	nextWorker atomic.Uint32
+
+	mu        sync.Mutex
+	closed    bool
+	routers   map[string]*router
+	connRooms map[string]map[string]struct{}
+}
+
+// router is one call: its participants (keyed by connection), their
+// transports, producers and consumers. Its lock guards all of them; the
+// packet path never takes it.
+type router struct {
+	roomID string
+	worker *worker
+
+	mu           sync.Mutex
+	closed       bool
+	seq          uint64
+	participants map[string]*participant
+	producers    map[string]*producer
+	transports   map[string]*transport
+}
+
+type participant struct {
+	connID, userID string
+	seq            uint64
+	send, recv     *transport
+	producers      map[string]*producer
+	consumers      map[string]*consumer
+}
+
+// New starts the SFU: workers, the shared UDP socket when configured, and
+// the embedded TURN server when enabled.
+func New(cfg Config, sender Sender, events Events, log *slog.Logger) (*SFU, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "media")
+	s := &SFU{
+		cfg: c, sender: sender, events: events, log: log,
+		lf:        &pionLogFactory{log: log},
+		ports:     &portAllocator{min: c.RTCMinPort, max: c.RTCMaxPort},
+		routers:   map[string]*router{},
+		connRooms: map[string]map[string]struct{}{},
+		caps:      mustJSON(RouterCapabilities()),
+	}
+	lip := net.ParseIP(c.ListenIP)
+	s.listenLoopback = lip.IsLoopback()
+	s.candidateIPs = localIPs(c.ListenIP, c.AnnouncedIP, c.IncludeLoopback)
+	if len(s.candidateIPs) == 0 {
+		return nil, fmt.Errorf("media: no IP to announce (set AnnouncedIP or IncludeLoopback)")
+	}
+	if s.cert, err = newCertificate(); err != nil {
+		return nil, fmt.Errorf("media: certificate: %w", err)
+	}
+	if c.UDPMuxPort > 0 {
+		ep, err := openEndpoint(c.ListenIP, c.UDPMuxPort, s.lf)
+		if err != nil {
+			return nil, fmt.Errorf("media: UDP mux port: %w", err)
+		}
+		ep.shared = true
+		s.sharedEP = ep
+	}
+	if err := s.startTURN(); err != nil {
+		if s.sharedEP != nil {
+			_ = s.sharedEP.close()
+		}
+		return nil, err
+	}
+	for i := 0; i < c.Workers; i++ {
+		w := newWorker(i)
+		s.workers = append(s.workers, w)
+		go w.loop()
+	}
+	return s, nil
+}
+
+// Close ends every call without notifying anyone, stops the workers, the
+// TURN server and closes every socket. No goroutine of the SFU survives it.
+func (s *SFU) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	routers := s.routers
+	s.routers = map[string]*router{}
+	s.connRooms = map[string]map[string]struct{}{}
+	s.mu.Unlock()
+	for _, r := range routers {
+		for _, t := range r.shutdown() {
+			t.close()
+		}
+		r.worker.remove(r)
+	}
+	for _, w := range s.workers {
+		w.stop()
+	}
+	var err error
+	if s.turnServer != nil {
+		err = s.turnServer.Close()
+	}
+	if s.sharedEP != nil {
+		_ = s.sharedEP.close()
+	}
+	return err
+}
+
+// Capabilities returns the router RtpCapabilities (the same for every call).
+func (s *SFU) Capabilities() json.RawMessage { return s.caps }
+
+// StartCall starts the room's call if none is running. It is idempotent;
+// Events.CallStarted fires only when the call is newly started.
+func (s *SFU) StartCall(roomID, userID string) (json.RawMessage, bool, error) {
+	if !protocol.ValidRoomID(roomID) {
+		return nil, false, protocol.Errorf(protocol.CodeBadRequest, "invalid room_id")
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, false, protocol.Errorf(protocol.CodeInternal, "media server is shut down")
+	}
+	if _, ok := s.routers[roomID]; ok {
+		s.mu.Unlock()
+		return s.caps, false, nil
+	}
+	w := s.workers[int(s.nextWorker.Add(1)-1)%len(s.workers)]
+	r := &router{
+		roomID: roomID, worker: w,
+		participants: map[string]*participant{},
+		producers:    map[string]*producer{},
+		transports:   map[string]*transport{},
+	}
+	s.routers[roomID] = r
+	w.add(r)
+	s.mu.Unlock()
+	s.log.Info("call started", "room", roomID, "by", userID, "worker", w.id)
+	if s.events != nil {
+		s.events.CallStarted(roomID, userID)
+	}
+	return s.caps, true, nil
+}
+
+// CallActive reports whether the room has a call.
+func (s *SFU) CallActive(roomID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.routers[roomID]
+	return ok
+}
+
+// EndCall ends the room's call: every participant connection gets
+// media:room_closed before anything is torn down, then Events.CallEnded.
+func (s *SFU) EndCall(roomID string) bool {
+	s.mu.Lock()
+	r := s.routers[roomID]
+	if r == nil {
+		s.mu.Unlock()
+		return false
+	}
+	delete(s.routers, roomID)
+	r.mu.Lock()
+	for connID := range r.participants {
+		s.dropConnRoomLocked(connID, roomID)
+	}
+	r.mu.Unlock()
+	s.mu.Unlock()
+
+	r.mu.Lock()
+	frame := protocol.Encode(TypeRoomClosed, "", map[string]string{"room_id": roomID})
+	for _, p := range r.sortedParticipants() {
+		s.sender.SendToConnection(p.connID, frame)
+	}
+	r.mu.Unlock()
+	for _, t := range r.shutdown() {
+		t.close()
+	}
+	r.worker.remove(r)
+	s.log.Info("call ended", "room", roomID)
+	if s.events != nil {
+		s.events.CallEnded(roomID)
+	}
+	return true
+}
+
+// JoinCall makes the connection a participant without transports (REST
+// bookkeeping); media:join does the same and creates its transports.
+func (s *SFU) JoinCall(roomID, connID, userID string) error {
+	r, err := s.routerFor(roomID)
+	if err != nil {
+		return err
+	}
+	s.addConnRoom(connID, roomID)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return notFoundCall(roomID)
+	}
+	if _, ok := r.participants[connID]; ok {
+		r.mu.Unlock()
+		return nil
+	}
+	r.addParticipant(connID, userID)
+	n := len(r.participants)
+	r.mu.Unlock()
+	s.callUpdated(roomID, n)
+	return nil
+}
+
+// LeaveCall has the effect of media:leave from that connection.
+func (s *SFU) LeaveCall(roomID, connID string) {
+	_ = s.leave(roomID, connID, "")
+}
+
+// LeaveUser makes every connection of the user leave the call.
+func (s *SFU) LeaveUser(roomID, userID string) {
+	r, err := s.routerFor(roomID)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	var conns []string
+	for _, p := range r.sortedParticipants() {
+		if p.userID == userID {
+			conns = append(conns, p.connID)
+		}
+	}
+	r.mu.Unlock()
+	for _, c := range conns {
+		_ = s.leave(roomID, c, "")
+	}
+}
+
+// Disconnect makes a closed connection leave every call it is in.
+func (s *SFU) Disconnect(connID string) {
+	s.mu.Lock()
+	rooms := make([]string, 0, len(s.connRooms[connID]))
+	for room := range s.connRooms[connID] {
+		rooms = append(rooms, room)
+	}
+	s.mu.Unlock()
+	sort.Strings(rooms)
+	for _, room := range rooms {
+		_ = s.leave(room, connID, "")
+	}
+}
+
+// Participants lists the call's participants in join order.
+func (s *SFU) Participants(roomID string) ([]Participant, error) {
+	r, err := s.routerFor(roomID)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []Participant{}
+	for _, p := range r.sortedParticipants() {
+		pi := Participant{ConnectionID: p.connID, UserID: p.userID, Producers: []ProducerInfo{}}
+		for _, pr := range sortedProducers(p.producers) {
+			pi.Producers = append(pi.Producers, pr.info())
+		}
+		out = append(out, pi)
+	}
+	return out, nil
+}
+
+// Stats are counters for tests and metrics.
+type Stats struct {
+	Calls, Participants, Transports, Producers, Consumers int
+	RTPIn, RTPOut                                         uint64
+}
+
+// Stats returns a snapshot of the SFU's counters.
+func (s *SFU) Stats() Stats {
+	s.mu.Lock()
+	routers := make([]*router, 0, len(s.routers))
+	for _, r := range s.routers {
+		routers = append(routers, r)
+	}
+	s.mu.Unlock()
+	st := Stats{Calls: len(routers)}
+	for _, r := range routers {
+		r.mu.Lock()
+		st.Participants += len(r.participants)
+		st.Transports += len(r.transports)
+		st.Producers += len(r.producers)
+		for _, p := range r.participants {
+			st.Consumers += len(p.consumers)
+		}
+		for _, t := range r.transports {
+			st.RTPIn += t.rtpIn.Load()
+			st.RTPOut += t.rtpOut.Load()
+		}
+		r.mu.Unlock()
+	}
+	return st
+}
+
+// ---- internals ----
+
+func newID() string { return uuid.NewString() }
+
+func notFoundCall(roomID string) error {
+	return protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
+}
+
+func (s *SFU) routerFor(roomID string) (*router, error) {
+	if !protocol.ValidRoomID(roomID) {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "invalid room_id")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.routers[roomID]
+	if r == nil {
+		return nil, notFoundCall(roomID)
+	}
+	return r, nil
+}
+
+func (s *SFU) addConnRoom(connID, roomID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.connRooms[connID]
+	if m == nil {
+		m = map[string]struct{}{}
+		s.connRooms[connID] = m
+	}
+	m[roomID] = struct{}{}
+}
+
+func (s *SFU) dropConnRoomLocked(connID, roomID string) {
+	if m := s.connRooms[connID]; m != nil {
+		delete(m, roomID)
+		if len(m) == 0 {
+			delete(s.connRooms, connID)
+		}
+	}
+}
+
+func (s *SFU) callUpdated(roomID string, n int) {
+	if s.events != nil {
+		s.events.CallUpdated(roomID, n)
+	}
+}
+
+func (r *router) addParticipant(connID, userID string) *participant {
+	r.seq++
+	p := &participant{
+		connID: connID, userID: userID, seq: r.seq,
+		producers: map[string]*producer{}, consumers: map[string]*consumer{},
+	}
+	r.participants[connID] = p
+	return p
+}
+
+func (r *router) sortedParticipants() []*participant {
+	out := make([]*participant, 0, len(r.participants))
+	for _, p := range r.participants {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	return out
+}
+
+func sortedProducers(m map[string]*producer) []*producer {
+	out := make([]*producer, 0, len(m))
+	for _, p := range m {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].seqNo < out[j].seqNo })
+	return out
+}
+
+// closeConsumerLocked detaches a consumer from its producer and transport.
+func (r *router) closeConsumerLocked(c *consumer) {
+	if c.closed.Swap(true) {
+		return
+	}
+	c.p.setConsumers(func(list []*consumer) []*consumer {
+		out := list[:0]
+		for _, x := range list {
+			if x != c {
+				out = append(out, x)
+			}
+		}
+		return out
+	})
+	c.t.setConsumerRoutes(func(m map[uint32]*consumer) {
+		delete(m, c.ssrc)
+		if c.rtxSSRC != 0 {
+			delete(m, c.rtxSSRC)
+		}
+	})
+	delete(c.owner.consumers, c.id)
+}
+
+// closeProducerLocked closes a producer and every consumer of it.
+func (r *router) closeProducerLocked(p *producer) {
+	if p.closed.Swap(true) {
+		return
+	}
+	for _, c := range *p.consumers.Load() {
+		r.closeConsumerLocked(c)
+	}
+	p.t.setProducerRoutes(func(m map[uint32]producerRoute) {
+		delete(m, p.ssrc)
+		if p.rtxSSRC != 0 {
+			delete(m, p.rtxSSRC)
+		}
+	})
+	delete(p.owner.producers, p.id)
+	delete(r.producers, p.id)
+}
+
+// clearMediaLocked closes a participant's producers, consumers and
+// transports and returns the transports to close outside the lock.
+func (r *router) clearMediaLocked(p *participant) []*transport {
+	for _, pr := range sortedProducers(p.producers) {
+		r.closeProducerLocked(pr)
+	}
+	for _, c := range p.consumers {
+		r.closeConsumerLocked(c)
+	}
+	var ts []*transport
+	for _, t := range []*transport{p.send, p.recv} {
+		if t != nil {
+			delete(r.transports, t.id)
+			ts = append(ts, t)
+		}
+	}
+	p.send, p.recv = nil, nil
+	return ts
+}
+
+// shutdown closes the router's state and returns its transports to close.
+func (r *router) shutdown() []*transport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	var ts []*transport
+	for _, p := range r.sortedParticipants() {
+		ts = append(ts, r.clearMediaLocked(p)...)
+	}
+	r.participants = map[string]*participant{}
+	return ts
+}
+
+// leave removes a connection from a call: others get media:peer_left,
+// members get CallUpdated. reqID, when set, gets an ack.
+func (s *SFU) leave(roomID, connID, reqID string) error {
+	r, err := s.routerFor(roomID)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.dropConnRoomLocked(connID, roomID)
+	s.mu.Unlock()
+	r.mu.Lock()
+	p := r.participants[connID]
+	if p == nil || r.closed {
+		r.mu.Unlock()
+		return protocol.Errorf(protocol.CodeNotFound, "connection is not in the call of room %s", roomID)
+	}
+	ts := r.clearMediaLocked(p)
+	delete(r.participants, connID)
+	if reqID != "" {
+		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
+	}
+	frame := protocol.Encode(TypePeerLeft, "", map[string]string{
+		"room_id": roomID, "user_id": p.userID, "connection_id": connID,
+	})
+	for _, o := range r.sortedParticipants() {
+		s.sender.SendToConnection(o.connID, frame)
+	}
+	n := len(r.participants)
+	r.mu.Unlock()
+	for _, t := range ts {
+		t.close()
+	}
+	s.callUpdated(roomID, n)
+	return nil
+}
+
+// ---- workers ----
+
+// worker drives the periodic media work (transport-wide-cc feedback) of
+// the routers assigned to it round-robin. Packets are forwarded on each
+// transport's read goroutine; control runs on the caller's goroutine under
+// the router's lock.
+type worker struct {
+	id      int
+	mu      sync.Mutex
+	routers map[*router]struct{}
+	quit    chan struct{}
+	done    chan struct{}
+}
+
+func newWorker(id int) *worker {
+	return &worker{id: id, routers: map[*router]struct{}{}, quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (w *worker) add(r *router) {
+	w.mu.Lock()
+	w.routers[r] = struct{}{}
+	w.mu.Unlock()
+}
+
+func (w *worker) remove(r *router) {
+	w.mu.Lock()
+	delete(w.routers, r)
+	w.mu.Unlock()
+}
+
+func (w *worker) stop() {
+	close(w.quit)
+	<-w.done
+}
+
+const workerTick = 50 * time.Millisecond
+
+func (w *worker) loop() {
+	defer close(w.done)
+	tk := time.NewTicker(workerTick)
+	defer tk.Stop()
+	var ts []*transport
+	for {
+		select {
+		case <-w.quit:
+			return
+		case <-tk.C:
+		}
+		ts = ts[:0]
+		w.mu.Lock()
+		for r := range w.routers {
+			r.mu.Lock()
+			for _, t := range r.transports {
+				if t.dir == dirSend {
+					ts = append(ts, t)
+				}
+			}
+			r.mu.Unlock()
+		}
+		w.mu.Unlock()
+		for _, t := range ts {
+			t.flushTWCC()
+		}
+	}
+}
+
+// ---- pion logging → slog (pion's warnings are expected noise: debug) ----
+
+type pionLogFactory struct{ log *slog.Logger }
+
+func (f *pionLogFactory) NewLogger(scope string) logging.LeveledLogger {
+	return &pionLogger{log: f.log.With("pion", scope)}
+}
+
+type pionLogger struct{ log *slog.Logger }
+
+func (l *pionLogger) Trace(string)          {}
+func (l *pionLogger) Tracef(string, ...any) {}
+func (l *pionLogger) Debug(string)          {}
+func (l *pionLogger) Debugf(string, ...any) {}
+func (l *pionLogger) Info(string)           {}
+func (l *pionLogger) Infof(string, ...any)  {}
+func (l *pionLogger) Warn(m string)         { l.log.Debug(m) }
+func (l *pionLogger) Warnf(f string, a ...any) {
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug(fmt.Sprintf(f, a...))
+	}
+}
+func (l *pionLogger) Error(m string)            { l.log.Warn(m) }
+func (l *pionLogger) Errorf(f string, a ...any) { l.log.Warn(fmt.Sprintf(f, a...)) }

@@ -1,0 +1,640 @@
+package media
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/parleyhq/parley/internal/protocol"
+)
+
+// Message types of PROTOCOL.md section 6.
+const (
+	TypeJoin               = "media:join"
+	TypeConnectTransport   = "media:connect_transport"
+	TypeProduce            = "media:produce"
+	TypeConsume            = "media:consume"
+	TypeProducerClose      = "media:producer_close"
+	TypeLeave              = "media:leave"
+	TypeRouterCapabilities = "media:router_capabilities"
+	TypeTransportCreated   = "media:transport_created"
+	TypeTransportConnected = "media:transport_connected"
+	TypeProduceResult      = "media:produce_result"
+	TypeNewProducer        = "media:new_producer"
+	TypeConsumerCreated    = "media:consumer_created"
+	TypeProducerClosed     = "media:producer_closed"
+	TypePeerLeft           = "media:peer_left"
+	TypeRoomClosed         = "media:room_closed"
+)
+
+const maxSourceLen = 32
+
+// Handle processes one media:* message from connection connID of userID.
+// Replies and broadcasts go out through the Sender; a returned error is a
+// *protocol.Error for the caller to send with reqID. A refused message
+// changes nothing.
+func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string, data json.RawMessage) error {
+	_ = ctx
+	if connID == "" {
+		return protocol.Errorf(protocol.CodeBadRequest, "missing connection id")
+	}
+	switch msgType {
+	case TypeJoin:
+		var m struct {
+			RoomID string `json:"room_id"`
+		}
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		return s.join(m.RoomID, connID, userID, reqID)
+	case TypeConnectTransport:
+		var m struct {
+			RoomID         string          `json:"room_id"`
+			TransportID    string          `json:"transport_id"`
+			DtlsParameters json.RawMessage `json:"dtls_parameters"`
+		}
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		return s.connectTransport(m.RoomID, connID, m.TransportID, m.DtlsParameters, reqID)
+	case TypeProduce:
+		var m produceRequest
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		return s.produce(connID, &m, reqID)
+	case TypeConsume:
+		var m struct {
+			RoomID          string          `json:"room_id"`
+			ProducerID      string          `json:"producer_id"`
+			RtpCapabilities json.RawMessage `json:"rtp_capabilities"`
+		}
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		return s.consume(m.RoomID, connID, m.ProducerID, m.RtpCapabilities, reqID)
+	case TypeProducerClose:
+		var m struct {
+			RoomID     string `json:"room_id"`
+			ProducerID string `json:"producer_id"`
+		}
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		return s.producerClose(m.RoomID, connID, m.ProducerID, reqID)
+	case TypeLeave:
+		var m struct {
+			RoomID string `json:"room_id"`
+		}
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		if !protocol.ValidRoomID(m.RoomID) {
+			return protocol.Errorf(protocol.CodeBadRequest, "invalid room_id")
+		}
+		return s.leave(m.RoomID, connID, reqID)
+	}
+	return protocol.Errorf(protocol.CodeBadRequest, "unknown message type %q", msgType)
+}
+
+func decode(data json.RawMessage, v any) error {
+	if perr := protocol.DecodeData(data, v); perr != nil {
+		return perr
+	}
+	return nil
+}
+
+func badRequest(format string, args ...any) error {
+	return protocol.Errorf(protocol.CodeBadRequest, format, args...)
+}
+
+// lenient decodes a mediasoup object (unknown fields allowed).
+func lenient(raw json.RawMessage, max int, name string, v any) error {
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return badRequest("missing %s", name)
+	}
+	if len(raw) > max {
+		return protocol.Errorf(protocol.CodeTooLarge, "%s larger than %d bytes", name, max)
+	}
+	if raw[0] != '{' {
+		return badRequest("%s must be an object", name)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return badRequest("invalid %s: %s", name, shortErr(err))
+	}
+	return nil
+}
+
+func shortErr(err error) string {
+	s := err.Error()
+	if len(s) > 160 {
+		s = s[:160]
+	}
+	return s
+}
+
+// participantFor finds the router and the connection's participant; the
+// router is returned locked on success.
+func (s *SFU) participantFor(roomID, connID string) (*router, *participant, error) {
+	r, err := s.routerFor(roomID)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, nil, notFoundCall(roomID)
+	}
+	p := r.participants[connID]
+	if p == nil || p.send == nil {
+		r.mu.Unlock()
+		return nil, nil, protocol.Errorf(protocol.CodeNotFound, "connection has not joined the call of room %s (send media:join)", roomID)
+	}
+	return r, p, nil
+}
+
+type transportCreated struct {
+	SendTransport TransportInfo `json:"send_transport"`
+	RecvTransport TransportInfo `json:"recv_transport"`
+	IceServers    []IceServer   `json:"ice_servers"`
+	ForceRelay    bool          `json:"force_relay"`
+}
+
+type newProducerMsg struct {
+	ProducerID   string `json:"producer_id"`
+	UserID       string `json:"user_id"`
+	ConnectionID string `json:"connection_id"`
+	Kind         string `json:"kind"`
+	Source       string `json:"source"`
+}
+
+func newProducerFrame(p *producer) []byte {
+	return protocol.Encode(TypeNewProducer, "", newProducerMsg{
+		ProducerID: p.id, UserID: p.owner.userID, ConnectionID: p.owner.connID, Kind: p.kind, Source: p.source,
+	})
+}
+
+func (s *SFU) join(roomID, connID, userID, reqID string) error {
+	r, err := s.routerFor(roomID)
+	if err != nil {
+		return err
+	}
+	s.addConnRoom(connID, roomID)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return notFoundCall(roomID)
+	}
+	p := r.participants[connID]
+	isNew := p == nil
+	var stale []*transport
+	if isNew {
+		p = r.addParticipant(connID, userID)
+	} else {
+		// A second join restarts the connection's media (a new Device):
+		// its producers close (others are told), its consumers go.
+		for _, pr := range sortedProducers(p.producers) {
+			r.closeProducerLocked(pr)
+			s.broadcastLocked(r, connID, protocol.Encode(TypeProducerClosed, "", map[string]string{
+				"producer_id": pr.id, "user_id": p.userID,
+			}))
+		}
+		stale = r.clearMediaLocked(p)
+	}
+	send, err := s.newTransport(p, dirSend)
+	if err != nil {
+		r.mu.Unlock()
+		s.closeAll(stale)
+		s.log.Error("create transport", "err", err)
+		return protocol.Errorf(protocol.CodeInternal, "cannot create transport")
+	}
+	recv, err := s.newTransport(p, dirRecv)
+	if err != nil {
+		r.mu.Unlock()
+		send.close()
+		s.closeAll(stale)
+		s.log.Error("create transport", "err", err)
+		return protocol.Errorf(protocol.CodeInternal, "cannot create transport")
+	}
+	recv.onReady = func(t *transport) {
+		// Media may have been dropped while the transport was connecting:
+		// ask every video producer it consumes for a key frame.
+		for _, c := range *t.consumers.Load() {
+			c.p.requestKeyFrame(true)
+		}
+	}
+	p.send, p.recv = send, recv
+	r.transports[send.id] = send
+	r.transports[recv.id] = recv
+
+	s.sender.SendToConnection(connID, protocol.Encode(TypeRouterCapabilities, "",
+		map[string]json.RawMessage{"rtp_capabilities": s.caps}))
+	s.sender.SendToConnection(connID, protocol.Encode(TypeTransportCreated, reqID, transportCreated{
+		SendTransport: send.info(s.cert.sha256),
+		RecvTransport: recv.info(s.cert.sha256),
+		IceServers:    s.iceServers(userID),
+		ForceRelay:    s.cfg.ForceRelay,
+	}))
+	for _, o := range r.sortedParticipants() {
+		if o == p {
+			continue
+		}
+		for _, pr := range sortedProducers(o.producers) {
+			s.sender.SendToConnection(connID, newProducerFrame(pr))
+		}
+	}
+	n := len(r.participants)
+	r.mu.Unlock()
+	s.closeAll(stale)
+	if isNew {
+		s.callUpdated(roomID, n)
+	}
+	return nil
+}
+
+func (s *SFU) closeAll(ts []*transport) {
+	for _, t := range ts {
+		t.close()
+	}
+}
+
+// broadcastLocked sends frame to every participant but connID.
+func (s *SFU) broadcastLocked(r *router, connID string, frame []byte) {
+	for _, o := range r.sortedParticipants() {
+		if o.connID != connID {
+			s.sender.SendToConnection(o.connID, frame)
+		}
+	}
+}
+
+func (s *SFU) transportOf(r *router, p *participant, id string) (*transport, error) {
+	if id == "" || len(id) > 64 {
+		return nil, badRequest("invalid transport_id")
+	}
+	t := r.transports[id]
+	if t == nil || t.owner != p {
+		return nil, protocol.Errorf(protocol.CodeNotFound, "unknown transport %s", id)
+	}
+	return t, nil
+}
+
+func (s *SFU) connectTransport(roomID, connID, transportID string, raw json.RawMessage, reqID string) error {
+	var dp DtlsParameters
+	if err := lenient(raw, 4096, "dtls_parameters", &dp); err != nil {
+		return err
+	}
+	if err := dp.validate(); err != nil {
+		return badRequest("%s", err.Error())
+	}
+	r, p, err := s.participantFor(roomID, connID)
+	if err != nil {
+		return err
+	}
+	defer r.mu.Unlock()
+	t, err := s.transportOf(r, p, transportID)
+	if err != nil {
+		return err
+	}
+	if !t.setRemoteDTLS(&dp) {
+		return badRequest("transport %s is already connected", transportID)
+	}
+	s.sender.SendToConnection(connID, protocol.Encode(TypeTransportConnected, reqID,
+		map[string]string{"transport_id": t.id}))
+	return nil
+}
+
+type produceRequest struct {
+	RoomID        string          `json:"room_id"`
+	TransportID   string          `json:"transport_id"`
+	Kind          string          `json:"kind"`
+	RtpParameters json.RawMessage `json:"rtp_parameters"`
+	Source        *string         `json:"source"`
+}
+
+// parsedProduce is a validated produce request.
+type parsedProduce struct {
+	params  RtpParameters
+	codec   RtpCodecParameters
+	router  RtpCodecCapability
+	ssrc    uint32
+	rtxSSRC uint32
+	rtxPT   uint8
+	extURI  map[uint8]string
+	twccID  uint8
+	source  string
+}
+
+func parseProduce(m *produceRequest) (*parsedProduce, error) {
+	if m.Kind != kindAudio && m.Kind != kindVideo {
+		return nil, badRequest("kind must be audio or video")
+	}
+	out := &parsedProduce{}
+	if m.Source != nil {
+		src := *m.Source
+		if src == "" || len(src) > maxSourceLen || !utf8.ValidString(src) {
+			return nil, badRequest("source must be 1 to %d characters", maxSourceLen)
+		}
+		out.source = src
+	} else if m.Kind == kindAudio {
+		out.source = "mic"
+	} else {
+		out.source = "webcam"
+	}
+	rp := &out.params
+	if err := lenient(m.RtpParameters, maxRTPParamSize, "rtp_parameters", rp); err != nil {
+		return nil, err
+	}
+	if len(rp.Codecs) == 0 || len(rp.Codecs) > 32 {
+		return nil, badRequest("rtp_parameters.codecs needs 1 to 32 codecs")
+	}
+	media := -1
+	for i, c := range rp.Codecs {
+		if c.MimeType == "" || c.ClockRate == 0 || c.PayloadType > 127 {
+			return nil, badRequest("rtp_parameters.codecs[%d] needs mimeType, clockRate and a payloadType 0-127", i)
+		}
+		if media < 0 && !isRTXMime(c.MimeType) {
+			media = i
+		}
+	}
+	if media < 0 {
+		return nil, badRequest("rtp_parameters has no media codec")
+	}
+	out.codec = rp.Codecs[media]
+	if !strings.HasPrefix(strings.ToLower(out.codec.MimeType), m.Kind+"/") {
+		return nil, badRequest("codec %s does not match kind %s", out.codec.MimeType, m.Kind)
+	}
+	rc, ok := findRouterCodec(m.Kind, out.codec.MimeType, out.codec.ClockRate, out.codec.Channels, out.codec.Parameters)
+	if !ok {
+		return nil, badRequest("unsupported codec %s", out.codec.MimeType)
+	}
+	out.router = rc
+	for _, c := range rp.Codecs {
+		if isRTXMime(c.MimeType) {
+			if apt, ok := paramInt(c.Parameters, "apt"); ok && apt == int(out.codec.PayloadType) {
+				out.rtxPT = c.PayloadType
+			}
+		}
+	}
+	if len(rp.Encodings) == 0 || len(rp.Encodings) > 4 {
+		return nil, badRequest("rtp_parameters.encodings needs 1 to 4 encodings")
+	}
+	enc := rp.Encodings[0]
+	if enc.SSRC == 0 {
+		return nil, badRequest("rtp_parameters.encodings[0].ssrc is required (rid-only simulcast is not supported)")
+	}
+	out.ssrc = enc.SSRC
+	if enc.RTX != nil && enc.RTX.SSRC != 0 && out.rtxPT != 0 {
+		if enc.RTX.SSRC == enc.SSRC {
+			return nil, badRequest("rtx ssrc equals media ssrc")
+		}
+		out.rtxSSRC = enc.RTX.SSRC
+	}
+	if len(rp.HeaderExtensions) > 32 {
+		return nil, badRequest("too many header extensions")
+	}
+	out.extURI = map[uint8]string{}
+	for _, e := range rp.HeaderExtensions {
+		if e.ID < 1 || e.ID > 255 || e.URI == "" || len(e.URI) > 256 {
+			return nil, badRequest("invalid header extension %q id %d", e.URI, e.ID)
+		}
+		out.extURI[uint8(e.ID)] = e.URI
+		if e.URI == extTransportCC {
+			out.twccID = uint8(e.ID)
+		}
+	}
+	if len(rp.Rtcp.CNAME) > 256 || len(rp.MID) > 32 {
+		return nil, badRequest("rtcp.cname or mid too long")
+	}
+	return out, nil
+}
+
+var producerSeq atomicCounter
+
+func (s *SFU) produce(connID string, m *produceRequest, reqID string) error {
+	pp, err := parseProduce(m)
+	if err != nil {
+		return err
+	}
+	r, p, err := s.participantFor(m.RoomID, connID)
+	if err != nil {
+		return err
+	}
+	defer r.mu.Unlock()
+	t, err := s.transportOf(r, p, m.TransportID)
+	if err != nil {
+		return err
+	}
+	if t.dir != dirSend {
+		return badRequest("transport %s is a receive transport", t.id)
+	}
+	if len(p.producers) >= s.cfg.MaxProducersPerConnection {
+		return protocol.Errorf(protocol.CodeTooLarge, "at most %d producers per connection", s.cfg.MaxProducersPerConnection)
+	}
+	routes := *t.producers.Load()
+	if _, dup := routes[pp.ssrc]; dup {
+		return badRequest("ssrc %d is already in use", pp.ssrc)
+	}
+	if _, dup := routes[pp.rtxSSRC]; dup && pp.rtxSSRC != 0 {
+		return badRequest("rtx ssrc %d is already in use", pp.rtxSSRC)
+	}
+	if tw := t.twccExtID.Load(); tw != 0 && pp.twccID != 0 && uint8(tw) != pp.twccID {
+		return badRequest("transport-wide-cc id differs from the transport's other producers")
+	}
+	pr := &producer{
+		id: newID(), kind: m.Kind, source: pp.source, owner: p, t: t,
+		params: pp.params, codec: pp.codec, router: pp.router,
+		ssrc: pp.ssrc, rtxSSRC: pp.rtxSSRC, pt: pp.codec.PayloadType, rtxPT: pp.rtxPT,
+		cname: pp.params.Rtcp.CNAME, extURI: pp.extURI, seqNo: producerSeq.next(),
+	}
+	empty := []*consumer{}
+	pr.consumers.Store(&empty)
+	if m.Kind == kindVideo {
+		pr.history = &packetHistory{}
+	}
+	if pp.twccID != 0 {
+		t.twccExtID.Store(int32(pp.twccID))
+	}
+	t.setProducerRoutes(func(mm map[uint32]producerRoute) {
+		mm[pr.ssrc] = producerRoute{p: pr}
+		if pr.rtxSSRC != 0 {
+			mm[pr.rtxSSRC] = producerRoute{p: pr, isRTX: true}
+		}
+	})
+	p.producers[pr.id] = pr
+	r.producers[pr.id] = pr
+	s.sender.SendToConnection(connID, protocol.Encode(TypeProduceResult, reqID, map[string]string{"id": pr.id}))
+	s.broadcastLocked(r, connID, newProducerFrame(pr))
+	return nil
+}
+
+type consumerCreated struct {
+	ID            string        `json:"id"`
+	ProducerID    string        `json:"producer_id"`
+	Kind          string        `json:"kind"`
+	RtpParameters RtpParameters `json:"rtp_parameters"`
+}
+
+func (s *SFU) consume(roomID, connID, producerID string, rawCaps json.RawMessage, reqID string) error {
+	var caps RtpCapabilities
+	if err := lenient(rawCaps, maxRTPCapsSize, "rtp_capabilities", &caps); err != nil {
+		return err
+	}
+	if err := validateCapabilities(&caps); err != nil {
+		return badRequest("invalid rtp_capabilities: %s", err.Error())
+	}
+	if producerID == "" || len(producerID) > 64 {
+		return badRequest("invalid producer_id")
+	}
+	r, p, err := s.participantFor(roomID, connID)
+	if err != nil {
+		return err
+	}
+	defer r.mu.Unlock()
+	pr := r.producers[producerID]
+	if pr == nil {
+		return protocol.Errorf(protocol.CodeNotFound, "unknown producer %s", producerID)
+	}
+	if len(p.consumers) >= s.cfg.MaxConsumersPerConnection {
+		return protocol.Errorf(protocol.CodeTooLarge, "at most %d consumers per connection", s.cfg.MaxConsumersPerConnection)
+	}
+	c, err := buildConsumer(pr, &caps)
+	if err != nil {
+		return err
+	}
+	c.id, c.owner, c.t = newID(), p, p.recv
+	c.params.MID = strconv.Itoa(p.recv.nextMid)
+	p.recv.nextMid++
+	p.recv.setConsumerRoutes(func(m map[uint32]*consumer) {
+		m[c.ssrc] = c
+		if c.rtxSSRC != 0 {
+			m[c.rtxSSRC] = c
+		}
+	})
+	pr.setConsumers(func(list []*consumer) []*consumer { return append(list, c) })
+	p.consumers[c.id] = c
+	s.sender.SendToConnection(connID, protocol.Encode(TypeConsumerCreated, reqID, consumerCreated{
+		ID: c.id, ProducerID: pr.id, Kind: pr.kind, RtpParameters: c.params,
+	}))
+	pr.requestKeyFrame(true)
+	return nil
+}
+
+// buildConsumer computes a consumer's RTP parameters from the producer and
+// the consuming device's capabilities (mediasoup's getConsumerRtpParameters,
+// reduced to one encoding).
+func buildConsumer(pr *producer, caps *RtpCapabilities) (*consumer, error) {
+	rc := pr.router
+	var capCodec *RtpCodecCapability
+	for i := range caps.Codecs {
+		cc := &caps.Codecs[i]
+		if isRTXMime(cc.MimeType) {
+			continue
+		}
+		if codecMatches(rc, cc.MimeType, cc.ClockRate, cc.Channels, cc.Parameters) {
+			capCodec = cc
+			break
+		}
+	}
+	if capCodec == nil {
+		return nil, badRequest("no compatible codec for producer %s (%s)", pr.id, rc.MimeType)
+	}
+	fb := []RtcpFeedback{}
+	for _, f := range rc.RtcpFeedback {
+		if hasFeedback(capCodec.RtcpFeedback, f) {
+			fb = append(fb, f)
+		}
+	}
+	params := map[string]any{}
+	for k, v := range pr.codec.Parameters {
+		params[k] = v
+	}
+	if strings.EqualFold(rc.MimeType, "video/H264") {
+		for k, v := range rc.Parameters {
+			params[k] = v
+		}
+	}
+	c := &consumer{
+		p: pr, ssrc: randSSRC(), pt: rc.PreferredPayloadType, passExt: map[string]uint8{},
+	}
+	codecs := []RtpCodecParameters{{
+		MimeType: rc.MimeType, PayloadType: rc.PreferredPayloadType, ClockRate: rc.ClockRate,
+		Channels: rc.Channels, Parameters: params, RtcpFeedback: fb,
+	}}
+	if rtx, ok := routerRTXFor(rc.PreferredPayloadType); ok && pr.kind == kindVideo {
+		for _, cc := range caps.Codecs {
+			if apt, ok := paramInt(cc.Parameters, "apt"); ok && isRTXMime(cc.MimeType) && apt == int(rc.PreferredPayloadType) {
+				codecs = append(codecs, RtpCodecParameters{
+					MimeType: rtx.MimeType, PayloadType: rtx.PreferredPayloadType, ClockRate: rtx.ClockRate,
+					Parameters: map[string]any{"apt": int(rc.PreferredPayloadType)}, RtcpFeedback: []RtcpFeedback{},
+				})
+				c.rtxSSRC, c.rtxPT = randSSRC(), rtx.PreferredPayloadType
+				break
+			}
+		}
+	}
+	exts := []RtpHeaderExtensionParameters{}
+	for _, e := range routerHeaderExtensions() {
+		if e.Kind != pr.kind || (e.Direction != "sendrecv" && e.Direction != "sendonly") {
+			continue
+		}
+		found := false
+		for _, ce := range caps.HeaderExtensions {
+			if ce.URI == e.URI && (ce.Kind == "" || ce.Kind == pr.kind) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			continue
+		}
+		exts = append(exts, RtpHeaderExtensionParameters{URI: e.URI, ID: e.PreferredID, Parameters: map[string]any{}})
+		switch e.URI {
+		case extAbsSendTime:
+			c.absID = uint8(e.PreferredID)
+		case extTransportCC:
+			c.twccID = uint8(e.PreferredID)
+		default:
+			c.passExt[e.URI] = uint8(e.PreferredID)
+		}
+	}
+	enc := RtpEncodingParameters{SSRC: c.ssrc}
+	if c.rtxSSRC != 0 {
+		enc.RTX = &RtxSSRC{SSRC: c.rtxSSRC}
+	}
+	cname := pr.cname
+	if cname == "" {
+		cname = "parley-" + pr.owner.connID
+	}
+	mux := true
+	c.params = RtpParameters{
+		Codecs: codecs, HeaderExtensions: exts, Encodings: []RtpEncodingParameters{enc},
+		Rtcp: RtcpParameters{CNAME: cname, ReducedSize: true, Mux: &mux},
+	}
+	return c, nil
+}
+
+func (s *SFU) producerClose(roomID, connID, producerID, reqID string) error {
+	if producerID == "" || len(producerID) > 64 {
+		return badRequest("invalid producer_id")
+	}
+	r, p, err := s.participantFor(roomID, connID)
+	if err != nil {
+		return err
+	}
+	defer r.mu.Unlock()
+	pr := p.producers[producerID]
+	if pr == nil {
+		return protocol.Errorf(protocol.CodeNotFound, "unknown producer %s", producerID)
+	}
+	r.closeProducerLocked(pr)
+	if reqID != "" {
+		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
+	}
+	s.broadcastLocked(r, connID, protocol.Encode(TypeProducerClosed, "", map[string]string{
+		"producer_id": pr.id, "user_id": p.userID,
+	}))
+	return nil
+}

@@ -1,0 +1,531 @@
+package media
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+)
+
+// IceParameters is mediasoup's IceParameters.
+type IceParameters struct {
+	UsernameFragment string `json:"usernameFragment"`
+	Password         string `json:"password"`
+	IceLite          bool   `json:"iceLite"`
+}
+
+// IceCandidate is mediasoup's IceCandidate.
+type IceCandidate struct {
+	Foundation string `json:"foundation"`
+	Priority   uint32 `json:"priority"`
+	IP         string `json:"ip"`
+	Address    string `json:"address"`
+	Protocol   string `json:"protocol"`
+	Port       int    `json:"port"`
+	Type       string `json:"type"`
+}
+
+// TransportInfo is what media:transport_created carries for each transport;
+// mediasoup-client's createSendTransport/createRecvTransport take it as is.
+type TransportInfo struct {
+	ID             string         `json:"id"`
+	IceParameters  IceParameters  `json:"iceParameters"`
+	IceCandidates  []IceCandidate `json:"iceCandidates"`
+	DtlsParameters DtlsParameters `json:"dtlsParameters"`
+}
+
+type direction int
+
+const (
+	dirSend direction = iota // the client sends: producers live here
+	dirRecv                  // the client receives: consumers live here
+)
+
+// remotePwdPlaceholder is given to the ICE agent as the client's password.
+// An ICE-lite agent never sends checks, so the client's password is never
+// used; mediasoup-client does not signal it anyway.
+const remotePwdPlaceholder = "parley-ice-lite-remote-password-unused"
+
+// producerRoute maps an incoming SSRC to its producer.
+type producerRoute struct {
+	p     *producer
+	isRTX bool
+}
+
+// transport is one WebRTC transport in mediasoup's model: ICE-lite + DTLS +
+// SRTP over one UDP 5-tuple, carrying either a connection's producers (send)
+// or its consumers (recv).
+type transport struct {
+	id    string
+	dir   direction
+	owner *participant
+	sfu   *SFU
+	log   *slog.Logger
+
+	ufrag, pwd string
+	ep         *udpEndpoint
+	agent      *ice.Agent
+	candidates []IceCandidate
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu         sync.Mutex
+	closed     bool
+	started    bool
+	remoteDTLS *DtlsParameters
+	dtlsSet    chan struct{}
+	dtlsEP     *dtlsEndpoint
+	dtlsConn   *dtls.Conn
+
+	iceConn atomic.Pointer[ice.Conn]
+	ready   atomic.Bool
+	decrypt *srtp.Context // read loop only, set before ready
+
+	encMu   sync.Mutex
+	encrypt *srtp.Context
+	encBuf  []byte
+	plain   []byte
+
+	// Routing tables, copy-on-write; writers hold the router's lock.
+	producers atomic.Pointer[map[uint32]producerRoute]
+	consumers atomic.Pointer[map[uint32]*consumer]
+
+	twccExtID  atomic.Int32 // send transport: client's transport-cc id
+	twccMu     sync.Mutex
+	twccRec    *twcc.Recorder
+	twccSeq    atomic.Uint32 // recv transport: our transport-wide sequence
+	start      time.Time
+	nextMid    int // recv transport, router lock
+	onReady    func(*transport)
+	rtpIn      atomic.Uint64
+	rtpOut     atomic.Uint64
+	lastRTCPIn atomic.Int64
+}
+
+func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error) {
+	ep := s.sharedEP
+	if ep == nil {
+		var err error
+		if ep, err = s.ports.open(s.cfg.ListenIP, s.lf); err != nil {
+			return nil, fmt.Errorf("open UDP socket: %w", err)
+		}
+	}
+	t := &transport{
+		id: newID(), dir: dir, owner: owner, sfu: s, ep: ep,
+		ufrag: randString(16), pwd: randString(32),
+		dtlsSet: make(chan struct{}),
+		start:   time.Now(),
+		twccRec: twcc.NewRecorder(randSSRC()),
+	}
+	t.log = s.log.With("transport", t.id)
+	empty := map[uint32]producerRoute{}
+	t.producers.Store(&empty)
+	emptyC := map[uint32]*consumer{}
+	t.consumers.Store(&emptyC)
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+
+	opts := []ice.AgentOption{
+		ice.WithICELite(true),
+		ice.WithUDPMux(ep.mux),
+		ice.WithLocalCredentials(t.ufrag, t.pwd),
+		ice.WithCandidateTypes([]ice.CandidateType{ice.CandidateTypeHost}),
+		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4}),
+		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
+		ice.WithKeepaliveInterval(0),
+		ice.WithDisconnectedTimeout(15 * time.Second),
+		ice.WithFailedTimeout(40 * time.Second),
+		ice.WithLoggerFactory(s.lf),
+	}
+	if s.cfg.IncludeLoopback || s.listenLoopback {
+		opts = append(opts, ice.WithIncludeLoopback())
+	}
+	agent, err := ice.NewAgentWithOptions(opts...)
+	if err != nil {
+		t.cancel()
+		if !ep.shared {
+			_ = ep.close()
+		}
+		return nil, fmt.Errorf("ice agent: %w", err)
+	}
+	t.agent = agent
+	if err = agent.OnCandidate(func(ice.Candidate) {}); err == nil {
+		err = agent.GatherCandidates()
+	}
+	if err != nil {
+		_ = agent.GracefulClose()
+		t.cancel()
+		if !ep.shared {
+			_ = ep.close()
+		}
+		return nil, fmt.Errorf("ice gather: %w", err)
+	}
+	for i, ip := range s.candidateIPs {
+		t.candidates = append(t.candidates, IceCandidate{
+			Foundation: "udpcandidate", Priority: uint32(1076302079 - i*256), IP: ip, Address: ip,
+			Protocol: "udp", Port: ep.port, Type: "host",
+		})
+	}
+	ep.sniffer.expect(t.ufrag, t.pwd, t.onRemoteUfrag)
+	return t, nil
+}
+
+func (t *transport) info(fp string) TransportInfo {
+	return TransportInfo{
+		ID:             t.id,
+		IceParameters:  IceParameters{UsernameFragment: t.ufrag, Password: t.pwd, IceLite: true},
+		IceCandidates:  t.candidates,
+		DtlsParameters: DtlsParameters{Role: "auto", Fingerprints: []DtlsFingerprint{{Algorithm: "sha-256", Value: fp}}},
+	}
+}
+
+// onRemoteUfrag runs on the mux goroutine when the first binding request
+// for this transport arrives.
+func (t *transport) onRemoteUfrag(remote string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.started {
+		return
+	}
+	t.started = true
+	t.wg.Add(1)
+	go t.run(remote)
+}
+
+// setRemoteDTLS records the client's DTLS parameters (once).
+func (t *transport) setRemoteDTLS(p *DtlsParameters) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.remoteDTLS != nil || t.closed {
+		return false
+	}
+	t.remoteDTLS = p
+	close(t.dtlsSet)
+	return true
+}
+
+func (t *transport) run(remoteUfrag string) {
+	defer t.wg.Done()
+	conn, err := t.agent.Accept(t.ctx, remoteUfrag, remotePwdPlaceholder)
+	if err != nil {
+		t.log.Debug("ice accept ended", "err", err)
+		return
+	}
+	t.iceConn.Store(conn)
+	ep := newDTLSEndpoint(conn.Write, conn.LocalAddr(), conn.RemoteAddr())
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.dtlsEP = ep
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go t.readLoop(conn, ep)
+
+	select {
+	case <-t.dtlsSet:
+	case <-t.ctx.Done():
+		return
+	}
+	t.mu.Lock()
+	params := t.remoteDTLS
+	t.mu.Unlock()
+
+	cert := t.sfu.cert.tls
+	verify := func(raw [][]byte, _ [][]*x509.Certificate) error { return params.verify(raw) }
+	profiles := []dtls.SRTPProtectionProfile{dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80}
+	isClient := params.Role == "server"
+	var dc *dtls.Conn
+	if isClient {
+		dc, err = dtls.ClientWithOptions(ep, ep.remote,
+			dtls.WithCertificates(cert), dtls.WithSRTPProtectionProfiles(profiles...),
+			dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+			dtls.WithInsecureSkipVerify(true), dtls.WithVerifyPeerCertificate(verify),
+			dtls.WithLoggerFactory(t.sfu.lf))
+	} else {
+		dc, err = dtls.ServerWithOptions(ep, ep.remote,
+			dtls.WithCertificates(cert), dtls.WithSRTPProtectionProfiles(profiles...),
+			dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+			dtls.WithInsecureSkipVerify(true), dtls.WithVerifyPeerCertificate(verify),
+			dtls.WithClientAuth(dtls.RequireAnyClientCert),
+			dtls.WithLoggerFactory(t.sfu.lf))
+	}
+	if err != nil {
+		t.log.Warn("dtls setup failed", "err", err)
+		return
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		_ = dc.Close()
+		return
+	}
+	t.dtlsConn = dc
+	t.mu.Unlock()
+
+	hctx, cancel := context.WithTimeout(t.ctx, 30*time.Second)
+	err = dc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		t.log.Info("dtls handshake failed", "err", err)
+		return
+	}
+	if err := t.startSRTP(dc, isClient); err != nil {
+		t.log.Warn("srtp setup failed", "err", err)
+		return
+	}
+	t.log.Debug("transport connected", "remote", conn.RemoteAddr().String())
+	if t.onReady != nil {
+		t.onReady(t)
+	}
+}
+
+func (t *transport) startSRTP(dc *dtls.Conn, isClient bool) error {
+	state, ok := dc.ConnectionState()
+	if !ok {
+		return fmt.Errorf("no DTLS state")
+	}
+	dp, ok := dc.SelectedSRTPProtectionProfile()
+	if !ok {
+		return fmt.Errorf("no SRTP profile negotiated")
+	}
+	var profile srtp.ProtectionProfile
+	switch dp {
+	case dtls.SRTP_AEAD_AES_128_GCM:
+		profile = srtp.ProtectionProfileAeadAes128Gcm
+	case dtls.SRTP_AES128_CM_HMAC_SHA1_80:
+		profile = srtp.ProtectionProfileAes128CmHmacSha1_80
+	default:
+		return fmt.Errorf("unsupported SRTP profile %v", dp)
+	}
+	cfg := srtp.Config{Profile: profile}
+	if err := cfg.ExtractSessionKeysFromDTLS(&state, isClient); err != nil {
+		return err
+	}
+	enc, err := srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, profile)
+	if err != nil {
+		return err
+	}
+	dec, err := srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, profile,
+		srtp.SRTPReplayProtection(1024), srtp.SRTCPReplayProtection(256))
+	if err != nil {
+		return err
+	}
+	t.encMu.Lock()
+	t.encrypt = enc
+	t.encMu.Unlock()
+	t.decrypt = dec
+	t.ready.Store(true)
+	return nil
+}
+
+func (t *transport) readLoop(conn *ice.Conn, ep *dtlsEndpoint) {
+	defer t.wg.Done()
+	buf := make([]byte, 1500+64)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return
+		}
+		if n < 2 {
+			continue
+		}
+		b := buf[:n]
+		switch {
+		case b[0] >= 20 && b[0] <= 63:
+			ep.push(b)
+		case b[0] >= 128 && b[0] <= 191:
+			if !t.ready.Load() {
+				continue
+			}
+			if b[1] >= 192 && b[1] <= 223 {
+				t.handleRTCP(b)
+			} else {
+				t.handleRTP(b)
+			}
+		}
+	}
+}
+
+func (t *transport) handleRTP(b []byte) {
+	var h rtp.Header
+	plain, err := t.decrypt.DecryptRTP(b, b, &h)
+	if err != nil {
+		return
+	}
+	routes := *t.producers.Load()
+	route, ok := routes[h.SSRC]
+	if !ok {
+		return
+	}
+	if id := t.twccExtID.Load(); id > 0 {
+		if ext := h.GetExtension(uint8(id)); len(ext) >= 2 {
+			seq := uint16(ext[0])<<8 | uint16(ext[1])
+			t.twccMu.Lock()
+			t.twccRec.Record(h.SSRC, seq, time.Since(t.start).Microseconds())
+			t.twccMu.Unlock()
+		}
+	}
+	var pkt rtp.Packet
+	if err := pkt.Unmarshal(plain); err != nil {
+		return
+	}
+	t.rtpIn.Add(1)
+	route.p.receive(&pkt, route.isRTX)
+}
+
+func (t *transport) handleRTCP(b []byte) {
+	plain, err := t.decrypt.DecryptRTCP(b, b, nil)
+	if err != nil {
+		return
+	}
+	pkts, err := rtcp.Unmarshal(plain)
+	if err != nil {
+		return
+	}
+	t.lastRTCPIn.Store(time.Now().UnixNano())
+	for _, pkt := range pkts {
+		switch p := pkt.(type) {
+		case *rtcp.SenderReport:
+			if r, ok := (*t.producers.Load())[p.SSRC]; ok && !r.isRTX {
+				r.p.onSenderReport(p)
+			}
+		case *rtcp.PictureLossIndication:
+			if c := (*t.consumers.Load())[p.MediaSSRC]; c != nil {
+				c.p.requestKeyFrame(false)
+			}
+		case *rtcp.FullIntraRequest:
+			cs := *t.consumers.Load()
+			if c := cs[p.MediaSSRC]; c != nil {
+				c.p.requestKeyFrame(false)
+			}
+			for _, e := range p.FIR {
+				if c := cs[e.SSRC]; c != nil {
+					c.p.requestKeyFrame(false)
+				}
+			}
+		case *rtcp.TransportLayerNack:
+			if c := (*t.consumers.Load())[p.MediaSSRC]; c != nil {
+				c.retransmit(p.Nacks)
+			}
+		}
+	}
+}
+
+// writeRTP encrypts and sends one packet built from h and payload.
+func (t *transport) writeRTP(h *rtp.Header, payload []byte) {
+	conn := t.iceConn.Load()
+	if conn == nil || !t.ready.Load() {
+		return
+	}
+	t.encMu.Lock()
+	defer t.encMu.Unlock()
+	hl := h.MarshalSize()
+	if cap(t.plain) < hl+len(payload) {
+		t.plain = make([]byte, 0, 1600)
+	}
+	plain := t.plain[:hl+len(payload)]
+	if _, err := h.MarshalTo(plain); err != nil {
+		return
+	}
+	copy(plain[hl:], payload)
+	out, err := t.encrypt.EncryptRTP(t.encBuf[:0], plain, nil)
+	if err != nil {
+		return
+	}
+	t.encBuf = out
+	if _, err := conn.Write(out); err == nil {
+		t.rtpOut.Add(1)
+	}
+}
+
+func (t *transport) writeRTCP(pkts []rtcp.Packet) {
+	conn := t.iceConn.Load()
+	if conn == nil || !t.ready.Load() {
+		return
+	}
+	raw, err := rtcp.Marshal(pkts)
+	if err != nil {
+		return
+	}
+	t.encMu.Lock()
+	out, err := t.encrypt.EncryptRTCP(nil, raw, nil)
+	t.encMu.Unlock()
+	if err == nil {
+		_, _ = conn.Write(out)
+	}
+}
+
+// flushTWCC sends transport-wide-cc feedback for what arrived since the
+// last call (worker tick).
+func (t *transport) flushTWCC() {
+	if t.dir != dirSend || !t.ready.Load() || t.twccExtID.Load() == 0 {
+		return
+	}
+	t.twccMu.Lock()
+	pkts := t.twccRec.BuildFeedbackPacket()
+	t.twccMu.Unlock()
+	if len(pkts) > 0 {
+		t.writeRTCP(pkts)
+	}
+}
+
+// close tears the transport down and waits for its goroutines.
+func (t *transport) close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	dc, ep := t.dtlsConn, t.dtlsEP
+	t.mu.Unlock()
+
+	t.ready.Store(false)
+	t.cancel()
+	t.ep.sniffer.forget(t.ufrag)
+	if dc != nil {
+		_ = dc.Close()
+	}
+	if ep != nil {
+		_ = ep.Close()
+	}
+	_ = t.agent.GracefulClose()
+	if !t.ep.shared {
+		_ = t.ep.close()
+	}
+	t.wg.Wait()
+}
+
+// addProducerRoute/addConsumerRoute/remove*: callers hold the router lock.
+func (t *transport) setProducerRoutes(fn func(m map[uint32]producerRoute)) {
+	old := *t.producers.Load()
+	m := make(map[uint32]producerRoute, len(old)+2)
+	for k, v := range old {
+		m[k] = v
+	}
+	fn(m)
+	t.producers.Store(&m)
+}
+
+func (t *transport) setConsumerRoutes(fn func(m map[uint32]*consumer)) {
+	old := *t.consumers.Load()
+	m := make(map[uint32]*consumer, len(old)+2)
+	for k, v := range old {
+		m[k] = v
+	}
+	fn(m)
+	t.consumers.Store(&m)
+}

@@ -1,0 +1,113 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/server/servertest"
+	"github.com/parleyhq/parley/internal/store"
+)
+
+// browserPrereqs returns the repository root, or skips (fails when
+// PARLEY_REQUIRE_BROWSER=1) when node, Chromium or web/media's packages are
+// missing.
+func browserPrereqs(t *testing.T) string {
+	t.Helper()
+	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	webMedia := filepath.Join(root, "web", "media")
+	missing := ""
+	if _, err := exec.LookPath("node"); err != nil {
+		missing = "node is not installed"
+	} else if _, err := os.Stat("/usr/bin/chromium"); err != nil {
+		missing = "/usr/bin/chromium is missing (apt-get install chromium)"
+	} else if _, err := os.Stat(filepath.Join(webMedia, "node_modules", "playwright-core")); err != nil {
+		missing = "web/media/node_modules is missing (run web/media/build.sh)"
+	}
+	if missing != "" {
+		if os.Getenv("PARLEY_REQUIRE_BROWSER") == "1" {
+			t.Fatalf("browser test required but %s", missing)
+		}
+		t.Skip("browser test skipped: " + missing)
+	}
+	if _, err := os.Stat(filepath.Join(webMedia, "dist", "page.js")); err != nil {
+		if out, err := exec.Command(filepath.Join(webMedia, "build.sh")).CombinedOutput(); err != nil {
+			t.Fatalf("build.sh: %v\n%s", err, out)
+		}
+	}
+	return root
+}
+
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// Two Chromium pages running the real mediasoup-client join a call on the
+// real Parley server (token auth, membership, REST call start, the gateway),
+// exchange audio and video, then one closes its video producer and leaves.
+// The relay scenario forces relay through the embedded TURN server.
+func TestBrowserCallThroughServer(t *testing.T) {
+	root := browserPrereqs(t)
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	for _, sc := range []struct {
+		name string
+		env  map[string]string
+	}{
+		{"plain", map[string]string{}},
+		{"relay", map[string]string{"PARLEY_TURN_EMBEDDED": "true", "PARLEY_TURN_FORCE_RELAY": "true",
+			"PARLEY_TURN_SHARED_SECRET": "turn-secret-for-tests", "PARLEY_TURN_EMBEDDED_LISTEN_IP": "127.0.0.1",
+			"PARLEY_TURN_EMBEDDED_PORT": fmt.Sprint(freeUDPPort(t))}},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			env := map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
+				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0",
+				"PARLEY_WEB_DIR": filepath.Join(root, "web", "media", "dist")}
+			for k, v := range sc.env {
+				env[k] = v
+			}
+			s := servertest.Start(t, env)
+			ctx := context.Background()
+			room := "browser-" + sc.name
+			if err := s.Srv.Store.CreateRoom(ctx, store.Room{ID: room, Name: room, OwnerID: "alice", CreatedAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Srv.Store.AddMember(ctx, room, "bob"); err != nil {
+				t.Fatal(err)
+			}
+			if code, body := s.Do("POST", "/api/rooms/"+room+"/call/start", s.Token("alice", nil), nil); code != 200 {
+				t.Fatalf("call start: %d %s", code, body)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 150*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(cctx, "node", filepath.Join(root, "test", "browser", "media.mjs"))
+			cmd.Env = append(os.Environ(),
+				"PARLEY_PAGE_URL="+s.URL+"/",
+				"PARLEY_WS_A="+s.WSURL+"?token="+s.Token("alice", nil),
+				"PARLEY_WS_B="+s.WSURL+"?token="+s.Token("bob", nil),
+				"PARLEY_ROOM="+room,
+				"PARLEY_SCENARIO="+sc.name,
+				"PARLEY_EXPECT_CALL_UPDATED=1",
+			)
+			out, err := cmd.CombinedOutput()
+			if err != nil || testing.Verbose() {
+				t.Logf("node output:\n%s", out)
+			}
+			if err != nil {
+				t.Fatalf("browser scenario %s failed: %v", sc.name, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+
+	"github.com/parleyhq/parley/internal/api"
+	"github.com/parleyhq/parley/internal/gateway"
+	"github.com/parleyhq/parley/internal/media"
+	"github.com/parleyhq/parley/internal/protocol"
+)
+
+// wireMedia creates the SFU, routes media:* messages to it (after the
+// membership check), tells it about closed connections, and serves the call
+// endpoints.
+func (s *Server) wireMedia(base *api.Base) error {
+	cfg := s.cfg
+	mc := media.Config{
+		Workers: cfg.MediaWorkers, ListenIP: cfg.MediaListenIP, AnnouncedIP: cfg.MediaAnnouncedIP,
+		RTCMinPort: uint16(cfg.MediaRTCMinPort), RTCMaxPort: uint16(cfg.MediaRTCMaxPort),
+		UDPMuxPort: cfg.MediaUDPPort, IncludeLoopback: cfg.MediaLoopback,
+		TURNUsername: cfg.TURNUsername, TURNPassword: cfg.TURNPassword,
+		TURNSharedSecret: cfg.TURNSharedSecret, TURNCredentialTTL: cfg.TURNCredentialTTL, ForceRelay: cfg.TURNForceRelay,
+		EmbeddedTURN: media.EmbeddedTURN{Enabled: cfg.TURNEmbedded, ListenIP: cfg.TURNEmbeddedListen,
+			Port: cfg.TURNEmbeddedPort, Realm: cfg.TURNEmbeddedRealm, RelayIP: cfg.MediaAnnouncedIP},
+	}
+	for _, u := range strings.Split(cfg.TURNURL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			mc.TURNURLs = append(mc.TURNURLs, u)
+		}
+	}
+	sfu, err := media.New(mc, hubSender{s}, callEvents{s}, s.log.With("component", "media"))
+	if err != nil {
+		return err
+	}
+	s.SFU = sfu
+	s.closers = append(s.closers, func(context.Context) error { return sfu.Close() })
+	s.Gateway.Route("media", gateway.HandlerFunc(s.handleMedia))
+	s.Gateway.OnLifecycle(mediaLifecycle{sfu})
+	(&api.Calls{Base: base, SFU: sfu, Hub: s.Hub, CanCall: s.canCall}).Register(s.mux)
+	return nil
+}
+
+// canCall: members of the room (every user in dev mode).
+func (s *Server) canCall(ctx context.Context, userID, roomID string) (bool, error) {
+	if s.cfg.Dev {
+		return true, nil
+	}
+	return s.Store.IsMember(ctx, roomID, userID)
+}
+
+func (s *Server) handleMedia(ctx context.Context, sess gateway.Session, env protocol.Envelope) error {
+	var d struct {
+		RoomID string `json:"room_id"`
+	}
+	// Only the room id is read here; the SFU validates the rest strictly.
+	if len(env.Data) == 0 || json.Unmarshal(env.Data, &d) != nil {
+		return protocol.Errorf(protocol.CodeBadRequest, "data with room_id is required")
+	}
+	if !protocol.ValidRoomID(d.RoomID) {
+		return protocol.Errorf(protocol.CodeBadRequest, "room_id must be 1-128 characters of [A-Za-z0-9._:-]")
+	}
+	ok, err := s.canCall(ctx, sess.UserID(), d.RoomID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return protocol.Errorf(protocol.CodeForbidden, "only members of room %s may use its call", d.RoomID)
+	}
+	return s.SFU.Handle(ctx, sess.ID(), sess.UserID(), env.Type, env.ID, env.Data)
+}
+
+type hubSender struct{ s *Server }
+
+func (h hubSender) SendToConnection(connID string, frame []byte) bool {
+	return h.s.Hub.SendToConn(connID, frame)
+}
+
+// callEvents fans call lifecycle events out to the room's members.
+type callEvents struct{ s *Server }
+
+func (e callEvents) toMembers(roomID, typ string, data any) {
+	members, err := e.s.Store.Members(context.Background(), roomID)
+	if err != nil {
+		e.s.log.Warn("call event: members", "room", roomID, "err", err)
+		return
+	}
+	e.s.Broker.ToUsers(members, protocol.Encode(typ, "", data), "")
+}
+
+func (e callEvents) CallStarted(roomID, startedBy string) {
+	e.toMembers(roomID, protocol.TypeRoomCallStarted, map[string]string{"room_id": roomID, "started_by": startedBy})
+}
+
+func (e callEvents) CallUpdated(roomID string, n int) {
+	e.toMembers(roomID, protocol.TypeRoomCallUpdated, map[string]any{"room_id": roomID, "participant_count": n})
+}
+
+func (e callEvents) CallEnded(roomID string) {
+	e.toMembers(roomID, protocol.TypeRoomCallEnded, map[string]string{"room_id": roomID})
+}
+
+type mediaLifecycle struct{ sfu *media.SFU }
+
+func (mediaLifecycle) Connected(gateway.Session, bool) {}
+func (m mediaLifecycle) Disconnected(s gateway.Session, _ bool) {
+	m.sfu.Disconnect(s.ID())
+}

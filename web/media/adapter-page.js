@@ -1,0 +1,67 @@
+// Bundle entry for the test/demo page: exposes the adapter and a small
+// driver (window.parleyMedia) that browser tests call through page.evaluate.
+import { ParleyMediaClient, ParleyError } from './adapter.js';
+
+const state = { client: null, events: [], consumers: [], producers: {}, errors: [] };
+
+async function start({ wsUrl, roomId, iceTransportPolicy, audio = true, video = true }) {
+  const client = await ParleyMediaClient.connect(wsUrl);
+  state.client = client;
+  client.on('*', (data, msg) => {
+    if (msg.type.startsWith('media:') || msg.type.startsWith('room:')) {
+      state.events.push({ type: msg.type, data });
+    }
+  });
+  const consumeIt = (producerId) => client.consume(producerId)
+    .then((c) => {
+      state.consumers.push({ id: c.id, producerId, kind: c.kind });
+      const el = document.createElement(c.kind);
+      el.autoplay = true; el.muted = true; el.playsInline = true;
+      el.srcObject = new MediaStream([c.track]);
+      el.dataset.producerId = producerId;
+      document.body.appendChild(el);
+    })
+    .catch((e) => state.errors.push(`consume ${producerId}: ${e.message}`));
+  client.on('media:new_producer', (d) => consumeIt(d.producer_id));
+  client.on('media:producer_closed', (d) => client.closeConsumersOf(d.producer_id));
+  await client.join(roomId, { iceTransportPolicy });
+  const stream = await navigator.mediaDevices.getUserMedia({ audio, video: video && { width: 640, height: 360 } });
+  for (const track of stream.getTracks()) {
+    const p = await client.produce(track, { source: track.kind === 'audio' ? 'mic' : 'webcam' });
+    state.producers[track.kind] = p.id;
+  }
+  return { producers: state.producers };
+}
+
+// Inbound RTP and selected candidate pair summaries from getStats().
+async function stats() {
+  const out = { inbound: [], pairs: [], outbound: [] };
+  const c = state.client;
+  if (!c) return out;
+  for (const transport of [c.recvTransport, c.sendTransport]) {
+    if (!transport || transport.closed) continue;
+    const report = await transport.getStats();
+    const byId = new Map();
+    report.forEach((s) => byId.set(s.id, s));
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp') {
+        out.inbound.push({ kind: s.kind, ssrc: s.ssrc, bytesReceived: s.bytesReceived ?? 0,
+          packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0 });
+      } else if (s.type === 'outbound-rtp') {
+        out.outbound.push({ kind: s.kind, bytesSent: s.bytesSent ?? 0 });
+      } else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        const local = byId.get(s.localCandidateId);
+        out.pairs.push({ direction: transport.direction, localType: local?.candidateType, remote: byId.get(s.remoteCandidateId)?.address });
+      }
+    });
+  }
+  return out;
+}
+
+async function closeProducer(kind) {
+  const id = state.producers[kind];
+  await state.client.closeProducer(id);
+  return id;
+}
+
+window.parleyMedia = { ParleyMediaClient, ParleyError, start, stats, closeProducer, state };
