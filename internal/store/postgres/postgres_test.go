@@ -1,0 +1,283 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/store/storetest"
+)
+
+// testURL returns PARLEY_TEST_POSTGRES_URL or skips the test.
+func testURL(tb testing.TB) string {
+	tb.Helper()
+	url := os.Getenv("PARLEY_TEST_POSTGRES_URL")
+	if url == "" {
+		tb.Skip("PARLEY_TEST_POSTGRES_URL not set: skipping PostgreSQL tests")
+	}
+	return url
+}
+
+func adminExec(tb testing.TB, url, sql string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		tb.Fatalf("connect: %v", err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, sql); err != nil {
+		tb.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// freshSchema creates a schema with a random name and drops it (CASCADE)
+// when the test ends.
+func freshSchema(tb testing.TB, url string) string {
+	tb.Helper()
+	name := "parley_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+	ident := pgx.Identifier{name}.Sanitize()
+	adminExec(tb, url, "CREATE SCHEMA "+ident)
+	tb.Cleanup(func() { adminExec(tb, url, "DROP SCHEMA "+ident+" CASCADE") })
+	return name
+}
+
+func testOptions(schema string) Options {
+	return Options{SearchPath: schema, Logger: slog.New(slog.DiscardHandler)}
+}
+
+func openTest(tb testing.TB, url, schema string) *Store {
+	tb.Helper()
+	s, err := Open(context.Background(), url, testOptions(schema))
+	if err != nil {
+		tb.Fatalf("Open: %v", err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	url := testURL(t)
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return openTest(t, url, freshSchema(t, url))
+	})
+}
+
+func migrationRows(t *testing.T, s *Store) (n, maxV int) {
+	t.Helper()
+	err := s.withConn(t.Context(), func(c *pgx.Conn) error {
+		return c.QueryRow(t.Context(), `SELECT count(*), coalesce(max(version), 0) FROM schema_migrations`).Scan(&n, &maxV)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, maxV
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	url := testURL(t)
+	schema := freshSchema(t, url)
+	ctx := t.Context()
+	s := openTest(t, url, schema)
+	if err := s.AppendUpdates(ctx, []store.DocUpdate{{RoomID: "r", Version: 1, ClientID: "c", Ops: json.RawMessage(`[1]`)}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for range 2 { // up to date: a no-op
+		s = openTest(t, url, schema)
+		doc, err := s.LoadDocument(ctx, "r")
+		if err != nil || len(doc.Updates) != 1 {
+			t.Fatalf("after reopen: %d updates, %v", len(doc.Updates), err)
+		}
+		if n, maxV := migrationRows(t, s); n != len(migrations) || maxV != len(migrations) {
+			t.Errorf("schema_migrations has %d rows up to %d, want %d", n, maxV, len(migrations))
+		}
+		s.Close()
+	}
+}
+
+func TestSchemaNewerThanBinary(t *testing.T) {
+	url := testURL(t)
+	schema := freshSchema(t, url)
+	openTest(t, url, schema).Close()
+	adminExec(t, url, fmt.Sprintf(`INSERT INTO %s.schema_migrations (version) VALUES (%d)`,
+		pgx.Identifier{schema}.Sanitize(), len(migrations)+1))
+	_, err := Open(t.Context(), url, testOptions(schema))
+	if !errors.Is(err, store.ErrSchemaTooNew) {
+		t.Fatalf("Open(newer schema) = %v, want ErrSchemaTooNew", err)
+	}
+	t.Logf("error: %v", err)
+}
+
+// TestConcurrentMigration opens one fresh schema from several "nodes" at
+// once: the advisory lock makes one migrate and the others find it done.
+func TestConcurrentMigration(t *testing.T) {
+	url := testURL(t)
+	schema := freshSchema(t, url)
+	const nodes = 6
+	var (
+		wg     sync.WaitGroup
+		stores = make([]*Store, nodes)
+	)
+	for i := range nodes {
+		wg.Go(func() {
+			s, err := Open(t.Context(), url, testOptions(schema))
+			if err != nil {
+				t.Errorf("node %d: Open: %v", i, err)
+				return
+			}
+			stores[i] = s
+		})
+	}
+	wg.Wait()
+	for _, s := range stores {
+		if s != nil {
+			defer s.Close()
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	if n, maxV := migrationRows(t, stores[0]); n != len(migrations) || maxV != len(migrations) {
+		t.Errorf("schema_migrations has %d rows up to %d, want %d", n, maxV, len(migrations))
+	}
+}
+
+func TestPoolLimitAndBrokenConnections(t *testing.T) {
+	url := testURL(t)
+	schema := freshSchema(t, url)
+	opts := testOptions(schema)
+	opts.MaxConns = 2
+	s, err := Open(t.Context(), url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+
+	// At most MaxConns connections.
+	c1, err := s.pool.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := s.pool.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	if _, err := s.pool.acquire(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("third acquire with MaxConns 2 = %v, want DeadlineExceeded", err)
+	}
+	cancel()
+
+	// A connection released inside a transaction is discarded.
+	if _, err := c1.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	s.pool.release(c1)
+	if !c1.IsClosed() {
+		t.Errorf("a connection released inside a transaction was kept")
+	}
+	s.pool.release(c2)
+
+	// A query cancelled mid-way breaks its connection; the pool drops it
+	// and the store keeps working.
+	short, cancel = context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	err = s.withConn(short, func(c *pgx.Conn) error {
+		_, err := c.Exec(short, "SELECT pg_sleep(30)")
+		return err
+	})
+	if err == nil {
+		t.Fatal("pg_sleep(30) with a 100ms deadline succeeded")
+	}
+	for i := range 4 { // more than MaxConns: no token leaked
+		if err := s.Ping(ctx); err != nil {
+			t.Fatalf("Ping %d after a cancelled query: %v", i, err)
+		}
+	}
+	s.pool.mu.Lock()
+	for _, ic := range s.pool.idle {
+		if ic.c.IsClosed() {
+			t.Errorf("a closed connection is idle in the pool")
+		}
+	}
+	s.pool.mu.Unlock()
+
+	// After Close, calls fail instead of hanging.
+	s.Close()
+	if err := s.Ping(ctx); !errors.Is(err, errPoolClosed) {
+		t.Errorf("Ping after Close = %v, want errPoolClosed", err)
+	}
+}
+
+func TestCommitterIntegration(t *testing.T) {
+	url := testURL(t)
+	s := openTest(t, url, freshSchema(t, url))
+	c := store.NewCommitter(s, store.CommitterOptions{MaxBatch: 64})
+	const rooms, perRoom = 8, 100
+	var wg sync.WaitGroup
+	errs := make(chan error, rooms*perRoom)
+	wg.Add(rooms * perRoom)
+	for v := int64(1); v <= perRoom; v++ {
+		for r := range rooms {
+			c.Submit(store.DocUpdate{RoomID: fmt.Sprint("room-", r), Version: v, ClientID: "c", Ops: json.RawMessage(`[]`)}, func(err error) {
+				if err != nil {
+					errs <- err
+				}
+				wg.Done()
+			})
+		}
+	}
+	wg.Wait()
+	c.Close()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for r := range rooms {
+		doc, err := s.LoadDocument(t.Context(), fmt.Sprint("room-", r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(doc.Updates) != perRoom || doc.Updates[perRoom-1].Version != perRoom {
+			t.Errorf("room-%d has %d updates", r, len(doc.Updates))
+		}
+	}
+	t.Logf("stats: %+v", c.Stats())
+}
+
+func BenchmarkPostgresAppendSingle(b *testing.B) {
+	url := testURL(b)
+	storetest.BenchAppendSingle(b, openTest(b, url, freshSchema(b, url)))
+}
+
+func BenchmarkPostgresAppendBatch(b *testing.B) {
+	url := testURL(b)
+	for _, size := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			storetest.BenchAppendBatch(b, openTest(b, url, freshSchema(b, url)), size)
+		})
+	}
+}
+
+func BenchmarkPostgresCommitterParallel(b *testing.B) {
+	url := testURL(b)
+	for _, rooms := range []int{1, 100} {
+		b.Run(fmt.Sprintf("rooms=%d", rooms), func(b *testing.B) {
+			storetest.BenchCommitterParallel(b, openTest(b, url, freshSchema(b, url)), rooms, 64)
+		})
+	}
+}
