@@ -24,6 +24,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleyhq/parley/internal/store"
 )
@@ -43,7 +44,7 @@ type Options struct {
 
 // Store is the PostgreSQL implementation of store.Store.
 type Store struct {
-	pool *pool
+	pool *pgxpool.Pool
 	log  *slog.Logger
 
 	closeOnce sync.Once
@@ -55,22 +56,27 @@ var _ store.Store = (*Store)(nil)
 // and migrates its schema. It fails with store.ErrSchemaTooNew when the
 // database was migrated by a newer binary.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
-	cfg, err := pgx.ParseConfig(url)
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	if opts.SearchPath != "" {
-		cfg.RuntimeParams["search_path"] = opts.SearchPath
+		cfg.ConnConfig.RuntimeParams["search_path"] = opts.SearchPath
 	}
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = max(4, 2*runtime.GOMAXPROCS(0))
 	}
+	cfg.MaxConns = int32(opts.MaxConns)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Store{pool: newPool(cfg, opts.MaxConns), log: opts.Logger}
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{pool: p, log: opts.Logger}
 	if err := s.migrate(ctx); err != nil {
-		s.pool.close()
+		p.Close()
 		return nil, err
 	}
 	return s, nil
@@ -84,17 +90,17 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close closes the store's connections (each in-use one when it is
 // released). Committed transactions are already durable.
 func (s *Store) Close() error {
-	s.closeOnce.Do(s.pool.close)
+	s.closeOnce.Do(s.pool.Close)
 	return nil
 }
 
 func (s *Store) withConn(ctx context.Context, f func(c *pgx.Conn) error) error {
-	c, err := s.pool.acquire(ctx)
+	c, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("postgres: %w", err)
 	}
-	defer s.pool.release(c)
-	return f(c)
+	defer c.Release()
+	return f(c.Conn())
 }
 
 // withTx runs f in a transaction, committed when f returns nil.

@@ -155,7 +155,7 @@ func TestConcurrentMigration(t *testing.T) {
 	}
 }
 
-func TestPoolLimitAndBrokenConnections(t *testing.T) {
+func TestBrokenConnectionsAndClose(t *testing.T) {
 	url := testURL(t)
 	schema := freshSchema(t, url)
 	opts := testOptions(schema)
@@ -167,34 +167,9 @@ func TestPoolLimitAndBrokenConnections(t *testing.T) {
 	defer s.Close()
 	ctx := t.Context()
 
-	// At most MaxConns connections.
-	c1, err := s.pool.acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2, err := s.pool.acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	if _, err := s.pool.acquire(short); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("third acquire with MaxConns 2 = %v, want DeadlineExceeded", err)
-	}
-	cancel()
-
-	// A connection released inside a transaction is discarded.
-	if _, err := c1.Exec(ctx, "BEGIN"); err != nil {
-		t.Fatal(err)
-	}
-	s.pool.release(c1)
-	if !c1.IsClosed() {
-		t.Errorf("a connection released inside a transaction was kept")
-	}
-	s.pool.release(c2)
-
 	// A query cancelled mid-way breaks its connection; the pool drops it
 	// and the store keeps working.
-	short, cancel = context.WithTimeout(ctx, 100*time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	err = s.withConn(short, func(c *pgx.Conn) error {
 		_, err := c.Exec(short, "SELECT pg_sleep(30)")
@@ -203,23 +178,22 @@ func TestPoolLimitAndBrokenConnections(t *testing.T) {
 	if err == nil {
 		t.Fatal("pg_sleep(30) with a 100ms deadline succeeded")
 	}
-	for i := range 4 { // more than MaxConns: no token leaked
+	for i := range 4 { // more than MaxConns: no connection leaked
 		if err := s.Ping(ctx); err != nil {
 			t.Fatalf("Ping %d after a cancelled query: %v", i, err)
 		}
 	}
-	s.pool.mu.Lock()
-	for _, ic := range s.pool.idle {
-		if ic.c.IsClosed() {
-			t.Errorf("a closed connection is idle in the pool")
-		}
-	}
-	s.pool.mu.Unlock()
-
 	// After Close, calls fail instead of hanging.
 	s.Close()
-	if err := s.Ping(ctx); !errors.Is(err, errPoolClosed) {
-		t.Errorf("Ping after Close = %v, want errPoolClosed", err)
+	done := make(chan error, 1)
+	go func() { done <- s.Ping(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Ping after Close succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ping after Close hangs")
 	}
 }
 
