@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
@@ -456,10 +455,6 @@ func (c *Conn) violation(id string, e *protocol.Error) {
 
 // handle processes one complete text message.
 func (c *Conn) handle(frame []byte) {
-	if !utf8.Valid(frame) {
-		c.violation("", protocol.Errorf(protocol.CodeBadRequest, "message is not valid UTF-8"))
-		return
-	}
 	env, perr := protocol.Decode(frame)
 	if !c.limiter.Allow() {
 		c.g.metrics.In(env.Type, false)

@@ -110,14 +110,12 @@ func Decode(frame []byte) (Envelope, *Error) {
 	if !utf8.Valid(frame) {
 		return env, Errorf(CodeBadRequest, "frame is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(frame))
-	if err := dec.Decode(&env); err != nil {
+	// Unmarshal validates the whole frame (trailing data included) in one
+	// pass; it is several times cheaper than a json.Decoder here.
+	if err := json.Unmarshal(frame, &env); err != nil {
 		// Try to salvage the id so the error can carry it.
 		env = Envelope{ID: salvageID(frame)}
 		return env, Errorf(CodeBadRequest, "malformed message: %s", shortErr(err))
-	}
-	if dec.More() {
-		return Envelope{ID: env.ID}, Errorf(CodeBadRequest, "trailing data after the message")
 	}
 	if env.Type == "" {
 		return env, Errorf(CodeBadRequest, "missing type")
@@ -135,7 +133,8 @@ func salvageID(frame []byte) string {
 	var probe struct {
 		ID json.RawMessage `json:"id"`
 	}
-	if json.Unmarshal(frame, &probe) != nil || len(probe.ID) == 0 {
+	// A decoder reads the first value only, so an id survives trailing data.
+	if json.NewDecoder(bytes.NewReader(frame)).Decode(&probe) != nil || len(probe.ID) == 0 {
 		return ""
 	}
 	var s string

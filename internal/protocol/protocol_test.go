@@ -1,0 +1,115 @@
+package protocol
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestDecode(t *testing.T) {
+	cases := []struct {
+		in      string
+		ok      bool
+		typ, id string
+	}{
+		{`{"type":"room:join","id":"1","data":{"room_id":"r"}}`, true, "room:join", "1"},
+		{`{"type":"ping"}`, true, "ping", ""},
+		{`{"type":"ping","data":null}`, true, "ping", ""},
+		{`{"type":"x","id":"7","data":[1]}`, false, "x", "7"},
+		{`{"type":"x","id":"7","data":"s"}`, false, "x", "7"},
+		{`{"type":5,"id":"8"}`, false, "", "8"},
+		{`{"id":"9"}`, false, "", "9"},
+		{`{"type":"x","id":9}`, false, "", ""},
+		{`{"type":"x"} {}`, false, "", ""},
+		{`[]`, false, "", ""},
+		{`nul`, false, "", ""},
+		{"{\"type\":\"x\",\"id\":\"" + strings.Repeat("a", 129) + "\"}", false, "", ""},
+		{"\xff\xfe", false, "", ""},
+	}
+	for _, tc := range cases {
+		env, err := Decode([]byte(tc.in))
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err %v", tc.in, err)
+			continue
+		}
+		if err != nil && err.Code != CodeBadRequest {
+			t.Errorf("%s: code %s", tc.in, err.Code)
+		}
+		if env.ID != tc.id || (tc.ok && env.Type != tc.typ) {
+			t.Errorf("%s: got type %q id %q", tc.in, env.Type, env.ID)
+		}
+	}
+}
+
+func TestDecodeDataStrict(t *testing.T) {
+	var d struct {
+		RoomID string `json:"room_id"`
+		N      *int   `json:"n"`
+	}
+	if err := DecodeData(json.RawMessage(`{"room_id":"r","n":2}`), &d); err != nil || d.RoomID != "r" || *d.N != 2 {
+		t.Fatalf("good data: %v %+v", err, d)
+	}
+	for _, bad := range []string{`{"room_id":1}`, `{"room_id":"r","extra":true}`, `{"n":"2"}`} {
+		if err := DecodeData(json.RawMessage(bad), &d); err == nil || err.Code != CodeBadRequest {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+	if err := DecodeData(nil, &d); err != nil {
+		t.Errorf("missing data: %v", err)
+	}
+}
+
+func TestValidRoomID(t *testing.T) {
+	for _, ok := range []string{"a", "A-z_0.9:x", strings.Repeat("r", 128)} {
+		if !ValidRoomID(ok) {
+			t.Errorf("%q refused", ok)
+		}
+	}
+	for _, bad := range []string{"", strings.Repeat("r", 129), "a b", "a/b", "é", "a*"} {
+		if ValidRoomID(bad) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestEncode(t *testing.T) {
+	cases := []struct {
+		typ, id string
+		data    any
+		want    string
+	}{
+		{"pong", "", nil, `{"type":"pong"}`},
+		{"pong", `a"b`, nil, `{"type":"pong","id":"a\"b"}`},
+		{"x", "1", map[string]int{"n": 1}, `{"type":"x","id":"1","data":{"n":1}}`},
+		{"x", "", json.RawMessage(`{"raw":true}`), `{"type":"x","data":{"raw":true}}`},
+		{"error", "e", Errorf(CodeForbidden, "no %s", "way"), `{"type":"error","id":"e","data":{"code":"forbidden","message":"no way"}}`},
+	}
+	for _, tc := range cases {
+		got := string(Encode(tc.typ, tc.id, tc.data))
+		if got != tc.want {
+			t.Errorf("Encode = %s, want %s", got, tc.want)
+		}
+		var env Envelope
+		if err := json.Unmarshal([]byte(got), &env); err != nil {
+			t.Errorf("%s is not JSON: %v", got, err)
+		}
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	msg := []byte(`{"type":"room:broadcast","id":"42","data":{"room_id":"room-1","event":{"x":1,"y":2,"text":"hello world"}}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncodeRaw(b *testing.B) {
+	data := json.RawMessage(`{"room_id":"room-1","client_id":"c1","user_id":"u1","event":{"x":1}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		Encode("room:event", "", data)
+	}
+}
