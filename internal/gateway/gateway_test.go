@@ -399,7 +399,7 @@ func TestSlowConsumerCutOffOthersUnaffected(t *testing.T) {
 	// Everyone else still receives, in order, with nothing lost.
 	e.hub.SendAll(protocol.Encode("test:fan", "", map[string]int{"i": rounds}), "")
 	for _, c := range clients {
-		for want := (rounds - 1) / 20 * 20 + 1; want <= rounds; want++ {
+		for want := (rounds-1)/20*20 + 1; want <= rounds; want++ {
 			c.expectFan(want)
 		}
 	}
