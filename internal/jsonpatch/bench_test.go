@@ -1,0 +1,126 @@
+package jsonpatch
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+var benchLimits = Limits{MaxOps: 100, MaxDepth: 32, MaxBytes: 2 << 20}
+
+// largeDoc is a ~1 MiB document: 10,000 keys under the root, each holding
+// a small object, plus a 10,000-element array.
+func largeDoc(tb testing.TB) (Doc, []byte) {
+	var sb strings.Builder
+	sb.WriteString(`{`)
+	for i := range 10000 {
+		fmt.Fprintf(&sb, `"key%05d":{"name":"user %d","score":%d.5,"tags":["a","b","c"],"bio":"%s"},`,
+			i, i, i, strings.Repeat("x", 20))
+	}
+	sb.WriteString(`"list":[`)
+	for i := range 10000 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `%d`, i)
+	}
+	sb.WriteString(`]}`)
+	raw := []byte(sb.String())
+	d, err := NewDoc(raw, benchLimits)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d, raw
+}
+
+func mustParse(tb testing.TB, s string) []Op {
+	ops, err := ParseOps([]byte(s), benchLimits)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ops
+}
+
+func BenchmarkApplySmallOpLargeDoc(b *testing.B) {
+	d, _ := largeDoc(b)
+	ops := mustParse(b, `[{"op":"replace","path":"/key05000/score","value":42}]`)
+	b.ReportMetric(float64(d.Size()), "docbytes")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Apply(d, ops, benchLimits); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+const batch10 = `[
+	{"op":"test","path":"/key00001/name","value":"user 1"},
+	{"op":"replace","path":"/key00001/score","value":99.5},
+	{"op":"add","path":"/key00002/tags/-","value":"d"},
+	{"op":"remove","path":"/key00003/tags/0"},
+	{"op":"add","path":"/newkey","value":{"name":"new","score":1,"tags":[]}},
+	{"op":"copy","from":"/key00004/tags","path":"/newkey/tags"},
+	{"op":"move","from":"/key00005/bio","path":"/key00006/bio2"},
+	{"op":"add","path":"/list/-","value":10000},
+	{"op":"replace","path":"/list/5000","value":"<&>"},
+	{"op":"remove","path":"/key09999"}
+]`
+
+func BenchmarkApplyBatch10(b *testing.B) {
+	d, _ := largeDoc(b)
+	ops := mustParse(b, batch10)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Apply(d, ops, benchLimits); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkApplyChain applies the same kind of batch repeatedly to the
+// evolving document, as a room does.
+func BenchmarkApplyChain(b *testing.B) {
+	d, _ := largeDoc(b)
+	ops := mustParse(b, `[{"op":"add","path":"/list/-","value":1},{"op":"remove","path":"/list/0"},{"op":"replace","path":"/key07000/score","value":3}]`)
+	b.ReportAllocs()
+	for b.Loop() {
+		nd, err := Apply(d, ops, benchLimits)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d = nd
+	}
+}
+
+func BenchmarkParseOps(b *testing.B) {
+	raw := []byte(batch10)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseOps(raw, benchLimits); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkNewDocLarge(b *testing.B) {
+	_, raw := largeDoc(b)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := NewDoc(raw, benchLimits); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkMarshalLargeDoc(b *testing.B) {
+	d, _ := largeDoc(b)
+	b.SetBytes(int64(d.Size()))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.MarshalJSON(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
