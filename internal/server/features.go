@@ -37,6 +37,9 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 	if err := s.wireMedia(base); err != nil {
 		return fmt.Errorf("media: %w", err)
 	}
+	if err := s.wireChat(base); err != nil {
+		return err
+	}
 	return nil
 }
 

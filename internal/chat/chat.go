@@ -1,0 +1,231 @@
+// Package chat is Parley's chat layer (PROTOCOL.md section 5) on top of
+// rooms created through REST: messages (written over REST, pushed live),
+// typing indicators (typing:start / typing:stop) and user status presence
+// (presence:update), plus the hooks that make membership changes take
+// effect on live connections at once.
+//
+// Every push goes through the cluster.Broker to users' connections; room
+// membership is read from the store at send time, so a removed member stops
+// receiving a room's messages and typing the moment the removal is stored.
+//
+// Typing indicators and presence grace periods expire through Timers: one
+// min-heap and one goroutine each, not a timer per user.
+//
+// The Service is a gateway.Handler for the "typing" and "presence" prefixes
+// and a gateway.Lifecycle; internal/server wires it (chat.go), and the REST
+// handlers in internal/api call its methods.
+package chat
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/internal/cluster"
+	"github.com/parleyhq/parley/internal/gateway"
+	"github.com/parleyhq/parley/internal/hub"
+	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/store"
+)
+
+// RoomRefresher re-checks a user's live room clients after a membership
+// change (rooms.Manager).
+type RoomRefresher interface {
+	RefreshUser(ctx context.Context, roomID, userID string)
+}
+
+// Options configure the service (from config.Config).
+type Options struct {
+	Store  store.Store
+	Broker cluster.Broker
+	// Hub is read only to know whether a user is connected on this node
+	// and who owns a connection id; deliveries go through Broker.
+	Hub   *hub.Hub
+	Rooms RoomRefresher // may be nil
+	Log   *slog.Logger
+
+	TypingTimeout        time.Duration // typing expiry without renewal (6s)
+	PresenceOfflineGrace time.Duration // delay before a disconnected user shows offline (5s)
+	PresenceAudience     string        // "all" (every connected user) or "shared" (users sharing a room)
+	MessageMaxChars      int           // longest message, in characters (runes)
+}
+
+// Service is the chat layer of one node.
+type Service struct {
+	opts   Options
+	st     store.Store
+	broker cluster.Broker
+	hub    *hub.Hub
+	log    *slog.Logger
+
+	seed    maphash.Seed
+	typing  typingState
+	pres    presenceState
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	closeMu sync.Once
+}
+
+// opTimeout bounds store calls made outside a request (expiry, disconnect).
+const opTimeout = 5 * time.Second
+
+// New creates the service; Start runs its expiry goroutines.
+func New(opts Options) *Service {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.PresenceAudience == "" {
+		opts.PresenceAudience = AudienceAll
+	}
+	if opts.MessageMaxChars <= 0 {
+		opts.MessageMaxChars = 4000
+	}
+	s := &Service{
+		opts: opts, st: opts.Store, broker: opts.Broker, hub: opts.Hub, log: opts.Log,
+		seed: maphash.MakeSeed(), stop: make(chan struct{}),
+	}
+	s.typing.init()
+	s.pres.init()
+	return s
+}
+
+// Start runs the typing and presence expiry goroutines until Close.
+func (s *Service) Start() {
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.typing.timers.Run(s.stop, s.typingExpired)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.pres.grace.Run(s.stop, s.graceExpired)
+	}()
+}
+
+// Close stops the expiry goroutines and waits for them. Pending typing
+// indicators and grace periods are dropped.
+func (s *Service) Close() {
+	s.closeMu.Do(func() { close(s.stop) })
+	s.wg.Wait()
+}
+
+// TypingActive is the number of (room, user) typing indicators now active.
+func (s *Service) TypingActive() int { return s.typing.timers.Len() }
+
+// Handle serves typing:* and presence:* messages.
+func (s *Service) Handle(ctx context.Context, sess gateway.Session, env protocol.Envelope) error {
+	var err error
+	switch env.Type {
+	case protocol.TypeTypingStart:
+		err = s.handleTyping(ctx, sess, env, true)
+	case protocol.TypeTypingStop:
+		err = s.handleTyping(ctx, sess, env, false)
+	case protocol.TypePresenceUpdate:
+		err = s.handlePresence(ctx, sess, env)
+	default:
+		return protocol.Errorf(protocol.CodeBadRequest, "unknown message type %q", truncate(env.Type, 64))
+	}
+	if err != nil {
+		return err
+	}
+	if env.ID != "" {
+		sess.Reply(protocol.TypeAck, env.ID, nil)
+	}
+	return nil
+}
+
+// Connected implements gateway.Lifecycle: presence of the user.
+func (s *Service) Connected(sess gateway.Session, first bool) {
+	s.presenceConnected(sess)
+}
+
+// Disconnected implements gateway.Lifecycle: when the user's last
+// connection on this node closed, their typing ends at once and their
+// offline grace period starts.
+func (s *Service) Disconnected(sess gateway.Session, last bool) {
+	if !last {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	s.endUserTyping(ctx, sess.UserID())
+	s.presenceDisconnected(sess.UserID())
+}
+
+// MembershipChanged applies a membership change (already stored) to live
+// state: the user's live room clients are re-checked and, when removed,
+// their typing in that room ends (the remaining members get typing:stop).
+// Messages need nothing: their audience is read from the store at send
+// time.
+func (s *Service) MembershipChanged(ctx context.Context, roomID, userID string, removed bool) {
+	if s.opts.Rooms != nil {
+		s.opts.Rooms.RefreshUser(ctx, roomID, userID)
+	}
+	if removed {
+		s.endTyping(ctx, roomID, userID)
+	}
+}
+
+// requireMember returns nil when the user is a member of the room,
+// not_found when the room does not exist and forbidden otherwise.
+func (s *Service) requireMember(ctx context.Context, roomID, userID string) error {
+	ok, err := s.st.IsMember(ctx, roomID, userID)
+	if err != nil {
+		return s.internal(err, "membership check")
+	}
+	if ok {
+		return nil
+	}
+	if _, err := s.st.GetRoom(ctx, roomID); errors.Is(err, store.ErrNotFound) {
+		return protocol.Errorf(protocol.CodeNotFound, "no room %s", roomID)
+	} else if err != nil {
+		return s.internal(err, "room lookup")
+	}
+	return protocol.Errorf(protocol.CodeForbidden, "not a member of room %s", roomID)
+}
+
+// othersOf returns the members of the room other than userID.
+func (s *Service) othersOf(ctx context.Context, roomID, userID string) ([]string, error) {
+	members, err := s.st.Members(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	out := members[:0]
+	for _, m := range members {
+		if m != userID {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// internal logs err and returns a client-safe internal error.
+func (s *Service) internal(err error, what string) error {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	s.log.Error("chat: "+what, "err", err)
+	return protocol.Errorf(protocol.CodeInternal, "%s failed", what)
+}
+
+// stripe picks one of n mutexes for a key.
+func (s *Service) stripe(locks []sync.Mutex, parts ...string) *sync.Mutex {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	for _, p := range parts {
+		h.WriteString(p)
+		h.WriteByte(0)
+	}
+	return &locks[h.Sum64()%uint64(len(locks))]
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

@@ -1,0 +1,150 @@
+package chat
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/internal/gateway"
+	"github.com/parleyhq/parley/internal/protocol"
+)
+
+// typingKey names one user typing in one room.
+type typingKey struct{ room, user string }
+
+// typingState is who is typing where. Every transition of one key (start,
+// stop, expiry, message post, removal, disconnect) runs under that key's
+// stripe lock, decision and broadcast together, so the typing:start and
+// typing:stop frames of a key go out in the order of the transitions.
+type typingState struct {
+	timers  *Timers[typingKey]
+	stripes [256]sync.Mutex
+
+	mu     sync.Mutex
+	byUser map[string]map[string]struct{} // user → rooms where they type
+}
+
+func (t *typingState) init() {
+	t.timers = NewTimers[typingKey]()
+	t.byUser = make(map[string]map[string]struct{})
+}
+
+func (t *typingState) index(k typingKey, on bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rooms := t.byUser[k.user]
+	if on {
+		if rooms == nil {
+			rooms = make(map[string]struct{}, 1)
+			t.byUser[k.user] = rooms
+		}
+		rooms[k.room] = struct{}{}
+		return
+	}
+	delete(rooms, k.room)
+	if len(rooms) == 0 {
+		delete(t.byUser, k.user)
+	}
+}
+
+func (t *typingState) roomsOf(user string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]string, 0, len(t.byUser[user]))
+	for r := range t.byUser[user] {
+		out = append(out, r)
+	}
+	return out
+}
+
+type typingData struct {
+	RoomID string `json:"room_id"`
+}
+
+type typingEvent struct {
+	RoomID string `json:"room_id"`
+	UserID string `json:"user_id"`
+}
+
+func (s *Service) typingLock(k typingKey) *sync.Mutex {
+	return s.stripe(s.typing.stripes[:], k.room, k.user)
+}
+
+// handleTyping serves typing:start (start=true) and typing:stop.
+func (s *Service) handleTyping(ctx context.Context, sess gateway.Session, env protocol.Envelope, start bool) error {
+	var d typingData
+	if perr := protocol.DecodeData(env.Data, &d); perr != nil {
+		return perr
+	}
+	if !protocol.ValidRoomID(d.RoomID) {
+		return protocol.Errorf(protocol.CodeBadRequest, "room_id must be 1-128 characters of [A-Za-z0-9._:-]")
+	}
+	k := typingKey{room: d.RoomID, user: sess.UserID()}
+	mu := s.typingLock(k)
+	mu.Lock()
+	defer mu.Unlock()
+	// Checked under the key's lock: a removal stores first and then ends
+	// typing under the same lock, so a start cannot slip in after it.
+	if err := s.requireMember(ctx, k.room, k.user); err != nil {
+		return err
+	}
+	if !start {
+		if s.typing.timers.Delete(k) {
+			s.typing.index(k, false)
+			s.sendTyping(ctx, protocol.TypeTypingStop, k)
+		}
+		return nil
+	}
+	if s.typing.timers.Set(k, time.Now().Add(s.opts.TypingTimeout)) {
+		s.typing.index(k, true)
+		s.sendTyping(ctx, protocol.TypeTypingStart, k)
+	}
+	return nil
+}
+
+// sendTyping tells every other member of the room. Needs the key's lock.
+func (s *Service) sendTyping(ctx context.Context, typ string, k typingKey) {
+	others, err := s.othersOf(ctx, k.room, k.user)
+	if err != nil {
+		s.log.Error("chat: typing audience", "room", k.room, "err", err)
+		return
+	}
+	if len(others) == 0 {
+		return
+	}
+	s.broker.ToUsers(others, protocol.Encode(typ, "", typingEvent{RoomID: k.room, UserID: k.user}), "")
+}
+
+// endTyping ends the user's typing in the room, if any, with a typing:stop
+// to the other members.
+func (s *Service) endTyping(ctx context.Context, roomID, userID string) {
+	k := typingKey{room: roomID, user: userID}
+	mu := s.typingLock(k)
+	mu.Lock()
+	defer mu.Unlock()
+	if s.typing.timers.Delete(k) {
+		s.typing.index(k, false)
+		s.sendTyping(ctx, protocol.TypeTypingStop, k)
+	}
+}
+
+// endUserTyping ends the user's typing everywhere.
+func (s *Service) endUserTyping(ctx context.Context, userID string) {
+	for _, room := range s.typing.roomsOf(userID) {
+		s.endTyping(ctx, room, userID)
+	}
+}
+
+// typingExpired is the expiry callback: the start was not renewed in time.
+func (s *Service) typingExpired(k typingKey) {
+	mu := s.typingLock(k)
+	mu.Lock()
+	defer mu.Unlock()
+	if !s.typing.timers.Settle(k) {
+		return // renewed or stopped meanwhile
+	}
+	s.typing.index(k, false)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	s.sendTyping(ctx, protocol.TypeTypingStop, k)
+}
