@@ -76,6 +76,14 @@ func (m *Manager) LiveRooms() int {
 	return len(m.rooms)
 }
 
+// TrackedConnections is the number of connections that are in at least
+// one room (for leak tests and metrics).
+func (m *Manager) TrackedConnections() int {
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
+	return len(m.connRooms)
+}
+
 // acquire returns the loaded live room, creating and loading it when
 // needed. The caller holds a reference (ref) that keeps the room in memory
 // and must call release.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -656,3 +657,66 @@ func startRooms(t *testing.T, env map[string]string) *servertest.Server {
 	s.IgnoreTypes = []string{"presence:update"}
 	return s
 }
+
+// Rooms that come and go fast leave nothing behind: no live room, no
+// per-connection bookkeeping, no goroutine.
+func TestRoomChurnLeavesNothing(t *testing.T) {
+	s := startRooms(t, map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000"})
+	const clients, rounds = 8, 40
+	cs := make([]*servertest.Client, clients)
+	for i := range cs {
+		cs[i] = s.DialUser(fmt.Sprintf("churn%d", i), servertest.AllRooms)
+	}
+	baseline := runtimeGoroutines()
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		go func(i int, c *servertest.Client) {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				room := fmt.Sprintf("churn-%d-%d", r%5, i%3)
+				c.Request(protocol.TypeRoomJoin, "j", map[string]any{"room_id": room, "presence": map[string]int{"r": r}})
+				patch(c, room, "", fmt.Sprintf(`[{"op":"add","path":"/c%d","value":%d}]`, i, r), nil)
+				c.Request(protocol.TypeRoomLeave, "l", map[string]any{"room_id": room})
+			}
+			c.Request(protocol.TypePing, "done", nil)
+		}(i, c)
+	}
+	wg.Wait()
+	// Each client's last frame of interest is the pong that follows its
+	// last leave; drain until then.
+	for _, c := range cs {
+		for {
+			f, ok := c.Next(30 * time.Second)
+			if !ok {
+				t.Fatalf("%s: stalled", c.UserID)
+			}
+			if f.Type == protocol.TypeError {
+				t.Fatalf("%s: %s", c.UserID, f.Data)
+			}
+			if f.Type == protocol.TypePong && f.ID == "done" {
+				break
+			}
+		}
+	}
+	servertest.WaitFor(t, 10*time.Second, "all rooms unloaded", func() bool { return s.Srv.Rooms.LiveRooms() == 0 })
+	// The churn itself left no goroutine behind.
+	servertest.WaitFor(t, 10*time.Second, "goroutines back to baseline", func() bool {
+		return runtimeGoroutines() <= baseline
+	})
+	// A client that disconnects while in rooms is untracked too.
+	for _, c := range cs[:clients/2] {
+		join(c, "last-room", "", nil)
+		_ = c.WS.Close()
+	}
+	servertest.WaitFor(t, 10*time.Second, "connections closed", func() bool {
+		n, _ := s.Srv.Hub.Counts()
+		return n == clients/2
+	})
+	servertest.WaitFor(t, 10*time.Second, "last room unloaded", func() bool { return s.Srv.Rooms.LiveRooms() == 0 })
+	if n := s.Srv.Rooms.TrackedConnections(); n != 0 {
+		t.Fatalf("%d connections still tracked in rooms", n)
+	}
+}
+
+func runtimeGoroutines() int { return runtime.NumGoroutine() }
