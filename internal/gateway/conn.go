@@ -20,8 +20,10 @@ import (
 )
 
 // Conn is one WebSocket connection. Send never blocks: frames go into a
-// bounded queue (by bytes) that a single writer goroutine drains into the
-// socket, coalescing everything queued into one buffered write.
+// bounded queue (by bytes) that a writer goroutine drains into the socket,
+// coalescing everything queued into one buffered write. The writer runs only
+// while there is something to write: an idle connection owns no writer
+// goroutine, no buffer and no wake-up channel.
 type Conn struct {
 	g      *Gateway
 	nc     net.Conn
@@ -44,7 +46,9 @@ type Conn struct {
 	pingDue   bool
 	pong      []byte
 	pongDue   bool
-	wake      chan struct{}
+	writing   bool  // a writer goroutine is running
+	finished  bool  // the writer is done for good (close sent or socket failed)
+	deadline  int64 // unix ns of the current write deadline (writer only)
 
 	lastRead atomic.Int64 // unix ns of the last frame received
 	lastPing atomic.Int64
@@ -62,7 +66,6 @@ type Conn struct {
 func newConn(g *Gateway, nc net.Conn, br *bufio.Reader, claims *auth.Claims) *Conn {
 	c := &Conn{
 		g: g, nc: nc, id: newConnID(), userID: claims.UserID, claims: claims,
-		wake:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 		limiter:    rate.NewLimiter(rate.Limit(g.opts.MsgRate), g.opts.MsgBurst),
 	}
@@ -107,16 +110,16 @@ func (c *Conn) Send(frame []byte) bool {
 		c.closing, c.dropQueue = true, true
 		c.closeCode, c.closeMsg = protocol.CloseSlowConsumer, "slow consumer: outbound queue full"
 		c.queue, c.queued = nil, 0
+		c.kickLocked()
 		c.mu.Unlock()
 		c.g.metrics.QueueOverflows.Inc()
 		c.g.log.Warn("slow consumer", "conn", c.id, "user", c.userID)
-		c.signal()
 		return false
 	}
 	c.queue = append(c.queue, frame)
 	c.queued += len(frame)
+	c.kickLocked()
 	c.mu.Unlock()
-	c.signal()
 	return true
 }
 
@@ -142,31 +145,31 @@ func (c *Conn) Close(code int, msg string) {
 		return
 	}
 	c.closing, c.closeCode, c.closeMsg = true, code, msg
+	c.kickLocked()
 	c.mu.Unlock()
-	c.signal()
 }
 
 // abort drops the TCP connection at once.
 func (c *Conn) abort() { _ = c.nc.Close() }
 
-func (c *Conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+// kickLocked starts the writer unless one is running. Needs c.mu.
+func (c *Conn) kickLocked() {
+	if !c.writing && !c.finished {
+		c.writing = true
+		go c.writeLoop()
 	}
 }
 
 func (c *Conn) requestPing() {
 	c.mu.Lock()
 	c.pingDue = true
+	c.kickLocked()
 	c.mu.Unlock()
-	c.signal()
 }
 
 // serve runs the connection on the calling goroutine until it ends.
 func (c *Conn) serve() {
 	g := c.g
-	go c.writeLoop()
 	first := g.hub.Add(c)
 	if ttl := time.Until(c.claims.ExpiresAt); !c.claims.ExpiresAt.IsZero() {
 		c.expiry = time.AfterFunc(ttl, func() { c.Close(protocol.CloseTokenExpired, "token expired") })
@@ -175,9 +178,17 @@ func (c *Conn) serve() {
 		UserID: c.userID, ConnectionID: c.id,
 		HeartbeatIntervalMs: g.opts.HeartbeatInterval.Milliseconds(), ServerTime: protocol.Now(),
 	})
-	for _, l := range g.lifecycles {
-		l.Connected(c, first)
-	}
+	// The hooks may go deep (store queries); run them on a short-lived
+	// goroutine so this one, which then waits in the read loop for the life
+	// of the connection, keeps a small stack.
+	hooksDone := make(chan struct{})
+	go func() {
+		defer close(hooksDone)
+		for _, l := range g.lifecycles {
+			l.Connected(c, first)
+		}
+	}()
+	<-hooksDone
 	g.log.Debug("connected", "conn", c.id, "user", c.userID)
 
 	c.readLoop()
@@ -206,24 +217,12 @@ type connectedData struct {
 
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 
-// writeLoop drains the queue. Everything queued at wake-up goes out in one
-// buffered write (frames stay one message each).
+// writeLoop drains the queue until it is empty, then exits (Send starts a
+// new one). Everything queued at each turn goes out in one buffered write;
+// frames stay one message each.
 func (c *Conn) writeLoop() {
-	defer close(c.writerDone)
 	var hdr [ws.MaxHeaderSize]byte
 	for {
-		select {
-		case <-c.wake:
-		case <-c.ctx.Done():
-			// The reader ended: flush nothing more, the socket is going.
-			c.mu.Lock()
-			closing := c.closing
-			c.mu.Unlock()
-			if !closing {
-				return
-			}
-			// fall through once to send a pending close frame
-		}
 		c.mu.Lock()
 		batch := c.queue
 		c.queue, c.spare = c.spare[:0], nil
@@ -231,51 +230,32 @@ func (c *Conn) writeLoop() {
 		ping, pongDue, pong := c.pingDue, c.pongDue, c.pong
 		c.pingDue, c.pongDue, c.pong = false, false, nil
 		closing, code, msg, drop := c.closing, c.closeCode, c.closeMsg, c.dropQueue
-		c.mu.Unlock()
-
 		if drop {
 			batch = nil
 		}
-		if len(batch) > 0 || ping || pongDue || closing {
-			_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.opts.WriteTimeout))
-			bw := writerPool.Get().(*bufio.Writer)
-			bw.Reset(c.nc)
-			var err error
-			for _, f := range batch {
-				n := putHeader(hdr[:], ws.OpText, len(f))
-				if _, err = bw.Write(hdr[:n]); err != nil {
-					break
-				}
-				if _, err = bw.Write(f); err != nil {
-					break
-				}
-			}
-			if err == nil && pongDue {
-				err = writeControl(bw, hdr[:], ws.OpPong, pong)
-			}
-			if err == nil && ping {
-				err = writeControl(bw, hdr[:], ws.OpPing, nil)
-			}
-			if err == nil && closing {
-				err = writeControl(bw, hdr[:], ws.OpClose, closePayload(code, msg))
-			}
-			if err == nil {
-				err = bw.Flush()
-			}
-			bw.Reset(nil)
-			writerPool.Put(bw)
-			for i := range batch {
-				batch[i] = nil
-			}
-			c.mu.Lock()
-			if c.spare == nil {
-				c.spare = batch[:0]
-			}
+		if len(batch) == 0 && !ping && !pongDue && !closing {
+			c.writing = false
 			c.mu.Unlock()
-			if err != nil {
-				_ = c.nc.Close() // unblocks the reader
-				return
-			}
+			return
+		}
+		c.mu.Unlock()
+
+		err := c.writeBatch(hdr[:], batch, ping, pongDue, pong, closing, code, msg)
+		for i := range batch {
+			batch[i] = nil
+		}
+		c.mu.Lock()
+		if c.spare == nil && cap(batch) <= 1024 {
+			c.spare = batch[:0]
+		}
+		if err != nil || closing {
+			c.writing, c.finished = false, true
+		}
+		c.mu.Unlock()
+		if err != nil {
+			_ = c.nc.Close() // unblocks the reader
+			close(c.writerDone)
+			return
 		}
 		if closing {
 			c.g.metrics.Closes.WithLabelValues(closeCodeLabel(code)).Inc()
@@ -285,9 +265,53 @@ func (c *Conn) writeLoop() {
 				_ = tc.CloseWrite()
 			}
 			_ = c.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			close(c.writerDone)
 			return
 		}
 	}
+}
+
+// writeBatch writes frames and control frames in one buffered write.
+func (c *Conn) writeBatch(hdr []byte, batch [][]byte, ping, pongDue bool, pong []byte, closing bool, code int, msg string) error {
+	// Re-arm the write deadline only when less than half of it is left:
+	// arming a timer for every batch costs more than the write itself on
+	// a busy connection.
+	now := time.Now().UnixNano()
+	if c.deadline-now < int64(c.g.opts.WriteTimeout)/2 {
+		c.deadline = now + int64(c.g.opts.WriteTimeout)
+		_ = c.nc.SetWriteDeadline(time.Unix(0, c.deadline))
+	}
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(c.nc)
+	defer func() {
+		bw.Reset(nil)
+		writerPool.Put(bw)
+	}()
+	for _, f := range batch {
+		n := putHeader(hdr, ws.OpText, len(f))
+		if _, err := bw.Write(hdr[:n]); err != nil {
+			return err
+		}
+		if _, err := bw.Write(f); err != nil {
+			return err
+		}
+	}
+	if pongDue {
+		if err := writeControl(bw, hdr, ws.OpPong, pong); err != nil {
+			return err
+		}
+	}
+	if ping {
+		if err := writeControl(bw, hdr, ws.OpPing, nil); err != nil {
+			return err
+		}
+	}
+	if closing {
+		if err := writeControl(bw, hdr, ws.OpClose, closePayload(code, msg)); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
 }
 
 func putHeader(b []byte, op ws.OpCode, n int) int {
@@ -330,15 +354,18 @@ var errTooBig = errors.New("message too big")
 
 // readLoop reads frames until the connection ends.
 func (c *Conn) readLoop() {
-	var r io.Reader = c.nc
-	if c.br != nil {
-		r = c.br
+	// A small read buffer: a typical client message (header and payload)
+	// then takes one read(2) instead of three, for 512 bytes per connection.
+	var r io.Reader = c.br
+	if c.br == nil {
+		r = bufio.NewReaderSize(c.nc, 512)
 	}
+	var hb [ws.MaxHeaderSize]byte
 	max := int64(c.g.opts.MaxMessageBytes)
 	var msg []byte // fragments of a message in progress
 	var inMessage, binaryMsg bool
 	for {
-		h, err := ws.ReadHeader(r)
+		h, err := ws.ReadHeaderBuffer(r, hb[:])
 		if err != nil {
 			return
 		}
@@ -363,8 +390,8 @@ func (c *Conn) readLoop() {
 			case ws.OpPing:
 				c.mu.Lock()
 				c.pong, c.pongDue = payload, true
+				c.kickLocked()
 				c.mu.Unlock()
-				c.signal()
 			case ws.OpClose:
 				code := protocol.CloseNormal
 				if len(payload) >= 2 {

@@ -17,6 +17,7 @@ import (
 
 // client is one connection inside a room.
 type client struct {
+	id       string // session.ID(), kept to skip an interface call per delivery
 	session  gateway.Session
 	perms    auth.Perm
 	presence map[string]json.RawMessage
@@ -112,7 +113,7 @@ func (c *client) wire() member {
 func (r *Room) deliver(frame []byte, except string) int {
 	n := 0
 	for _, c := range r.order {
-		if c.session.ID() != except && c.session.Send(frame) {
+		if c.id != except && c.session.Send(frame) {
 			n++
 		}
 	}
@@ -180,7 +181,7 @@ func (m *Manager) join(ctx context.Context, s gateway.Session, env protocol.Enve
 	defer r.mu.Unlock()
 	c, already := r.clients[s.ID()]
 	if !already {
-		c = &client{session: s, perms: perms, presence: presence, joinedAt: time.Now()}
+		c = &client{id: s.ID(), session: s, perms: perms, presence: presence, joinedAt: time.Now()}
 		r.clients[s.ID()] = c
 		r.order = append(r.order, c)
 		m.trackConn(s.ID(), r, true)
@@ -360,13 +361,17 @@ func (m *Manager) broadcast(s gateway.Session, env protocol.Envelope) error {
 	if len(d.Event) == 0 {
 		return protocol.Errorf(protocol.CodeBadRequest, "event is required")
 	}
-	data, _ := json.Marshal(struct {
-		RoomID   string          `json:"room_id"`
-		ClientID string          `json:"client_id"`
-		UserID   string          `json:"user_id"`
-		Event    json.RawMessage `json:"event"`
-	}{d.RoomID, s.ID(), s.UserID(), d.Event})
-	frame := protocol.Encode(protocol.TypeRoomEvent, "", json.RawMessage(data))
+	// Built by appending: this runs once per event of every room.
+	frame := make([]byte, 0, 96+len(d.RoomID)+len(s.ID())+len(s.UserID())+len(d.Event))
+	frame = append(frame, `{"type":"room:event","data":{"room_id":`...)
+	frame = protocol.AppendString(frame, d.RoomID)
+	frame = append(frame, `,"client_id":`...)
+	frame = protocol.AppendString(frame, s.ID())
+	frame = append(frame, `,"user_id":`...)
+	frame = protocol.AppendString(frame, s.UserID())
+	frame = append(frame, `,"event":`...)
+	frame = append(frame, d.Event...)
+	frame = append(frame, `}}`...)
 	r.mu.Lock()
 	if _, err := r.clientWith(s, auth.PermWrite, "write"); err != nil {
 		r.mu.Unlock()
