@@ -178,16 +178,16 @@ func (c *Conn) serve() {
 		UserID: c.userID, ConnectionID: c.id,
 		HeartbeatIntervalMs: g.opts.HeartbeatInterval.Milliseconds(), ServerTime: protocol.Now(),
 	})
-	// The hooks may go deep (store queries); run them on a short-lived
-	// goroutine so this one, which then waits in the read loop for the life
-	// of the connection, keeps a small stack.
+	// The hooks may go deep (store queries); run them elsewhere so this
+	// goroutine, which then waits in the read loop for the life of the
+	// connection, keeps a small stack.
 	hooksDone := make(chan struct{})
-	go func() {
+	g.runHook(func() {
 		defer close(hooksDone)
 		for _, l := range g.lifecycles {
 			l.Connected(c, first)
 		}
-	}()
+	})
 	<-hooksDone
 	g.log.Debug("connected", "conn", c.id, "user", c.userID)
 

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,6 +94,7 @@ type Gateway struct {
 
 	draining atomic.Bool
 	wg       sync.WaitGroup // one per live connection
+	hookJobs chan func()    // a few long-lived goroutines run connect hooks
 	stop     chan struct{}
 	stopOnce sync.Once
 }
@@ -100,8 +102,32 @@ type Gateway struct {
 // New creates a gateway. Call Route and OnLifecycle before serving, then Run
 // the heartbeat loop.
 func New(opts Options, v *auth.Verifier, h *hub.Hub, m *metrics.Metrics, log *slog.Logger) *Gateway {
-	return &Gateway{opts: opts, verifier: v, hub: h, metrics: m, log: log,
-		routes: map[string]Handler{}, stop: make(chan struct{})}
+	g := &Gateway{opts: opts, verifier: v, hub: h, metrics: m, log: log,
+		routes: map[string]Handler{}, stop: make(chan struct{}), hookJobs: make(chan func())}
+	// Connect hooks touch the store and need deep stacks; running them on
+	// a few reused goroutines avoids growing a fresh stack per connect.
+	for range 2 * runtime.GOMAXPROCS(0) {
+		go func() {
+			for {
+				select {
+				case fn := <-g.hookJobs:
+					fn()
+				case <-g.stop:
+					return
+				}
+			}
+		}()
+	}
+	return g
+}
+
+// runHook runs fn on a hook worker, or on a new goroutine when all are busy.
+func (g *Gateway) runHook(fn func()) {
+	select {
+	case g.hookJobs <- fn:
+	default:
+		go fn()
+	}
 }
 
 // Route sends messages whose type starts with prefix + ":" to h.

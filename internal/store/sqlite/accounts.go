@@ -38,7 +38,7 @@ func (s *Store) user(ctx context.Context, column, value string) (store.User, err
 		u       store.User
 		created string
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT id, username, display_name, password_hash, created_at
+	err := s.queryRow(ctx, `SELECT id, username, display_name, password_hash, created_at
 		FROM users WHERE `+column+` = ?`, value).Scan(&u.ID, &u.Username, &u.DisplayName, &u.PasswordHash, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.User{}, fmt.Errorf("sqlite: user %s %q: %w", column, value, store.ErrNotFound)
@@ -101,7 +101,7 @@ func (s *Store) SetUserStatus(ctx context.Context, userID, status string) error 
 // GetUserStatus returns the user's chosen status, "" when never set.
 func (s *Store) GetUserStatus(ctx context.Context, userID string) (string, error) {
 	var status string
-	err := s.r.QueryRowContext(ctx, `SELECT status FROM user_status WHERE user_id = ?`, userID).Scan(&status)
+	err := s.queryRow(ctx, `SELECT status FROM user_status WHERE user_id = ?`, userID).Scan(&status)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}

@@ -49,7 +49,7 @@ func scanRoom(sc interface{ Scan(...any) error }) (store.Room, error) {
 
 // GetRoom returns the room record; ErrNotFound when there is none.
 func (s *Store) GetRoom(ctx context.Context, id string) (store.Room, error) {
-	r, err := scanRoom(s.r.QueryRowContext(ctx, `SELECT `+roomColumns+` FROM rooms r WHERE r.id = ?`, id))
+	r, err := scanRoom(s.queryRow(ctx, `SELECT `+roomColumns+` FROM rooms r WHERE r.id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Room{}, fmt.Errorf("sqlite: room %q: %w", id, store.ErrNotFound)
 	}
@@ -62,7 +62,7 @@ func (s *Store) GetRoom(ctx context.Context, id string) (store.Room, error) {
 // RoomsOfUser returns the rooms the user is a member of, oldest first (ties
 // by id).
 func (s *Store) RoomsOfUser(ctx context.Context, userID string) ([]store.Room, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+roomColumns+`
+	rows, err := s.query(ctx, `SELECT `+roomColumns+`
 		FROM room_members m JOIN rooms r ON r.id = m.room_id
 		WHERE m.user_id = ? ORDER BY r.created_at, r.id`, userID)
 	if err != nil {
@@ -104,7 +104,7 @@ func (s *Store) RemoveMember(ctx context.Context, roomID, userID string) error {
 // IsMember reports whether the user is a member of the room.
 func (s *Store) IsMember(ctx context.Context, roomID, userID string) (bool, error) {
 	var ok bool
-	err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM room_members WHERE room_id = ? AND user_id = ?)`,
+	err := s.queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM room_members WHERE room_id = ? AND user_id = ?)`,
 		roomID, userID).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("sqlite: is %q in room %q: %w", userID, roomID, err)
@@ -114,7 +114,7 @@ func (s *Store) IsMember(ctx context.Context, roomID, userID string) (bool, erro
 
 // Members returns the user ids of the room's members, sorted.
 func (s *Store) Members(ctx context.Context, roomID string) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT user_id FROM room_members WHERE room_id = ? ORDER BY user_id`, roomID)
+	rows, err := s.query(ctx, `SELECT user_id FROM room_members WHERE room_id = ? ORDER BY user_id`, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: members of %q: %w", roomID, err)
 	}
@@ -172,7 +172,7 @@ func (s *Store) CreateMessage(ctx context.Context, m store.Message) error {
 // GetMessage returns a message of the room; ErrNotFound when missing or
 // deleted.
 func (s *Store) GetMessage(ctx context.Context, roomID, id string) (store.Message, error) {
-	m, err := scanMessage(s.r.QueryRowContext(ctx, `SELECT `+messageColumns+` FROM messages
+	m, err := scanMessage(s.queryRow(ctx, `SELECT `+messageColumns+` FROM messages
 		WHERE room_id = ? AND id = ? AND deleted_at IS NULL`, roomID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Message{}, fmt.Errorf("sqlite: message %q: %w", id, store.ErrNotFound)
@@ -195,10 +195,10 @@ func (s *Store) ListMessages(ctx context.Context, roomID, before string, limit i
 		err  error
 	)
 	if before == "" {
-		rows, err = s.r.QueryContext(ctx, `SELECT `+messageColumns+` FROM messages
+		rows, err = s.query(ctx, `SELECT `+messageColumns+` FROM messages
 			WHERE room_id = ? AND deleted_at IS NULL ORDER BY id DESC LIMIT ?`, roomID, limit)
 	} else {
-		rows, err = s.r.QueryContext(ctx, `SELECT `+messageColumns+` FROM messages
+		rows, err = s.query(ctx, `SELECT `+messageColumns+` FROM messages
 			WHERE room_id = ? AND id < ? AND deleted_at IS NULL ORDER BY id DESC LIMIT ?`, roomID, before, limit)
 	}
 	if err != nil {

@@ -56,8 +56,47 @@ type Store struct {
 	upsertSnap *sql.Stmt
 	trim       *sql.Stmt
 
+	// Read statements prepared once (database/sql prepares each on every
+	// pool connection the first time it runs there): parsing the SQL was a
+	// quarter of the CPU of a connect before.
+	readStmts sync.Map // query string → *sql.Stmt
+
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// readStmt returns the prepared read statement for query.
+func (s *Store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := s.readStmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.r.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.readStmts.LoadOrStore(query, st); loaded {
+		_ = st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// queryRow runs a one-row read through a prepared statement.
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := s.readStmt(ctx, query)
+	if err != nil {
+		return s.r.QueryRowContext(ctx, query, args...) // reports the same error
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// query runs a read through a prepared statement.
+func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := s.readStmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -185,6 +224,10 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
+		s.readStmts.Range(func(_, st any) bool {
+			errs = append(errs, st.(*sql.Stmt).Close())
+			return true
+		})
 		errs = append(errs, s.r.Close())
 		for _, st := range []*sql.Stmt{s.insUpdate, s.upsertSnap, s.trim} {
 			errs = append(errs, st.Close())
