@@ -51,6 +51,10 @@ type Options struct {
 	PresenceOfflineGrace time.Duration // delay before a disconnected user shows offline (5s)
 	PresenceAudience     string        // "all" (every connected user) or "shared" (users sharing a room)
 	MessageMaxChars      int           // longest message, in characters (runes)
+	// CacheStatus keeps users' chosen statuses in memory (write-through),
+	// saving a store read on every first connection. Only safe when this
+	// node is the only writer of statuses (no cluster).
+	CacheStatus bool
 }
 
 // Service is the chat layer of one node.
@@ -64,6 +68,7 @@ type Service struct {
 	seed    maphash.Seed
 	typing  typingState
 	pres    presenceState
+	status  statusCache
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	closeMu sync.Once

@@ -112,7 +112,7 @@ func (s *Service) presenceConnected(sess gateway.Session) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	chosen, err := s.st.GetUserStatus(ctx, user)
+	chosen, err := s.chosenStatus(ctx, user)
 	if err != nil {
 		s.log.Error("chat: load user status", "user", user, "err", err)
 	}
@@ -166,7 +166,7 @@ func (s *Service) handlePresence(ctx context.Context, sess gateway.Session, env 
 	mu := s.presenceLock(user)
 	mu.Lock()
 	defer mu.Unlock()
-	if err := s.st.SetUserStatus(ctx, user, d.Presence); err != nil {
+	if err := s.setChosenStatus(ctx, user, d.Presence); err != nil {
 		return s.internal(err, "store status")
 	}
 	before := StatusOffline
@@ -262,4 +262,51 @@ func (s *Service) Statuses(viewer string, userIDs []string) []PresenceEvent {
 		out = append(out, PresenceEvent{UserID: u, Presence: st})
 	}
 	return out
+}
+
+// statusCache holds chosen statuses ("" = never set) when Options.CacheStatus
+// is on. It is bounded: past statusCacheMax entries it starts over.
+type statusCache struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+const statusCacheMax = 200_000
+
+// chosenStatus returns the user's stored status, from memory when cached.
+func (s *Service) chosenStatus(ctx context.Context, user string) (string, error) {
+	if s.opts.CacheStatus {
+		s.status.mu.Lock()
+		st, ok := s.status.m[user]
+		s.status.mu.Unlock()
+		if ok {
+			return st, nil
+		}
+	}
+	st, err := s.st.GetUserStatus(ctx, user)
+	if err == nil {
+		s.cacheStatus(user, st)
+	}
+	return st, err
+}
+
+// setChosenStatus stores the status, then caches it.
+func (s *Service) setChosenStatus(ctx context.Context, user, status string) error {
+	if err := s.st.SetUserStatus(ctx, user, status); err != nil {
+		return err
+	}
+	s.cacheStatus(user, status)
+	return nil
+}
+
+func (s *Service) cacheStatus(user, status string) {
+	if !s.opts.CacheStatus {
+		return
+	}
+	s.status.mu.Lock()
+	if s.status.m == nil || len(s.status.m) >= statusCacheMax {
+		s.status.m = make(map[string]string)
+	}
+	s.status.m[user] = status
+	s.status.mu.Unlock()
 }

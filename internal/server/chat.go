@@ -21,6 +21,8 @@ func (s *Server) wireChat(base *api.Base) error {
 		Store: s.Store, Broker: s.Broker, Hub: s.Hub, Rooms: s.Rooms, Log: s.log,
 		TypingTimeout: cfg.TypingTimeout, PresenceOfflineGrace: cfg.PresenceOfflineGrace,
 		PresenceAudience: cfg.PresenceAudience, MessageMaxChars: cfg.MessageMaxChars,
+		// One node is the only writer of statuses unless clustered.
+		CacheStatus: cfg.Broker == "local",
 	})
 	err := s.Metrics.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_typing_active", Help: "Typing indicators currently active.",
