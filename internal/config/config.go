@@ -63,6 +63,7 @@ type Config struct {
 	StorageMaxDepth    int `flag:"storage-max-depth" env:"PARLEY_STORAGE_MAX_DEPTH" default:"32" usage:"deepest JSON nesting in a storage document"`
 	StorageKeepUpdates int `flag:"storage-keep-updates" env:"PARLEY_STORAGE_KEEP_UPDATES" default:"1000" usage:"recent storage updates kept per room for catch-up (since_version)"`
 	SnapshotEvery      int `flag:"snapshot-every" env:"PARLEY_SNAPSHOT_EVERY" default:"500" usage:"write a full storage snapshot every N updates of a room"`
+	MaxRoomsPerConn    int `flag:"max-rooms-per-connection" env:"PARLEY_MAX_ROOMS_PER_CONNECTION" default:"100" usage:"most rooms one connection may be in at once"`
 	PresenceMaxBytes   int `flag:"presence-max-bytes" env:"PARLEY_PRESENCE_MAX_BYTES" default:"4096" usage:"largest per-client room presence object"`
 	CommitMaxBatch     int `flag:"commit-max-batch" env:"PARLEY_COMMIT_MAX_BATCH" default:"1024" usage:"most storage updates per group commit"`
 
@@ -321,7 +322,8 @@ func (c *Config) Validate() error {
 		"storage-max-bytes": c.StorageMaxBytes, "storage-max-ops": c.StorageMaxOps, "storage-max-depth": c.StorageMaxDepth,
 		"storage-keep-updates": c.StorageKeepUpdates, "snapshot-every": c.SnapshotEvery,
 		"presence-max-bytes": c.PresenceMaxBytes, "commit-max-batch": c.CommitMaxBatch,
-		"message-max-chars": c.MessageMaxChars, "login-burst": c.LoginBurst,
+		"max-rooms-per-connection": c.MaxRoomsPerConn,
+		"message-max-chars":        c.MessageMaxChars, "login-burst": c.LoginBurst,
 	}
 	for name, n := range positiveInt {
 		if n <= 0 {

@@ -36,6 +36,7 @@ type Options struct {
 	StorageMaxDepth  int
 	KeepUpdates      int // recent updates kept in memory (and on disk) for catch-up
 	SnapshotEvery    int // write a full snapshot every N versions
+	MaxRoomsPerConn  int // rooms one connection may be in at once (0 = no limit)
 }
 
 // AccessFunc returns the permissions a user has in a room beyond the
@@ -148,6 +149,12 @@ func (m *Manager) trackConn(connID string, r *Room, in bool) {
 	if len(set) == 0 {
 		delete(m.connRooms, connID)
 	}
+}
+
+func (m *Manager) roomsOfConn(connID string) int {
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
+	return len(m.connRooms[connID])
 }
 
 func (m *Manager) roomOfConn(connID, roomID string) *Room {

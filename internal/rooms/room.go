@@ -161,6 +161,9 @@ func (m *Manager) join(ctx context.Context, s gateway.Session, env protocol.Enve
 	if d.SinceVersion != nil && *d.SinceVersion < 0 {
 		return protocol.Errorf(protocol.CodeBadRequest, "since_version must not be negative")
 	}
+	if max := m.opts.MaxRoomsPerConn; max > 0 && m.roomOfConn(s.ID(), d.RoomID) == nil && m.roomsOfConn(s.ID()) >= max {
+		return protocol.Errorf(protocol.CodeTooLarge, "a connection may be in at most %d rooms; leave one first", max)
+	}
 	perms, err := m.permsFor(ctx, s, d.RoomID)
 	if err != nil {
 		return fmt.Errorf("room access: %w", err)

@@ -27,7 +27,7 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 	s.Rooms = rooms.NewManager(rooms.Options{
 		PresenceMaxBytes: cfg.PresenceMaxBytes, StorageMaxBytes: cfg.StorageMaxBytes,
 		StorageMaxOps: cfg.StorageMaxOps, StorageMaxDepth: cfg.StorageMaxDepth,
-		KeepUpdates: cfg.StorageKeepUpdates, SnapshotEvery: cfg.SnapshotEvery,
+		KeepUpdates: cfg.StorageKeepUpdates, SnapshotEvery: cfg.SnapshotEvery, MaxRoomsPerConn: cfg.MaxRoomsPerConn,
 	}, s.Store, committer, s.roomAccess, s.Metrics, s.log)
 	s.Gateway.Route("room", s.Rooms)
 	s.Gateway.OnLifecycle(s.Rooms)

@@ -720,3 +720,19 @@ func TestRoomChurnLeavesNothing(t *testing.T) {
 }
 
 func runtimeGoroutines() int { return runtime.NumGoroutine() }
+
+func TestRoomLimitPerConnection(t *testing.T) {
+	s := startRooms(t, map[string]string{"PARLEY_MAX_ROOMS_PER_CONNECTION": "2"})
+	a := s.DialUser("alice", servertest.AllRooms)
+	join(a, "r1", "", nil)
+	join(a, "r2", "", nil)
+	join(a, "r2", "", nil) // re-joining a room it is in is fine at the limit
+	a.Request(protocol.TypeRoomJoin, "j3", map[string]any{"room_id": "r3"})
+	a.ExpectError(protocol.CodeTooLarge, "j3")
+	if s.Srv.Rooms.LiveRooms() != 2 {
+		t.Fatalf("live rooms = %d", s.Srv.Rooms.LiveRooms())
+	}
+	a.Request(protocol.TypeRoomLeave, "", map[string]any{"room_id": "r1"})
+	a.Expect(protocol.TypeRoomLeft)
+	join(a, "r3", "", nil)
+}
