@@ -464,3 +464,19 @@ func TestGracefulShutdownSends1001(t *testing.T) {
 		t.Fatalf("new connection during drain: %v %v", resp, err)
 	}
 }
+
+// A frame that does not fit the outbound queue closes the connection with
+// 4008; the client sees the close code when its socket had room for it.
+func TestQueueOverflowSends4008(t *testing.T) {
+	opts := defaultOpts()
+	opts.QueueMaxBytes = 64 << 10
+	e := start(t, opts)
+	c := e.dial("u1")
+	other := e.dial("u2")
+	if e.hub.SendToConn(c.connID, protocol.Encode("test:big", "", map[string]string{"p": strings.Repeat("x", 70<<10)})) {
+		t.Fatal("oversized frame accepted")
+	}
+	c.expectClose(protocol.CloseSlowConsumer, 5*time.Second)
+	other.send(`{"type":"ping","id":"still"}`)
+	other.expect(protocol.TypePong)
+}
