@@ -378,6 +378,26 @@ func (l *LoginLimiter) Allow(ip, username string) bool {
 	return ok
 }
 
+// AllowKey takes one token from key's bucket (one map for every key kind:
+// prefix keys, e.g. "user:" or "ip:").
+func (l *LoginLimiter) AllowKey(key string) bool {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.lastSweep) >= sweepEvery || len(l.ips)+len(l.users) > maxLimiterKeys {
+		l.sweep(now)
+	}
+	lim := l.users[key]
+	if lim == nil {
+		if len(l.users) >= maxLimiterKeys {
+			return true
+		}
+		lim = rate.NewLimiter(l.rate, l.burst)
+		l.users[key] = lim
+	}
+	return lim.AllowN(now, 1)
+}
+
 // sweep drops buckets that are full again (idle keys). Needs l.mu.
 func (l *LoginLimiter) sweep(now time.Time) {
 	l.lastSweep = now

@@ -44,6 +44,8 @@ type Config struct {
 	RefreshTokenTTL  time.Duration `flag:"refresh-token-ttl" env:"PARLEY_REFRESH_TOKEN_TTL" default:"720h" usage:"lifetime of refresh tokens"`
 	APIKey           string        `flag:"api-key" env:"PARLEY_API_KEY" default:"" usage:"bearer key for the server REST API (POST /api/tokens, storage); empty = disabled"`
 	LoginRate        float64       `flag:"login-rate" env:"PARLEY_LOGIN_RATE" default:"0.2" usage:"login attempts per second allowed per IP and per username"`
+	RESTRate         float64       `flag:"rest-rate" env:"PARLEY_REST_RATE" default:"10" usage:"REST writes (POST/PATCH/DELETE) per second per user (per IP without a token); the API key is exempt"`
+	RESTBurst        int           `flag:"rest-burst" env:"PARLEY_REST_BURST" default:"50" usage:"REST write burst per user"`
 	LoginBurst       int           `flag:"login-burst" env:"PARLEY_LOGIN_BURST" default:"10" usage:"login attempts burst per IP and per username"`
 
 	HeartbeatInterval time.Duration `flag:"heartbeat-interval" env:"PARLEY_HEARTBEAT_INTERVAL" default:"30s" usage:"server WebSocket ping interval"`
@@ -335,6 +337,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MsgRate <= 0 {
 		bad("msg-rate", "must be positive")
+	}
+	if c.RESTRate <= 0 {
+		bad("rest-rate", "must be positive")
 	}
 	if c.LoginRate <= 0 {
 		bad("login-rate", "must be positive")

@@ -33,6 +33,7 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 	s.Gateway.OnLifecycle(s.Rooms)
 
 	base := &api.Base{APIKey: cfg.APIKey, Verifier: s.Verifier, MaxBodySize: cfg.RESTMaxBodyBytes, Log: s.log}
+	s.handler = base.WriteLimit(api.NewLoginLimiter(cfg.RESTRate, cfg.RESTBurst), s.mux)
 	(&api.Storage{Base: base, Rooms: s.Rooms, Access: s.roomAccess}).Register(s.mux)
 	if err := s.wireMedia(base); err != nil {
 		return fmt.Errorf("media: %w", err)

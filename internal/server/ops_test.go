@@ -60,3 +60,34 @@ func TestHealthzAndMetrics(t *testing.T) {
 		t.Fatalf("healthz while draining: %d %s", code, body)
 	}
 }
+
+// REST writes are limited per user; refused writes change nothing.
+func TestRESTWriteRateLimit(t *testing.T) {
+	s := startRooms(t, map[string]string{"PARLEY_REST_RATE": "0.001", "PARLEY_REST_BURST": "3"})
+	tok := s.Token("writer", servertest.AllRooms)
+	ops := `[{"op":"add","path":"/n","value":1}]`
+	for i := 0; i < 3; i++ {
+		if code, body := s.Do("PATCH", "/api/rooms/r/storage", tok, ops); code != 200 {
+			t.Fatalf("write %d: %d %s", i, code, body)
+		}
+	}
+	code, body := s.Do("PATCH", "/api/rooms/r/storage", tok, ops)
+	if code != 429 || !strings.Contains(string(body), `"rate_limited"`) {
+		t.Fatalf("4th write: %d %s", code, body)
+	}
+	if v, _ := restStorage(t, s, "r"); v != 3 {
+		t.Fatalf("version %d after a refused write", v)
+	}
+	// Reads are not limited; another user and the API key have their own budget.
+	if code, _ := s.Do("GET", "/api/rooms/r/storage", tok, nil); code != 200 {
+		t.Fatalf("read: %d", code)
+	}
+	if code, _ := s.Do("PATCH", "/api/rooms/r/storage", s.Token("other", servertest.AllRooms), ops); code != 200 {
+		t.Fatalf("other user: %d", code)
+	}
+	for i := 0; i < 5; i++ {
+		if code, _ := s.Do("PATCH", "/api/rooms/r/storage", servertest.APIKey, ops); code != 200 {
+			t.Fatalf("API key write %d: %d", i, code)
+		}
+	}
+}

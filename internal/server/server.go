@@ -44,6 +44,7 @@ type Server struct {
 	SFU      *media.SFU
 
 	mux       *http.ServeMux
+	handler   http.Handler // mux behind the REST write limit
 	httpSrv   *http.Server
 	debugSrv  *http.Server
 	closers   []func(context.Context) error // run in reverse order at shutdown
@@ -146,11 +147,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 }
 
 // Handler is the HTTP handler of the whole server (for tests with httptest).
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Start begins serving on ln and starts the background loops.
 func (s *Server) Start(ln net.Listener) {
-	s.httpSrv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	s.httpSrv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	go func() {
 		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server stopped", "err", err)
