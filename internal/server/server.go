@@ -49,6 +49,9 @@ type Server struct {
 	debugSrv  *http.Server
 	closers   []func(context.Context) error // run in reverse order at shutdown
 	hbDone    chan struct{}
+	sweepStop chan struct{}
+	sweepDone chan struct{}
+	bgStarted bool
 	closeOnce sync.Once
 }
 
@@ -58,7 +61,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	if cfg.AuthSecret == "" && cfg.AuthRSAPublicKey == "" && cfg.AuthEdPublicKey == "" {
 		return nil, errors.New("invalid config: auth-secret: required (set PARLEY_AUTH_SECRET or --auth-secret; or run with --dev)")
 	}
-	s := &Server{cfg: cfg, log: log, Hub: hub.New(), hbDone: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, Hub: hub.New(), hbDone: make(chan struct{}),
+		sweepStop: make(chan struct{}), sweepDone: make(chan struct{})}
 
 	vc := auth.VerifierConfig{Leeway: cfg.AuthLeeway}
 	if cfg.AuthSecret != "" {
@@ -174,12 +178,33 @@ func (s *Server) Start(ln net.Listener) {
 	}
 }
 
-// StartBackground starts the heartbeat loop (Start calls it; tests that use
-// Handler with httptest call it themselves).
+// StartBackground starts the heartbeat loop and the hourly sweep of expired
+// refresh tokens (Start calls it; tests that use Handler with httptest call
+// it themselves).
 func (s *Server) StartBackground() {
+	s.bgStarted = true
 	go func() {
 		defer close(s.hbDone)
 		s.Gateway.RunHeartbeat()
+	}()
+	go func() {
+		defer close(s.sweepDone)
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if n, err := s.Store.DeleteExpiredRefreshTokens(ctx, time.Now()); err != nil {
+				s.log.Warn("sweeping expired refresh tokens", "err", err)
+			} else if n > 0 {
+				s.log.Info("swept expired refresh tokens", "count", n)
+			}
+			cancel()
+			select {
+			case <-t.C:
+			case <-s.sweepStop:
+				return
+			}
+		}
 	}()
 }
 
@@ -215,6 +240,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.debugSrv != nil {
 		_ = s.debugSrv.Close()
+	}
+	if s.bgStarted {
+		close(s.sweepStop)
+		<-s.sweepDone
 	}
 	errs = append(errs, s.closeAll(ctx))
 	return errors.Join(errs...)

@@ -108,6 +108,9 @@ type Store interface {
 	// ErrNotFound when it does not exist (used, revoked or never issued).
 	// Expired tokens are consumed and reported as ErrNotFound.
 	ConsumeRefreshToken(ctx context.Context, hash string, now time.Time) (RefreshToken, error)
+	// DeleteExpiredRefreshTokens removes tokens that expired before now and
+	// returns how many.
+	DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error)
 
 	// SetUserStatus stores the user's chosen status (online, idle, dnd,
 	// invisible, offline); GetUserStatus returns "" when never set.

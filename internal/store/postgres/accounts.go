@@ -66,6 +66,20 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t store.RefreshToken) er
 	return nil
 }
 
+// DeleteExpiredRefreshTokens implements store.Store.
+func (s *Store) DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error) {
+	var n int64
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		tag, err := c.Exec(ctx, `DELETE FROM refresh_tokens WHERE expires_at <= $1`, now.UTC())
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: delete expired refresh tokens: %w", err)
+	}
+	return n, nil
+}
+
 // ConsumeRefreshToken deletes the token and returns it, in one statement;
 // ErrNotFound when it does not exist or had expired at now.
 func (s *Store) ConsumeRefreshToken(ctx context.Context, hash string, now time.Time) (store.RefreshToken, error) {

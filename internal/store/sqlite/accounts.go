@@ -64,6 +64,15 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t store.RefreshToken) er
 
 // ConsumeRefreshToken deletes the token and returns it, in one statement;
 // ErrNotFound when it does not exist or had expired at now.
+// DeleteExpiredRefreshTokens implements store.Store.
+func (s *Store) DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE expires_at <= ?`, fmtTime(now))
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: delete expired refresh tokens: %w", err)
+	}
+	return res.RowsAffected()
+}
+
 func (s *Store) ConsumeRefreshToken(ctx context.Context, hash string, now time.Time) (store.RefreshToken, error) {
 	t := store.RefreshToken{Hash: hash}
 	var expires, created string

@@ -33,6 +33,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DocumentConcurrentAppend", testDocumentConcurrentAppend},
 		{"Users", testUsers},
 		{"RefreshTokens", testRefreshTokens},
+		{"RefreshTokenSweep", testRefreshTokenSweep},
 		{"RefreshTokenConsumeRace", testRefreshTokenConsumeRace},
 		{"UserStatus", testUserStatus},
 		{"RoomsAndMembers", testRoomsAndMembers},
@@ -431,6 +432,27 @@ func testRefreshTokens(t *testing.T, s store.Store) {
 		if _, err := s.ConsumeRefreshToken(ctx(t), tc.hash, tc.now); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("ConsumeRefreshToken(%s) = %v, want ErrNotFound", tc.name, err)
 		}
+	}
+}
+
+func testRefreshTokenSweep(t *testing.T, s store.Store) {
+	now := base.Add(time.Hour)
+	for i, exp := range []time.Time{now.Add(-time.Minute), now.Add(-time.Millisecond), now, now.Add(time.Minute)} {
+		tok := store.RefreshToken{Hash: fmt.Sprintf("sweep-%d", i), UserID: "u", ExpiresAt: exp, CreatedAt: base}
+		if err := s.CreateRefreshToken(ctx(t), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.DeleteExpiredRefreshTokens(ctx(t), now)
+	if err != nil || n != 3 {
+		t.Fatalf("DeleteExpiredRefreshTokens = %d, %v; want 3", n, err)
+	}
+	// The one still valid survives and can be consumed once.
+	if _, err := s.ConsumeRefreshToken(ctx(t), "sweep-3", now); err != nil {
+		t.Fatalf("valid token after the sweep: %v", err)
+	}
+	if n, err := s.DeleteExpiredRefreshTokens(ctx(t), now); err != nil || n != 0 {
+		t.Fatalf("second sweep = %d, %v", n, err)
 	}
 }
 
