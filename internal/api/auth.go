@@ -218,6 +218,15 @@ func (h *Accounts) refresh(w http.ResponseWriter, r *http.Request) {
 	}
 	// Rotation: the presented token is consumed whatever happens next.
 	t, err := h.Store.ConsumeRefreshToken(r.Context(), auth.HashRefreshToken(b.RefreshToken), time.Now())
+	if errors.Is(err, store.ErrRefreshTokenReused) {
+		// A used token presented again: it may have been stolen, and the
+		// thief or the owner holds its successor. Revoke them all; the
+		// owner logs in again.
+		h.Log.Warn("refresh token reused: revoking the user's refresh tokens", "user", t.UserID, "ip", ClientIP(r))
+		if rerr := h.Store.RevokeRefreshTokens(r.Context(), t.UserID); rerr != nil {
+			h.Log.Error("revoke refresh tokens", "user", t.UserID, "err", rerr)
+		}
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		Error(w, protocol.Errorf(protocol.CodeUnauthorized, "refresh token is invalid, expired, used or revoked"))
 		return
@@ -255,8 +264,9 @@ func (h *Accounts) logout(w http.ResponseWriter, r *http.Request) {
 		Error(w, protocol.Errorf(protocol.CodeBadRequest, "refresh_token is required"))
 		return
 	}
-	_, err := h.Store.ConsumeRefreshToken(r.Context(), auth.HashRefreshToken(b.RefreshToken), time.Now())
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	// Deleted, not marked used: presenting it again later is "unknown",
+	// not a reuse that would revoke the user's other sessions.
+	if err := h.Store.DeleteRefreshToken(r.Context(), auth.HashRefreshToken(b.RefreshToken)); err != nil {
 		Error(w, h.Internal(err, "revoke refresh token"))
 		return
 	}

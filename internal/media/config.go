@@ -19,7 +19,7 @@ type EmbeddedTURN struct {
 }
 
 // Config configures the SFU. The zero value is usable: one worker per CPU,
-// sockets on 0.0.0.0, ephemeral UDP ports, no TURN.
+// sockets on 0.0.0.0, ephemeral UDP ports, no ICE-TCP, no TURN.
 type Config struct {
 	Workers int // pool size, default runtime.NumCPU()
 
@@ -35,6 +35,11 @@ type Config struct {
 	RTCMinPort, RTCMaxPort uint16
 	// UDPMuxPort > 0 serves every transport on one shared UDP port.
 	UDPMuxPort int
+	// TCPPort > 0 also offers, on every transport, a passive ICE-TCP host
+	// candidate (RFC 6544) on this one shared TCP port on ListenIP, with a
+	// lower priority than the UDP candidates: a fallback for clients whose
+	// UDP is blocked. 0 (default): no TCP.
+	TCPPort int
 	// IncludeLoopback also offers a 127.0.0.1 host candidate (tests, local dev).
 	IncludeLoopback bool
 
@@ -71,6 +76,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.UDPMuxPort < 0 || out.UDPMuxPort > 65535 {
 		return out, fmt.Errorf("media: invalid UDP mux port %d", out.UDPMuxPort)
+	}
+	if out.TCPPort < 0 || out.TCPPort > 65535 {
+		return out, fmt.Errorf("media: invalid TCP port %d", out.TCPPort)
 	}
 	if out.TURNCredentialTTL <= 0 {
 		out.TURNCredentialTTL = 24 * time.Hour

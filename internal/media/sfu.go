@@ -50,6 +50,7 @@ type SFU struct {
 
 	cert           *certificate
 	sharedEP       *udpEndpoint
+	tcpEP          *tcpEndpoint // Config.TCPPort
 	ports          *portAllocator
 	candidateIPs   []string
 	listenLoopback bool
@@ -128,9 +129,22 @@ func New(cfg Config, sender Sender, events Events, log *slog.Logger) (*SFU, erro
 		ep.shared = true
 		s.sharedEP = ep
 	}
+	if c.TCPPort > 0 {
+		ep, err := openTCPEndpoint(c.ListenIP, c.TCPPort, s.lf)
+		if err != nil {
+			if s.sharedEP != nil {
+				_ = s.sharedEP.close()
+			}
+			return nil, fmt.Errorf("media: TCP port: %w", err)
+		}
+		s.tcpEP = ep
+	}
 	if err := s.startTURN(); err != nil {
 		if s.sharedEP != nil {
 			_ = s.sharedEP.close()
+		}
+		if s.tcpEP != nil {
+			_ = s.tcpEP.close()
 		}
 		return nil, err
 	}
@@ -170,6 +184,9 @@ func (s *SFU) Close() error {
 	}
 	if s.sharedEP != nil {
 		_ = s.sharedEP.close()
+	}
+	if s.tcpEP != nil {
+		_ = s.tcpEP.close()
 	}
 	return err
 }

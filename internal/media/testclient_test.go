@@ -232,8 +232,21 @@ func newTestClient(t testing.TB, info TransportInfo) *testClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A client given only TCP candidates (onlyTCP) is a TCP-only client
+	// (active ICE-TCP candidates, no UDP at all); otherwise it uses UDP and
+	// ignores the server's TCP candidates.
+	tcpOnly := len(info.IceCandidates) > 0
+	for _, rc := range info.IceCandidates {
+		if rc.Protocol != "tcp" {
+			tcpOnly = false
+		}
+	}
+	network := ice.NetworkTypeUDP4
+	if tcpOnly {
+		network = ice.NetworkTypeTCP4
+	}
 	agent, err := ice.NewAgentWithOptions(
-		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4}),
+		ice.WithNetworkTypes([]ice.NetworkType{network}),
 		ice.WithCandidateTypes([]ice.CandidateType{ice.CandidateTypeHost}),
 		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
 		ice.WithIncludeLoopback(),
@@ -252,12 +265,19 @@ func newTestClient(t testing.TB, info TransportInfo) *testClient {
 		t.Fatal(err)
 	}
 	for _, rc := range info.IceCandidates {
-		if rc.IP != "127.0.0.1" {
+		if rc.IP != "127.0.0.1" || (rc.Protocol == "tcp") != tcpOnly {
 			continue
 		}
-		cand, err := ice.NewCandidateHost(&ice.CandidateHostConfig{
+		hc := &ice.CandidateHostConfig{
 			Network: "udp", Address: rc.IP, Port: rc.Port, Component: 1, Priority: rc.Priority,
-		})
+		}
+		if tcpOnly {
+			if rc.TCPType != "passive" {
+				t.Fatalf("TCP candidate with tcpType %q", rc.TCPType)
+			}
+			hc.Network, hc.TCPType = "tcp", ice.TCPTypePassive
+		}
+		cand, err := ice.NewCandidateHost(hc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,6 +286,23 @@ func newTestClient(t testing.TB, info TransportInfo) *testClient {
 		}
 	}
 	return c
+}
+
+// onlyTCP keeps the server's TCP candidates only, making newTestClient a
+// TCP-only client.
+func onlyTCP(t testing.TB, info TransportInfo) TransportInfo {
+	t.Helper()
+	var cs []IceCandidate
+	for _, c := range info.IceCandidates {
+		if c.Protocol == "tcp" {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
+		t.Fatalf("transport %s offers no TCP candidate: %+v", info.ID, info.IceCandidates)
+	}
+	info.IceCandidates = cs
+	return info
 }
 
 func (c *testClient) dtlsParameters() DtlsParameters {

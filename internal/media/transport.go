@@ -33,6 +33,7 @@ type IceCandidate struct {
 	Protocol   string `json:"protocol"`
 	Port       int    `json:"port"`
 	Type       string `json:"type"`
+	TCPType    string `json:"tcpType,omitempty"` // "passive" for our TCP candidates
 }
 
 // TransportInfo is what media:transport_created carries for each transport;
@@ -136,17 +137,24 @@ func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error
 	t.consumers.Store(&emptyC)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 
+	networks := []ice.NetworkType{ice.NetworkTypeUDP4}
+	if s.tcpEP != nil {
+		networks = append(networks, ice.NetworkTypeTCP4)
+	}
 	opts := []ice.AgentOption{
 		ice.WithICELite(true),
 		ice.WithUDPMux(ep.mux),
 		ice.WithLocalCredentials(t.ufrag, t.pwd),
 		ice.WithCandidateTypes([]ice.CandidateType{ice.CandidateTypeHost}),
-		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4}),
+		ice.WithNetworkTypes(networks),
 		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
 		ice.WithKeepaliveInterval(0),
 		ice.WithDisconnectedTimeout(15 * time.Second),
 		ice.WithFailedTimeout(40 * time.Second),
 		ice.WithLoggerFactory(s.lf),
+	}
+	if s.tcpEP != nil {
+		opts = append(opts, ice.WithTCPMux(s.tcpEP.mux))
 	}
 	if s.cfg.IncludeLoopback || s.listenLoopback {
 		opts = append(opts, ice.WithIncludeLoopback())
@@ -176,6 +184,16 @@ func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error
 			Foundation: "udpcandidate", Priority: uint32(1076302079 - i*256), IP: ip, Address: ip,
 			Protocol: "udp", Port: ep.port, Type: "host",
 		})
+	}
+	if s.tcpEP != nil {
+		// Below every UDP candidate: local preference 5000-i instead of 10000-i.
+		for i, ip := range s.candidateIPs {
+			t.candidates = append(t.candidates, IceCandidate{
+				Foundation: "tcpcandidate", Priority: uint32(1075022079 - i*256), IP: ip, Address: ip,
+				Protocol: "tcp", Port: s.tcpEP.port, Type: "host", TCPType: "passive",
+			})
+		}
+		s.tcpEP.waiters.expect(t.ufrag, t.pwd, t.onRemoteUfrag)
 	}
 	ep.sniffer.expect(t.ufrag, t.pwd, t.onRemoteUfrag)
 	return t, nil
@@ -496,6 +514,9 @@ func (t *transport) close() {
 	t.ready.Store(false)
 	t.cancel()
 	t.ep.sniffer.forget(t.ufrag)
+	if t.sfu.tcpEP != nil {
+		t.sfu.tcpEP.waiters.forget(t.ufrag)
+	}
 	if dc != nil {
 		_ = dc.Close()
 	}

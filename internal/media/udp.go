@@ -14,17 +14,16 @@ import (
 	"github.com/pion/stun/v4"
 )
 
-// ufragSniffer wraps the UDP socket under an ice.UDPMuxDefault. pion's ICE
-// agent (lite included) only accepts binding requests whose USERNAME is
+// ufragWaiters is the ufrag trick shared by the UDP and TCP paths. pion's
+// ICE agent (lite included) only accepts binding requests whose USERNAME is
 // exactly "localUfrag:remoteUfrag", and mediasoup-client never signals its
-// ICE ufrag. So the sniffer peeks at each STUN binding request; when its
-// USERNAME starts with the ufrag of a transport still waiting for its peer,
-// it hands the part after the colon (the client's ufrag) to that transport,
-// which then starts its agent. The packet itself continues to the mux; the
-// client retransmits its checks, and the next one is accepted.
-type ufragSniffer struct {
-	*net.UDPConn
-
+// ICE ufrag. So each inspected STUN binding request whose USERNAME starts
+// with the ufrag of a transport still waiting for its peer (and that is
+// signed with that transport's password) hands the part after the colon
+// (the client's ufrag) to that transport, which then starts its agent. The
+// packet itself continues to the mux; the client retransmits its checks,
+// and the next one is accepted.
+type ufragWaiters struct {
 	mu      sync.Mutex
 	waiting map[string]waiter
 }
@@ -34,27 +33,26 @@ type waiter struct {
 	fn  func(remoteUfrag string)
 }
 
-func newUfragSniffer(c *net.UDPConn) *ufragSniffer {
-	return &ufragSniffer{UDPConn: c, waiting: map[string]waiter{}}
+func newUfragWaiters() *ufragWaiters {
+	return &ufragWaiters{waiting: map[string]waiter{}}
 }
 
 // expect registers fn for binding requests addressed to localUfrag and
 // signed with localPwd (so that nobody but the signalled client can pick
-// the remote ufrag); fn runs once, on the mux's read goroutine, and must
-// not block.
-func (s *ufragSniffer) expect(localUfrag, localPwd string, fn func(remoteUfrag string)) {
+// the remote ufrag); fn runs once, on a mux goroutine, and must not block.
+func (s *ufragWaiters) expect(localUfrag, localPwd string, fn func(remoteUfrag string)) {
 	s.mu.Lock()
 	s.waiting[localUfrag] = waiter{pwd: localPwd, fn: fn}
 	s.mu.Unlock()
 }
 
-func (s *ufragSniffer) forget(localUfrag string) {
+func (s *ufragWaiters) forget(localUfrag string) {
 	s.mu.Lock()
 	delete(s.waiting, localUfrag)
 	s.mu.Unlock()
 }
 
-func (s *ufragSniffer) inspect(b []byte) {
+func (s *ufragWaiters) inspect(b []byte) {
 	if !stun.IsMessage(b) {
 		return
 	}
@@ -86,6 +84,17 @@ func (s *ufragSniffer) inspect(b []byte) {
 	delete(s.waiting, local)
 	s.mu.Unlock()
 	w.fn(remote)
+}
+
+// ufragSniffer wraps the UDP socket under an ice.UDPMuxDefault and runs
+// every datagram it reads through its ufragWaiters.
+type ufragSniffer struct {
+	*net.UDPConn
+	*ufragWaiters
+}
+
+func newUfragSniffer(c *net.UDPConn) *ufragSniffer {
+	return &ufragSniffer{UDPConn: c, ufragWaiters: newUfragWaiters()}
 }
 
 // ReadFromAddrPort implements ice.AddrPortReaderWriter (the mux's fast path).

@@ -248,7 +248,6 @@ func TestChatAuthRegisterLoginRefreshLogout(t *testing.T) {
 	if ref.RefreshToken == login.RefreshToken || ref.User.ID != reg.User.ID || ref.AccessToken == "" {
 		t.Fatalf("refresh answer %+v", ref)
 	}
-	refuse(t, s, "POST", "/api/auth/refresh", "", map[string]any{"refresh_token": login.RefreshToken}, 401, "unauthorized")
 	refuse(t, s, "POST", "/api/auth/refresh", "", map[string]any{"refresh_token": "made-up"}, 401, "unauthorized")
 	refuse(t, s, "POST", "/api/auth/refresh", "", map[string]any{}, 400, "bad_request")
 	call(t, s, "GET", "/api/me", ref.AccessToken, nil, http.StatusOK)
@@ -257,7 +256,14 @@ func TestChatAuthRegisterLoginRefreshLogout(t *testing.T) {
 	call(t, s, "POST", "/api/auth/logout", "", map[string]any{"refresh_token": ref.RefreshToken}, http.StatusNoContent)
 	refuse(t, s, "POST", "/api/auth/refresh", "", map[string]any{"refresh_token": ref.RefreshToken}, 401, "unauthorized")
 	call(t, s, "POST", "/api/auth/logout", "", map[string]any{"refresh_token": ref.RefreshToken}, http.StatusNoContent)
-	call(t, s, "POST", "/api/auth/refresh", "", map[string]any{"refresh_token": reg.RefreshToken}, http.StatusOK)
+	again := decodeAs[tokenPair](t, call(t, s, "POST", "/api/auth/refresh", "", map[string]any{"refresh_token": reg.RefreshToken}, http.StatusOK))
+
+	// Reuse of a used refresh token (stolen?) is refused and revokes every
+	// refresh token of the user: the current one stops working too.
+	refuse(t, s, "POST", "/api/auth/refresh", "", map[string]any{"refresh_token": login.RefreshToken}, 401, "unauthorized")
+	refuse(t, s, "POST", "/api/auth/refresh", "", map[string]any{"refresh_token": again.RefreshToken}, 401, "unauthorized")
+	// Logging in again works.
+	call(t, s, "POST", "/api/auth/login", "", map[string]any{"username": "alice_1", "password": "correct horse"}, http.StatusOK)
 }
 
 func TestChatLoginRateLimit(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -16,6 +17,10 @@ import (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict") // unique key taken (username, room id), or version already written
+	// ErrRefreshTokenReused wraps ErrNotFound: the refresh token was already
+	// used (or revoked by logout). Its owner is returned with it so that the
+	// caller can revoke the user's other tokens (the token may be stolen).
+	ErrRefreshTokenReused = fmt.Errorf("refresh token reused: %w", ErrNotFound)
 )
 
 // DocUpdate is one accepted JSON Patch batch of a room's storage document.
@@ -104,12 +109,17 @@ type Store interface {
 	UserByID(ctx context.Context, id string) (User, error)
 
 	CreateRefreshToken(ctx context.Context, t RefreshToken) error
-	// ConsumeRefreshToken atomically deletes the token and returns it;
-	// ErrNotFound when it does not exist (used, revoked or never issued).
-	// Expired tokens are consumed and reported as ErrNotFound.
+	// ConsumeRefreshToken atomically marks the token used and returns it.
+	// A token never issued is ErrNotFound; an expired one is consumed and
+	// reported as ErrNotFound; one already used is ErrRefreshTokenReused
+	// (which is also ErrNotFound), returned with the token's UserID.
 	ConsumeRefreshToken(ctx context.Context, hash string, now time.Time) (RefreshToken, error)
-	// DeleteExpiredRefreshTokens removes tokens that expired before now and
-	// returns how many.
+	// RevokeRefreshTokens deletes every refresh token of the user.
+	RevokeRefreshTokens(ctx context.Context, userID string) error
+	// DeleteRefreshToken deletes one token (logout); unknown is not an error.
+	DeleteRefreshToken(ctx context.Context, hash string) error
+	// DeleteExpiredRefreshTokens removes tokens (used or not) that expired
+	// at or before now and returns how many.
 	DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error)
 
 	// SetUserStatus stores the user's chosen status (online, idle, dnd,

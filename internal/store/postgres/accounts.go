@@ -84,9 +84,19 @@ func (s *Store) DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (
 // ErrNotFound when it does not exist or had expired at now.
 func (s *Store) ConsumeRefreshToken(ctx context.Context, hash string, now time.Time) (store.RefreshToken, error) {
 	t := store.RefreshToken{Hash: hash}
+	reused := false
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		return c.QueryRow(ctx, `DELETE FROM refresh_tokens WHERE hash = $1 RETURNING user_id, expires_at, created_at`,
-			hash).Scan(&t.UserID, &t.ExpiresAt, &t.CreatedAt)
+		err := c.QueryRow(ctx, `UPDATE refresh_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL
+			RETURNING user_id, expires_at, created_at`, hash, now.UTC()).Scan(&t.UserID, &t.ExpiresAt, &t.CreatedAt)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		// Never issued, or used before: tell the two apart.
+		err = c.QueryRow(ctx, `SELECT user_id FROM refresh_tokens WHERE hash = $1`, hash).Scan(&t.UserID)
+		if err == nil {
+			reused = true
+		}
+		return err
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.RefreshToken{}, fmt.Errorf("postgres: refresh token: %w", store.ErrNotFound)
@@ -94,11 +104,38 @@ func (s *Store) ConsumeRefreshToken(ctx context.Context, hash string, now time.T
 	if err != nil {
 		return store.RefreshToken{}, fmt.Errorf("postgres: consume refresh token: %w", err)
 	}
+	if reused {
+		return store.RefreshToken{Hash: hash, UserID: t.UserID}, fmt.Errorf("postgres: %w", store.ErrRefreshTokenReused)
+	}
 	t.ExpiresAt, t.CreatedAt = t.ExpiresAt.UTC(), t.CreatedAt.UTC()
 	if !now.Before(t.ExpiresAt) {
 		return store.RefreshToken{}, fmt.Errorf("postgres: refresh token expired: %w", store.ErrNotFound)
 	}
 	return t, nil
+}
+
+// DeleteRefreshToken implements store.Store.
+func (s *Store) DeleteRefreshToken(ctx context.Context, hash string) error {
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `DELETE FROM refresh_tokens WHERE hash = $1`, hash)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: delete refresh token: %w", err)
+	}
+	return nil
+}
+
+// RevokeRefreshTokens implements store.Store.
+func (s *Store) RevokeRefreshTokens(ctx context.Context, userID string) error {
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1`, userID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: revoke refresh tokens of %q: %w", userID, err)
+	}
+	return nil
 }
 
 // SetUserStatus stores the user's chosen status.

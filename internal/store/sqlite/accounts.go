@@ -76,10 +76,18 @@ func (s *Store) DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (
 func (s *Store) ConsumeRefreshToken(ctx context.Context, hash string, now time.Time) (store.RefreshToken, error) {
 	t := store.RefreshToken{Hash: hash}
 	var expires, created string
-	err := s.w.QueryRowContext(ctx, `DELETE FROM refresh_tokens WHERE hash = ? RETURNING user_id, expires_at, created_at`,
-		hash).Scan(&t.UserID, &expires, &created)
+	err := s.w.QueryRowContext(ctx, `UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL
+		RETURNING user_id, expires_at, created_at`, fmtTime(now), hash).Scan(&t.UserID, &expires, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return store.RefreshToken{}, fmt.Errorf("sqlite: refresh token: %w", store.ErrNotFound)
+		// Never issued, or used before: tell the two apart.
+		err = s.w.QueryRowContext(ctx, `SELECT user_id FROM refresh_tokens WHERE hash = ?`, hash).Scan(&t.UserID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.RefreshToken{}, fmt.Errorf("sqlite: refresh token: %w", store.ErrNotFound)
+		}
+		if err != nil {
+			return store.RefreshToken{}, fmt.Errorf("sqlite: consume refresh token: %w", err)
+		}
+		return store.RefreshToken{Hash: hash, UserID: t.UserID}, fmt.Errorf("sqlite: %w", store.ErrRefreshTokenReused)
 	}
 	if err != nil {
 		return store.RefreshToken{}, fmt.Errorf("sqlite: consume refresh token: %w", err)
@@ -94,6 +102,22 @@ func (s *Store) ConsumeRefreshToken(ctx context.Context, hash string, now time.T
 		return store.RefreshToken{}, fmt.Errorf("sqlite: refresh token expired: %w", store.ErrNotFound)
 	}
 	return t, nil
+}
+
+// DeleteRefreshToken implements store.Store.
+func (s *Store) DeleteRefreshToken(ctx context.Context, hash string) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE hash = ?`, hash); err != nil {
+		return fmt.Errorf("sqlite: delete refresh token: %w", err)
+	}
+	return nil
+}
+
+// RevokeRefreshTokens implements store.Store.
+func (s *Store) RevokeRefreshTokens(ctx context.Context, userID string) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE user_id = ?`, userID); err != nil {
+		return fmt.Errorf("sqlite: revoke refresh tokens of %q: %w", userID, err)
+	}
+	return nil
 }
 
 // SetUserStatus stores the user's chosen status.

@@ -86,6 +86,9 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX messages_room_id_id ON messages (room_id, id)`,
 	}},
+	{name: "refresh token reuse detection", stmts: []string{
+		`ALTER TABLE refresh_tokens ADD COLUMN used_at TEXT`,
+	}},
 }
 
 // migrate brings the schema up to date in one transaction. BEGIN IMMEDIATE

@@ -433,6 +433,41 @@ func testRefreshTokens(t *testing.T, s store.Store) {
 			t.Errorf("ConsumeRefreshToken(%s) = %v, want ErrNotFound", tc.name, err)
 		}
 	}
+	// A used token is told apart from one never issued, with its owner, so
+	// that the caller can revoke the owner's other tokens.
+	got, err = s.ConsumeRefreshToken(ctx(t), "h-valid", now)
+	if !errors.Is(err, store.ErrRefreshTokenReused) || got.UserID != "u1" {
+		t.Errorf("reusing a token = %+v, %v; want ErrRefreshTokenReused with user u1", got, err)
+	}
+	if _, err := s.ConsumeRefreshToken(ctx(t), "h-nope", now); errors.Is(err, store.ErrRefreshTokenReused) {
+		t.Errorf("a token never issued is reported as reused")
+	}
+	// Revoking a user's tokens leaves other users' alone.
+	for _, tok := range []store.RefreshToken{
+		{Hash: "r-1", UserID: "u7", ExpiresAt: now.Add(time.Hour), CreatedAt: base},
+		{Hash: "r-2", UserID: "u7", ExpiresAt: now.Add(time.Hour), CreatedAt: base},
+		{Hash: "r-3", UserID: "u8", ExpiresAt: now.Add(time.Hour), CreatedAt: base},
+	} {
+		if err := s.CreateRefreshToken(ctx(t), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RevokeRefreshTokens(ctx(t), "u7"); err != nil {
+		t.Fatal(err)
+	}
+	// Deleting one token (logout) makes it unknown, not reused.
+	if err := s.DeleteRefreshToken(ctx(t), "r-3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRefreshToken(ctx(t), "never-issued"); err != nil {
+		t.Errorf("deleting an unknown token: %v", err)
+	}
+	for hash, want := range map[string]bool{"r-1": false, "r-2": false, "r-3": false} {
+		_, err := s.ConsumeRefreshToken(ctx(t), hash, now)
+		if (err == nil) != want || (err != nil && errors.Is(err, store.ErrRefreshTokenReused)) {
+			t.Errorf("after revoking u7, consume %s = %v", hash, err)
+		}
+	}
 }
 
 func testRefreshTokenSweep(t *testing.T, s store.Store) {
