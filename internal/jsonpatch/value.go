@@ -257,6 +257,11 @@ func stringSize(s string) int {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendString appends s as a JSON string, byte for byte as encoding/json
+// encodes it (HTML characters escaped, invalid UTF-8 as U+FFFD). Other
+// packages use it to build frames without a reflection-based Marshal.
+func AppendString(dst []byte, s string) []byte { return appendString(dst, s) }
+
 // appendString mirrors encoding/json's string encoding with HTML escaping.
 func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')

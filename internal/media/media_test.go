@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"encoding/json"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -21,7 +22,78 @@ func TestMediaForwardingRewritesSSRCPayloadTypeAndExtensions(t *testing.T) {
 		{"port-range", Config{RTCMinPort: 42000, RTCMaxPort: 42009}},
 		{"udp-mux", Config{UDPMuxPort: freeUDPPort(t)}},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testForwarding(t, tc.cfg) })
+		t.Run(tc.name, func(t *testing.T) { testForwarding(t, tc.cfg, false, false) })
+	}
+}
+
+// TestMediaForwardingOverICETCP: with Config.TCPPort every transport also
+// offers a passive TCP candidate; TCP-only pion clients (active ICE-TCP, the
+// server's UDP candidates withheld from them) connect, produce and consume
+// through it, mixed with a UDP client in the second case.
+func TestMediaForwardingOverICETCP(t *testing.T) {
+	t.Run("tcp-publisher-tcp-subscriber", func(t *testing.T) {
+		testForwarding(t, Config{TCPPort: freeTCPPort(t)}, true, true)
+	})
+	t.Run("tcp-publisher-udp-mux-subscriber", func(t *testing.T) {
+		testForwarding(t, Config{TCPPort: freeTCPPort(t), UDPMuxPort: freeUDPPort(t)}, true, false)
+	})
+	t.Run("udp-publisher-tcp-subscriber", func(t *testing.T) {
+		testForwarding(t, Config{TCPPort: freeTCPPort(t), RTCMinPort: 42010, RTCMaxPort: 42019}, false, true)
+	})
+}
+
+func freeTCPPort(t *testing.T) int {
+	l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// checkTCPCandidate checks the shape of the passive TCP candidate offered
+// next to the UDP one.
+func checkTCPCandidate(t *testing.T, info TransportInfo, port int) {
+	t.Helper()
+	var udp, tcp *IceCandidate
+	for i := range info.IceCandidates {
+		c := &info.IceCandidates[i]
+		switch c.Protocol {
+		case "udp":
+			udp = c
+		case "tcp":
+			tcp = c
+		}
+	}
+	if udp == nil || tcp == nil {
+		t.Fatalf("candidates %+v: want one UDP and one TCP", info.IceCandidates)
+	}
+	if tcp.TCPType != "passive" || tcp.Type != "host" || tcp.Port != port || tcp.IP != "127.0.0.1" || tcp.Address != tcp.IP {
+		t.Fatalf("TCP candidate %+v", *tcp)
+	}
+	if tcp.Priority >= udp.Priority || tcp.Foundation == udp.Foundation {
+		t.Fatalf("TCP candidate %+v vs UDP %+v", *tcp, *udp)
+	}
+	raw, err := json.Marshal(tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	_ = json.Unmarshal(raw, &m)
+	if m["tcpType"] != "passive" || m["protocol"] != "tcp" {
+		t.Fatalf("TCP candidate JSON %s", raw)
+	}
+	if raw, _ := json.Marshal(udp); bytes.Contains(raw, []byte("tcpType")) {
+		t.Fatalf("UDP candidate JSON %s", raw)
+	}
+}
+
+// checkSelected checks which protocol a test client's ICE pair uses.
+func checkSelected(t *testing.T, c *testClient, tcp bool) {
+	t.Helper()
+	_, isTCP := c.conn.RemoteAddr().(*net.TCPAddr)
+	if isTCP != tcp {
+		t.Fatalf("client selected %s (%T), want TCP=%v", c.conn.RemoteAddr(), c.conn.RemoteAddr(), tcp)
 	}
 }
 
@@ -34,7 +106,7 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-func testForwarding(t *testing.T, cfg Config) {
+func testForwarding(t *testing.T, cfg Config, pubTCP, subTCP bool) {
 	s, snd, _ := newTestSFU(t, cfg)
 	const room = "media-room"
 	if _, _, err := s.StartCall(room, "ua"); err != nil {
@@ -42,9 +114,22 @@ func testForwarding(t *testing.T, cfg Config) {
 	}
 	ja := joinCall(t, s, snd, room, "A", "ua")
 	jb := joinCall(t, s, snd, room, "B", "ub")
+	pubInfo, subInfo := ja.Send, jb.Recv
+	if cfg.TCPPort != 0 {
+		checkTCPCandidate(t, ja.Send, cfg.TCPPort)
+		checkTCPCandidate(t, jb.Recv, cfg.TCPPort)
+	} else if len(ja.Send.IceCandidates) != 1 || ja.Send.IceCandidates[0].Protocol != "udp" {
+		t.Fatalf("candidates without TCPPort: %+v", ja.Send.IceCandidates)
+	}
+	if pubTCP {
+		pubInfo = onlyTCP(t, pubInfo)
+	}
+	if subTCP {
+		subInfo = onlyTCP(t, subInfo)
+	}
 
 	pubRTCP := make(chan rtcp.Packet, 256)
-	pub := connectClient(t, s, room, "A", "ua", ja.Send, func(c *testClient) {
+	pub := connectClient(t, s, room, "A", "ua", pubInfo, func(c *testClient) {
 		c.onRTCP = func(pk []rtcp.Packet) {
 			for _, p := range pk {
 				select {
@@ -71,7 +156,7 @@ func testForwarding(t *testing.T, cfg Config) {
 	var mu sync.Mutex
 	var gotVideo, gotAudio []*rtp.Packet
 	var gotRTX atomic.Pointer[rtp.Packet]
-	sub := newTestClient(t, jb.Recv)
+	sub := newTestClient(t, subInfo)
 	sub.onRTP = func(p *rtp.Packet) {
 		cp := p.Clone()
 		mu.Lock()
@@ -92,6 +177,8 @@ func testForwarding(t *testing.T, cfg Config) {
 	})
 	ctxConnect(t, sub)
 	defer sub.close()
+	checkSelected(t, pub, pubTCP)
+	checkSelected(t, sub, subTCP)
 
 	// A key frame is requested for the new video consumer.
 	waitPLI := func(what string) {
