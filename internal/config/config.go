@@ -87,6 +87,7 @@ type Config struct {
 	MediaRTCMinPort    int           `flag:"media-rtc-min-port" env:"PARLEY_MEDIA_RTC_MIN_PORT" default:"40000" usage:"lowest UDP port for media"`
 	MediaRTCMaxPort    int           `flag:"media-rtc-max-port" env:"PARLEY_MEDIA_RTC_MAX_PORT" default:"49999" usage:"highest UDP port for media"`
 	MediaUDPPort       int           `flag:"media-udp-port" env:"PARLEY_MEDIA_UDP_PORT" default:"0" usage:"one muxed UDP port for all media (0 = use the port range)"`
+	MediaTCPPort       int           `flag:"media-tcp-port" env:"PARLEY_MEDIA_TCP_PORT" default:"0" usage:"also offer ICE over TCP (passive candidates) on this port (0 = off)"`
 	MediaLoopback      bool          `flag:"media-loopback" env:"PARLEY_MEDIA_LOOPBACK" default:"false" usage:"also offer 127.0.0.1 ICE candidates (local testing)"`
 	TURNURL            string        `flag:"turn-url" env:"PARLEY_TURN_URL" default:"" usage:"TURN server URL(s), comma separated, given to clients"`
 	TURNUsername       string        `flag:"turn-username" env:"PARLEY_TURN_USERNAME" default:"" usage:"static TURN username"`
@@ -378,7 +379,7 @@ func (c *Config) Validate() error {
 		bad("media-workers", "must not be negative")
 	}
 	for name, p := range map[string]int{"media-rtc-min-port": c.MediaRTCMinPort, "media-rtc-max-port": c.MediaRTCMaxPort,
-		"media-udp-port": c.MediaUDPPort, "turn-embedded-port": c.TURNEmbeddedPort} {
+		"media-udp-port": c.MediaUDPPort, "media-tcp-port": c.MediaTCPPort, "turn-embedded-port": c.TURNEmbeddedPort} {
 		if p < 0 || p > 65535 {
 			bad(name, "not a port: %d", p)
 		}

@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -61,9 +62,29 @@ func TestBrowser(t *testing.T) {
 		{"plain", Config{ListenIP: "0.0.0.0", IncludeLoopback: true}},
 		{"relay", Config{ListenIP: "0.0.0.0", IncludeLoopback: true, ForceRelay: true,
 			EmbeddedTURN: EmbeddedTURN{Enabled: true, ListenIP: "127.0.0.1", RelayIP: "127.0.0.1", Port: -1}}},
+		// ICE-TCP: the harness withholds the UDP candidates from the pages,
+		// so Chromium can only reach the SFU through its passive TCP ones.
+		{"tcp", Config{ListenIP: "0.0.0.0", IncludeLoopback: true, TCPPort: freeTCPPort(t)}},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			h := newHarness(t, sc.cfg, dist)
+			h.tcpOnly = sc.name == "tcp"
+			var watch sync.WaitGroup
+			stopWatch := make(chan struct{})
+			var maxTCP, maxUDP int
+			watch.Add(1)
+			go func() { // which transports are connected, and over what
+				defer watch.Done()
+				for {
+					tcp, udp := connectedTransports(h.sfu)
+					maxTCP, maxUDP = max(maxTCP, tcp), max(maxUDP, udp)
+					select {
+					case <-stopWatch:
+						return
+					case <-time.After(50 * time.Millisecond):
+					}
+				}
+			}()
 			room := "browser-" + sc.name
 			if _, _, err := h.sfu.StartCall(room, "ua"); err != nil {
 				t.Fatal(err)
@@ -82,9 +103,18 @@ func TestBrowser(t *testing.T) {
 				"CHROMIUM="+chromium,
 			)
 			out, err := cmd.CombinedOutput()
+			close(stopWatch)
+			watch.Wait()
 			t.Logf("node output:\n%s", out)
+			t.Logf("connected transports seen: %d over TCP, %d over UDP", maxTCP, maxUDP)
 			if err != nil {
 				t.Fatalf("browser scenario %s failed: %v", sc.name, err)
+			}
+			if sc.name == "tcp" && (maxTCP < 4 || maxUDP != 0) {
+				t.Fatalf("tcp scenario: %d transports connected over TCP, %d over UDP; want 4 and 0", maxTCP, maxUDP)
+			}
+			if sc.name == "plain" && maxTCP != 0 {
+				t.Fatalf("plain scenario: %d transports over TCP", maxTCP)
 			}
 			if sc.name == "relay" && h.sfu.turnServer.AllocationCount() == 0 {
 				// Allocations may already be released by the time the page closed;
@@ -99,6 +129,8 @@ func TestBrowser(t *testing.T) {
 // media:* frames go to SFU.Handle, Sender frames go back to the socket,
 // Events become room:* frames to every harness connection.
 type harness struct {
+	tcpOnly bool // strip the UDP candidates from media:transport_created
+
 	sfu   *SFU
 	srv   *httptest.Server
 	mu    sync.Mutex
@@ -125,6 +157,9 @@ func newHarness(t *testing.T, cfg Config, dist string) *harness {
 }
 
 func (h *harness) SendToConnection(connID string, frame []byte) bool {
+	if h.tcpOnly {
+		frame = stripUDPCandidates(frame)
+	}
 	h.mu.Lock()
 	ch := h.conns[connID]
 	h.mu.Unlock()
@@ -137,6 +172,64 @@ func (h *harness) SendToConnection(connID string, frame []byte) bool {
 	default:
 		return false
 	}
+}
+
+// stripUDPCandidates removes the UDP candidates of both transports from a
+// media:transport_created frame (other frames are returned as they are).
+func stripUDPCandidates(frame []byte) []byte {
+	var env map[string]json.RawMessage
+	if json.Unmarshal(frame, &env) != nil || string(env["type"]) != `"`+TypeTransportCreated+`"` {
+		return frame
+	}
+	var data map[string]json.RawMessage
+	if json.Unmarshal(env["data"], &data) != nil {
+		return frame
+	}
+	for _, k := range []string{"send_transport", "recv_transport"} {
+		var tr map[string]any
+		if json.Unmarshal(data[k], &tr) != nil {
+			return frame
+		}
+		cands, _ := tr["iceCandidates"].([]any)
+		var keep []any
+		for _, c := range cands {
+			if m, _ := c.(map[string]any); m != nil && m["protocol"] == "tcp" {
+				keep = append(keep, c)
+			}
+		}
+		tr["iceCandidates"] = keep
+		data[k], _ = json.Marshal(tr)
+	}
+	env["data"], _ = json.Marshal(data)
+	out, _ := json.Marshal(env)
+	return out
+}
+
+// connectedTransports counts the SFU's transports whose ICE is connected,
+// by the protocol of the selected pair.
+func connectedTransports(s *SFU) (tcp, udp int) {
+	s.mu.Lock()
+	routers := make([]*router, 0, len(s.routers))
+	for _, r := range s.routers {
+		routers = append(routers, r)
+	}
+	s.mu.Unlock()
+	for _, r := range routers {
+		r.mu.Lock()
+		for _, t := range r.transports {
+			c := t.iceConn.Load()
+			if c == nil {
+				continue
+			}
+			if _, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+				tcp++
+			} else {
+				udp++
+			}
+		}
+		r.mu.Unlock()
+	}
+	return tcp, udp
 }
 
 func (h *harness) broadcast(frame []byte) {

@@ -13,7 +13,8 @@
 // Each participant is a connection (two tabs of a user are two
 // participants) with two transports, as mediasoup-client expects: a send
 // transport carrying its producers and a recv transport carrying its
-// consumers. A transport is ICE-lite + DTLS + SRTP on one UDP 5-tuple:
+// consumers. A transport is ICE-lite + DTLS + SRTP on one UDP 5-tuple (or
+// one TCP connection, see ICE-TCP below):
 //
 //   - ICE: a pion ice.Agent in lite mode on an ice.UDPMuxDefault, either one
 //     shared socket (Config.UDPMuxPort) or one socket per transport (from
@@ -24,6 +25,16 @@
 //     the USERNAME of the first binding request for a waiting transport,
 //     and only then starts the agent (Accept) with the client's ufrag. The
 //     client retransmits its check, which then succeeds.
+//   - ICE-TCP (Config.TCPPort > 0): every transport also offers a passive
+//     TCP host candidate (RFC 6544, tcpType "passive", priority below the
+//     UDP ones) on one shared listening port, served by an ice.TCPMuxDefault
+//     (agent NetworkTypes UDP4+TCP4, WithTCPMux). The mux routes an accepted
+//     connection by the local ufrag in the USERNAME of its first STUN
+//     message (RFC 4571 framing: 2-byte length prefix); the listener given
+//     to the mux wraps each connection (sniffingConn) so that first frame
+//     also goes through the same ufrag logic as UDP (ufragWaiters) and
+//     starts the agent. pion's candidates only read once their agent has
+//     started, so that first request waits in the mux's queue meanwhile.
 //   - DTLS: pion/dtls over the ICE connection (a small demuxer splits DTLS
 //     records from SRTP/SRTCP by first byte). The role is the opposite of
 //     the client's signalled role; mediasoup-client answers "client" to our
@@ -60,6 +71,7 @@
 // # Not done
 //
 // Simulcast/SVC (rid-only encodings are refused; only the first encoding of
-// an ssrc simulcast is forwarded), ICE restart, TCP candidates, pausing,
+// an ssrc simulcast is forwarded), ICE restart, active/simultaneous-open
+// TCP candidates and IPv6, pausing,
 // data channels, receiver-side bandwidth estimation and pacing.
 package media

@@ -11,13 +11,18 @@ import (
 
 // TestNoLeakAfterJoinProduceLeaveCycles runs 50 join/connect/produce/
 // consume/leave cycles (real ICE+DTLS+SRTP on loopback) and checks that
-// goroutines and UDP sockets return to the baseline.
+// goroutines and UDP sockets return to the baseline. In the udp-mux+tcp
+// mode the clients are TCP-only (ICE-TCP through Config.TCPPort) and TCP
+// sockets are counted too.
 func TestNoLeakAfterJoinProduceLeaveCycles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("leak test runs 50 real media sessions")
 	}
 	t.Run("per-transport-sockets", func(t *testing.T) { testNoLeak(t, Config{}, 50) })
 	t.Run("udp-mux", func(t *testing.T) { testNoLeak(t, Config{UDPMuxPort: freeUDPPort(t)}, 50) })
+	t.Run("udp-mux+tcp", func(t *testing.T) {
+		testNoLeak(t, Config{UDPMuxPort: freeUDPPort(t), TCPPort: freeTCPPort(t)}, 50)
+	})
 }
 
 func testNoLeak(t *testing.T, cfg Config, cycles int) {
@@ -29,15 +34,15 @@ func testNoLeak(t *testing.T, cfg Config, cycles int) {
 	runCycle(t, s, snd, 0)
 	runtime.GC()
 	baseG := settleGoroutines(t, 0, 300*time.Millisecond)
-	baseS := countUDPSockets()
-	t.Logf("baseline: %d goroutines, %d UDP sockets", baseG, baseS)
+	baseS, baseT := countUDPSockets(), countTCPSockets()
+	t.Logf("baseline: %d goroutines, %d UDP sockets, %d TCP sockets", baseG, baseS, baseT)
 
 	for i := 1; i <= cycles; i++ {
 		runCycle(t, s, snd, i)
 	}
 	g := settleGoroutines(t, baseG+3, 10*time.Second)
-	sock := countUDPSockets()
-	t.Logf("after %d cycles: %d goroutines, %d UDP sockets", cycles, g, sock)
+	sock, tsock := countUDPSockets(), countTCPSockets()
+	t.Logf("after %d cycles: %d goroutines, %d UDP sockets, %d TCP sockets", cycles, g, sock, tsock)
 	if g > baseG+3 {
 		buf := make([]byte, 1<<20)
 		n := runtime.Stack(buf, true)
@@ -45,6 +50,9 @@ func testNoLeak(t *testing.T, cfg Config, cycles int) {
 	}
 	if sock > baseS {
 		t.Fatalf("UDP sockets: %d, baseline %d", sock, baseS)
+	}
+	if tsock > baseT {
+		t.Fatalf("TCP sockets: %d, baseline %d", tsock, baseT)
 	}
 	if n := len(s.sharedEPWaiting()); n != 0 {
 		t.Fatalf("%d ufrags still awaited by the sniffer", n)
@@ -55,7 +63,7 @@ func testNoLeak(t *testing.T, cfg Config, cycles int) {
 
 	// EndCall and Close release everything too.
 	j := joinCall(t, s, snd, "leak", "z", "uz")
-	c := connectClient(t, s, "leak", "z", "uz", j.Send)
+	c := connectClient(t, s, "leak", "z", "uz", clientInfo(t, cfg, j.Send))
 	s.EndCall("leak")
 	c.close()
 	if err := s.Close(); err != nil {
@@ -74,6 +82,22 @@ func testNoLeak(t *testing.T, cfg Config, cycles int) {
 	if sock := countUDPSockets(); sock > wantS {
 		t.Fatalf("after Close: %d UDP sockets (baseline %d)", sock, baseS)
 	}
+	wantT := baseT
+	if cfg.TCPPort != 0 {
+		wantT-- // the listener
+	}
+	if tsock := countTCPSockets(); tsock > wantT {
+		t.Fatalf("after Close: %d TCP sockets (baseline %d)", tsock, baseT)
+	}
+}
+
+// clientInfo is what a leak-test client is given: only the TCP candidates
+// when the SFU offers them.
+func clientInfo(t *testing.T, cfg Config, info TransportInfo) TransportInfo {
+	if cfg.TCPPort != 0 {
+		return onlyTCP(t, info)
+	}
+	return info
 }
 
 func runCycle(t *testing.T, s *SFU, snd *fakeSender, i int) {
@@ -81,11 +105,11 @@ func runCycle(t *testing.T, s *SFU, snd *fakeSender, i int) {
 	a, b := fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i)
 	ja := joinCall(t, s, snd, "leak", a, "ua")
 	jb := joinCall(t, s, snd, "leak", b, "ub")
-	pub := connectClient(t, s, "leak", a, "ua", ja.Send)
+	pub := connectClient(t, s, "leak", a, "ua", clientInfo(t, s.cfg, ja.Send))
 	pid := produce(t, s, snd, "leak", a, "ua", ja.Send.ID, "video", vp8ProduceParams(100, 101))
 	consume(t, s, snd, "leak", b, "ub", pid)
 	got := make(chan struct{}, 1)
-	sub := connectClient(t, s, "leak", b, "ub", jb.Recv, func(c *testClient) {
+	sub := connectClient(t, s, "leak", b, "ub", clientInfo(t, s.cfg, jb.Recv), func(c *testClient) {
 		c.onRTP = func(*rtp.Packet) {
 			select {
 			case got <- struct{}{}:
@@ -112,15 +136,33 @@ done:
 	snd.reset()
 }
 
+// sharedEPWaiting lists the ufrags still awaited on the shared UDP socket
+// and on the TCP listener.
 func (s *SFU) sharedEPWaiting() map[string]waiter {
+	out := map[string]waiter{}
+	for _, w := range []*ufragWaiters{s.sharedWaiters(), s.tcpWaiters()} {
+		if w == nil {
+			continue
+		}
+		w.mu.Lock()
+		for k, v := range w.waiting {
+			out[k] = v
+		}
+		w.mu.Unlock()
+	}
+	return out
+}
+
+func (s *SFU) sharedWaiters() *ufragWaiters {
 	if s.sharedEP == nil {
 		return nil
 	}
-	s.sharedEP.sniffer.mu.Lock()
-	defer s.sharedEP.sniffer.mu.Unlock()
-	out := map[string]waiter{}
-	for k, v := range s.sharedEP.sniffer.waiting {
-		out[k] = v
+	return s.sharedEP.sniffer.ufragWaiters
+}
+
+func (s *SFU) tcpWaiters() *ufragWaiters {
+	if s.tcpEP == nil {
+		return nil
 	}
-	return out
+	return s.tcpEP.waiters
 }

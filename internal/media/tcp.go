@@ -2,7 +2,9 @@ package media
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
@@ -33,11 +35,12 @@ func openTCPEndpoint(ip string, port int, lf logging.LoggerFactory) (*tcpEndpoin
 	mux := ice.NewTCPMuxDefault(ice.TCPMuxParams{
 		Listener:       &sniffingListener{Listener: ln, waiters: w},
 		Logger:         lf.NewLogger("tcpmux"),
-		ReadBufferSize: 64,
-		// Writes are queued up to this many bytes per connection instead of
-		// blocking the forwarding goroutine on a slow TCP peer; beyond it,
-		// packets are dropped (as they would be on UDP).
-		WriteBufferSize: 4 << 20,
+		ReadBufferSize: 64, // packets queued per ufrag before the agent reads them
+		// Writes go to a per-connection queue of up to this many bytes
+		// (pion's bufferedConn, written by its own goroutine) instead of
+		// blocking the forwarding goroutine on a slow TCP peer; when it is
+		// full whole packets are dropped, as they would be on UDP.
+		WriteBufferSize: 1 << 20,
 	})
 	return &tcpEndpoint{waiters: w, mux: mux, port: ln.Addr().(*net.TCPAddr).Port}, nil
 }
@@ -54,12 +57,22 @@ type sniffingListener struct {
 	waiters *ufragWaiters
 }
 
+// Accept retries failed accepts (EMFILE and the like) with a backoff, as
+// net/http does: pion's mux stops accepting for good at the first error.
+// Only a closed listener (TCPMuxDefault.Close) ends it.
 func (l *sniffingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	delay := 5 * time.Millisecond
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return &sniffingConn{Conn: c, waiters: l.waiters}, nil
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, time.Second)
 	}
-	return &sniffingConn{Conn: c, waiters: l.waiters}, nil
 }
 
 // maxSniffedFrame bounds what is buffered for the first message (the mux

@@ -539,13 +539,19 @@ func vp8Payload(n int) []byte {
 
 // ---- resource counting for leak tests ----
 
-func countUDPSockets() int {
+func countUDPSockets() int { return countSockets("/proc/net/udp", "/proc/net/udp6") }
+
+// countTCPSockets counts this process's TCP sockets (listening or
+// connected; TIME_WAIT ones have no descriptor).
+func countTCPSockets() int { return countSockets("/proc/net/tcp", "/proc/net/tcp6") }
+
+func countSockets(tables ...string) int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return -1
 	}
 	udpInodes := map[string]bool{}
-	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+	for _, f := range tables {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue

@@ -54,6 +54,7 @@ func TestLocalIPs(t *testing.T) {
 func TestConfigValidation(t *testing.T) {
 	for _, c := range []Config{
 		{ListenIP: "nope"}, {AnnouncedIP: "x"}, {RTCMinPort: 10}, {RTCMinPort: 20, RTCMaxPort: 10}, {UDPMuxPort: 70000},
+		{TCPPort: 70000}, {TCPPort: -1},
 	} {
 		if _, err := New(c, newFakeSender(), nil, nil); err == nil {
 			t.Errorf("config %+v accepted", c)

@@ -3,6 +3,8 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +136,50 @@ func TestCallSignallingThroughServer(t *testing.T) {
 	expectSet(t, bob, "media:room_closed", protocol.TypeRoomCallEnded)
 	if code, _ := s.Do("POST", "/api/rooms/call/call/end", s.Token("bob", nil), nil); code != 404 {
 		t.Fatalf("second end: %d", code)
+	}
+}
+
+// With --media-tcp-port the transports also offer a passive TCP candidate.
+func TestCallOffersICETCPWhenConfigured(t *testing.T) {
+	env := mediaEnv()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	env["PARLEY_MEDIA_TCP_PORT"] = fmt.Sprint(port)
+	s := servertest.Start(t, env)
+	s.IgnoreTypes = []string{"presence:update", protocol.TypeRoomCallStarted, protocol.TypeRoomCallUpdated}
+	if err := s.Srv.Store.CreateRoom(context.Background(), store.Room{ID: "tcp", Name: "TCP", OwnerID: "alice", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	alice := s.DialUser("alice", nil)
+	if code, body := s.Do("POST", "/api/rooms/tcp/call/start", s.Token("alice", nil), nil); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	alice.Request("media:join", "j", map[string]string{"room_id": "tcp"})
+	alice.Expect("media:router_capabilities")
+	var tc struct {
+		SendTransport struct {
+			ICECandidates []struct {
+				Protocol string `json:"protocol"`
+				Port     int    `json:"port"`
+				TCPType  string `json:"tcpType"`
+			} `json:"iceCandidates"`
+		} `json:"send_transport"`
+	}
+	alice.ExpectInto("media:transport_created", &tc)
+	var udp, tcp int
+	for _, c := range tc.SendTransport.ICECandidates {
+		switch {
+		case c.Protocol == "udp":
+			udp++
+		case c.Protocol == "tcp" && c.Port == port && c.TCPType == "passive":
+			tcp++
+		}
+	}
+	if udp == 0 || tcp == 0 {
+		t.Fatalf("candidates %+v: want udp and passive tcp on %d", tc.SendTransport.ICECandidates, port)
 	}
 }

@@ -19,7 +19,7 @@ func (s *Server) wireMedia(base *api.Base) error {
 	mc := media.Config{
 		Workers: cfg.MediaWorkers, ListenIP: cfg.MediaListenIP, AnnouncedIP: cfg.MediaAnnouncedIP,
 		RTCMinPort: uint16(cfg.MediaRTCMinPort), RTCMaxPort: uint16(cfg.MediaRTCMaxPort),
-		UDPMuxPort: cfg.MediaUDPPort, IncludeLoopback: cfg.MediaLoopback,
+		UDPMuxPort: cfg.MediaUDPPort, TCPPort: cfg.MediaTCPPort, IncludeLoopback: cfg.MediaLoopback,
 		TURNUsername: cfg.TURNUsername, TURNPassword: cfg.TURNPassword,
 		TURNSharedSecret: cfg.TURNSharedSecret, TURNCredentialTTL: cfg.TURNCredentialTTL, ForceRelay: cfg.TURNForceRelay,
 		EmbeddedTURN: media.EmbeddedTURN{Enabled: cfg.TURNEmbedded, ListenIP: cfg.TURNEmbeddedListen,
