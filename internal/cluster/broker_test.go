@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -149,4 +150,63 @@ func TestDeliveryCodec(t *testing.T) {
 			t.Fatalf("truncated input of %d bytes accepted", i)
 		}
 	}
+}
+
+// A NATS server restart interrupts cross-node delivery; both brokers
+// reconnect by themselves and delivery resumes (fault test; it stops by
+// itself within its deadline).
+func TestNATSBrokerSurvivesServerRestart(t *testing.T) {
+	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true}
+	ns, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	port := ns.Addr().(*net.TCPAddr).Port
+	url := ns.ClientURL()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h1, h2 := hub.New(), hub.New()
+	b1, err := NewNATS(url, "n1", h1, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b1.Close()
+	b2, err := NewNATS(url, "n2", h2, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	target := &rec{id: "c", user: "u"}
+	h2.Add(target)
+
+	// deliveredWithin sends until the target (on node 2) gets one from node 1.
+	deliveredWithin := func(what string, d time.Duration) {
+		t.Helper()
+		before := len(target.got())
+		deadline := time.Now().Add(d)
+		for len(target.got()) == before {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: nothing delivered within %s", what, d)
+			}
+			b1.ToUsers([]string{"u"}, []byte("x"), "")
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	deliveredWithin("before the restart", 5*time.Second)
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ns2, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns2.Start()
+	if !ns2.ReadyForConnections(10 * time.Second) {
+		t.Fatal("restarted nats not ready")
+	}
+	defer ns2.Shutdown()
+	deliveredWithin("after the restart", 30*time.Second)
 }
