@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -104,5 +105,81 @@ func TestClusterTwoNodes(t *testing.T) {
 	}
 	if code, body := n2.Do("GET", "/api/rooms/doc/storage", servertest.APIKey, nil); code != 200 || !strings.Contains(string(body), `"a":1`) {
 		t.Fatalf("read on node 2: %d %s", code, body)
+	}
+}
+
+// Fault test: every PostgreSQL connection of the server is killed. Batches
+// in flight may fail (their senders get `internal`, nobody else hears of
+// them), the pool reconnects by itself, and the room's versions stay
+// gapless: what clients were told is exactly what is stored.
+func TestPostgresConnectionsKilled(t *testing.T) {
+	env := clusterEnv(t)
+	env["PARLEY_BROKER"] = "local"
+	app := fmt.Sprintf("parley_fault_%d", rand.Uint64())
+	env["PARLEY_POSTGRES_URL"] += "&application_name=" + app
+	s := servertest.Start(t, env)
+	s.IgnoreTypes = []string{"presence:update"}
+	a := s.DialUser("alice", servertest.AllRooms)
+	join(a, "r", "", nil)
+	patch(a, "r", "p0", `[{"op":"add","path":"/n","value":0}]`, nil)
+	a.Expect(protocol.TypeRoomStorageUpdated)
+
+	url := os.Getenv("PARLEY_TEST_POSTGRES_URL")
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var killed int
+	if err := conn.QueryRow(context.Background(),
+		`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed == 0 {
+		t.Fatal("no server connection found to kill")
+	}
+
+	// Keep writing until writes succeed again; count what was acknowledged.
+	acked := 1
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 1; ; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("writes did not recover")
+		}
+		id := fmt.Sprintf("p%d", i)
+		patch(a, "r", id, fmt.Sprintf(`[{"op":"replace","path":"/n","value":%d}]`, i), nil)
+		f, ok := a.Next(10 * time.Second)
+		if !ok {
+			t.Fatal("no reply")
+		}
+		if f.Type == protocol.TypeRoomStorageUpdated {
+			var u storageUpdated
+			_ = json.Unmarshal(f.Data, &u)
+			acked++
+			if u.Version != int64(acked) {
+				t.Fatalf("acknowledged version %d, want %d (a gap)", u.Version, acked)
+			}
+			if acked >= 4 {
+				break
+			}
+			continue
+		}
+		if f.Type != protocol.TypeError || !strings.Contains(string(f.Data), `"internal"`) {
+			t.Fatalf("unexpected reply %s %s", f.Type, f.Data)
+		}
+	}
+	if code, body := s.Do("GET", "/healthz", "", nil); code != 200 {
+		t.Fatalf("healthz after recovery: %d %s", code, body)
+	}
+	// What is stored is exactly what was acknowledged.
+	v, _ := restStorage(t, s, "r")
+	if v != int64(acked) {
+		t.Fatalf("stored version %d, acknowledged %d", v, acked)
+	}
+	// A fresh load from the database agrees.
+	b := s.DialUser("bob", servertest.AllRooms)
+	st := join(b, "r", "", nil)
+	if st.Storage.Version != int64(acked) {
+		t.Fatalf("joined at version %d, acknowledged %d", st.Storage.Version, acked)
 	}
 }
