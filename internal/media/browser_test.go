@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/testenv"
 )
 
 // TestBrowser runs test/browser/media.mjs (playwright-core + Debian's
@@ -24,33 +25,8 @@ import (
 // the Parley envelope. It skips when node, Chromium or web/media's
 // node_modules are missing, unless PARLEY_REQUIRE_BROWSER=1.
 func TestBrowser(t *testing.T) {
-	root, _ := filepath.Abs(filepath.Join("..", ".."))
-	webMedia := filepath.Join(root, "web", "media")
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	missing := ""
-	if _, err := exec.LookPath("node"); err != nil {
-		missing = "node is not installed"
-	} else if _, err := os.Stat(chromium); err != nil {
-		missing = chromium + " is missing (apt-get install chromium)"
-	} else if _, err := os.Stat(filepath.Join(webMedia, "node_modules", "playwright-core")); err != nil {
-		missing = "web/media/node_modules is missing (run web/media/build.sh)"
-	}
-	if missing != "" {
-		if os.Getenv("PARLEY_REQUIRE_BROWSER") == "1" {
-			t.Fatalf("browser test required but %s", missing)
-		}
-		t.Skip("browser test skipped: " + missing)
-	}
-	dist := filepath.Join(webMedia, "dist")
-	if _, err := os.Stat(filepath.Join(dist, "page.js")); err != nil {
-		out, err := exec.Command(filepath.Join(webMedia, "build.sh")).CombinedOutput()
-		if err != nil {
-			t.Fatalf("build.sh: %v\n%s", err, out)
-		}
-	}
+	testenv.Browser(t, "browser test")
+	root, chromium, dist := testenv.RepoRoot(), testenv.Chromium(), filepath.Join(testenv.WebMedia(), "dist")
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}

@@ -5,26 +5,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/parleyhq/parley/internal/testenv"
 )
 
 // TestMediasoupClientAcceptsPayloads runs web/media/test (node --test):
 // mediasoup-client's own Device.load, createSendTransport/createRecvTransport
 // and consume, with its FakeHandler, on the payloads this SFU produces.
 func TestMediasoupClientAcceptsPayloads(t *testing.T) {
-	root, _ := filepath.Abs(filepath.Join("..", ".."))
-	webMedia := filepath.Join(root, "web", "media")
-	missing := ""
-	if _, err := exec.LookPath("node"); err != nil {
-		missing = "node is not installed"
-	} else if _, err := os.Stat(filepath.Join(webMedia, "node_modules", "mediasoup-client")); err != nil {
-		missing = "web/media/node_modules is missing (run web/media/build.sh)"
-	}
-	if missing != "" {
-		if os.Getenv("PARLEY_REQUIRE_BROWSER") == "1" {
-			t.Fatalf("mediasoup-client test required but %s", missing)
-		}
-		t.Skip("mediasoup-client test skipped: " + missing)
-	}
+	testenv.NPMPackage(t, "mediasoup-client test", "mediasoup-client")
+	root, webMedia := testenv.RepoRoot(), testenv.WebMedia()
 	// The fixtures come from the Go program, generated here so the test runs
 	// against this checkout's code.
 	fixtures := filepath.Join(t.TempDir(), "fixtures.json")

@@ -12,36 +12,8 @@ import (
 
 	"github.com/parleyhq/parley/internal/server/servertest"
 	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/testenv"
 )
-
-// browserPrereqs returns the repository root, or skips (fails when
-// PARLEY_REQUIRE_BROWSER=1) when node, Chromium or web/media's packages are
-// missing.
-func browserPrereqs(t *testing.T) string {
-	t.Helper()
-	root, _ := filepath.Abs(filepath.Join("..", ".."))
-	webMedia := filepath.Join(root, "web", "media")
-	missing := ""
-	if _, err := exec.LookPath("node"); err != nil {
-		missing = "node is not installed"
-	} else if _, err := os.Stat("/usr/bin/chromium"); err != nil {
-		missing = "/usr/bin/chromium is missing (apt-get install chromium)"
-	} else if _, err := os.Stat(filepath.Join(webMedia, "node_modules", "playwright-core")); err != nil {
-		missing = "web/media/node_modules is missing (run web/media/build.sh)"
-	}
-	if missing != "" {
-		if os.Getenv("PARLEY_REQUIRE_BROWSER") == "1" {
-			t.Fatalf("browser test required but %s", missing)
-		}
-		t.Skip("browser test skipped: " + missing)
-	}
-	if _, err := os.Stat(filepath.Join(webMedia, "dist", "page.js")); err != nil {
-		if out, err := exec.Command(filepath.Join(webMedia, "build.sh")).CombinedOutput(); err != nil {
-			t.Fatalf("build.sh: %v\n%s", err, out)
-		}
-	}
-	return root
-}
 
 func freeUDPPort(t *testing.T) int {
 	t.Helper()
@@ -58,7 +30,8 @@ func freeUDPPort(t *testing.T) int {
 // exchange audio and video, then one closes its video producer and leaves.
 // The relay scenario forces relay through the embedded TURN server.
 func TestBrowserCallThroughServer(t *testing.T) {
-	root := browserPrereqs(t)
+	testenv.Browser(t, "browser test")
+	root := testenv.RepoRoot()
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}

@@ -3,22 +3,17 @@ package server_test
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/parleyhq/parley/internal/server/servertest"
+	"github.com/parleyhq/parley/internal/testenv"
 )
 
 // TestJSClient runs web/client's Node tests (the JavaScript client library)
 // against a real server.
 func TestJSClient(t *testing.T) {
-	if _, err := exec.LookPath("node"); err != nil {
-		if os.Getenv("PARLEY_REQUIRE_BROWSER") == "1" {
-			t.Fatal("JS client test required but node is not installed")
-		}
-		t.Skip("JS client test skipped: node is not installed")
-	}
-	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	testenv.Node(t, "JS client test")
+	root := testenv.RepoRoot()
 	s := startRooms(t, nil)
 	cmd := exec.Command("node", "--experimental-websocket", "--no-warnings", "--test", "web/client/test/")
 	cmd.Dir = root
