@@ -147,8 +147,8 @@ func (b *Base) RequireAPIKey(r *http.Request) error {
 // RoomID reads and validates the {id} path value.
 func RoomID(r *http.Request) (string, error) {
 	id := r.PathValue("id")
-	if !protocol.ValidRoomID(id) {
-		return "", protocol.Errorf(protocol.CodeBadRequest, "room id must be 1-128 characters of [A-Za-z0-9._:-]")
+	if err := protocol.CheckRoomID("room id", id); err != nil {
+		return "", err
 	}
 	return id, nil
 }

@@ -87,8 +87,8 @@ func (h *ChatRooms) create(w http.ResponseWriter, r *http.Request) {
 	id := uuid.NewString()
 	if b.ID != nil {
 		id = *b.ID
-		if !protocol.ValidRoomID(id) {
-			Error(w, protocol.Errorf(protocol.CodeBadRequest, "id must be 1-128 characters of [A-Za-z0-9._:-]"))
+		if err := protocol.CheckRoomID("id", id); err != nil {
+			Error(w, err)
 			return
 		}
 	}

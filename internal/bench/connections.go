@@ -146,13 +146,12 @@ type connWorker struct {
 	reasons     codeCounts
 	closeCodes  codeCounts
 
-	mu       sync.Mutex
-	hist     *Hist
-	conns    []*wsConn
-	first    time.Time
-	last     time.Time
-	readers  sync.WaitGroup
-	lastProg int64
+	mu      sync.Mutex
+	hist    *Hist
+	conns   []*wsConn
+	first   time.Time
+	last    time.Time
+	readers sync.WaitGroup
 }
 
 // open dials all connections, paced at rate, and returns when every

@@ -31,9 +31,8 @@ type peer struct {
 	frames    int64
 	lastRecv  int64
 
-	sent   atomic.Int64 // requests sent by this peer
-	acked  atomic.Int64 // replies received
-	sentAt []int64      // storage: send time by id (ring)
+	sent  atomic.Int64 // requests sent by this peer
+	acked atomic.Int64 // replies received
 
 	joined    chan struct{}
 	joinOnce  sync.Once

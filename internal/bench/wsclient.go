@@ -267,7 +267,6 @@ var (
 	keyTS              = []byte(`"bts":`)
 	keySeq             = []byte(`"bseq":`)
 	keyPub             = []byte(`"bpub":`)
-	keyID              = []byte(`"id":"`)
 )
 
 // intAfter parses the integer that follows key in p (ok false when absent).

@@ -76,8 +76,8 @@ func (s *Service) handleTyping(ctx context.Context, sess gateway.Session, env pr
 	if perr := protocol.DecodeData(env.Data, &d); perr != nil {
 		return perr
 	}
-	if !protocol.ValidRoomID(d.RoomID) {
-		return protocol.Errorf(protocol.CodeBadRequest, "room_id must be 1-128 characters of [A-Za-z0-9._:-]")
+	if err := protocol.CheckRoomID("room_id", d.RoomID); err != nil {
+		return err
 	}
 	k := typingKey{room: d.RoomID, user: sess.UserID()}
 	mu := s.typingLock(k)

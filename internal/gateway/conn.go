@@ -350,8 +350,6 @@ func closePayload(code int, msg string) []byte {
 	return b
 }
 
-var errTooBig = errors.New("message too big")
-
 // readLoop reads frames until the connection ends.
 func (c *Conn) readLoop() {
 	// A small read buffer: a typical client message (header and payload)

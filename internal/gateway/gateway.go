@@ -11,7 +11,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -272,5 +271,3 @@ func (g *Gateway) RunHeartbeat() {
 func newConnID() string { return uuid.NewString() }
 
 func closeCodeLabel(code int) string { return strconv.Itoa(code) }
-
-var errClosed = errors.New("connection closed")

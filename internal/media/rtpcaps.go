@@ -254,15 +254,6 @@ func routerRTXFor(pt uint8) (RtpCodecCapability, bool) {
 	return RtpCodecCapability{}, false
 }
 
-func routerExtDirection(kind, uri string) (RtpHeaderExtensionCapability, bool) {
-	for _, e := range routerHeaderExtensions() {
-		if e.Kind == kind && e.URI == uri {
-			return e, true
-		}
-	}
-	return RtpHeaderExtensionCapability{}, false
-}
-
 func hasFeedback(list []RtcpFeedback, fb RtcpFeedback) bool {
 	for _, f := range list {
 		if f.Type == fb.Type && f.Parameter == fb.Parameter {

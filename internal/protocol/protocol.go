@@ -183,6 +183,15 @@ func ValidRoomID(id string) bool {
 	return true
 }
 
+// CheckRoomID is ValidRoomID as a bad_request error naming the field (nil
+// when valid).
+func CheckRoomID(field, id string) error {
+	if ValidRoomID(id) {
+		return nil
+	}
+	return Errorf(CodeBadRequest, "%s must be 1-128 characters of [A-Za-z0-9._:-]", field)
+}
+
 // Encode builds one server frame. data may be nil, a json.RawMessage or any
 // value encoding/json can marshal.
 func Encode(typ, id string, data any) []byte {

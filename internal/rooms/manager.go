@@ -194,12 +194,7 @@ func (m *Manager) Disconnected(s gateway.Session, _ bool) {
 	}
 }
 
-func validRoom(id string) *protocol.Error {
-	if !protocol.ValidRoomID(id) {
-		return protocol.Errorf(protocol.CodeBadRequest, "room_id must be 1-128 characters of [A-Za-z0-9._:-]")
-	}
-	return nil
-}
+func validRoom(id string) error { return protocol.CheckRoomID("room_id", id) }
 
 // permsFor computes what s may do in roomID.
 func (m *Manager) permsFor(ctx context.Context, s gateway.Session, roomID string) (auth.Perm, error) {

@@ -3,7 +3,6 @@ package rooms
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/parleyhq/parley/internal/auth"
@@ -198,11 +197,4 @@ func (m *Manager) Patch(ctx context.Context, roomID, clientID string, ops json.R
 		// The batch may still commit; the caller cannot know.
 		return 0, fmt.Errorf("waiting for commit: %w", ctx.Err())
 	}
-}
-
-// IsProtocolError reports whether err is a client-facing protocol error.
-func IsProtocolError(err error) (*protocol.Error, bool) {
-	var pe *protocol.Error
-	ok := errors.As(err, &pe)
-	return pe, ok
 }

@@ -58,8 +58,8 @@ func (s *Server) handleMedia(ctx context.Context, sess gateway.Session, env prot
 	if len(env.Data) == 0 || json.Unmarshal(env.Data, &d) != nil {
 		return protocol.Errorf(protocol.CodeBadRequest, "data with room_id is required")
 	}
-	if !protocol.ValidRoomID(d.RoomID) {
-		return protocol.Errorf(protocol.CodeBadRequest, "room_id must be 1-128 characters of [A-Za-z0-9._:-]")
+	if err := protocol.CheckRoomID("room_id", d.RoomID); err != nil {
+		return err
 	}
 	ok, err := s.canCall(ctx, sess.UserID(), d.RoomID)
 	if err != nil {
