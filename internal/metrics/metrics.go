@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // Metrics is the set of server metrics.
@@ -25,6 +27,7 @@ type Metrics struct {
 	Errors            *prometheus.CounterVec
 	StorageCommits    prometheus.Counter
 	StorageBatches    prometheus.Histogram
+	Panics            *prometheus.CounterVec // where: a fixed set (internal/safe)
 
 	inCache  sync.Map // type → prometheus.Counter
 	outCache sync.Map
@@ -58,8 +61,9 @@ func New(gauges map[string]func() float64) *Metrics {
 			Help: "Durable storage updates committed."}),
 		StorageBatches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_storage_commit_batch_size",
 			Help: "Updates per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
+		Panics: safe.NewCounterVec(),
 	}
-	r.MustRegister(m.ConnectionsTotal, m.AuthFailures, m.QueueOverflows, m.HeartbeatTimeouts, m.Closes,
+	r.MustRegister(m.Panics, m.ConnectionsTotal, m.AuthFailures, m.QueueOverflows, m.HeartbeatTimeouts, m.Closes,
 		m.MessagesIn, m.MessagesOut, m.Errors, m.StorageCommits, m.StorageBatches)
 	for name, fn := range gauges {
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: gaugeHelp[name]}, fn))
@@ -99,6 +103,22 @@ func (m *Metrics) Out(typ string, n int) {
 	if n > 0 {
 		cached(&m.outCache, m.MessagesOut, typ).Add(float64(n))
 	}
+}
+
+// Panic counts one recovered panic (implements safe.Counter). where is one
+// of safe.All; anything else is counted as "other" so the label set stays
+// fixed.
+func (m *Metrics) Panic(where string) {
+	if m == nil {
+		return
+	}
+	for _, w := range safe.All {
+		if string(w) == where {
+			m.Panics.WithLabelValues(where).Inc()
+			return
+		}
+	}
+	m.Panics.WithLabelValues("other").Inc()
 }
 
 // Error counts an error reply.
