@@ -33,12 +33,18 @@ const (
 	CodeRateLimited     = "rate_limited"
 	CodeConflict        = "conflict"
 	CodeInternal        = "internal"
+	// CodeUnsupported answers a well-formed request the server does not
+	// implement (PROTOCOL.md §6); it never counts as a protocol violation.
+	CodeUnsupported = "unsupported"
 )
 
 // WebSocket close codes.
 const (
 	CloseNormal          = 1000
 	CloseGoingAway       = 1001 // server shutting down
+	CloseProtocolError   = 1002 // RFC 6455 framing violated (§7.4.1)
+	CloseInternalError   = 1011 // a panic contained while serving this connection
+	CloseDisconnected    = 4003 // disconnected by the server API: do not reconnect
 	CloseTokenExpired    = 4001
 	CloseSlowConsumer    = 4008
 	CloseMessageTooBig   = 4009
