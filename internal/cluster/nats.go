@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parleyhq/parley/internal/hub"
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // Subject every node publishes deliveries to and subscribes to.
@@ -31,6 +32,10 @@ type NATS struct {
 	node   string
 	local  *Local
 	logger *slog.Logger
+
+	// Panics counts panics contained while delivering a message from
+	// another node (nil: only logged). Set before deliveries start.
+	Panics safe.Counter
 }
 
 // NewNATS connects to url and subscribes. nodeID "" picks a random id.
@@ -94,7 +99,11 @@ func (b *NATS) publish(kind byte, id string, users []string, frame []byte) {
 	}
 }
 
+// receive delivers a message from another node to this node's connections.
+// It runs on the NATS client's dispatch goroutine: a panic there would stop
+// every later delivery, so it is contained per message.
 func (b *NATS) receive(m *nats.Msg) {
+	defer safe.Recover(b.logger, b.Panics, safe.Broker, nil)
 	d, err := decodeDelivery(m.Data)
 	if err != nil {
 		b.logger.Warn("bad delivery from NATS", "err", err)
