@@ -176,7 +176,10 @@ func (p *Policy) grants(ctx context.Context, sub Subject, roomID string) (Set, b
 		return 0, false, fmt.Errorf("access: room %s: %w", roomID, err)
 	}
 	if sub.APIKey {
-		return Read | Write | Moderate, exists, nil
+		if exists {
+			return Read | Write | Moderate, true, nil
+		}
+		return Read | Write, false, nil
 	}
 	var set Set
 	if sub.Claims != nil {
