@@ -143,10 +143,52 @@ func TestAccessRemovedMemberLeavesCall(t *testing.T) {
 	a, b := s.Dial(alice), s.Dial(bob)
 	join(b, "team", "rj", nil)
 	call(t, s, "POST", "/api/rooms/team/call/start", alice, nil, http.StatusOK)
-	for _, c := range []*servertest.Client{a, b} {
-		if got := outcome(t, c, "media:join", "mj", map[string]string{"room_id": "team"}); got != "ok" {
-			t.Fatalf("%s media:join: %s", c.UserID, got)
+	var tc struct {
+		SendTransport struct {
+			ID string `json:"id"`
+		} `json:"send_transport"`
+	}
+	a.Request("media:join", "mj", map[string]string{"room_id": "team"})
+	a.Expect("media:router_capabilities")
+	a.ExpectInto("media:transport_created", &tc)
+	if got := outcome(t, b, "media:join", "mj", map[string]string{"room_id": "team"}); got != "ok" {
+		t.Fatalf("bob media:join: %s", got)
+	}
+	produce := func(id string, ssrc int) {
+		t.Helper()
+		if got := outcome(t, a, "media:produce", id, map[string]any{"room_id": "team", "transport_id": tc.SendTransport.ID, "kind": "audio",
+			"rtp_parameters": map[string]any{
+				"mid":              id,
+				"codecs":           []map[string]any{{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2, "parameters": map[string]any{}, "rtcpFeedback": []any{}}},
+				"headerExtensions": []map[string]any{{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 4, "encrypt": false, "parameters": map[string]any{}}},
+				"encodings":        []map[string]any{{"ssrc": ssrc}},
+				"rtcp":             map[string]any{"cname": "c", "reducedSize": true},
+			}}); got != "ok" {
+			t.Fatalf("produce %s: %s", id, got)
 		}
+	}
+	// newProducers counts the media:new_producer frames bob gets before the
+	// reply to a ping (everything sent to him before it is in order).
+	newProducers := func() int {
+		t.Helper()
+		b.Request(protocol.TypePing, "quiet", nil)
+		n := 0
+		for {
+			f, ok := b.Next(5 * time.Second)
+			if !ok {
+				t.Fatal("bob: no pong")
+			}
+			if f.Type == protocol.TypePong && f.ID == "quiet" {
+				return n
+			}
+			if f.Type == "media:new_producer" {
+				n++
+			}
+		}
+	}
+	produce("p1", 1111)
+	if n := newProducers(); n != 1 {
+		t.Fatalf("bob, a participant, got %d media:new_producer, want 1", n)
 	}
 	b.Request(protocol.TypeTypingStart, "ty", map[string]any{"room_id": "team"})
 	expectAck(b, "ty")
@@ -175,6 +217,10 @@ func TestAccessRemovedMemberLeavesCall(t *testing.T) {
 		if f.Type == protocol.TypeRoomLeft {
 			break
 		}
+	}
+	produce("p2", 2222)
+	if n := newProducers(); n != 0 {
+		t.Fatalf("removed bob got %d media:new_producer", n)
 	}
 	parts := string(call(t, s, "GET", "/api/rooms/team/call/participants", alice, nil, http.StatusOK))
 	if strings.Contains(parts, b.ConnID) || !strings.Contains(parts, a.ConnID) {
