@@ -501,3 +501,29 @@ func TestAccessMatrix(t *testing.T) {
 		<-c.Closed()
 	}
 }
+
+// TestAccessDevModeOpensRooms: with --dev every room is open to every user
+// (read, presence, write, calls) over both the WebSocket and REST; chat
+// stays for members and moderation for owners.
+func TestAccessDevModeOpensRooms(t *testing.T) {
+	env := mediaEnv()
+	env["PARLEY_DEV"] = "true"
+	s := servertest.Start(t, env)
+	s.IgnoreTypes = []string{"presence:update"}
+	anyone := s.Token("anyone", nil)
+	c := s.Dial(anyone)
+	join(c, "anyroom", "j", map[string]any{"presence": map[string]int{"x": 1}})
+	patch(c, "anyroom", "s", `[{"op":"add","path":"/a","value":1}]`, nil)
+	c.Expect(protocol.TypeRoomStorageUpdated)
+	call(t, s, "GET", "/api/rooms/anyroom/storage", anyone, nil, http.StatusOK)
+	call(t, s, "POST", "/api/rooms/anyroom/call/start", anyone, nil, http.StatusOK)
+	if got := outcome(t, c, "media:join", "mj", map[string]string{"room_id": "anyroom"}); got != "ok" {
+		t.Fatalf("dev media:join: %s", got)
+	}
+	owner := s.Token("owner", nil)
+	createRoom(t, s, owner, "team", false)
+	refuse(t, s, "POST", "/api/rooms/team/messages", anyone, map[string]string{"content": "hi"}, http.StatusForbidden, "forbidden")
+	refuse(t, s, "POST", "/api/rooms/team/members", anyone, map[string]string{"user_id": "anyone"}, http.StatusForbidden, "forbidden")
+	// The id has state: a user cannot claim it, even in dev mode.
+	refuse(t, s, "POST", "/api/rooms", anyone, map[string]any{"id": "anyroom", "name": "mine"}, http.StatusConflict, "conflict")
+}
