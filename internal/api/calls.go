@@ -1,23 +1,22 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/hub"
 	"github.com/parleyhq/parley/internal/media"
 	"github.com/parleyhq/parley/internal/protocol"
 )
 
-// Calls serves the call endpoints under /api/rooms/{id}/call.
+// Calls serves the call endpoints under /api/rooms/{id}/call. Every one
+// needs access.Call (members; every user in dev mode; PROTOCOL.md §6, §7).
 type Calls struct {
 	*Base
-	SFU *media.SFU
-	Hub *hub.Hub
-	// CanCall reports whether the user may start, join or signal calls in
-	// the room (members; everyone in dev mode).
-	CanCall func(ctx context.Context, userID, roomID string) (bool, error)
+	SFU    *media.SFU
+	Hub    *hub.Hub
+	Access Decider
 }
 
 // Register adds the routes to mux.
@@ -29,24 +28,17 @@ func (h *Calls) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/rooms/{id}/call/participants", h.participants)
 }
 
-// member authenticates a user and checks they may use calls in the room.
+// member authenticates the caller and asks the policy for access.Call.
 func (h *Calls) member(r *http.Request) (Caller, string, error) {
 	roomID, err := RoomID(r)
 	if err != nil {
 		return Caller{}, "", err
 	}
-	c, err := h.RequireUser(r)
+	c, err := h.Authenticate(r)
 	if err != nil {
 		return c, "", err
 	}
-	ok, err := h.CanCall(r.Context(), c.UserID(), roomID)
-	if err != nil {
-		return c, "", h.Internal(err, "membership check")
-	}
-	if !ok {
-		return c, "", protocol.Errorf(protocol.CodeForbidden, "only members of room %s may use its call", roomID)
-	}
-	return c, roomID, nil
+	return c, roomID, h.allow(r.Context(), h.Access, c, roomID, access.Call)
 }
 
 func (h *Calls) start(w http.ResponseWriter, r *http.Request) {

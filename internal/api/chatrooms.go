@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/chat"
 	"github.com/parleyhq/parley/internal/protocol"
@@ -20,12 +21,17 @@ import (
 // POST/GET /api/rooms, GET /api/rooms/{id}, members, join and leave.
 //
 // A user token acts as itself. The server API key acts as an administrator:
-// it may create ownerless rooms, read any room and manage any room's
-// members; the endpoints about "me" (list, join, leave) need a user token.
+// it may create ownerless rooms (also on an id that already has state),
+// read any room and manage any room's members; the endpoints about "me"
+// (list, join, leave) need a user token. Every room decision is the access
+// policy's (Access): create needs access.Create, get access.Read, members
+// access.Moderate, join access.Join; leave needs nothing (anyone may leave,
+// and the answer does not tell whether the room exists).
 type ChatRooms struct {
 	*Base
-	Store store.Store
-	Chat  *chat.Service
+	Store  store.Store
+	Chat   *chat.Service
+	Access Decider
 }
 
 // MaxRoomNameChars is the longest room name.
@@ -97,6 +103,14 @@ func (h *ChatRooms) create(w http.ResponseWriter, r *http.Request) {
 		Error(w, protocol.Errorf(protocol.CodeBadRequest, "name must be 1-%d characters without control characters", MaxRoomNameChars))
 		return
 	}
+	if b.ID != nil {
+		// PROTOCOL.md v1.1 §7: an id with state (storage, a live client,
+		// a call) is taken for users.
+		if err := h.allow(r.Context(), h.Access, c, id, access.Create); err != nil {
+			Error(w, err)
+			return
+		}
+	}
 	room := store.Room{ID: id, Name: name, Open: b.Open, OwnerID: c.UserID(),
 		CreatedAt: time.Now().UTC().Truncate(time.Millisecond)}
 	if err := h.Store.CreateRoom(r.Context(), room); errors.Is(err, store.ErrConflict) {
@@ -132,13 +146,18 @@ func (h *ChatRooms) list(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, out)
 }
 
-// room loads the {id} room: 400 for a bad id, 404 when it does not exist.
-func (h *ChatRooms) room(ctx context.Context, r *http.Request) (store.Room, error) {
+// room asks the policy for action on the {id} room, then loads it: 400 for
+// a bad id, the policy's refusal (the same for an unknown room as for one
+// the caller may not see), 404 when a visible room has no record.
+func (h *ChatRooms) room(r *http.Request, c Caller, action access.Action) (store.Room, error) {
 	id, err := RoomID(r)
 	if err != nil {
 		return store.Room{}, err
 	}
-	room, err := h.Store.GetRoom(ctx, id)
+	if err := h.allow(r.Context(), h.Access, c, id, action); err != nil {
+		return store.Room{}, err
+	}
+	room, err := h.Store.GetRoom(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Room{}, NotFound("no room %s", id)
 	}
@@ -148,15 +167,15 @@ func (h *ChatRooms) room(ctx context.Context, r *http.Request) (store.Room, erro
 	return room, nil
 }
 
-// get answers the room and its member ids, to members, to anyone for open
-// rooms, and to the API key.
+// get answers the room and its member ids to whoever may read the room
+// (access.Read: members, anyone for open rooms, read grants, the API key).
 func (h *ChatRooms) get(w http.ResponseWriter, r *http.Request) {
 	c, err := h.Authenticate(r)
 	if err != nil {
 		Error(w, err)
 		return
 	}
-	room, err := h.room(r.Context(), r)
+	room, err := h.room(r, c, access.Read)
 	if err != nil {
 		Error(w, err)
 		return
@@ -166,30 +185,9 @@ func (h *ChatRooms) get(w http.ResponseWriter, r *http.Request) {
 		Error(w, h.Internal(err, "list members"))
 		return
 	}
-	if !c.APIKey && !room.Open && !contains(members, c.UserID()) {
-		Error(w, protocol.Errorf(protocol.CodeForbidden, "not a member of room %s", room.ID))
-		return
-	}
 	out := roomJSON(room)
 	out.Members = members
 	WriteJSON(w, http.StatusOK, out)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// ownerOrKey checks the caller may manage the room's members.
-func ownerOrKey(c Caller, room store.Room) error {
-	if c.APIKey || (room.OwnerID != "" && c.UserID() == room.OwnerID) {
-		return nil
-	}
-	return protocol.Errorf(protocol.CodeForbidden, "only the owner of room %s may manage its members", room.ID)
 }
 
 type memberBody struct {
@@ -205,12 +203,8 @@ func (h *ChatRooms) addMember(w http.ResponseWriter, r *http.Request) {
 		Error(w, err)
 		return
 	}
-	room, err := h.room(r.Context(), r)
+	room, err := h.room(r, c, access.Moderate)
 	if err != nil {
-		Error(w, err)
-		return
-	}
-	if err := ownerOrKey(c, room); err != nil {
 		Error(w, err)
 		return
 	}
@@ -239,12 +233,8 @@ func (h *ChatRooms) removeMember(w http.ResponseWriter, r *http.Request) {
 		Error(w, err)
 		return
 	}
-	room, err := h.room(r.Context(), r)
+	room, err := h.room(r, c, access.Moderate)
 	if err != nil {
-		Error(w, err)
-		return
-	}
-	if err := ownerOrKey(c, room); err != nil {
 		Error(w, err)
 		return
 	}
@@ -271,30 +261,17 @@ func (h *ChatRooms) removeAndApply(w http.ResponseWriter, r *http.Request, roomI
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// join makes the caller a member of an open room (403 for other rooms).
-// 204; joining again is a no-op.
+// join makes the caller a member of an open room (access.Join; 403 for
+// other rooms). 204; joining again is a no-op.
 func (h *ChatRooms) join(w http.ResponseWriter, r *http.Request) {
 	c, err := h.RequireUser(r)
 	if err != nil {
 		Error(w, err)
 		return
 	}
-	room, err := h.room(r.Context(), r)
+	room, err := h.room(r, c, access.Join)
 	if err != nil {
 		Error(w, err)
-		return
-	}
-	member, err := h.Store.IsMember(r.Context(), room.ID, c.UserID())
-	if err != nil {
-		Error(w, h.Internal(err, "membership check"))
-		return
-	}
-	if member {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	if !room.Open {
-		Error(w, protocol.Errorf(protocol.CodeForbidden, "room %s is not open; ask its owner to add you", room.ID))
 		return
 	}
 	if err := h.Store.AddMember(r.Context(), room.ID, c.UserID()); err != nil {
@@ -306,21 +283,28 @@ func (h *ChatRooms) join(w http.ResponseWriter, r *http.Request) {
 }
 
 // leave removes the caller from the room; the owner cannot leave (403).
-// 204, also when the caller was not a member.
+// 204, also when the caller was not a member or the room does not exist:
+// leaving needs no permission, and the answer tells nothing about a room
+// the caller may not see.
 func (h *ChatRooms) leave(w http.ResponseWriter, r *http.Request) {
 	c, err := h.RequireUser(r)
 	if err != nil {
 		Error(w, err)
 		return
 	}
-	room, err := h.room(r.Context(), r)
+	id, err := RoomID(r)
 	if err != nil {
 		Error(w, err)
 		return
 	}
-	if c.UserID() == room.OwnerID {
+	room, err := h.Store.GetRoom(r.Context(), id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		Error(w, h.Internal(err, "load room"))
+		return
+	}
+	if err == nil && c.UserID() == room.OwnerID {
 		Error(w, protocol.Errorf(protocol.CodeForbidden, "the owner of room %s cannot leave it", room.ID))
 		return
 	}
-	h.removeAndApply(w, r, room.ID, c.UserID())
+	h.removeAndApply(w, r, id, c.UserID())
 }

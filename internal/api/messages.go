@@ -71,7 +71,7 @@ func (h *Messages) create(w http.ResponseWriter, r *http.Request) {
 	if b.Nonce != nil {
 		nonce = *b.Nonce
 	}
-	m, err := h.Chat.PostMessage(r.Context(), roomID, c.UserID(), *b.Content, nonce, h.origin(c, r))
+	m, err := h.Chat.PostMessage(r.Context(), roomID, c.Subject(), *b.Content, nonce, h.origin(c, r))
 	if err != nil {
 		Error(w, err)
 		return
@@ -102,7 +102,7 @@ func (h *Messages) list(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	items, next, err := h.Chat.ListMessages(r.Context(), roomID, c.UserID(), before, limit)
+	items, next, err := h.Chat.ListMessages(r.Context(), roomID, c.Subject(), before, limit)
 	if err != nil {
 		Error(w, err)
 		return
@@ -129,7 +129,7 @@ func (h *Messages) edit(w http.ResponseWriter, r *http.Request) {
 		Error(w, protocol.Errorf(protocol.CodeBadRequest, "content is required"))
 		return
 	}
-	m, err := h.Chat.EditMessage(r.Context(), roomID, c.UserID(), r.PathValue("mid"), *b.Content, h.origin(c, r))
+	m, err := h.Chat.EditMessage(r.Context(), roomID, c.Subject(), r.PathValue("mid"), *b.Content, h.origin(c, r))
 	if err != nil {
 		Error(w, err)
 		return
@@ -143,7 +143,7 @@ func (h *Messages) remove(w http.ResponseWriter, r *http.Request) {
 		Error(w, err)
 		return
 	}
-	if err := h.Chat.DeleteMessage(r.Context(), roomID, c.UserID(), r.PathValue("mid"), h.origin(c, r)); err != nil {
+	if err := h.Chat.DeleteMessage(r.Context(), roomID, c.Subject(), r.PathValue("mid"), h.origin(c, r)); err != nil {
 		Error(w, err)
 		return
 	}

@@ -10,7 +10,9 @@ import (
 
 // Presence serves GET /api/presence?user_ids=a,b: the status of up to
 // MaxPresenceIDs users as the caller sees it (offline when not connected;
-// invisible shown as offline except to the user themself).
+// invisible shown as offline except to the user themself; with
+// --presence-audience shared, offline for users who share no room with the
+// caller, as for presence:update frames; PROTOCOL.md §5).
 type Presence struct {
 	*Base
 	Chat *chat.Service
@@ -55,5 +57,5 @@ func (h *Presence) get(w http.ResponseWriter, r *http.Request) {
 	}
 	WriteJSON(w, http.StatusOK, struct {
 		Items []chat.PresenceEvent `json:"items"`
-	}{h.Chat.Statuses(c.UserID(), ids)})
+	}{h.Chat.Statuses(r.Context(), c.UserID(), ids)})
 }

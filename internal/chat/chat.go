@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/cluster"
 	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/hub"
@@ -31,10 +32,19 @@ import (
 	"github.com/parleyhq/parley/internal/store"
 )
 
-// RoomRefresher re-checks a user's live room clients after a membership
-// change (rooms.Manager).
+// RoomRefresher re-checks a user's live capabilities in a room after a
+// membership change and ends those the access policy no longer grants:
+// rooms.Manager (room clients leave with room:left) and the call wiring
+// (the user's connections leave the call: media:peer_left to the others,
+// consumers and transports closed).
 type RoomRefresher interface {
 	RefreshUser(ctx context.Context, roomID, userID string)
+}
+
+// Access is the access policy (access.Policy): nil when sub may take
+// action a in roomID, else a *protocol.Error or a store failure.
+type Access interface {
+	Decide(ctx context.Context, sub access.Subject, roomID string, a access.Action) error
 }
 
 // Options configure the service (from config.Config).
@@ -45,7 +55,11 @@ type Options struct {
 	// and who owns a connection id; deliveries go through Broker.
 	Hub   *hub.Hub
 	Rooms RoomRefresher // may be nil
-	Log   *slog.Logger
+	Calls RoomRefresher // may be nil
+	// Access decides access.Chat (messages, typing); nil means the policy
+	// over Store without dev mode.
+	Access Access
+	Log    *slog.Logger
 
 	TypingTimeout        time.Duration // typing expiry without renewal (6s)
 	PresenceOfflineGrace time.Duration // delay before a disconnected user shows offline (5s)
@@ -84,6 +98,9 @@ func New(opts Options) *Service {
 	}
 	if opts.PresenceAudience == "" {
 		opts.PresenceAudience = AudienceAll
+	}
+	if opts.Access == nil {
+		opts.Access = &access.Policy{Records: opts.Store}
 	}
 	if opts.MessageMaxChars <= 0 {
 		opts.MessageMaxChars = 4000
@@ -161,35 +178,31 @@ func (s *Service) Disconnected(sess gateway.Session, last bool) {
 }
 
 // MembershipChanged applies a membership change (already stored) to live
-// state: the user's live room clients are re-checked and, when removed,
-// their typing in that room ends (the remaining members get typing:stop).
-// Messages need nothing: their audience is read from the store at send
-// time.
+// state at once: the user's live room clients are re-checked (removed ones
+// get room:left), their call connections are re-checked (removed ones
+// leave the call), and, when removed, their typing in that room ends (the
+// remaining members get typing:stop). Messages need nothing: their
+// audience is read from the store at send time.
 func (s *Service) MembershipChanged(ctx context.Context, roomID, userID string, removed bool) {
 	if s.opts.Rooms != nil {
 		s.opts.Rooms.RefreshUser(ctx, roomID, userID)
+	}
+	if s.opts.Calls != nil {
+		s.opts.Calls.RefreshUser(ctx, roomID, userID)
 	}
 	if removed {
 		s.endTyping(ctx, roomID, userID)
 	}
 }
 
-// requireMember returns nil when the user is a member of the room,
-// not_found when the room does not exist and forbidden otherwise.
-func (s *Service) requireMember(ctx context.Context, roomID, userID string) error {
-	ok, err := s.st.IsMember(ctx, roomID, userID)
-	if err != nil {
-		return s.internal(err, "membership check")
+// requireChat asks the policy for access.Chat: nil for members; the same
+// forbidden answer for a room the subject may not see as for an unknown
+// one (access.Invisible); forbidden or not_found for a visible room.
+func (s *Service) requireChat(ctx context.Context, roomID string, who access.Subject) error {
+	if err := s.opts.Access.Decide(ctx, who, roomID, access.Chat); err != nil {
+		return s.internal(err, "access check")
 	}
-	if ok {
-		return nil
-	}
-	if _, err := s.st.GetRoom(ctx, roomID); errors.Is(err, store.ErrNotFound) {
-		return protocol.Errorf(protocol.CodeNotFound, "no room %s", roomID)
-	} else if err != nil {
-		return s.internal(err, "room lookup")
-	}
-	return protocol.Errorf(protocol.CodeForbidden, "not a member of room %s", roomID)
+	return nil
 }
 
 // othersOf returns the members of the room other than userID.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/store"
 )
@@ -94,14 +95,17 @@ func (s *Service) push(ctx context.Context, roomID, typ string, data any, except
 // PostMessage stores a message by a member and pushes message:create to
 // every member's connections but exceptConn; it ends the author's typing
 // in the room (typing:stop after the message:create).
-func (s *Service) PostMessage(ctx context.Context, roomID, authorID, content, nonce, exceptConn string) (Message, error) {
+// who is the caller (access.Chat is asked of the policy); the author is
+// who.UserID.
+func (s *Service) PostMessage(ctx context.Context, roomID string, who access.Subject, content, nonce, exceptConn string) (Message, error) {
+	authorID := who.UserID
 	if err := s.ValidateContent(content); err != nil {
 		return Message{}, err
 	}
 	if utf8.RuneCountInString(nonce) > MaxNonceChars {
 		return Message{}, protocol.Errorf(protocol.CodeBadRequest, "nonce longer than %d characters", MaxNonceChars)
 	}
-	if err := s.requireMember(ctx, roomID, authorID); err != nil {
+	if err := s.requireChat(ctx, roomID, who); err != nil {
 		return Message{}, err
 	}
 	m := store.Message{ID: uuid.Must(uuid.NewV7()).String(), RoomID: roomID, AuthorID: authorID,
@@ -120,12 +124,12 @@ func (s *Service) PostMessage(ctx context.Context, roomID, authorID, content, no
 
 // ListMessages returns up to limit messages of the room older than before
 // ("" for the newest), newest first, and the id to pass as before for the
-// next page ("" when there is none). Members only.
-func (s *Service) ListMessages(ctx context.Context, roomID, userID, before string, limit int) ([]Message, string, error) {
+// next page ("" when there is none). Needs access.Chat (members).
+func (s *Service) ListMessages(ctx context.Context, roomID string, who access.Subject, before string, limit int) ([]Message, string, error) {
 	if limit < 1 || limit > MaxPageSize {
 		return nil, "", protocol.Errorf(protocol.CodeBadRequest, "limit must be 1 to %d", MaxPageSize)
 	}
-	if err := s.requireMember(ctx, roomID, userID); err != nil {
+	if err := s.requireChat(ctx, roomID, who); err != nil {
 		return nil, "", err
 	}
 	msgs, err := s.st.ListMessages(ctx, roomID, before, limit+1)
@@ -144,12 +148,14 @@ func (s *Service) ListMessages(ctx context.Context, roomID, userID, before strin
 	return out, next, nil
 }
 
-// authored loads a message of the room and checks that userID, a member,
-// wrote it.
-func (s *Service) authored(ctx context.Context, roomID, userID, msgID string) error {
-	if err := s.requireMember(ctx, roomID, userID); err != nil {
+// authored asks the policy for access.Chat, then loads a message of the
+// room and checks that who wrote it (a message-level rule: only its author
+// changes a message).
+func (s *Service) authored(ctx context.Context, roomID string, who access.Subject, msgID string) error {
+	if err := s.requireChat(ctx, roomID, who); err != nil {
 		return err
 	}
+	userID := who.UserID
 	m, err := s.st.GetMessage(ctx, roomID, msgID)
 	if errors.Is(err, store.ErrNotFound) {
 		return protocol.Errorf(protocol.CodeNotFound, "no message %s in room %s", msgID, roomID)
@@ -165,11 +171,11 @@ func (s *Service) authored(ctx context.Context, roomID, userID, msgID string) er
 
 // EditMessage replaces the content of the user's own message and pushes
 // message:update (the full message) like PostMessage.
-func (s *Service) EditMessage(ctx context.Context, roomID, userID, msgID, content, exceptConn string) (Message, error) {
+func (s *Service) EditMessage(ctx context.Context, roomID string, who access.Subject, msgID, content, exceptConn string) (Message, error) {
 	if err := s.ValidateContent(content); err != nil {
 		return Message{}, err
 	}
-	if err := s.authored(ctx, roomID, userID, msgID); err != nil {
+	if err := s.authored(ctx, roomID, who, msgID); err != nil {
 		return Message{}, err
 	}
 	m, err := s.st.UpdateMessage(ctx, roomID, msgID, content, now())
@@ -188,8 +194,8 @@ func (s *Service) EditMessage(ctx context.Context, roomID, userID, msgID, conten
 
 // DeleteMessage soft-deletes the user's own message and pushes
 // message:delete {id, room_id} like PostMessage.
-func (s *Service) DeleteMessage(ctx context.Context, roomID, userID, msgID, exceptConn string) error {
-	if err := s.authored(ctx, roomID, userID, msgID); err != nil {
+func (s *Service) DeleteMessage(ctx context.Context, roomID string, who access.Subject, msgID, exceptConn string) error {
+	if err := s.authored(ctx, roomID, who, msgID); err != nil {
 		return err
 	}
 	err := s.st.DeleteMessage(ctx, roomID, msgID, now())

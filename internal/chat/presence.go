@@ -247,11 +247,26 @@ func (s *Service) sharingUsers(ctx context.Context, user string) []string {
 // Statuses returns the status of each user as viewer sees it: offline when
 // not connected (after the grace period), invisible shown as offline,
 // except that viewers see their own chosen status (invisible included)
-// while connected.
-func (s *Service) Statuses(viewer string, userIDs []string) []PresenceEvent {
+// while connected. With the "shared" audience (--presence-audience), the
+// same audience as presence:update frames: a user who shares no room with
+// viewer is shown offline. viewer "" is the server API key, which sees
+// every status as other users do. A store failure shows everyone but the
+// viewer offline (never more than the audience allows).
+func (s *Service) Statuses(ctx context.Context, viewer string, userIDs []string) []PresenceEvent {
+	var audience map[string]struct{}
+	if s.opts.PresenceAudience == AudienceShared && viewer != "" {
+		audience = map[string]struct{}{viewer: {}}
+		for _, u := range s.sharingUsers(ctx, viewer) {
+			audience[u] = struct{}{}
+		}
+	}
 	out := make([]PresenceEvent, 0, len(userIDs))
 	for _, u := range userIDs {
 		st := StatusOffline
+		if _, shared := audience[u]; audience != nil && !shared {
+			out = append(out, PresenceEvent{UserID: u, Presence: st})
+			continue
+		}
 		if up := s.pres.get(u); up != nil {
 			if u == viewer {
 				st = up.chosen

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/protocol"
 )
@@ -85,7 +86,9 @@ func (s *Service) handleTyping(ctx context.Context, sess gateway.Session, env pr
 	defer mu.Unlock()
 	// Checked under the key's lock: a removal stores first and then ends
 	// typing under the same lock, so a start cannot slip in after it.
-	if err := s.requireMember(ctx, k.room, k.user); err != nil {
+	who := access.User(sess.Claims())
+	who.UserID = sess.UserID()
+	if err := s.requireChat(ctx, k.room, who); err != nil {
 		return err
 	}
 	if !start {

@@ -183,6 +183,8 @@ func TestTypingThousandsExpireWithoutGoroutines(t *testing.T) {
 	}
 }
 
+// TestTypingRefusedForNonMembers: a private room and an unknown one get the
+// same refusal (no existence oracle, PROTOCOL.md v1.1 §7).
 func TestTypingRefusedForNonMembers(t *testing.T) {
 	st := &fakeStore{members: map[string][]string{"r": {"a", "b"}}}
 	br := &recordingBroker{}
@@ -190,7 +192,7 @@ func TestTypingRefusedForNonMembers(t *testing.T) {
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	for _, tc := range []struct {
 		room, code string
-	}{{"r", protocol.CodeForbidden}, {"nope", protocol.CodeNotFound}, {"bad room", protocol.CodeBadRequest}} {
+	}{{"r", protocol.CodeForbidden}, {"nope", protocol.CodeForbidden}, {"bad room", protocol.CodeBadRequest}} {
 		data, _ := json.Marshal(map[string]string{"room_id": tc.room})
 		err := svc.Handle(context.Background(), &fakeSession{id: "c", user: "x"},
 			protocol.Envelope{Type: protocol.TypeTypingStart, ID: "1", Data: data})

@@ -40,10 +40,10 @@ func Apply(d Doc, ops []Op, lim Limits) (Doc, error) {
 		}
 	}
 	if lim.MaxBytes > 0 && a.root.size > lim.MaxBytes {
-		return d, fmt.Errorf("jsonpatch: %w", errorf(ErrTooLarge, "resulting document is %d bytes, limit %d", a.root.size, lim.MaxBytes))
+		return d, fmt.Errorf("jsonpatch: %w", errorf(ErrTooLarge, "resulting document larger than %d bytes", lim.MaxBytes))
 	}
 	if lim.MaxDepth > 0 && a.root.depth > lim.MaxDepth {
-		return d, fmt.Errorf("jsonpatch: %w", errorf(ErrTooLarge, "resulting document is nested %d deep, limit %d", a.root.depth, lim.MaxDepth))
+		return d, fmt.Errorf("jsonpatch: %w", errorf(ErrTooLarge, "resulting document nested deeper than %d", lim.MaxDepth))
 	}
 	return Doc{root: a.root}, nil
 }

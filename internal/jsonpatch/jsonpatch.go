@@ -27,6 +27,9 @@ import (
 
 // Errors returned by this package are wrapped around one of these sentinels
 // with a message naming the operation index and path; use errors.Is.
+// Messages carry the op, its paths and the configured limits, never a
+// value read from the document (no contents, sizes, lengths or depths):
+// they reach clients that may write without reading (PROTOCOL.md v1.1 §4).
 var (
 	// ErrInvalid reports a malformed patch or document, or an operation that
 	// cannot be applied (path not found, index out of range, ...).

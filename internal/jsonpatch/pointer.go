@@ -79,12 +79,12 @@ func parseIndex(tok string, n int, insert bool) (int, error) {
 			return 0, errorf(ErrInvalid, "invalid array index %q", tok)
 		}
 		if i > (hardMaxSize-9)/10 {
-			return 0, errorf(ErrInvalid, "array index %s out of range (length %d)", tok, n)
+			return 0, errorf(ErrInvalid, "array index %s out of range", tok)
 		}
 		i = i*10 + int(c-'0')
 	}
 	if i > n || i == n && !insert {
-		return 0, errorf(ErrInvalid, "array index %d out of range (length %d)", i, n)
+		return 0, errorf(ErrInvalid, "array index %d out of range", i)
 	}
 	return i, nil
 }

@@ -20,7 +20,7 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/jsonpatch"
 	"github.com/parleyhq/parley/internal/metrics"
@@ -39,9 +39,13 @@ type Options struct {
 	MaxRoomsPerConn  int // rooms one connection may be in at once (0 = no limit)
 }
 
-// AccessFunc returns the permissions a user has in a room beyond the
-// token's grants: all of them for members and open rooms, none otherwise.
-type AccessFunc func(ctx context.Context, userID, roomID string) (auth.Perm, error)
+// Access is the access policy rooms ask (access.Policy): every action a
+// subject may take in a room. Join needs access.Read, room:update_presence
+// access.Presence, room:update_storage and room:broadcast access.Write
+// (PROTOCOL.md v1.1 §4; the table is in internal/access).
+type Access interface {
+	Grants(ctx context.Context, sub access.Subject, roomID string) (access.Set, error)
+}
 
 // Manager owns the live rooms of this node.
 type Manager struct {
@@ -49,7 +53,7 @@ type Manager struct {
 	limits    jsonpatch.Limits
 	store     store.Store
 	committer *store.Committer
-	access    AccessFunc
+	access    Access
 	metrics   *metrics.Metrics
 	log       *slog.Logger
 
@@ -61,9 +65,9 @@ type Manager struct {
 }
 
 // NewManager creates a manager writing storage through committer.
-func NewManager(opts Options, st store.Store, committer *store.Committer, access AccessFunc, m *metrics.Metrics, log *slog.Logger) *Manager {
+func NewManager(opts Options, st store.Store, committer *store.Committer, acc Access, m *metrics.Metrics, log *slog.Logger) *Manager {
 	return &Manager{
-		opts: opts, store: st, committer: committer, access: access, metrics: m, log: log,
+		opts: opts, store: st, committer: committer, access: acc, metrics: m, log: log,
 		limits:    jsonpatch.Limits{MaxOps: opts.StorageMaxOps, MaxDepth: opts.StorageMaxDepth, MaxBytes: opts.StorageMaxBytes},
 		rooms:     map[string]*Room{},
 		connRooms: map[string]map[string]*Room{},
@@ -196,22 +200,38 @@ func (m *Manager) Disconnected(s gateway.Session, _ bool) {
 
 func validRoom(id string) error { return protocol.CheckRoomID("room_id", id) }
 
-// permsFor computes what s may do in roomID.
-func (m *Manager) permsFor(ctx context.Context, s gateway.Session, roomID string) (auth.Perm, error) {
-	p := s.Claims().RoomPerms(roomID)
-	if p == auth.PermAll || m.access == nil {
-		return p, nil
+// subject is the access subject of a session.
+func subject(s gateway.Session) access.Subject {
+	sub := access.User(s.Claims())
+	sub.UserID = s.UserID()
+	return sub
+}
+
+// permsFor asks the policy what s may do in roomID.
+func (m *Manager) permsFor(ctx context.Context, s gateway.Session, roomID string) (access.Set, error) {
+	return m.access.Grants(ctx, subject(s), roomID)
+}
+
+// HasState reports whether the room is live on this node: a client in it
+// or a storage batch still being committed (an access.StateProbe for
+// PROTOCOL.md v1.1 §7: such an id cannot be claimed by POST /api/rooms).
+func (m *Manager) HasState(_ context.Context, roomID string) (bool, error) {
+	m.mu.Lock()
+	r := m.rooms[roomID]
+	m.mu.Unlock()
+	if r == nil {
+		return false, nil
 	}
-	extra, err := m.access(ctx, s.UserID(), roomID)
-	if err != nil {
-		return 0, err
-	}
-	return p | extra, nil
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.clients) > 0 || r.pending > 0 || r.headVer > 0, nil
 }
 
 // RefreshUser re-evaluates the permissions of the user's clients in the
 // room (after a membership change): clients that lost read access are
-// removed (everyone gets room:left), others get their new permissions.
+// removed at once (everyone, the client included, gets room:left), others
+// get their new permissions. A store failure removes the client too: a
+// removal must never leave a capability behind.
 func (m *Manager) RefreshUser(ctx context.Context, roomID, userID string) {
 	m.mu.Lock()
 	r := m.rooms[roomID]
@@ -235,9 +255,9 @@ func (m *Manager) RefreshUser(ctx context.Context, roomID, userID string) {
 		p, err := m.permsFor(ctx, c.session, roomID)
 		if err != nil {
 			m.log.Warn("refresh permissions", "room", roomID, "user", userID, "err", err)
-			continue
+			p = 0
 		}
-		if !p.Has(auth.PermRead) {
+		if p&access.Read == 0 {
 			m.trackConn(c.session.ID(), r, false)
 			m.removeClient(r, c.session.ID(), "")
 			continue

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/jsonpatch"
 	"github.com/parleyhq/parley/internal/protocol"
@@ -19,7 +19,7 @@ import (
 type client struct {
 	id       string // session.ID(), kept to skip an interface call per delivery
 	session  gateway.Session
-	perms    auth.Perm
+	perms    access.Set
 	presence map[string]json.RawMessage
 	joinedAt time.Time
 }
@@ -168,11 +168,12 @@ func (m *Manager) join(ctx context.Context, s gateway.Session, env protocol.Enve
 	if err != nil {
 		return fmt.Errorf("room access: %w", err)
 	}
-	if !perms.Has(auth.PermRead) {
-		return protocol.Errorf(protocol.CodeForbidden, "no access to room %s", d.RoomID)
+	need := access.Read
+	if presence != nil {
+		need |= access.Presence
 	}
-	if presence != nil && !perms.Has(auth.PermPresence) {
-		return protocol.Errorf(protocol.CodeForbidden, "no presence permission in room %s", d.RoomID)
+	if err := access.Refusal(d.RoomID, perms, true, subject(s), need); err != nil {
+		return err
 	}
 	r, err := m.acquire(ctx, d.RoomID)
 	if err != nil {
@@ -312,7 +313,7 @@ func (m *Manager) updatePresence(s gateway.Session, env protocol.Envelope) error
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c, err := r.clientWith(s, auth.PermPresence, "presence")
+	c, err := r.clientWith(s, access.Presence)
 	if err != nil {
 		return err
 	}
@@ -376,7 +377,7 @@ func (m *Manager) broadcast(s gateway.Session, env protocol.Envelope) error {
 	frame = append(frame, d.Event...)
 	frame = append(frame, `}}`...)
 	r.mu.Lock()
-	if _, err := r.clientWith(s, auth.PermWrite, "write"); err != nil {
+	if _, err := r.clientWith(s, access.Write); err != nil {
 		r.mu.Unlock()
 		return err
 	}
@@ -413,14 +414,16 @@ func (m *Manager) decodeInRoom(s gateway.Session, env protocol.Envelope, d roomM
 	return r, nil
 }
 
-// clientWith returns s's client in r when it holds perm. Needs r.mu.
-func (r *Room) clientWith(s gateway.Session, perm auth.Perm, what string) (*client, error) {
+// clientWith returns s's client in r when the policy's answer at join (or
+// the last RefreshUser) holds action. Needs r.mu. Errors: not_found when
+// not in the room, forbidden naming the missing action (access.Refusal).
+func (r *Room) clientWith(s gateway.Session, action access.Action) (*client, error) {
 	c, ok := r.clients[s.ID()]
 	if !ok {
 		return nil, errNotInRoom(r.id)
 	}
-	if !c.perms.Has(perm) {
-		return nil, protocol.Errorf(protocol.CodeForbidden, "no %s permission in room %s", what, r.id)
+	if err := access.Refusal(r.id, c.perms, true, subject(s), action); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/jsonpatch"
 	"github.com/parleyhq/parley/internal/protocol"
@@ -32,7 +32,7 @@ func (m *Manager) updateStorage(s gateway.Session, env protocol.Envelope) error 
 		return err
 	}
 	r.mu.Lock()
-	_, err = r.clientWith(s, auth.PermWrite, "write")
+	_, err = r.clientWith(s, access.Write)
 	r.mu.Unlock()
 	if err != nil {
 		return err

@@ -18,7 +18,7 @@ import (
 func (s *Server) wireChat(base *api.Base) error {
 	cfg := s.cfg
 	svc := chat.New(chat.Options{
-		Store: s.Store, Broker: s.Broker, Hub: s.Hub, Rooms: s.Rooms, Log: s.log,
+		Store: s.Store, Broker: s.Broker, Hub: s.Hub, Rooms: s.Rooms, Calls: callAccess{s}, Access: s.Access, Log: s.log,
 		TypingTimeout: cfg.TypingTimeout, PresenceOfflineGrace: cfg.PresenceOfflineGrace,
 		PresenceAudience: cfg.PresenceAudience, MessageMaxChars: cfg.MessageMaxChars,
 		// One node is the only writer of statuses unless clustered.
@@ -37,7 +37,7 @@ func (s *Server) wireChat(base *api.Base) error {
 	(&api.Accounts{Base: base, Store: s.Store, Signer: s.Signer, AccessTTL: cfg.AccessTokenTTL,
 		RefreshTTL: cfg.RefreshTokenTTL, Limiter: api.NewLoginLimiter(cfg.LoginRate, cfg.LoginBurst)}).Register(s.mux)
 	(&api.Tokens{Base: base, Signer: s.Signer, DefaultTTL: cfg.AccessTokenTTL}).Register(s.mux)
-	(&api.ChatRooms{Base: base, Store: s.Store, Chat: svc}).Register(s.mux)
+	(&api.ChatRooms{Base: base, Store: s.Store, Chat: svc, Access: s.Access}).Register(s.mux)
 	(&api.Messages{Base: base, Chat: svc}).Register(s.mux)
 	(&api.Presence{Base: base, Chat: svc}).Register(s.mux)
 

@@ -340,7 +340,7 @@ func TestChatRoomsAndMembership(t *testing.T) {
 		refuse(t, s, "POST", "/api/rooms", alice, bad, 400, "bad_request")
 	}
 	refuse(t, s, "POST", "/api/rooms", "", map[string]any{"name": "x"}, 401, "unauthorized")
-	refuse(t, s, "GET", "/api/rooms/ok", alice, nil, 404, "not_found")
+	refuse(t, s, "GET", "/api/rooms/ok", alice, nil, 403, "forbidden") // unknown looks like private
 
 	mine := decodeAs[messagePage](t, call(t, s, "GET", "/api/rooms", bob, nil, http.StatusOK))
 	if len(mine.Items) != 0 || mine.NextBefore != nil {
@@ -349,7 +349,7 @@ func TestChatRoomsAndMembership(t *testing.T) {
 	refuse(t, s, "GET", "/api/rooms/general", bob, nil, 403, "forbidden")
 	refuse(t, s, "POST", "/api/rooms/general/members", bob, map[string]any{"user_id": "bob"}, 403, "forbidden")
 	refuse(t, s, "POST", "/api/rooms/general/join", bob, nil, 403, "forbidden")
-	refuse(t, s, "POST", "/api/rooms/nope/join", bob, nil, 404, "not_found")
+	refuse(t, s, "POST", "/api/rooms/nope/join", bob, nil, 403, "forbidden")
 	refuse(t, s, "POST", "/api/rooms/general/members", alice, map[string]any{"user_id": ""}, 400, "bad_request")
 
 	addMember(t, s, alice, "general", "bob")
@@ -588,7 +588,7 @@ func TestChatMessageRefusals(t *testing.T) {
 	path := "/api/rooms/team/messages"
 	refuse(t, s, "POST", path, carol, map[string]any{"content": "intruder"}, 403, "forbidden")
 	refuse(t, s, "POST", "/api/rooms/open/messages", carol, map[string]any{"content": "join first"}, 403, "forbidden")
-	refuse(t, s, "POST", "/api/rooms/nowhere/messages", alice, map[string]any{"content": "x"}, 404, "not_found")
+	refuse(t, s, "POST", "/api/rooms/nowhere/messages", alice, map[string]any{"content": "x"}, 403, "forbidden")
 	refuse(t, s, "POST", "/api/rooms/bad%20id/messages", alice, map[string]any{"content": "x"}, 400, "bad_request")
 	refuse(t, s, "POST", path, "", map[string]any{"content": "x"}, 401, "unauthorized")
 	refuse(t, s, "POST", path, servertest.APIKey, map[string]any{"content": "x"}, 403, "forbidden")
@@ -748,7 +748,7 @@ func TestChatTypingRefusals(t *testing.T) {
 	c.Request(protocol.TypeTypingStop, "f3", map[string]any{"room_id": "team"})
 	c.ExpectError(protocol.CodeForbidden, "f3")
 	c.Request(protocol.TypeTypingStart, "n1", map[string]any{"room_id": "nowhere"})
-	c.ExpectError(protocol.CodeNotFound, "n1")
+	c.ExpectError(protocol.CodeForbidden, "n1") // unknown looks like private
 	for i, data := range []any{
 		map[string]any{},
 		map[string]any{"room_id": 5},

@@ -2,11 +2,10 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/api"
-	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/rooms"
 	"github.com/parleyhq/parley/internal/store"
 )
@@ -20,6 +19,7 @@ import (
 //	media:*             internal/media
 func (s *Server) wireFeatures(ctx context.Context) error {
 	cfg := s.cfg
+	s.wireAccess()
 	committer := store.NewCommitter(s.Store, store.CommitterOptions{MaxBatch: cfg.CommitMaxBatch, Logger: s.log})
 	// Closers run in reverse: the committer drains before the store closes.
 	s.closers = append(s.closers, func(context.Context) error { committer.Close(); return nil })
@@ -28,44 +28,52 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 		PresenceMaxBytes: cfg.PresenceMaxBytes, StorageMaxBytes: cfg.StorageMaxBytes,
 		StorageMaxOps: cfg.StorageMaxOps, StorageMaxDepth: cfg.StorageMaxDepth,
 		KeepUpdates: cfg.StorageKeepUpdates, SnapshotEvery: cfg.SnapshotEvery, MaxRoomsPerConn: cfg.MaxRoomsPerConn,
-	}, s.Store, committer, s.roomAccess, s.Metrics, s.log)
+	}, s.Store, committer, s.Access, s.Metrics, s.log)
+	s.Access.State = append(s.Access.State, s.Rooms)
 	s.Gateway.Route("room", s.Rooms)
 	s.Gateway.OnLifecycle(s.Rooms)
 
 	base := &api.Base{APIKey: cfg.APIKey, Verifier: s.Verifier, MaxBodySize: cfg.RESTMaxBodyBytes, Log: s.log}
 	s.handler = base.WriteLimit(api.NewLoginLimiter(cfg.RESTRate, cfg.RESTBurst), s.mux)
-	(&api.Storage{Base: base, Rooms: s.Rooms, Access: s.roomAccess}).Register(s.mux)
+	(&api.Storage{Base: base, Rooms: s.Rooms, Access: s.Access}).Register(s.mux)
 	if err := s.wireMedia(base); err != nil {
 		return fmt.Errorf("media: %w", err)
 	}
+	s.Access.State = append(s.Access.State, access.StateFunc(func(_ context.Context, roomID string) (bool, error) {
+		return s.SFU != nil && s.SFU.CallActive(roomID), nil
+	}))
 	if err := s.wireChat(base); err != nil {
 		return err
 	}
 	return nil
 }
 
-// roomAccess grants everything to members of a room and to anyone in an
-// open room (every room is open in dev mode).
-func (s *Server) roomAccess(ctx context.Context, userID, roomID string) (auth.Perm, error) {
-	if s.cfg.Dev {
-		return auth.PermAll, nil
+// wireAccess creates the one access policy (internal/access) over the
+// store. The probes of "has state" (PROTOCOL.md v1.1 §7) are the store's
+// storage here; rooms and calls add theirs once they exist.
+func (s *Server) wireAccess() {
+	s.Access = &access.Policy{Dev: s.cfg.Dev, Records: s.Store}
+	s.Access.State = append(s.Access.State, access.StateFunc(func(ctx context.Context, roomID string) (bool, error) {
+		doc, err := s.Store.LoadDocument(ctx, roomID)
+		if err != nil {
+			return false, err
+		}
+		return doc.Version > 0 || len(doc.Updates) > 0, nil
+	}))
+}
+
+// callAccess ends the call capabilities of a user who lost access.Call in a
+// room (a member removed): their connections leave the call (the others get
+// media:peer_left; their transports, producers and consumers close). It is
+// the chat layer's Calls refresher; a store failure counts as a loss.
+type callAccess struct{ s *Server }
+
+func (c callAccess) RefreshUser(ctx context.Context, roomID, userID string) {
+	sfu := c.s.SFU
+	if sfu == nil || !sfu.CallActive(roomID) {
+		return
 	}
-	room, err := s.Store.GetRoom(ctx, roomID)
-	if errors.Is(err, store.ErrNotFound) {
-		return 0, nil
+	if err := c.s.Access.Decide(ctx, access.Subject{UserID: userID}, roomID, access.Call); err != nil {
+		sfu.LeaveUser(roomID, userID)
 	}
-	if err != nil {
-		return 0, err
-	}
-	if room.Open {
-		return auth.PermAll, nil
-	}
-	member, err := s.Store.IsMember(ctx, roomID, userID)
-	if err != nil {
-		return 0, err
-	}
-	if member {
-		return auth.PermAll, nil
-	}
-	return 0, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/api"
 	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/media"
@@ -38,18 +39,13 @@ func (s *Server) wireMedia(base *api.Base) error {
 	s.closers = append(s.closers, func(context.Context) error { return sfu.Close() })
 	s.Gateway.Route("media", gateway.HandlerFunc(s.handleMedia))
 	s.Gateway.OnLifecycle(mediaLifecycle{sfu})
-	(&api.Calls{Base: base, SFU: sfu, Hub: s.Hub, CanCall: s.canCall}).Register(s.mux)
+	(&api.Calls{Base: base, SFU: sfu, Hub: s.Hub, Access: s.Access}).Register(s.mux)
 	return nil
 }
 
-// canCall: members of the room (every user in dev mode).
-func (s *Server) canCall(ctx context.Context, userID, roomID string) (bool, error) {
-	if s.cfg.Dev {
-		return true, nil
-	}
-	return s.Store.IsMember(ctx, roomID, userID)
-}
-
+// handleMedia routes media:* to the SFU after asking the policy for
+// access.Call (members; every user in dev mode; PROTOCOL.md §6). Errors:
+// bad_request without a valid room_id, the policy's refusal.
 func (s *Server) handleMedia(ctx context.Context, sess gateway.Session, env protocol.Envelope) error {
 	var d struct {
 		RoomID string `json:"room_id"`
@@ -61,12 +57,10 @@ func (s *Server) handleMedia(ctx context.Context, sess gateway.Session, env prot
 	if err := protocol.CheckRoomID("room_id", d.RoomID); err != nil {
 		return err
 	}
-	ok, err := s.canCall(ctx, sess.UserID(), d.RoomID)
-	if err != nil {
+	sub := access.User(sess.Claims())
+	sub.UserID = sess.UserID()
+	if err := s.Access.Decide(ctx, sub, d.RoomID, access.Call); err != nil {
 		return err
-	}
-	if !ok {
-		return protocol.Errorf(protocol.CodeForbidden, "only members of room %s may use its call", d.RoomID)
 	}
 	return s.SFU.Handle(ctx, sess.ID(), sess.UserID(), env.Type, env.ID, env.Data)
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/cluster"
 	"github.com/parleyhq/parley/internal/config"
@@ -42,6 +43,7 @@ type Server struct {
 	Verifier *auth.Verifier
 	Rooms    *rooms.Manager
 	SFU      *media.SFU
+	Access   *access.Policy // the one access policy (features.go)
 
 	mux       *http.ServeMux
 	handler   http.Handler // mux behind the REST write limit
