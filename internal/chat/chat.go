@@ -29,6 +29,7 @@ import (
 	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/hub"
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/safe"
 	"github.com/parleyhq/parley/internal/store"
 )
 
@@ -60,6 +61,9 @@ type Options struct {
 	// over Store without dev mode.
 	Access Access
 	Log    *slog.Logger
+	// Panics counts panics contained in the expiry goroutines (nil: only
+	// logged).
+	Panics safe.Counter
 
 	TypingTimeout        time.Duration // typing expiry without renewal (6s)
 	PresenceOfflineGrace time.Duration // delay before a disconnected user shows offline (5s)
@@ -119,12 +123,22 @@ func (s *Service) Start() {
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		s.typing.timers.Run(s.stop, s.typingExpired)
+		s.typing.timers.Run(s.stop, contained(s.log, s.opts.Panics, s.typingExpired))
 	}()
 	go func() {
 		defer s.wg.Done()
-		s.pres.grace.Run(s.stop, s.graceExpired)
+		s.pres.grace.Run(s.stop, contained(s.log, s.opts.Panics, s.graceExpired))
 	}()
+}
+
+// contained wraps an expiry callback so that a panic for one key (one
+// user's typing or grace) is logged and counted, and the goroutine that
+// serves every other key keeps running.
+func contained[K comparable](log *slog.Logger, c safe.Counter, fire func(K)) func(K) {
+	return func(k K) {
+		defer safe.Recover(log, c, safe.Chat, nil)
+		fire(k)
+	}
 }
 
 // Close stops the expiry goroutines and waits for them. Pending typing

@@ -169,3 +169,51 @@ func BenchmarkTimersRenew(b *testing.B) {
 		tm.Set(i%10000, at(10000+i))
 	}
 }
+
+type panicCount struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (p *panicCount) Panic(string) { p.mu.Lock(); p.n++; p.mu.Unlock() }
+
+// A callback that panics for one key is contained: the same Run goroutine
+// goes on firing the other keys (before the fix one user's bad timer would
+// have taken the node down).
+func TestRunContainsPanickingCallback(t *testing.T) {
+	tm := NewTimers[int]()
+	now := time.Now()
+	for k := range 3 {
+		tm.Set(k, now.Add(-time.Millisecond))
+	}
+	var pc panicCount
+	fired := make(chan int, 3)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tm.Run(stop, contained(nil, &pc, func(k int) {
+			if k == 0 {
+				panic("injected")
+			}
+			fired <- k
+		}))
+	}()
+	got := map[int]bool{}
+	deadline := time.After(5 * time.Second)
+	for len(got) < 2 {
+		select {
+		case k := <-fired:
+			got[k] = true
+		case <-deadline:
+			t.Fatalf("fired %v before the deadline; want keys 1 and 2", got)
+		}
+	}
+	close(stop)
+	<-done
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.n != 1 {
+		t.Fatalf("panics counted %d, want 1", pc.n)
+	}
+}

@@ -18,7 +18,7 @@ import (
 func (s *Server) wireChat(base *api.Base) error {
 	cfg := s.cfg
 	svc := chat.New(chat.Options{
-		Store: s.Store, Broker: s.Broker, Hub: s.Hub, Rooms: s.Rooms, Calls: callAccess{s}, Access: s.Access, Log: s.log,
+		Store: s.Store, Broker: s.Broker, Hub: s.Hub, Rooms: s.Rooms, Calls: callAccess{s}, Access: s.Access, Log: s.log, Panics: s.Metrics,
 		TypingTimeout: cfg.TypingTimeout, PresenceOfflineGrace: cfg.PresenceOfflineGrace,
 		PresenceAudience: cfg.PresenceAudience, MessageMaxChars: cfg.MessageMaxChars,
 		// One node is the only writer of statuses unless clustered.
