@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +26,7 @@ import (
 	"github.com/parleyhq/parley/internal/hub"
 	"github.com/parleyhq/parley/internal/metrics"
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // Session is a connection as handlers see it.
@@ -96,6 +96,8 @@ type Gateway struct {
 	hookJobs chan func()    // a few long-lived goroutines run connect hooks
 	stop     chan struct{}
 	stopOnce sync.Once
+
+	writerTestHook func(*Conn) // tests only: called by the writer before each batch
 }
 
 // New creates a gateway. Call Route and OnLifecycle before serving, then Run
@@ -110,7 +112,7 @@ func New(opts Options, v *auth.Verifier, h *hub.Hub, m *metrics.Metrics, log *sl
 			for {
 				select {
 				case fn := <-g.hookJobs:
-					fn()
+					g.runJob(fn)
 				case <-g.stop:
 					return
 				}
@@ -121,12 +123,21 @@ func New(opts Options, v *auth.Verifier, h *hub.Hub, m *metrics.Metrics, log *sl
 }
 
 // runHook runs fn on a hook worker, or on a new goroutine when all are busy.
+// A panic in fn kills neither the worker nor the node (runJob); fn should
+// recover itself to clean up what it served (serve closes the connection
+// with 1011).
 func (g *Gateway) runHook(fn func()) {
 	select {
 	case g.hookJobs <- fn:
 	default:
-		go fn()
+		go g.runJob(fn)
 	}
+}
+
+// runJob runs one hook job, containing a panic that fn did not recover.
+func (g *Gateway) runJob(fn func()) {
+	defer safe.Recover(g.log, g.metrics, safe.ConnectHook, nil)
+	fn()
 }
 
 // Route sends messages whose type starts with prefix + ":" to h.
@@ -247,27 +258,32 @@ func (g *Gateway) RunHeartbeat() {
 		case <-g.stop:
 			return
 		case now := <-t.C:
-			nowNs := now.UnixNano()
-			g.hub.Each(func(hc hub.Conn) {
-				c, ok := hc.(*Conn)
-				if !ok || c.isClosing() {
-					return
-				}
-				if nowNs-c.lastRead.Load() > int64(g.opts.HeartbeatTimeout) {
-					g.metrics.HeartbeatTimeouts.Inc()
-					g.log.Info("heartbeat timeout", "conn", c.id, "user", c.userID)
-					c.Close(protocol.CloseHeartbeatMissed, "heartbeat timeout")
-					return
-				}
-				if nowNs-c.lastPing.Load() >= int64(g.opts.HeartbeatInterval) {
-					c.lastPing.Store(nowNs)
-					c.requestPing()
-				}
-			})
+			g.heartbeatTick(now)
 		}
 	}
 }
 
-func newConnID() string { return uuid.NewString() }
+// heartbeatTick pings and times out connections once. A panic is contained
+// (the loop goes on at the next tick).
+func (g *Gateway) heartbeatTick(now time.Time) {
+	defer safe.Recover(g.log, g.metrics, safe.Background, nil)
+	nowNs := now.UnixNano()
+	g.hub.Each(func(hc hub.Conn) {
+		c, ok := hc.(*Conn)
+		if !ok || c.isClosing() {
+			return
+		}
+		if nowNs-c.lastRead.Load() > int64(g.opts.HeartbeatTimeout) {
+			g.metrics.HeartbeatTimeouts.Inc()
+			g.log.Info("heartbeat timeout", "conn", c.id, "user", c.userID)
+			c.Close(protocol.CloseHeartbeatMissed, "heartbeat timeout")
+			return
+		}
+		if nowNs-c.lastPing.Load() >= int64(g.opts.HeartbeatInterval) {
+			c.lastPing.Store(nowNs)
+			c.requestPing()
+		}
+	})
+}
 
-func closeCodeLabel(code int) string { return strconv.Itoa(code) }
+func newConnID() string { return uuid.NewString() }
