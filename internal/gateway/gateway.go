@@ -34,9 +34,14 @@ type Session interface {
 	hub.Conn
 	Name() string
 	Claims() *auth.Claims
-	// Reply encodes and sends one message to this connection.
+	// Reply encodes and sends one message to this connection: the answer
+	// to its own request. It is admitted whenever the bytes queued before
+	// it are under Options.QueueMaxBytes, whatever its own size (a join
+	// reply is never refused for its size); Send (hub.Conn) keeps the
+	// strict rule for everything else. A refusal closes with 4008.
 	Reply(typ, id string, data any)
-	// ReplyError sends an error frame carrying the request id.
+	// ReplyError sends an error frame carrying the request id (the Reply
+	// admission rule).
 	ReplyError(id string, err *protocol.Error)
 	// Done is closed when the connection has ended.
 	Done() <-chan struct{}
@@ -45,7 +50,9 @@ type Session interface {
 // Handler handles the client messages of one type prefix. A returned
 // *protocol.Error becomes an error frame carrying env.ID; other errors become
 // "internal". Handlers run on the connection's read goroutine, one message at
-// a time per connection, and must not block on other clients.
+// a time per connection, and must not block on other clients. A panic in a
+// handler is contained: it closes only that connection with 1011 and is
+// counted in parley_panics_total{where="ws_reader"}.
 type Handler interface {
 	Handle(ctx context.Context, s Session, env protocol.Envelope) error
 }
@@ -59,7 +66,11 @@ func (f HandlerFunc) Handle(ctx context.Context, s Session, env protocol.Envelop
 }
 
 // Lifecycle is told when connections start and end (after the connection is
-// registered in the hub, and after it was removed).
+// registered in the hub and its connected frame queued, and after it was
+// removed). A panic in Connected closes that connection with 1011; a panic
+// in either is counted in parley_panics_total{where="connect_hook"} and
+// the other lifecycles still run. Disconnected is called even for a
+// connection whose Connected hooks panicked.
 type Lifecycle interface {
 	Connected(s Session, firstForUser bool)
 	Disconnected(s Session, lastForUser bool)
