@@ -126,11 +126,12 @@ func Decode(frame []byte) (Envelope, *Error) {
 		env = Envelope{ID: salvageID(frame)}
 		return env, Errorf(CodeBadRequest, "malformed message: %s", shortErr(err))
 	}
-	if env.Type == "" {
-		return env, Errorf(CodeBadRequest, "missing type")
-	}
+	// The id is checked first: every later refusal echoes it.
 	if len(env.ID) > 128 {
 		return Envelope{}, Errorf(CodeBadRequest, "id longer than 128 characters")
+	}
+	if env.Type == "" {
+		return env, Errorf(CodeBadRequest, "missing type")
 	}
 	if len(env.Data) > 0 && !bytes.Equal(env.Data, []byte("null")) && env.Data[0] != '{' {
 		return env, Errorf(CodeBadRequest, "data must be an object")

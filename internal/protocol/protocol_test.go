@@ -24,6 +24,7 @@ func TestDecode(t *testing.T) {
 		{`[]`, false, "", ""},
 		{`nul`, false, "", ""},
 		{"{\"type\":\"x\",\"id\":\"" + strings.Repeat("a", 129) + "\"}", false, "", ""},
+		{"{\"id\":\"" + strings.Repeat("0", 129) + "\"}", false, "", ""}, // found by FuzzDecode: no type, long id echoed
 		{"\xff\xfe", false, "", ""},
 		// Invalid UTF-8 elsewhere in the frame: the readable id is kept
 		// (issue 9 §6); an id that is itself invalid UTF-8 is not echoed.
