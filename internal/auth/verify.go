@@ -89,6 +89,7 @@ type Verifier struct {
 	edKey   ed25519.PublicKey
 	methods []string
 	parser  *jwt.Parser
+	leeway  time.Duration
 
 	now func() time.Time // clock; time.Now unless a test replaces it
 }
@@ -134,6 +135,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Leeway < 0 {
 		return nil, errors.New("auth: negative leeway")
 	}
+	v.leeway = cfg.Leeway
 	v.parser = jwt.NewParser(
 		jwt.WithValidMethods(v.methods),
 		jwt.WithExpirationRequired(),
@@ -144,6 +146,10 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	)
 	return v, nil
 }
+
+// Leeway is the clock skew allowed on exp, nbf and iat (VerifierConfig):
+// a token is accepted until exp + Leeway.
+func (v *Verifier) Leeway() time.Duration { return v.leeway }
 
 // Verify checks token's signature, algorithm, time claims and shape, and
 // returns its claims. Every error wraps ErrInvalidToken; an expired token's

@@ -17,6 +17,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // Conn is one WebSocket connection. Send never blocks: frames go into a
@@ -54,6 +55,7 @@ type Conn struct {
 	lastPing atomic.Int64
 
 	writerDone chan struct{}
+	writerOnce sync.Once
 	expiry     *time.Timer
 
 	// read-goroutine-only state
@@ -97,16 +99,38 @@ func (c *Conn) Claims() *auth.Claims { return c.claims }
 // Done is closed when the connection ends.
 func (c *Conn) Done() <-chan struct{} { return c.ctx.Done() }
 
-// Send enqueues one text frame. It returns false when the connection is
-// closing; a frame that would overflow the queue closes the connection with
-// 4008 (slow consumer) and drops what was queued.
-func (c *Conn) Send(frame []byte) bool {
+// Send enqueues one text frame (a broadcast or any frame not answering
+// this connection's own request). It returns false when the connection is
+// closing. The strict rule: a frame is admitted only if the bytes queued
+// plus the frame stay within Options.QueueMaxBytes; otherwise the
+// connection is closed with 4008 (slow consumer) and what was queued is
+// dropped.
+func (c *Conn) Send(frame []byte) bool { return c.enqueue(frame, false) }
+
+// Reply encodes and sends a reply to this connection's own request (or the
+// connected frame). The reply rule: it is admitted whenever the bytes
+// queued BEFORE it are under Options.QueueMaxBytes, whatever its own size,
+// so a join reply (room:state) is never refused for its size (PROTOCOL.md
+// §3); a client that has let its queue fill up is still cut with 4008.
+func (c *Conn) Reply(typ, id string, data any) {
+	c.enqueue(protocol.Encode(typ, id, data), true)
+}
+
+// enqueue admits frame by the Send rule, or by the Reply rule when reply.
+func (c *Conn) enqueue(frame []byte, reply bool) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return false
 	}
-	if c.queued+len(frame) > c.g.opts.QueueMaxBytes {
+	max := c.g.opts.QueueMaxBytes
+	// c.queued ≤ max holds after every admission but a reply's, and the
+	// frame is a server-built byte slice: no overflow in either sum.
+	over := c.queued+len(frame) > max
+	if reply {
+		over = c.queued >= max
+	}
+	if over {
 		c.closing, c.dropQueue = true, true
 		c.closeCode, c.closeMsg = protocol.CloseSlowConsumer, "slow consumer: outbound queue full"
 		c.queue, c.queued = nil, 0
@@ -123,17 +147,11 @@ func (c *Conn) Send(frame []byte) bool {
 	return true
 }
 
-// Reply encodes and sends a message to this connection.
-func (c *Conn) Reply(typ, id string, data any) {
-	if c.Send(protocol.Encode(typ, id, data)) {
-		c.g.metrics.Out(typ, 1)
-	}
-}
-
-// ReplyError sends an error frame.
+// ReplyError sends an error frame carrying the request id (the Reply
+// admission rule).
 func (c *Conn) ReplyError(id string, e *protocol.Error) {
 	c.g.metrics.Error(e.Code)
-	c.Send(protocol.EncodeError(id, e))
+	c.enqueue(protocol.EncodeError(id, e), true)
 }
 
 // Close starts closing with code: what is queued is flushed, then the close
@@ -168,22 +186,35 @@ func (c *Conn) requestPing() {
 }
 
 // serve runs the connection on the calling goroutine until it ends.
+//
+// Order matters: connected is queued before the connection is registered
+// in the hub, so nothing another goroutine delivers can be queued ahead of
+// it (PROTOCOL.md §1: the first frame is always connected).
+//
+// A panic in a message handler or in a connect hook closes only this
+// connection with 1011 (the hook's or reader's recovery does it); the
+// cleanup below runs in every case: hub removal, every lifecycle's
+// Disconnected (each contained on its own), and waiting for the writer.
 func (c *Conn) serve() {
 	g := c.g
-	first := g.hub.Add(c)
-	if ttl := time.Until(c.claims.ExpiresAt); !c.claims.ExpiresAt.IsZero() {
-		c.expiry = time.AfterFunc(ttl, func() { c.Close(protocol.CloseTokenExpired, "token expired") })
-	}
 	c.Reply(protocol.TypeConnected, "", connectedData{
 		UserID: c.userID, ConnectionID: c.id,
 		HeartbeatIntervalMs: g.opts.HeartbeatInterval.Milliseconds(), ServerTime: protocol.Now(),
 	})
+	first := g.hub.Add(c)
+	if !c.claims.ExpiresAt.IsZero() {
+		// The verifier accepted the token up to its leeway past exp; the
+		// connection lives exactly as long (issue 9 §6).
+		ttl := time.Until(c.claims.ExpiresAt) + g.verifier.Leeway()
+		c.expiry = time.AfterFunc(ttl, func() { c.Close(protocol.CloseTokenExpired, "token expired") })
+	}
 	// The hooks may go deep (store queries); run them elsewhere so this
 	// goroutine, which then waits in the read loop for the life of the
 	// connection, keeps a small stack.
 	hooksDone := make(chan struct{})
 	g.runHook(func() {
 		defer close(hooksDone)
+		defer safe.Recover(g.log, g.metrics, safe.ConnectHook, c.internalError)
 		for _, l := range g.lifecycles {
 			l.Connected(c, first)
 		}
@@ -201,11 +232,24 @@ func (c *Conn) serve() {
 	c.cancel()
 	last := g.hub.Remove(c)
 	for i := len(g.lifecycles) - 1; i >= 0; i-- {
-		g.lifecycles[i].Disconnected(c, last)
+		c.disconnected(g.lifecycles[i], last)
 	}
 	<-c.writerDone
 	_ = c.nc.Close()
 	g.log.Debug("disconnected", "conn", c.id, "user", c.userID)
+}
+
+// disconnected tells l, containing a panic so that the other lifecycles
+// and the connection's cleanup still run.
+func (c *Conn) disconnected(l Lifecycle, last bool) {
+	defer safe.Recover(c.g.log, c.g.metrics, safe.ConnectHook, nil)
+	l.Disconnected(c, last)
+}
+
+// internalError closes the connection with 1011 after a contained panic
+// (the argument is the panic value, already logged).
+func (c *Conn) internalError(any) {
+	c.Close(protocol.CloseInternalError, "internal error")
 }
 
 type connectedData struct {
@@ -219,8 +263,11 @@ var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<
 
 // writeLoop drains the queue until it is empty, then exits (Send starts a
 // new one). Everything queued at each turn goes out in one buffered write;
-// frames stay one message each.
+// frames stay one message each, and each frame written is counted in
+// parley_messages_out_total by its type (the one place frames are counted).
+// A panic here is contained: see writerPanicked.
 func (c *Conn) writeLoop() {
+	defer safe.Recover(c.g.log, c.g.metrics, safe.WSWriter, c.writerPanicked)
 	var hdr [ws.MaxHeaderSize]byte
 	for {
 		c.mu.Lock()
@@ -240,7 +287,15 @@ func (c *Conn) writeLoop() {
 		}
 		c.mu.Unlock()
 
+		if c.g.writerTestHook != nil {
+			c.g.writerTestHook(c)
+		}
 		err := c.writeBatch(hdr[:], batch, ping, pongDue, pong, closing, code, msg)
+		if err == nil {
+			for _, f := range batch {
+				c.g.metrics.OutFrame(f)
+			}
+		}
 		for i := range batch {
 			batch[i] = nil
 		}
@@ -254,21 +309,52 @@ func (c *Conn) writeLoop() {
 		c.mu.Unlock()
 		if err != nil {
 			_ = c.nc.Close() // unblocks the reader
-			close(c.writerDone)
+			c.writerFinished()
 			return
 		}
 		if closing {
-			c.g.metrics.Closes.WithLabelValues(closeCodeLabel(code)).Inc()
-			// Half-close and give the peer a moment to answer with its
-			// close frame; the reader ends on EOF or this deadline.
-			if tc, ok := c.nc.(*net.TCPConn); ok {
-				_ = tc.CloseWrite()
-			}
-			_ = c.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
-			close(c.writerDone)
+			c.g.metrics.Close(code)
+			c.halfClose()
+			c.writerFinished()
 			return
 		}
 	}
+}
+
+// writerFinished closes writerDone, once.
+func (c *Conn) writerFinished() { c.writerOnce.Do(func() { close(c.writerDone) }) }
+
+// halfClose shuts the write side and gives the peer a moment to answer
+// with its close frame; the reader ends on EOF or this deadline.
+func (c *Conn) halfClose() {
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+}
+
+// writerPanicked ends a writer that panicked: no more frames are accepted,
+// a 1011 close frame is written directly (best effort: if the panic came
+// in the middle of a frame the peer sees a broken frame instead), and the
+// reader and serve are released as after any close.
+func (c *Conn) writerPanicked(any) {
+	c.mu.Lock()
+	c.closing, c.dropQueue = true, true
+	c.closeCode, c.closeMsg = protocol.CloseInternalError, "internal error"
+	c.queue, c.queued = nil, 0
+	c.writing, c.finished = false, true
+	c.mu.Unlock()
+	var hdr [ws.MaxHeaderSize]byte
+	payload := closePayload(protocol.CloseInternalError, "internal error")
+	n := putHeader(hdr[:], ws.OpClose, len(payload))
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.opts.WriteTimeout))
+	if _, err := c.nc.Write(append(hdr[:n:n], payload...)); err != nil {
+		_ = c.nc.Close()
+	} else {
+		c.g.metrics.Close(protocol.CloseInternalError)
+		c.halfClose()
+	}
+	c.writerFinished()
 }
 
 // writeBatch writes frames and control frames in one buffered write.
@@ -350,7 +436,9 @@ func closePayload(code int, msg string) []byte {
 	return b
 }
 
-// readLoop reads frames until the connection ends.
+// readLoop reads frames until the connection ends. A framing violation
+// closes with its frameError code (1002 or 4009); a panic in a handler is
+// contained here and closes this connection only, with 1011.
 func (c *Conn) readLoop() {
 	// A small read buffer: a typical client message (header and payload)
 	// then takes one read(2) instead of three, for 512 bytes per connection.
@@ -358,88 +446,48 @@ func (c *Conn) readLoop() {
 	if c.br == nil {
 		r = bufio.NewReaderSize(c.nc, 512)
 	}
-	var hb [ws.MaxHeaderSize]byte
-	max := int64(c.g.opts.MaxMessageBytes)
-	var msg []byte // fragments of a message in progress
-	var inMessage, binaryMsg bool
+	defer safe.Recover(c.g.log, c.g.metrics, safe.WSReader, func(any) {
+		c.internalError(nil)
+		c.drain(r)
+	})
+	if c.isClosing() { // a connect hook failed
+		c.drain(r)
+		return
+	}
+	fr := newFrameReader(r, c.g.opts.MaxMessageBytes)
+	fr.onFrame = func() { c.lastRead.Store(time.Now().UnixNano()) }
 	for {
-		h, err := ws.ReadHeaderBuffer(r, hb[:])
+		f, err := fr.next()
 		if err != nil {
-			return
-		}
-		c.lastRead.Store(time.Now().UnixNano())
-		if !h.Masked {
-			c.Close(1002, "client frames must be masked")
-			c.drain(r)
-			return
-		}
-		if h.OpCode.IsControl() {
-			if h.Length > 125 || !h.Fin {
-				c.Close(1002, "invalid control frame")
-				c.drain(r)
-				return
-			}
-			payload := make([]byte, h.Length)
-			if _, err := io.ReadFull(r, payload); err != nil {
-				return
-			}
-			ws.Cipher(payload, h.Mask, 0)
-			switch h.OpCode {
-			case ws.OpPing:
-				c.mu.Lock()
-				c.pong, c.pongDue = payload, true
-				c.kickLocked()
-				c.mu.Unlock()
-			case ws.OpClose:
-				code := protocol.CloseNormal
-				if len(payload) >= 2 {
-					code = int(binary.BigEndian.Uint16(payload))
+			var fe *frameError
+			if errors.As(err, &fe) {
+				if fe.code == protocol.CloseProtocolError {
+					c.g.log.Debug("websocket protocol error", "conn", c.id, "user", c.userID, "err", fe.reason)
 				}
-				c.Close(code, "")
+				c.Close(fe.code, fe.reason)
 				c.drain(r)
-				return
 			}
-			continue
+			return
 		}
-		if int64(len(msg))+h.Length > max {
-			c.Close(protocol.CloseMessageTooBig, "message too big")
+		switch f.kind {
+		case kindPing:
+			c.mu.Lock()
+			c.pong, c.pongDue = f.payload, true
+			c.kickLocked()
+			c.mu.Unlock()
+			continue
+		case kindPong:
+			continue
+		case kindClose:
+			c.Close(f.closeCode, "")
 			c.drain(r)
 			return
 		}
-		switch h.OpCode {
-		case ws.OpText, ws.OpBinary:
-			if inMessage {
-				c.Close(1002, "new message before the previous one ended")
-				c.drain(r)
-				return
-			}
-			inMessage = true
-		case ws.OpContinuation:
-			if !inMessage {
-				c.Close(1002, "continuation without a message")
-				c.drain(r)
-				return
-			}
-		}
-		start := len(msg)
-		msg = append(msg, make([]byte, h.Length)...)
-		if _, err := io.ReadFull(r, msg[start:]); err != nil {
-			return
-		}
-		ws.Cipher(msg[start:], h.Mask, 0)
-		if h.OpCode != ws.OpContinuation {
-			binaryMsg = h.OpCode == ws.OpBinary
-		}
-		if !h.Fin {
-			continue
-		}
-		inMessage = false
-		if binaryMsg {
+		if f.binary {
 			c.violation("", protocol.Errorf(protocol.CodeBadRequest, "binary frames are not supported; send JSON text frames"))
 		} else {
-			c.handle(msg)
+			c.handle(f.payload)
 		}
-		msg = nil
 		if c.isClosing() {
 			c.drain(r)
 			return
@@ -482,7 +530,7 @@ func (c *Conn) violation(id string, e *protocol.Error) {
 func (c *Conn) handle(frame []byte) {
 	env, perr := protocol.Decode(frame)
 	if !c.limiter.Allow() {
-		c.g.metrics.In(env.Type, false)
+		c.g.metrics.In(env.Type, false) // "unknown": refused before validation
 		c.ReplyError(env.ID, protocol.Errorf(protocol.CodeRateLimited, "too many messages; slow down"))
 		c.windowed(time.Now())
 		c.strikes++
@@ -493,7 +541,7 @@ func (c *Conn) handle(frame []byte) {
 		return
 	}
 	if perr != nil {
-		c.g.metrics.In("", false)
+		c.g.metrics.In(protocol.LabelUnknown, false)
 		c.violation(env.ID, perr)
 		return
 	}

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +26,7 @@ import (
 	"github.com/parleyhq/parley/internal/hub"
 	"github.com/parleyhq/parley/internal/metrics"
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // Session is a connection as handlers see it.
@@ -34,9 +34,14 @@ type Session interface {
 	hub.Conn
 	Name() string
 	Claims() *auth.Claims
-	// Reply encodes and sends one message to this connection.
+	// Reply encodes and sends one message to this connection: the answer
+	// to its own request. It is admitted whenever the bytes queued before
+	// it are under Options.QueueMaxBytes, whatever its own size (a join
+	// reply is never refused for its size); Send (hub.Conn) keeps the
+	// strict rule for everything else. A refusal closes with 4008.
 	Reply(typ, id string, data any)
-	// ReplyError sends an error frame carrying the request id.
+	// ReplyError sends an error frame carrying the request id (the Reply
+	// admission rule).
 	ReplyError(id string, err *protocol.Error)
 	// Done is closed when the connection has ended.
 	Done() <-chan struct{}
@@ -45,7 +50,9 @@ type Session interface {
 // Handler handles the client messages of one type prefix. A returned
 // *protocol.Error becomes an error frame carrying env.ID; other errors become
 // "internal". Handlers run on the connection's read goroutine, one message at
-// a time per connection, and must not block on other clients.
+// a time per connection, and must not block on other clients. A panic in a
+// handler is contained: it closes only that connection with 1011 and is
+// counted in parley_panics_total{where="ws_reader"}.
 type Handler interface {
 	Handle(ctx context.Context, s Session, env protocol.Envelope) error
 }
@@ -59,7 +66,11 @@ func (f HandlerFunc) Handle(ctx context.Context, s Session, env protocol.Envelop
 }
 
 // Lifecycle is told when connections start and end (after the connection is
-// registered in the hub, and after it was removed).
+// registered in the hub and its connected frame queued, and after it was
+// removed). A panic in Connected closes that connection with 1011; a panic
+// in either is counted in parley_panics_total{where="connect_hook"} and
+// the other lifecycles still run. Disconnected is called even for a
+// connection whose Connected hooks panicked.
 type Lifecycle interface {
 	Connected(s Session, firstForUser bool)
 	Disconnected(s Session, lastForUser bool)
@@ -96,6 +107,8 @@ type Gateway struct {
 	hookJobs chan func()    // a few long-lived goroutines run connect hooks
 	stop     chan struct{}
 	stopOnce sync.Once
+
+	writerTestHook func(*Conn) // tests only: called by the writer before each batch
 }
 
 // New creates a gateway. Call Route and OnLifecycle before serving, then Run
@@ -110,7 +123,7 @@ func New(opts Options, v *auth.Verifier, h *hub.Hub, m *metrics.Metrics, log *sl
 			for {
 				select {
 				case fn := <-g.hookJobs:
-					fn()
+					g.runJob(fn)
 				case <-g.stop:
 					return
 				}
@@ -121,12 +134,21 @@ func New(opts Options, v *auth.Verifier, h *hub.Hub, m *metrics.Metrics, log *sl
 }
 
 // runHook runs fn on a hook worker, or on a new goroutine when all are busy.
+// A panic in fn kills neither the worker nor the node (runJob); fn should
+// recover itself to clean up what it served (serve closes the connection
+// with 1011).
 func (g *Gateway) runHook(fn func()) {
 	select {
 	case g.hookJobs <- fn:
 	default:
-		go fn()
+		go g.runJob(fn)
 	}
+}
+
+// runJob runs one hook job, containing a panic that fn did not recover.
+func (g *Gateway) runJob(fn func()) {
+	defer safe.Recover(g.log, g.metrics, safe.ConnectHook, nil)
+	fn()
 }
 
 // Route sends messages whose type starts with prefix + ":" to h.
@@ -247,27 +269,32 @@ func (g *Gateway) RunHeartbeat() {
 		case <-g.stop:
 			return
 		case now := <-t.C:
-			nowNs := now.UnixNano()
-			g.hub.Each(func(hc hub.Conn) {
-				c, ok := hc.(*Conn)
-				if !ok || c.isClosing() {
-					return
-				}
-				if nowNs-c.lastRead.Load() > int64(g.opts.HeartbeatTimeout) {
-					g.metrics.HeartbeatTimeouts.Inc()
-					g.log.Info("heartbeat timeout", "conn", c.id, "user", c.userID)
-					c.Close(protocol.CloseHeartbeatMissed, "heartbeat timeout")
-					return
-				}
-				if nowNs-c.lastPing.Load() >= int64(g.opts.HeartbeatInterval) {
-					c.lastPing.Store(nowNs)
-					c.requestPing()
-				}
-			})
+			g.heartbeatTick(now)
 		}
 	}
 }
 
-func newConnID() string { return uuid.NewString() }
+// heartbeatTick pings and times out connections once. A panic is contained
+// (the loop goes on at the next tick).
+func (g *Gateway) heartbeatTick(now time.Time) {
+	defer safe.Recover(g.log, g.metrics, safe.Background, nil)
+	nowNs := now.UnixNano()
+	g.hub.Each(func(hc hub.Conn) {
+		c, ok := hc.(*Conn)
+		if !ok || c.isClosing() {
+			return
+		}
+		if nowNs-c.lastRead.Load() > int64(g.opts.HeartbeatTimeout) {
+			g.metrics.HeartbeatTimeouts.Inc()
+			g.log.Info("heartbeat timeout", "conn", c.id, "user", c.userID)
+			c.Close(protocol.CloseHeartbeatMissed, "heartbeat timeout")
+			return
+		}
+		if nowNs-c.lastPing.Load() >= int64(g.opts.HeartbeatInterval) {
+			c.lastPing.Store(nowNs)
+			c.requestPing()
+		}
+	})
+}
 
-func closeCodeLabel(code int) string { return strconv.Itoa(code) }
+func newConnID() string { return uuid.NewString() }

@@ -48,7 +48,14 @@ func quietLogger() *slog.Logger {
 // start runs a gateway on 127.0.0.1 with an echo handler on the "test" prefix.
 func start(t *testing.T, opts gateway.Options) *env {
 	t.Helper()
-	v, err := auth.NewVerifier(auth.VerifierConfig{HMACSecret: []byte(testSecret)})
+	return startWith(t, opts, 0, nil)
+}
+
+// startWith is start with a token leeway, and setup to add routes and
+// lifecycles before the gateway serves.
+func startWith(t *testing.T, opts gateway.Options, leeway time.Duration, setup func(*gateway.Gateway)) *env {
+	t.Helper()
+	v, err := auth.NewVerifier(auth.VerifierConfig{HMACSecret: []byte(testSecret), Leeway: leeway})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +72,9 @@ func start(t *testing.T, opts gateway.Options) *env {
 		}
 		return protocol.Errorf(protocol.CodeBadRequest, "unknown test message")
 	}))
+	if setup != nil {
+		setup(gw)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", gw)
 	srv := httptest.NewServer(mux)

@@ -4,12 +4,13 @@ package metrics
 
 import (
 	"net/http"
-	"sync"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/safe"
 )
 
@@ -29,9 +30,15 @@ type Metrics struct {
 	StorageBatches    prometheus.Histogram
 	Panics            *prometheus.CounterVec // where: a fixed set (internal/safe)
 
-	inCache  sync.Map // type → prometheus.Counter
-	outCache sync.Map
-	errCache sync.Map
+	// Pre-resolved counters for every label of the fixed sets in package
+	// protocol; read-only after New, so lookups take no lock and allocate
+	// nothing.
+	in, out, errs map[string]prometheus.Counter
+	closes        map[int]prometheus.Counter
+	inUnknown     prometheus.Counter
+	outOther      prometheus.Counter
+	errOther      prometheus.Counter
+	closeOther    prometheus.Counter
 }
 
 // New creates the metrics. gauges supplies live values sampled at scrape
@@ -52,9 +59,9 @@ func New(gauges map[string]func() float64) *Metrics {
 		Closes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_closes_total",
 			Help: "Connections closed by the server, by close code."}, []string{"code"}),
 		MessagesIn: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_messages_in_total",
-			Help: "Client messages received, by type."}, []string{"type"}),
+			Help: "Client messages received, by type (a type no handler accepts is \"unknown\")."}, []string{"type"}),
 		MessagesOut: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_messages_out_total",
-			Help: "Server messages enqueued to connections, by type (one per target connection)."}, []string{"type"}),
+			Help: "Server messages written to connections, by type (one per target connection)."}, []string{"type"}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_errors_total",
 			Help: "Error replies sent, by code."}, []string{"code"}),
 		StorageCommits: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_storage_commits_total",
@@ -63,6 +70,17 @@ func New(gauges map[string]func() float64) *Metrics {
 			Help: "Updates per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
 		Panics: safe.NewCounterVec(),
 	}
+	m.in = resolve(m.MessagesIn, protocol.ClientTypes)
+	m.inUnknown = m.MessagesIn.WithLabelValues(protocol.LabelUnknown)
+	m.out = resolve(m.MessagesOut, protocol.ServerTypes)
+	m.outOther = m.MessagesOut.WithLabelValues(protocol.LabelOther)
+	m.errs = resolve(m.Errors, protocol.ErrorCodes)
+	m.errOther = m.Errors.WithLabelValues(protocol.LabelOther)
+	m.closes = make(map[int]prometheus.Counter, len(protocol.CloseCodes))
+	for _, code := range protocol.CloseCodes {
+		m.closes[code] = m.Closes.WithLabelValues(strconv.Itoa(code))
+	}
+	m.closeOther = m.Closes.WithLabelValues(protocol.LabelOther)
 	r.MustRegister(m.Panics, m.ConnectionsTotal, m.AuthFailures, m.QueueOverflows, m.HeartbeatTimeouts, m.Closes,
 		m.MessagesIn, m.MessagesOut, m.Errors, m.StorageCommits, m.StorageBatches)
 	for name, fn := range gauges {
@@ -80,29 +98,46 @@ var gaugeHelp = map[string]string{
 	"parley_storage_inflight": "Storage updates waiting for their commit.",
 }
 
-func cached(cache *sync.Map, vec *prometheus.CounterVec, label string) prometheus.Counter {
-	if c, ok := cache.Load(label); ok {
-		return c.(prometheus.Counter)
+func resolve(vec *prometheus.CounterVec, labels []string) map[string]prometheus.Counter {
+	m := make(map[string]prometheus.Counter, len(labels))
+	for _, l := range labels {
+		m[l] = vec.WithLabelValues(l)
 	}
-	c := vec.WithLabelValues(label)
-	cache.Store(label, c)
-	return c
+	return m
 }
 
-// In counts one received message of type typ. Unknown types are counted
-// under "unknown" so a hostile client cannot create label cardinality.
+// In counts one received message of type typ. known reports whether a
+// handler took it; a type outside protocol.ClientTypes is counted as
+// "unknown" either way, so a hostile client cannot create label cardinality.
 func (m *Metrics) In(typ string, known bool) {
-	if !known {
-		typ = "unknown"
+	if c, ok := m.in[typ]; ok && known {
+		c.Inc()
+		return
 	}
-	cached(&m.inCache, m.MessagesIn, typ).Inc()
+	m.inUnknown.Inc()
 }
 
-// Out counts n deliveries of one server message type.
-func (m *Metrics) Out(typ string, n int) {
-	if n > 0 {
-		cached(&m.outCache, m.MessagesOut, typ).Add(float64(n))
+// OutFrame counts one frame written to a connection. The type is read from
+// the frame's `{"type":"..."` prefix (protocol.FrameType) and labelled from
+// protocol.ServerTypes, else "other". It takes no lock and allocates
+// nothing.
+func (m *Metrics) OutFrame(frame []byte) {
+	if c, ok := m.out[string(protocol.FrameType(frame))]; ok {
+		c.Inc()
+		return
 	}
+	m.outOther.Inc()
+}
+
+// Close counts one connection closed by the server with code; a code
+// outside protocol.CloseCodes (a client's own valid code, echoed) is
+// counted as "other".
+func (m *Metrics) Close(code int) {
+	if c, ok := m.closes[code]; ok {
+		c.Inc()
+		return
+	}
+	m.closeOther.Inc()
 }
 
 // Panic counts one recovered panic (implements safe.Counter). where is one
@@ -121,8 +156,15 @@ func (m *Metrics) Panic(where string) {
 	m.Panics.WithLabelValues("other").Inc()
 }
 
-// Error counts an error reply.
-func (m *Metrics) Error(code string) { cached(&m.errCache, m.Errors, code).Inc() }
+// Error counts an error reply; a code outside protocol.ErrorCodes is
+// counted as "other".
+func (m *Metrics) Error(code string) {
+	if c, ok := m.errs[code]; ok {
+		c.Inc()
+		return
+	}
+	m.errOther.Inc()
+}
 
 // Handler serves /metrics.
 func (m *Metrics) Handler() http.Handler {

@@ -109,12 +109,15 @@ func AsError(err error) *Error {
 }
 
 // Decode parses one client frame. It rejects anything that is not a JSON
-// object with a non-empty string "type", an optional string "id" and an
-// optional object "data".
+// object with a non-empty string "type", an optional string "id" (at most
+// 128 bytes) and an optional object "data", and any frame that is not valid
+// UTF-8. A rejected frame's Envelope still carries its id when the id can be
+// read (a valid-UTF-8 JSON string of at most 128 bytes at the top level), so
+// that the error reply can name the request (PROTOCOL.md §1).
 func Decode(frame []byte) (Envelope, *Error) {
 	var env Envelope
 	if !utf8.Valid(frame) {
-		return env, Errorf(CodeBadRequest, "frame is not valid UTF-8")
+		return Envelope{ID: salvageID(frame)}, Errorf(CodeBadRequest, "frame is not valid UTF-8")
 	}
 	// Unmarshal validates the whole frame (trailing data included) in one
 	// pass; it is several times cheaper than a json.Decoder here.
@@ -123,11 +126,12 @@ func Decode(frame []byte) (Envelope, *Error) {
 		env = Envelope{ID: salvageID(frame)}
 		return env, Errorf(CodeBadRequest, "malformed message: %s", shortErr(err))
 	}
-	if env.Type == "" {
-		return env, Errorf(CodeBadRequest, "missing type")
-	}
+	// The id is checked first: every later refusal echoes it.
 	if len(env.ID) > 128 {
 		return Envelope{}, Errorf(CodeBadRequest, "id longer than 128 characters")
+	}
+	if env.Type == "" {
+		return env, Errorf(CodeBadRequest, "missing type")
 	}
 	if len(env.Data) > 0 && !bytes.Equal(env.Data, []byte("null")) && env.Data[0] != '{' {
 		return env, Errorf(CodeBadRequest, "data must be an object")
@@ -135,12 +139,16 @@ func Decode(frame []byte) (Envelope, *Error) {
 	return env, nil
 }
 
+// salvageID reads the top-level "id" of a frame Decode rejected, or "".
+// The raw id must itself be valid UTF-8: encoding/json would replace bad
+// bytes with U+FFFD and the reply would then name an id the client never
+// sent.
 func salvageID(frame []byte) string {
 	var probe struct {
 		ID json.RawMessage `json:"id"`
 	}
 	// A decoder reads the first value only, so an id survives trailing data.
-	if json.NewDecoder(bytes.NewReader(frame)).Decode(&probe) != nil || len(probe.ID) == 0 {
+	if json.NewDecoder(bytes.NewReader(frame)).Decode(&probe) != nil || len(probe.ID) == 0 || !utf8.Valid(probe.ID) {
 		return ""
 	}
 	var s string

@@ -24,7 +24,14 @@ func TestDecode(t *testing.T) {
 		{`[]`, false, "", ""},
 		{`nul`, false, "", ""},
 		{"{\"type\":\"x\",\"id\":\"" + strings.Repeat("a", 129) + "\"}", false, "", ""},
+		{"{\"id\":\"" + strings.Repeat("0", 129) + "\"}", false, "", ""}, // found by FuzzDecode: no type, long id echoed
 		{"\xff\xfe", false, "", ""},
+		// Invalid UTF-8 elsewhere in the frame: the readable id is kept
+		// (issue 9 §6); an id that is itself invalid UTF-8 is not echoed.
+		{"{\"type\":\"room:join\",\"id\":\"r1\",\"data\":{\"room_id\":\"\xff\"}}", false, "", "r1"},
+		{"{\"id\":\"r2\",\"type\":\"x\xc0\"}", false, "", "r2"},
+		{"{\"type\":\"x\",\"id\":\"r\xff3\"}", false, "", ""},
+		{"{\"type\":\"x\",\"id\":\"" + strings.Repeat("a", 129) + "\",\"data\":\"\xff\"}", false, "", ""},
 	}
 	for _, tc := range cases {
 		env, err := Decode([]byte(tc.in))
@@ -111,5 +118,44 @@ func BenchmarkEncodeRaw(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Encode("room:event", "", data)
+	}
+}
+
+func TestTypeLabels(t *testing.T) {
+	for _, typ := range ClientTypes {
+		if ClientTypeLabel(typ) != typ {
+			t.Errorf("client type %s not labelled as itself", typ)
+		}
+	}
+	for _, typ := range ServerTypes {
+		if ServerTypeLabel(typ) != typ {
+			t.Errorf("server type %s not labelled as itself", typ)
+		}
+	}
+	for _, typ := range []string{"room:x1", "", "room:state", "media:bogus", strings.Repeat("a", 1000)} {
+		if got := ClientTypeLabel(typ); got != LabelUnknown {
+			t.Errorf("ClientTypeLabel(%q) = %q", typ, got)
+		}
+	}
+	if got := ServerTypeLabel("room:join"); got != LabelOther {
+		t.Errorf("ServerTypeLabel(room:join) = %q", got)
+	}
+}
+
+func TestFrameType(t *testing.T) {
+	cases := map[string]string{
+		string(Encode(TypeRoomEvent, "1", map[string]int{"a": 1})): TypeRoomEvent,
+		string(EncodeError("x", Errorf(CodeForbidden, "no"))):      TypeError,
+		`{"type":"pong"}`:  TypePong,
+		`{"type":"a\"b"}`:  "",
+		`{"type":"abc`:     "",
+		`{"id":"1"}`:       "",
+		``:                 "",
+		`{"type": "pong"}`: "",
+	}
+	for in, want := range cases {
+		if got := string(FrameType([]byte(in))); got != want {
+			t.Errorf("FrameType(%s) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -196,7 +196,7 @@ func (m *Manager) join(ctx context.Context, s gateway.Session, env protocol.Enve
 			Name     string                     `json:"name,omitempty"`
 			Presence map[string]json.RawMessage `json:"presence"`
 		}{d.RoomID, s.ID(), s.UserID(), s.Name(), c.wire().Presence})
-		m.metrics.Out(protocol.TypeRoomJoined, r.deliver(joined, s.ID()))
+		r.deliver(joined, s.ID())
 	} else {
 		c.perms = perms
 	}
@@ -255,11 +255,8 @@ func (m *Manager) removeClient(r *Room, connID, reqID string) {
 	}
 	data := map[string]string{"room_id": r.id, "client_id": connID, "user_id": c.session.UserID()}
 	frame := protocol.Encode(protocol.TypeRoomLeft, "", data)
-	n := r.deliver(frame, connID)
-	if c.session.Send(protocol.Encode(protocol.TypeRoomLeft, reqID, data)) {
-		n++
-	}
-	m.metrics.Out(protocol.TypeRoomLeft, n)
+	r.deliver(frame, connID)
+	c.session.Send(protocol.Encode(protocol.TypeRoomLeft, reqID, data))
 	delete(r.clients, connID)
 	for i, oc := range r.order {
 		if oc == c {
@@ -341,11 +338,8 @@ func (m *Manager) updatePresence(s gateway.Session, env protocol.Envelope) error
 		Timestamp string          `json:"timestamp"`
 	}{r.id, s.ID(), s.UserID(), enc, protocol.Now()}
 	data, _ := json.Marshal(out)
-	n := r.deliver(protocol.Encode(protocol.TypeRoomPresenceUpdated, "", json.RawMessage(data)), s.ID())
-	if s.Send(protocol.Encode(protocol.TypeRoomPresenceUpdated, env.ID, json.RawMessage(data))) {
-		n++
-	}
-	m.metrics.Out(protocol.TypeRoomPresenceUpdated, n)
+	r.deliver(protocol.Encode(protocol.TypeRoomPresenceUpdated, "", json.RawMessage(data)), s.ID())
+	s.Send(protocol.Encode(protocol.TypeRoomPresenceUpdated, env.ID, json.RawMessage(data)))
 	return nil
 }
 
@@ -381,9 +375,8 @@ func (m *Manager) broadcast(s gateway.Session, env protocol.Envelope) error {
 		r.mu.Unlock()
 		return err
 	}
-	n := r.deliver(frame, s.ID())
+	r.deliver(frame, s.ID())
 	r.mu.Unlock()
-	m.metrics.Out(protocol.TypeRoomEvent, n)
 	if env.ID != "" {
 		s.Reply(protocol.TypeAck, env.ID, nil)
 	}

@@ -132,16 +132,14 @@ func (m *Manager) committed(r *Room, u store.DocUpdate, doc jsonpatch.Doc, epoch
 		Ops      json.RawMessage `json:"ops"`
 	}{r.id, u.Version, u.ClientID, u.Ops})
 	except := ""
-	n := 0
 	if sender != nil {
 		except = sender.ID()
-		if _, in := r.clients[except]; in && sender.Send(protocol.Encode(protocol.TypeRoomStorageUpdated, reqID, json.RawMessage(data))) {
-			n++
+		if _, in := r.clients[except]; in {
+			sender.Send(protocol.Encode(protocol.TypeRoomStorageUpdated, reqID, json.RawMessage(data)))
 		}
 	}
-	n += r.deliver(protocol.Encode(protocol.TypeRoomStorageUpdated, "", json.RawMessage(data)), except)
+	r.deliver(protocol.Encode(protocol.TypeRoomStorageUpdated, "", json.RawMessage(data)), except)
 	r.mu.Unlock()
-	m.metrics.Out(protocol.TypeRoomStorageUpdated, n)
 	m.metrics.StorageCommits.Inc()
 	m.maybeUnload(r)
 	done(StorageResult{Version: u.Version})

@@ -1,0 +1,28 @@
+package gateway
+
+// Test-only access for the external test package.
+
+// FramingCase is one RFC 6455 rule for the socket-level table test.
+type FramingCase struct {
+	Name, Rule string
+	Frames     [][]byte
+	Want       int
+}
+
+// FramingCases returns the cases FuzzFrameReader is seeded with.
+func FramingCases() []FramingCase {
+	out := make([]FramingCase, len(framingCases))
+	for i, c := range framingCases {
+		out[i] = FramingCase{c.name, c.rule, c.frames, c.want}
+	}
+	return out
+}
+
+// MaskedFrame builds a masked client frame (first byte FIN|RSV|opcode).
+func MaskedFrame(first byte, payload string) []byte { return mf(first, payload) }
+
+// SetWriterTestHook installs fn to run in every writer before each batch,
+// with the connection's id; call it before the first connection.
+func SetWriterTestHook(g *Gateway, fn func(connID string)) {
+	g.writerTestHook = func(c *Conn) { fn(c.id) }
+}
