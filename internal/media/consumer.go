@@ -23,6 +23,7 @@ type consumer struct {
 	rtxSSRC uint32
 	pt      uint8
 	rtxPT   uint8
+	kind    int // kindIndex of the producer's kind
 
 	// header extension ids (0: not negotiated)
 	passExt map[string]uint8 // uri → consumer id, values copied from the producer
@@ -54,7 +55,11 @@ func (c *consumer) forward(pkt *rtp.Packet) {
 		}
 	}
 	c.addTransportExtensions(&h)
-	c.t.writeRTP(&h, pkt.Payload)
+	if c.t.writeRTP(&h, pkt.Payload) {
+		f := &c.t.sfu.fwd[c.kind]
+		f.packets.Add(1)
+		f.bytes.Add(uint64(len(pkt.Payload)))
+	}
 	c.packets.Add(1)
 	c.bytes.Add(uint64(len(pkt.Payload)))
 }
