@@ -12,6 +12,7 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleyhq/parley/internal/protocol"
@@ -299,3 +300,25 @@ func TestPanicInSharedMuxSnifferKeepsTheReader(t *testing.T) {
 }
 
 var _ = json.Marshal
+
+// A panic in the TURN credential check (run on pion/turn's node-wide read
+// loop) refuses that request and is counted; the next one is answered.
+func TestPanicInTURNAuthIsContained(t *testing.T) {
+	pc := newPanicCounter()
+	s, _, _ := newTestSFU(t, Config{Panics: pc})
+	calls := 0
+	h := s.recoveringAuth(func(*turnRequest) (string, []byte, bool) {
+		calls++
+		if calls == 1 {
+			panic("injected TURN auth panic")
+		}
+		return "u", []byte("k"), true
+	})
+	if _, _, ok := h(&turnRequest{Username: "x"}); ok || pc.get(safe.MediaTransport) != 1 {
+		t.Fatalf("first request: ok=%v panics %v", ok, pc.n)
+	}
+	if u, _, ok := h(&turnRequest{Username: "x"}); !ok || u != "u" {
+		t.Fatal("second request refused")
+	}
+}
+type turnRequest = turn.RequestAttributes
