@@ -43,6 +43,24 @@ func (c *consumer) forward(pkt *rtp.Packet) {
 	if c.closed.Load() || !c.t.ready.Load() {
 		return
 	}
+	h := c.rewrite(pkt)
+	if c.t.writeRTP(&h, pkt.Payload) {
+		f := &c.t.sfu.fwd[c.kind]
+		f.packets.Add(1)
+		f.bytes.Add(uint64(len(pkt.Payload)))
+	}
+	c.packets.Add(1)
+	c.bytes.Add(uint64(len(pkt.Payload)))
+}
+
+// rewrite returns the consumer's RTP header (RFC 3550 5.1, one-/two-byte
+// extensions RFC 8285) for one of the producer's packets: the consumer's
+// SSRC and payload type, the producer's sequence number, timestamp and
+// marker, the header extensions the consumer negotiated copied from the
+// producer's ids (extURI) to the consumer's, and abs-send-time /
+// transport-wide-cc written fresh for the consumer's transport. Other
+// extensions are dropped. pkt is not modified.
+func (c *consumer) rewrite(pkt *rtp.Packet) rtp.Header {
 	h := rtp.Header{
 		Version: 2, Marker: pkt.Marker, PayloadType: c.pt,
 		SequenceNumber: pkt.SequenceNumber, Timestamp: pkt.Timestamp, SSRC: c.ssrc,
@@ -55,13 +73,7 @@ func (c *consumer) forward(pkt *rtp.Packet) {
 		}
 	}
 	c.addTransportExtensions(&h)
-	if c.t.writeRTP(&h, pkt.Payload) {
-		f := &c.t.sfu.fwd[c.kind]
-		f.packets.Add(1)
-		f.bytes.Add(uint64(len(pkt.Payload)))
-	}
-	c.packets.Add(1)
-	c.bytes.Add(uint64(len(pkt.Payload)))
+	return h
 }
 
 func (c *consumer) addTransportExtensions(h *rtp.Header) {

@@ -481,6 +481,23 @@ func parseProduce(m *produceRequest) (*parsedProduce, error) {
 
 var producerSeq atomicCounter
 
+// newProducer builds a producer of kind from a validated produce request,
+// owned by p on send transport t (not yet routed).
+func newProducer(pp *parsedProduce, kind string, p *participant, t *transport) *producer {
+	pr := &producer{
+		id: newID(), kind: kind, source: pp.source, owner: p, t: t,
+		params: pp.params, codec: pp.codec, router: pp.router,
+		ssrc: pp.ssrc, rtxSSRC: pp.rtxSSRC, pt: pp.codec.PayloadType, rtxPT: pp.rtxPT,
+		cname: pp.params.Rtcp.CNAME, extURI: pp.extURI, seqNo: producerSeq.next(),
+	}
+	empty := []*consumer{}
+	pr.consumers.Store(&empty)
+	if kind == kindVideo {
+		pr.history = &packetHistory{}
+	}
+	return pr
+}
+
 func (s *SFU) produce(connID string, m *produceRequest, reqID string) error {
 	pp, err := parseProduce(m)
 	if err != nil {
@@ -511,17 +528,7 @@ func (s *SFU) produce(connID string, m *produceRequest, reqID string) error {
 	if tw := t.twccExtID.Load(); tw != 0 && pp.twccID != 0 && uint8(tw) != pp.twccID {
 		return badRequest("transport-wide-cc id differs from the transport's other producers")
 	}
-	pr := &producer{
-		id: newID(), kind: m.Kind, source: pp.source, owner: p, t: t,
-		params: pp.params, codec: pp.codec, router: pp.router,
-		ssrc: pp.ssrc, rtxSSRC: pp.rtxSSRC, pt: pp.codec.PayloadType, rtxPT: pp.rtxPT,
-		cname: pp.params.Rtcp.CNAME, extURI: pp.extURI, seqNo: producerSeq.next(),
-	}
-	empty := []*consumer{}
-	pr.consumers.Store(&empty)
-	if m.Kind == kindVideo {
-		pr.history = &packetHistory{}
-	}
+	pr := newProducer(pp, m.Kind, p, t)
 	if pp.twccID != 0 {
 		t.twccExtID.Store(int32(pp.twccID))
 	}

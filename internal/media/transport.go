@@ -403,27 +403,36 @@ func (t *transport) readLoop(conn *ice.Conn, ep *dtlsEndpoint) {
 }
 
 func (t *transport) handleRTP(b []byte) {
-	var h rtp.Header
-	plain, err := t.decrypt.DecryptRTP(b, b, &h)
+	plain, err := t.decrypt.DecryptRTP(b, b, nil)
 	if err != nil {
 		return
 	}
+	t.onRTP(plain)
+}
+
+// onRTP handles one decrypted RTP packet (RFC 3550 section 5.1) read on a
+// send transport: it is routed by SSRC to its producer (media or RTX),
+// its transport-wide sequence number (the client's transport-cc extension
+// id) is recorded for feedback, and the producer forwards it. Packets of
+// unknown SSRCs and malformed packets are dropped. No socket is needed
+// when the transport is not ready (fuzzing): writes are then no-ops.
+func (t *transport) onRTP(plain []byte) {
+	var pkt rtp.Packet
+	if err := pkt.Unmarshal(plain); err != nil {
+		return
+	}
 	routes := *t.producers.Load()
-	route, ok := routes[h.SSRC]
+	route, ok := routes[pkt.SSRC]
 	if !ok {
 		return
 	}
 	if id := t.twccExtID.Load(); id > 0 {
-		if ext := h.GetExtension(uint8(id)); len(ext) >= 2 {
+		if ext := pkt.GetExtension(uint8(id)); len(ext) >= 2 {
 			seq := uint16(ext[0])<<8 | uint16(ext[1])
 			t.twccMu.Lock()
-			t.twccRec.Record(h.SSRC, seq, time.Since(t.start).Microseconds())
+			t.twccRec.Record(pkt.SSRC, seq, time.Since(t.start).Microseconds())
 			t.twccMu.Unlock()
 		}
-	}
-	var pkt rtp.Packet
-	if err := pkt.Unmarshal(plain); err != nil {
-		return
 	}
 	t.rtpIn.Add(1)
 	route.p.receive(&pkt, route.isRTX)
@@ -434,6 +443,16 @@ func (t *transport) handleRTCP(b []byte) {
 	if err != nil {
 		return
 	}
+	t.onRTCP(plain)
+}
+
+// onRTCP handles one decrypted compound RTCP packet (RFC 3550 section 6,
+// feedback RFC 4585): a producer's SR is forwarded to its consumers,
+// consumer PLI/FIR (RFC 4585 6.3.1, RFC 5104 4.3.1) become a key-frame
+// request to the producer, consumer NACKs (RFC 4585 6.2.1) are answered
+// from the producer's history; the rest is ignored. Malformed packets are
+// dropped.
+func (t *transport) onRTCP(plain []byte) {
 	pkts, err := rtcp.Unmarshal(plain)
 	if err != nil {
 		return
