@@ -321,4 +321,5 @@ func TestPanicInTURNAuthIsContained(t *testing.T) {
 		t.Fatal("second request refused")
 	}
 }
+
 type turnRequest = turn.RequestAttributes
