@@ -9,6 +9,8 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // consumer forwards one producer to one recv transport, rewriting SSRC,
@@ -39,7 +41,23 @@ type consumer struct {
 	bytes   atomic.Uint64
 }
 
+// forwardContained forwards on the producer's read goroutine; a panic
+// while forwarding to this consumer fails the consumer's transport (its
+// participant leaves the call), not the producer's, and the producer's
+// other consumers still get the packet.
+func (c *consumer) forwardContained(pkt *rtp.Packet) {
+	defer c.t.recovered(safe.MediaPacket)
+	c.forward(pkt)
+}
+
+// forwardHook, when set (tests only), runs for every packet forwarded to a
+// consumer; a test makes it panic to check containment.
+var forwardHook atomic.Pointer[func(c *consumer)]
+
 func (c *consumer) forward(pkt *rtp.Packet) {
+	if h := forwardHook.Load(); h != nil {
+		(*h)(c)
+	}
 	if c.closed.Load() || !c.t.ready.Load() {
 		return
 	}

@@ -75,6 +75,8 @@
 // worker's per-transport TWCC flush) recovers and fails only that
 // transport: its participant leaves the call as on a closed connection
 // (media:peer_left to the others; parley_media_transport_failures_total).
+// Forwarding to each consumer recovers on its own, so a panic there fails
+// the consumer's transport, not the publisher's.
 // The ufrag sniffers run on pion's node-wide mux readers (shared UDP
 // socket, TCP listener) and recover per packet, so the reader keeps going;
 // the embedded TURN server's credential check recovers too. Handle

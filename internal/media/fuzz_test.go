@@ -274,6 +274,7 @@ func FuzzSTUNSniff(f *testing.F) {
 // producer, each consumed on a recv transport; no sockets (writes are
 // no-ops on transports that are not ready).
 type fuzzPath struct {
+	panics     *panicCounter // contained panics fail the target
 	send, recv *transport
 	vp8, opus  *producer
 	cv, ca     *consumer
@@ -289,8 +290,9 @@ func stubTransport(s *SFU, dir direction) *transport {
 }
 
 func newFuzzPath(tb testing.TB) *fuzzPath {
-	s := &SFU{log: slog.New(slog.DiscardHandler)}
-	fp := &fuzzPath{send: stubTransport(s, dirSend), recv: stubTransport(s, dirRecv)}
+	pc := newPanicCounter()
+	s := &SFU{log: slog.New(slog.DiscardHandler), cfg: Config{Panics: pc}}
+	fp := &fuzzPath{panics: pc, send: stubTransport(s, dirSend), recv: stubTransport(s, dirRecv)}
 	owner := &participant{connID: "pub"}
 	caps := RouterCapabilities()
 	for _, k := range []struct {
@@ -369,6 +371,9 @@ func FuzzRTPPath(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fp.send.onRTP(append([]byte(nil), data...))
+		if fp.panics.get("media_packet") != 0 {
+			t.Fatalf("forwarding panicked on %x", data)
+		}
 		var pkt rtp.Packet
 		if pkt.Unmarshal(append([]byte(nil), data...)) != nil {
 			return

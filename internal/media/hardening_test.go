@@ -273,6 +273,83 @@ func TestPanicInPacketPathFailsOnlyThatTransport(t *testing.T) {
 	waitFor(t, 10*time.Second, "D's packets still forwarded to B", func() bool { return fromD.Load() >= d0+20 })
 }
 
+// A panic while forwarding to one subscriber (on the publisher's read
+// goroutine) fails that subscriber's transport only: it leaves the call,
+// the publisher stays, and another subscriber of the same producer keeps
+// receiving.
+func TestPanicForwardingToOneConsumerFailsOnlyItsTransport(t *testing.T) {
+	pc := newPanicCounter()
+	s, snd, _ := newTestSFU(t, Config{Panics: pc})
+	const room = "panic-fwd"
+	if _, _, err := s.StartCall(room, "ua"); err != nil {
+		t.Fatal(err)
+	}
+	ja := joinCall(t, s, snd, room, "A", "ua")
+	pub := connectClient(t, s, room, "A", "ua", ja.Send)
+	defer pub.close()
+	const aSSRC = 0xA1
+	aID := produce(t, s, snd, room, "A", "ua", ja.Send.ID, "audio", opusProduceParams(aSSRC))
+	got := map[string]*atomic.Int64{"B": {}, "C": {}}
+	for _, conn := range []string{"B", "C"} {
+		j := joinCall(t, s, snd, room, conn, "u"+conn)
+		cc := consume(t, s, snd, room, conn, "u"+conn, aID)
+		n := got[conn]
+		sub := newTestClient(t, j.Recv)
+		sub.onRTP = func(p *rtp.Packet) {
+			if p.SSRC == cc.RtpParameters.Encodings[0].SSRC {
+				n.Add(1)
+			}
+		}
+		mustHandle(t, s, conn, "u"+conn, TypeConnectTransport, "c"+conn, map[string]any{
+			"room_id": room, "transport_id": j.Recv.ID, "dtls_parameters": sub.dtlsParameters(),
+		})
+		ctxConnect(t, sub)
+		defer sub.close()
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			_ = pub.writeRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i),
+				Timestamp: uint32(i * 960), SSRC: aSSRC}, Payload: []byte{0xf8, 0xff, 0xfe}})
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	waitFor(t, 10*time.Second, "packets at both subscribers", func() bool { return got["B"].Load() >= 10 && got["C"].Load() >= 10 })
+
+	setHook(t, &forwardHook, func(c *consumer) {
+		if c.owner.connID == "B" {
+			panic("injected forwarding panic")
+		}
+	})
+	waitFor(t, 10*time.Second, "media:peer_left for B at A and C", func() bool {
+		n := 0
+		for _, conn := range []string{"A", "C"} {
+			for _, fr := range snd.of(conn) {
+				if fr.Type == TypePeerLeft && strings.Contains(string(fr.Data), `"connection_id":"B"`) {
+					n++
+				}
+			}
+		}
+		return n == 2
+	})
+	if pc.get(safe.MediaPacket) < 1 {
+		t.Fatalf("panics counted: %v", pc.n)
+	}
+	if st := s.Stats(); st.Participants != 2 || st.Producers != 1 || st.Consumers != 1 || st.TransportFailures != 1 {
+		t.Fatalf("stats after the failure: %+v", st)
+	}
+	c0 := got["C"].Load()
+	waitFor(t, 10*time.Second, "A's packets still forwarded to C", func() bool { return got["C"].Load() >= c0+20 })
+}
+
 // A panic while sniffing a STUN packet on the shared UDP mux (a node-wide
 // reader) is contained and counted; the reader keeps going and the client
 // still connects through it.

@@ -117,6 +117,7 @@ type transport struct {
 	rtpIn      atomic.Uint64
 	rtpOut     atomic.Uint64
 	lastRTCPIn atomic.Int64
+	failed     atomic.Bool // a panic was contained: transportFailed runs once
 }
 
 func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error) {
@@ -233,7 +234,9 @@ func (t *transport) onRemoteUfrag(remote string) {
 func (t *transport) recovered(where safe.Where) {
 	if v := recover(); v != nil {
 		safe.Report(t.log, t.sfu.cfg.Panics, where, v, debug.Stack())
-		go t.sfu.transportFailed(t)
+		if t.failed.CompareAndSwap(false, true) {
+			go t.sfu.transportFailed(t)
+		}
 	}
 }
 
