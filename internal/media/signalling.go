@@ -121,9 +121,14 @@ func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string,
 			RoomID          string          `json:"room_id"`
 			ProducerID      string          `json:"producer_id"`
 			RtpCapabilities json.RawMessage `json:"rtp_capabilities"`
+			Paused          bool            `json:"paused"`
 		}
 		if err := decode(data, &m); err != nil {
 			return err
+		}
+		if m.Paused {
+			// PROTOCOL.md allows it, but consumer_resume is not implemented.
+			return protocol.Errorf(protocol.CodeUnsupported, "paused consumers are not supported by this server; consume with paused false")
 		}
 		return s.consume(m.RoomID, connID, m.ProducerID, m.RtpCapabilities, reqID)
 	case TypeProducerClose:
