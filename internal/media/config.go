@@ -5,6 +5,8 @@ import (
 	"net"
 	"runtime"
 	"time"
+
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // EmbeddedTURN configures the optional TURN server (pion/turn, UDP) that runs
@@ -55,6 +57,14 @@ type Config struct {
 	// Limits (defaults in parentheses).
 	MaxProducersPerConnection int // (16)
 	MaxConsumersPerConnection int // (512)
+
+	// Panics counts panics contained in the SFU's goroutines (a
+	// *metrics.Metrics); nil: logged only.
+	Panics safe.Counter
+
+	// interfaceAddrs lists the machine's addresses (default
+	// net.InterfaceAddrs); tests inject a host without a routable IPv4.
+	interfaceAddrs func() ([]net.Addr, error)
 }
 
 func (c *Config) withDefaults() (Config, error) {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // consumer forwards one producer to one recv transport, rewriting SSRC,
@@ -23,6 +25,7 @@ type consumer struct {
 	rtxSSRC uint32
 	pt      uint8
 	rtxPT   uint8
+	kind    int // kindIndex of the producer's kind
 
 	// header extension ids (0: not negotiated)
 	passExt map[string]uint8 // uri → consumer id, values copied from the producer
@@ -38,10 +41,44 @@ type consumer struct {
 	bytes   atomic.Uint64
 }
 
+// forwardContained forwards on the producer's read goroutine; a panic
+// while forwarding to this consumer fails the consumer's transport (its
+// participant leaves the call), not the producer's, and the producer's
+// other consumers still get the packet.
+func (c *consumer) forwardContained(pkt *rtp.Packet) {
+	defer c.t.recovered(safe.MediaPacket)
+	c.forward(pkt)
+}
+
+// forwardHook, when set (tests only), runs for every packet forwarded to a
+// consumer; a test makes it panic to check containment.
+var forwardHook atomic.Pointer[func(c *consumer)]
+
 func (c *consumer) forward(pkt *rtp.Packet) {
+	if h := forwardHook.Load(); h != nil {
+		(*h)(c)
+	}
 	if c.closed.Load() || !c.t.ready.Load() {
 		return
 	}
+	h := c.rewrite(pkt)
+	if c.t.writeRTP(&h, pkt.Payload) {
+		f := &c.t.sfu.fwd[c.kind]
+		f.packets.Add(1)
+		f.bytes.Add(uint64(len(pkt.Payload)))
+	}
+	c.packets.Add(1)
+	c.bytes.Add(uint64(len(pkt.Payload)))
+}
+
+// rewrite returns the consumer's RTP header (RFC 3550 5.1, one-/two-byte
+// extensions RFC 8285) for one of the producer's packets: the consumer's
+// SSRC and payload type, the producer's sequence number, timestamp and
+// marker, the header extensions the consumer negotiated copied from the
+// producer's ids (extURI) to the consumer's, and abs-send-time /
+// transport-wide-cc written fresh for the consumer's transport. Other
+// extensions are dropped. pkt is not modified.
+func (c *consumer) rewrite(pkt *rtp.Packet) rtp.Header {
 	h := rtp.Header{
 		Version: 2, Marker: pkt.Marker, PayloadType: c.pt,
 		SequenceNumber: pkt.SequenceNumber, Timestamp: pkt.Timestamp, SSRC: c.ssrc,
@@ -54,9 +91,7 @@ func (c *consumer) forward(pkt *rtp.Packet) {
 		}
 	}
 	c.addTransportExtensions(&h)
-	c.t.writeRTP(&h, pkt.Payload)
-	c.packets.Add(1)
-	c.bytes.Add(uint64(len(pkt.Payload)))
+	return h
 }
 
 func (c *consumer) addTransportExtensions(h *rtp.Header) {

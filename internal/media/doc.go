@@ -68,10 +68,41 @@
 // pion/interceptor's twcc.Recorder, so Chrome's send-side bandwidth
 // estimation works; consumer-side REMB/TWCC feedback is read and ignored.
 //
+// # Hardening
+//
+// Panics are contained (internal/safe, counted in parley_panics_total):
+// each transport goroutine (ICE accept + DTLS setup, read loop, the
+// worker's per-transport TWCC flush) recovers and fails only that
+// transport: its participant leaves the call as on a closed connection
+// (media:peer_left to the others; parley_media_transport_failures_total).
+// Forwarding to each consumer recovers on its own, so a panic there fails
+// the consumer's transport, not the publisher's.
+// The ufrag sniffers run on pion's node-wide mux readers (shared UDP
+// socket, TCP listener) and recover per packet, so the reader keeps going;
+// the embedded TURN server's credential check recovers too. Handle
+// recovers to an internal error; every router lock in signalling is
+// released by defers.
+//
+// Requests PROTOCOL.md v1.1 names but this SFU does not implement
+// (unsupportedTypes) answer protocol.CodeUnsupported, which the gateway
+// does not count as a violation. New returns ErrNoAnnouncedIP when no IPv4
+// address can be announced; the server then runs Disabled, whose StartCall
+// and known media:* requests answer unsupported ("calls are disabled on
+// this server: ...").
+//
+// Metrics: SFU.Collector (calls, participants, transports, producers and
+// consumers by kind, forwarded packets and bytes by kind, transport
+// failures); the packet path does two atomic adds per forwarded packet.
+//
+// Fuzz targets (fuzz_test.go) cover Handle and the data decoders, rtp_parameters,
+// rtp_capabilities, dtls_parameters, STUN sniffing (UDP and the first
+// RFC 4571 frame on TCP), the RTP path (transport.onRTP, consumer.rewrite)
+// and the RTCP path (transport.onRTCP), all without sockets.
+//
 // # Not done
 //
 // Simulcast/SVC (rid-only encodings are refused; only the first encoding of
 // an ssrc simulcast is forwarded), ICE restart, active/simultaneous-open
-// TCP candidates and IPv6, pausing,
-// data channels, receiver-side bandwidth estimation and pacing.
+// TCP candidates and IPv6, pausing (producer/consumer pause and resume,
+// answered unsupported), layers, stats, data channels, receiver-side bandwidth estimation and pacing.
 package media

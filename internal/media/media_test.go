@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestMediaForwardingRewritesSSRCPayloadTypeAndExtensions(t *testing.T) {
@@ -297,6 +298,43 @@ func testForwarding(t *testing.T, cfg Config, pubTCP, subTCP bool) {
 	st := s.Stats()
 	if st.RTPIn == 0 || st.RTPOut == 0 || st.Consumers != 2 || st.Producers != 2 {
 		t.Fatalf("stats %+v", st)
+	}
+	checkMediaMetrics(t, s)
+}
+
+// checkMediaMetrics: the SFU's collector reports the call of testForwarding
+// (one call, two participants, four transports, one producer and consumer
+// per kind) and the packets forwarded so far (at least the 20 per kind
+// the subscriber received, 3 payload bytes per audio packet, 300 per video
+// packet).
+func checkMediaMetrics(t *testing.T, s *SFU) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Collector())
+	for _, m := range []struct {
+		name, kind string
+		want       float64
+	}{
+		{"parley_media_calls", "", 1}, {"parley_media_participants", "", 2}, {"parley_media_transports", "", 4},
+		{"parley_media_producers", "audio", 1}, {"parley_media_producers", "video", 1},
+		{"parley_media_consumers", "audio", 1}, {"parley_media_consumers", "video", 1},
+		{"parley_media_transport_failures_total", "", 0},
+	} {
+		if got := gatherValue(t, reg, m.name, m.kind); got != m.want {
+			t.Errorf("%s{kind=%q} = %v, want %v", m.name, m.kind, got, m.want)
+		}
+	}
+	for _, k := range []struct {
+		kind    string
+		payload float64
+	}{{"audio", 3}, {"video", 300}} {
+		pk := gatherValue(t, reg, "parley_media_forwarded_packets_total", k.kind)
+		by := gatherValue(t, reg, "parley_media_forwarded_bytes_total", k.kind)
+		// Forwarding still runs: bytes are read after packets and added
+		// after them, so they may lag by at most one packet.
+		if pk < 20 || by < (pk-1)*k.payload || int(by)%int(k.payload) != 0 {
+			t.Errorf("%s forwarded: %v packets, %v bytes", k.kind, pk, by)
+		}
 	}
 }
 

@@ -92,7 +92,7 @@ func (p *producer) receive(pkt *rtp.Packet, isRTX bool) {
 		}
 	}
 	for _, c := range *p.consumers.Load() {
-		c.forward(pkt)
+		c.forwardContained(pkt)
 	}
 }
 

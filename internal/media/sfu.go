@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // Sender delivers a frame (protocol.Encode output) to one connection. It is
@@ -64,6 +66,12 @@ type SFU struct {
 	workers    []*worker
 	nextWorker atomic.Uint32
 
+	disabled string // why calls are disabled (Disabled); "" normally
+
+	// Node-wide counters (metrics). fwd is indexed by kindIndex.
+	fwd               [2]fwdCounters
+	transportFailures atomic.Uint64
+
 	mu        sync.Mutex
 	closed    bool
 	routers   map[string]*router
@@ -86,11 +94,44 @@ type router struct {
 }
 
 type participant struct {
+	roomID         string
 	connID, userID string
 	seq            uint64
 	send, recv     *transport
 	producers      map[string]*producer
 	consumers      map[string]*consumer
+}
+
+// ErrNoAnnouncedIP is returned by New when the machine has no IPv4 address
+// to put in ICE candidates: no Config.AnnouncedIP, a 0.0.0.0 listen IP and
+// no non-loopback IPv4 interface, and Config.IncludeLoopback off. Callers
+// may then run without calls (see Disabled).
+var ErrNoAnnouncedIP = errors.New("media: no IPv4 address to announce in ICE candidates (set Config.AnnouncedIP, or Config.IncludeLoopback for local use)")
+
+// Disabled returns an SFU that has no sockets and serves no call: StartCall
+// and every media:* request PROTOCOL.md section 6 names answer an error of
+// code protocol.CodeUnsupported whose message is "calls are disabled on
+// this server: " + reason; the other methods see no call (CallActive false,
+// EndCall false, Participants not_found). Close and Collector work.
+func Disabled(reason string, log *slog.Logger) *SFU {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reason == "" {
+		reason = "no media configuration"
+	}
+	return &SFU{
+		disabled: reason, log: log.With("component", "media"),
+		routers: map[string]*router{}, connRooms: map[string]map[string]struct{}{},
+		caps: mustJSON(RouterCapabilities()),
+	}
+}
+
+// CallsDisabled returns the reason calls are disabled ("" when enabled).
+func (s *SFU) CallsDisabled() string { return s.disabled }
+
+func (s *SFU) disabledError() error {
+	return protocol.Errorf(protocol.CodeUnsupported, "calls are disabled on this server: %s", s.disabled)
 }
 
 // New starts the SFU: workers, the shared UDP socket when configured, and
@@ -106,7 +147,7 @@ func New(cfg Config, sender Sender, events Events, log *slog.Logger) (*SFU, erro
 	log = log.With("component", "media")
 	s := &SFU{
 		cfg: c, sender: sender, events: events, log: log,
-		lf:        &pionLogFactory{log: log},
+		lf:        &pionLogFactory{log: log, panics: c.Panics},
 		ports:     &portAllocator{min: c.RTCMinPort, max: c.RTCMaxPort},
 		routers:   map[string]*router{},
 		connRooms: map[string]map[string]struct{}{},
@@ -114,9 +155,9 @@ func New(cfg Config, sender Sender, events Events, log *slog.Logger) (*SFU, erro
 	}
 	lip := net.ParseIP(c.ListenIP)
 	s.listenLoopback = lip.IsLoopback()
-	s.candidateIPs = localIPs(c.ListenIP, c.AnnouncedIP, c.IncludeLoopback)
+	s.candidateIPs = localIPs(c.ListenIP, c.AnnouncedIP, c.IncludeLoopback, c.interfaceAddrs)
 	if len(s.candidateIPs) == 0 {
-		return nil, fmt.Errorf("media: no IP to announce (set AnnouncedIP or IncludeLoopback)")
+		return nil, ErrNoAnnouncedIP
 	}
 	if s.cert, err = newCertificate(); err != nil {
 		return nil, fmt.Errorf("media: certificate: %w", err)
@@ -200,6 +241,9 @@ func (s *SFU) StartCall(roomID, userID string) (json.RawMessage, bool, error) {
 	if !protocol.ValidRoomID(roomID) {
 		return nil, false, protocol.Errorf(protocol.CodeBadRequest, "invalid room_id")
 	}
+	if s.disabled != "" {
+		return nil, false, s.disabledError()
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -237,26 +281,32 @@ func (s *SFU) CallActive(roomID string) bool {
 // EndCall ends the room's call: every participant connection gets
 // media:room_closed before anything is torn down, then Events.CallEnded.
 func (s *SFU) EndCall(roomID string) bool {
-	s.mu.Lock()
-	r := s.routers[roomID]
+	r := func() *router {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		r := s.routers[roomID]
+		if r == nil {
+			return nil
+		}
+		delete(s.routers, roomID)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for connID := range r.participants {
+			s.dropConnRoomLocked(connID, roomID)
+		}
+		return r
+	}()
 	if r == nil {
-		s.mu.Unlock()
 		return false
 	}
-	delete(s.routers, roomID)
-	r.mu.Lock()
-	for connID := range r.participants {
-		s.dropConnRoomLocked(connID, roomID)
-	}
-	r.mu.Unlock()
-	s.mu.Unlock()
-
-	r.mu.Lock()
-	frame := protocol.Encode(TypeRoomClosed, "", map[string]string{"room_id": roomID})
-	for _, p := range r.sortedParticipants() {
-		s.sender.SendToConnection(p.connID, frame)
-	}
-	r.mu.Unlock()
+	func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		frame := protocol.Encode(TypeRoomClosed, "", map[string]string{"room_id": roomID})
+		for _, p := range r.sortedParticipants() {
+			s.sender.SendToConnection(p.connID, frame)
+		}
+	}()
 	for _, t := range r.shutdown() {
 		t.close()
 	}
@@ -276,18 +326,21 @@ func (s *SFU) JoinCall(roomID, connID, userID string) error {
 		return err
 	}
 	s.addConnRoom(connID, roomID)
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return notFoundCall(roomID)
+	n, added, err := func() (int, bool, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.closed {
+			return 0, false, notFoundCall(roomID)
+		}
+		if _, ok := r.participants[connID]; ok {
+			return 0, false, nil
+		}
+		r.addParticipant(connID, userID)
+		return len(r.participants), true, nil
+	}()
+	if err != nil || !added {
+		return err
 	}
-	if _, ok := r.participants[connID]; ok {
-		r.mu.Unlock()
-		return nil
-	}
-	r.addParticipant(connID, userID)
-	n := len(r.participants)
-	r.mu.Unlock()
 	s.callUpdated(roomID, n)
 	return nil
 }
@@ -352,7 +405,12 @@ func (s *SFU) Participants(roomID string) ([]Participant, error) {
 // Stats are counters for tests and metrics.
 type Stats struct {
 	Calls, Participants, Transports, Producers, Consumers int
-	RTPIn, RTPOut                                         uint64
+	RTPIn, RTPOut                                         uint64 // packets read / written by live transports
+	// By kind: index 0 audio, 1 video.
+	ProducersByKind, ConsumersByKind [2]int
+	// Forwarded to consumers since New (RTX excluded), by kind.
+	ForwardedPackets, ForwardedBytes [2]uint64
+	TransportFailures                uint64
 }
 
 // Stats returns a snapshot of the SFU's counters.
@@ -363,14 +421,24 @@ func (s *SFU) Stats() Stats {
 		routers = append(routers, r)
 	}
 	s.mu.Unlock()
-	st := Stats{Calls: len(routers)}
+	st := Stats{Calls: len(routers), TransportFailures: s.transportFailures.Load()}
+	for i := range s.fwd {
+		st.ForwardedPackets[i] = s.fwd[i].packets.Load()
+		st.ForwardedBytes[i] = s.fwd[i].bytes.Load()
+	}
 	for _, r := range routers {
 		r.mu.Lock()
 		st.Participants += len(r.participants)
 		st.Transports += len(r.transports)
 		st.Producers += len(r.producers)
+		for _, pr := range r.producers {
+			st.ProducersByKind[kindIndex(pr.kind)]++
+		}
 		for _, p := range r.participants {
 			st.Consumers += len(p.consumers)
+			for _, c := range p.consumers {
+				st.ConsumersByKind[kindIndex(c.p.kind)]++
+			}
 		}
 		for _, t := range r.transports {
 			st.RTPIn += t.rtpIn.Load()
@@ -431,7 +499,7 @@ func (s *SFU) callUpdated(roomID string, n int) {
 func (r *router) addParticipant(connID, userID string) *participant {
 	r.seq++
 	p := &participant{
-		connID: connID, userID: userID, seq: r.seq,
+		roomID: r.roomID, connID: connID, userID: userID, seq: r.seq,
 		producers: map[string]*producer{}, consumers: map[string]*consumer{},
 	}
 	r.participants[connID] = p
@@ -540,11 +608,23 @@ func (s *SFU) leave(roomID, connID, reqID string) error {
 	s.mu.Lock()
 	s.dropConnRoomLocked(connID, roomID)
 	s.mu.Unlock()
+	ts, n, err := s.leaveLocked(r, connID, reqID)
+	if err != nil {
+		return err
+	}
+	s.closeAll(ts)
+	s.callUpdated(roomID, n)
+	return nil
+}
+
+// leaveLocked does leave's work under the router's lock (released by a
+// defer) and returns the transports to close and the participant count.
+func (s *SFU) leaveLocked(r *router, connID, reqID string) ([]*transport, int, error) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	p := r.participants[connID]
 	if p == nil || r.closed {
-		r.mu.Unlock()
-		return protocol.Errorf(protocol.CodeNotFound, "connection is not in the call of room %s", roomID)
+		return nil, 0, protocol.Errorf(protocol.CodeNotFound, "connection is not in the call of room %s", r.roomID)
 	}
 	ts := r.clearMediaLocked(p)
 	delete(r.participants, connID)
@@ -552,18 +632,33 @@ func (s *SFU) leave(roomID, connID, reqID string) error {
 		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
 	}
 	frame := protocol.Encode(TypePeerLeft, "", map[string]string{
-		"room_id": roomID, "user_id": p.userID, "connection_id": connID,
+		"room_id": r.roomID, "user_id": p.userID, "connection_id": connID,
 	})
 	for _, o := range r.sortedParticipants() {
 		s.sender.SendToConnection(o.connID, frame)
 	}
-	n := len(r.participants)
-	r.mu.Unlock()
-	for _, t := range ts {
+	return ts, len(r.participants), nil
+}
+
+// transportFailed makes the participant that owns t leave the call, as on a
+// closed connection (the others get media:peer_left), when t is still one
+// of its transports. It runs after a panic was contained in one of t's
+// goroutines; it must not run on those goroutines (close waits for them).
+func (s *SFU) transportFailed(t *transport) {
+	s.transportFailures.Add(1)
+	r, err := s.routerFor(t.roomID)
+	if err != nil {
 		t.close()
+		return
 	}
-	s.callUpdated(roomID, n)
-	return nil
+	r.mu.Lock()
+	p := r.participants[t.owner.connID]
+	current := p != nil && (p.send == t || p.recv == t)
+	r.mu.Unlock()
+	if current {
+		_ = s.leave(t.roomID, t.owner.connID, "")
+	}
+	t.close() // no-op when leave closed it
 }
 
 // ---- workers ----
@@ -627,14 +722,27 @@ func (w *worker) loop() {
 		}
 		w.mu.Unlock()
 		for _, t := range ts {
-			t.flushTWCC()
+			w.flush(t)
 		}
 	}
 }
 
+// flush sends one transport's transport-wide-cc feedback; a panic there
+// fails only that transport (counted as safe.MediaPacket) and the worker
+// keeps serving its other routers.
+func (w *worker) flush(t *transport) {
+	defer t.recovered(safe.MediaPacket)
+	t.flushTWCC()
+}
+
 // ---- pion logging → slog (pion's warnings are expected noise: debug) ----
 
-type pionLogFactory struct{ log *slog.Logger }
+// pionLogFactory also carries the SFU's panic counter to the sockets'
+// ufrag sniffers, which are built where only the logger factory is passed.
+type pionLogFactory struct {
+	log    *slog.Logger
+	panics safe.Counter
+}
 
 func (f *pionLogFactory) NewLogger(scope string) logging.LeveledLogger {
 	return &pionLogger{log: f.log.With("pion", scope)}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // Message types of PROTOCOL.md section 6.
@@ -30,16 +33,63 @@ const (
 	TypeRoomClosed         = "media:room_closed"
 )
 
+// unsupportedTypes are the requests PROTOCOL.md v1.1 section 6 names that
+// this SFU does not implement yet. They are answered with an error of code
+// protocol.CodeUnsupported, which the gateway never counts as a protocol
+// violation; a media:* type missing from both this set and Handle's switch
+// stays bad_request.
+var unsupportedTypes = map[string]bool{
+	"media:producer_pause":       true,
+	"media:producer_resume":      true,
+	"media:consumer_pause":       true,
+	"media:consumer_resume":      true,
+	"media:set_preferred_layers": true,
+	"media:restart_ice":          true,
+	"media:get_stats":            true,
+	"media:produce_data":         true,
+	"media:consume_data":         true,
+}
+
+// knownType reports whether msgType is a client request of PROTOCOL.md
+// section 6 (implemented or not).
+func knownType(msgType string) bool {
+	switch msgType {
+	case TypeJoin, TypeConnectTransport, TypeProduce, TypeConsume, TypeProducerClose, TypeLeave:
+		return true
+	}
+	return unsupportedTypes[msgType]
+}
+
 const maxSourceLen = 32
 
 // Handle processes one media:* message from connection connID of userID.
 // Replies and broadcasts go out through the Sender; a returned error is a
 // *protocol.Error for the caller to send with reqID. A refused message
 // changes nothing.
-func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string, data json.RawMessage) error {
+//
+// Errors: bad_request / too_large for malformed data or an unknown media:*
+// type; unsupported for a request PROTOCOL.md v1.1 section 6 names that
+// this SFU does not implement (see unsupportedTypes), and for every known
+// request when calls are disabled (see Disabled); not_found, forbidden as
+// documented per message. A panic while handling is contained: it is
+// logged and counted (safe.MediaTransport) and the request gets internal;
+// every lock is released by defers.
+func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string, data json.RawMessage) (err error) {
 	_ = ctx
+	defer func() {
+		if v := recover(); v != nil {
+			safe.Report(s.log, s.cfg.Panics, safe.MediaTransport, v, debug.Stack())
+			err = protocol.Errorf(protocol.CodeInternal, "internal error handling %s", msgType)
+		}
+	}()
 	if connID == "" {
 		return protocol.Errorf(protocol.CodeBadRequest, "missing connection id")
+	}
+	if s.disabled != "" && knownType(msgType) {
+		return s.disabledError()
+	}
+	if unsupportedTypes[msgType] {
+		return protocol.Errorf(protocol.CodeUnsupported, "%s is not supported by this server", msgType)
 	}
 	switch msgType {
 	case TypeJoin:
@@ -71,9 +121,14 @@ func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string,
 			RoomID          string          `json:"room_id"`
 			ProducerID      string          `json:"producer_id"`
 			RtpCapabilities json.RawMessage `json:"rtp_capabilities"`
+			Paused          bool            `json:"paused"`
 		}
 		if err := decode(data, &m); err != nil {
 			return err
+		}
+		if m.Paused {
+			// PROTOCOL.md allows it, but consumer_resume is not implemented.
+			return protocol.Errorf(protocol.CodeUnsupported, "paused consumers are not supported by this server; consume with paused false")
 		}
 		return s.consume(m.RoomID, connID, m.ProducerID, m.RtpCapabilities, reqID)
 	case TypeProducerClose:
@@ -97,7 +152,18 @@ func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string,
 		}
 		return s.leave(m.RoomID, connID, reqID)
 	}
-	return protocol.Errorf(protocol.CodeBadRequest, "unknown message type %q", msgType)
+	return protocol.Errorf(protocol.CodeBadRequest, "unknown message type %q", truncate(msgType, 64))
+}
+
+// joinHook, when set (tests only), runs in media:join under the router's
+// lock; a test makes it panic to check that the lock is released.
+var joinHook atomic.Pointer[func()]
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 func decode(data json.RawMessage, v any) error {
@@ -183,14 +249,32 @@ func (s *SFU) join(roomID, connID, userID, reqID string) error {
 		return err
 	}
 	s.addConnRoom(connID, roomID)
+	isNew, n, stale, err := s.joinLocked(r, connID, userID, reqID)
+	s.closeAll(stale)
+	if err != nil {
+		return err
+	}
+	if isNew {
+		s.callUpdated(roomID, n)
+	}
+	return nil
+}
+
+// joinLocked does join's work under the router's lock (released by a defer,
+// so that a contained panic leaves no lock held). It returns whether the
+// participant is new, the participant count, and the transports of a
+// previous join to close once unlocked.
+func (s *SFU) joinLocked(r *router, connID, userID, reqID string) (isNew bool, n int, stale []*transport, err error) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if h := joinHook.Load(); h != nil {
+		(*h)()
+	}
 	if r.closed {
-		r.mu.Unlock()
-		return notFoundCall(roomID)
+		return false, 0, nil, notFoundCall(r.roomID)
 	}
 	p := r.participants[connID]
-	isNew := p == nil
-	var stale []*transport
+	isNew = p == nil
 	if isNew {
 		p = r.addParticipant(connID, userID)
 	} else {
@@ -206,18 +290,13 @@ func (s *SFU) join(roomID, connID, userID, reqID string) error {
 	}
 	send, err := s.newTransport(p, dirSend)
 	if err != nil {
-		r.mu.Unlock()
-		s.closeAll(stale)
 		s.log.Error("create transport", "err", err)
-		return protocol.Errorf(protocol.CodeInternal, "cannot create transport")
+		return false, 0, stale, protocol.Errorf(protocol.CodeInternal, "cannot create transport")
 	}
 	recv, err := s.newTransport(p, dirRecv)
 	if err != nil {
-		r.mu.Unlock()
-		send.close()
-		s.closeAll(stale)
 		s.log.Error("create transport", "err", err)
-		return protocol.Errorf(protocol.CodeInternal, "cannot create transport")
+		return false, 0, append(stale, send), protocol.Errorf(protocol.CodeInternal, "cannot create transport")
 	}
 	recv.onReady = func(t *transport) {
 		// Media may have been dropped while the transport was connecting:
@@ -246,13 +325,7 @@ func (s *SFU) join(roomID, connID, userID, reqID string) error {
 			s.sender.SendToConnection(connID, newProducerFrame(pr))
 		}
 	}
-	n := len(r.participants)
-	r.mu.Unlock()
-	s.closeAll(stale)
-	if isNew {
-		s.callUpdated(roomID, n)
-	}
-	return nil
+	return isNew, len(r.participants), stale, nil
 }
 
 func (s *SFU) closeAll(ts []*transport) {
@@ -413,6 +486,23 @@ func parseProduce(m *produceRequest) (*parsedProduce, error) {
 
 var producerSeq atomicCounter
 
+// newProducer builds a producer of kind from a validated produce request,
+// owned by p on send transport t (not yet routed).
+func newProducer(pp *parsedProduce, kind string, p *participant, t *transport) *producer {
+	pr := &producer{
+		id: newID(), kind: kind, source: pp.source, owner: p, t: t,
+		params: pp.params, codec: pp.codec, router: pp.router,
+		ssrc: pp.ssrc, rtxSSRC: pp.rtxSSRC, pt: pp.codec.PayloadType, rtxPT: pp.rtxPT,
+		cname: pp.params.Rtcp.CNAME, extURI: pp.extURI, seqNo: producerSeq.next(),
+	}
+	empty := []*consumer{}
+	pr.consumers.Store(&empty)
+	if kind == kindVideo {
+		pr.history = &packetHistory{}
+	}
+	return pr
+}
+
 func (s *SFU) produce(connID string, m *produceRequest, reqID string) error {
 	pp, err := parseProduce(m)
 	if err != nil {
@@ -443,17 +533,7 @@ func (s *SFU) produce(connID string, m *produceRequest, reqID string) error {
 	if tw := t.twccExtID.Load(); tw != 0 && pp.twccID != 0 && uint8(tw) != pp.twccID {
 		return badRequest("transport-wide-cc id differs from the transport's other producers")
 	}
-	pr := &producer{
-		id: newID(), kind: m.Kind, source: pp.source, owner: p, t: t,
-		params: pp.params, codec: pp.codec, router: pp.router,
-		ssrc: pp.ssrc, rtxSSRC: pp.rtxSSRC, pt: pp.codec.PayloadType, rtxPT: pp.rtxPT,
-		cname: pp.params.Rtcp.CNAME, extURI: pp.extURI, seqNo: producerSeq.next(),
-	}
-	empty := []*consumer{}
-	pr.consumers.Store(&empty)
-	if m.Kind == kindVideo {
-		pr.history = &packetHistory{}
-	}
+	pr := newProducer(pp, m.Kind, p, t)
 	if pp.twccID != 0 {
 		t.twccExtID.Store(int32(pp.twccID))
 	}
@@ -557,7 +637,7 @@ func buildConsumer(pr *producer, caps *RtpCapabilities) (*consumer, error) {
 		}
 	}
 	c := &consumer{
-		p: pr, ssrc: randSSRC(), pt: rc.PreferredPayloadType, passExt: map[string]uint8{},
+		p: pr, kind: kindIndex(pr.kind), ssrc: randSSRC(), pt: rc.PreferredPayloadType, passExt: map[string]uint8{},
 	}
 	codecs := []RtpCodecParameters{{
 		MimeType: rc.MimeType, PayloadType: rc.PreferredPayloadType, ClockRate: rc.ClockRate,

@@ -31,7 +31,7 @@ func openTCPEndpoint(ip string, port int, lf logging.LoggerFactory) (*tcpEndpoin
 	if err != nil {
 		return nil, err
 	}
-	w := newUfragWaiters()
+	w := newUfragWaiters(lf)
 	mux := ice.NewTCPMuxDefault(ice.TCPMuxParams{
 		Listener:       &sniffingListener{Listener: ln, waiters: w},
 		Logger:         lf.NewLogger("tcpmux"),

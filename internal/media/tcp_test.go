@@ -31,7 +31,7 @@ func TestSniffingConnReadsTheFirstFramedBindingRequest(t *testing.T) {
 		{"oversized", append([]byte{0xff, 0xff}, make([]byte, 100)...), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newUfragWaiters()
+			w := newUfragWaiters(nil)
 			var got []string
 			w.expect("srvufrag", pwd, func(r string) { got = append(got, r) })
 			a, b := net.Pipe()
@@ -87,7 +87,7 @@ func TestSniffingListenerSurvivesAcceptErrorsAndStopsWhenClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &sniffingListener{Listener: &flakyListener{Listener: ln, fails: 3}, waiters: newUfragWaiters()}
+	l := &sniffingListener{Listener: &flakyListener{Listener: ln, fails: 3}, waiters: newUfragWaiters(nil)}
 	go func() {
 		if c, err := net.Dial("tcp4", ln.Addr().String()); err == nil {
 			defer c.Close()

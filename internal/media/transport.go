@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,8 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
+
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // IceParameters is mediasoup's IceParameters.
@@ -67,11 +70,12 @@ type producerRoute struct {
 // SRTP over one UDP 5-tuple, carrying either a connection's producers (send)
 // or its consumers (recv).
 type transport struct {
-	id    string
-	dir   direction
-	owner *participant
-	sfu   *SFU
-	log   *slog.Logger
+	id     string
+	roomID string
+	dir    direction
+	owner  *participant
+	sfu    *SFU
+	log    *slog.Logger
 
 	ufrag, pwd string
 	ep         *udpEndpoint
@@ -113,6 +117,7 @@ type transport struct {
 	rtpIn      atomic.Uint64
 	rtpOut     atomic.Uint64
 	lastRTCPIn atomic.Int64
+	failed     atomic.Bool // a panic was contained: transportFailed runs once
 }
 
 func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error) {
@@ -124,7 +129,7 @@ func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error
 		}
 	}
 	t := &transport{
-		id: newID(), dir: dir, owner: owner, sfu: s, ep: ep,
+		id: newID(), roomID: owner.roomID, dir: dir, owner: owner, sfu: s, ep: ep,
 		ufrag: randString(16), pwd: randString(32),
 		dtlsSet: make(chan struct{}),
 		start:   time.Now(),
@@ -221,6 +226,24 @@ func (t *transport) onRemoteUfrag(remote string) {
 	go t.run(remote)
 }
 
+// recovered is deferred first thing by each of the transport's goroutines
+// (ICE accept + DTLS setup, read loop): a panic there is logged and counted
+// under where, and the transport fails (its participant leaves the call,
+// the others get media:peer_left); the node and every other transport keep
+// going.
+func (t *transport) recovered(where safe.Where) {
+	if v := recover(); v != nil {
+		safe.Report(t.log, t.sfu.cfg.Panics, where, v, debug.Stack())
+		if t.failed.CompareAndSwap(false, true) {
+			go t.sfu.transportFailed(t)
+		}
+	}
+}
+
+// packetHook, when set (tests only), sees every RTP/RTCP packet a transport
+// reads before it is decrypted; a test makes it panic to check containment.
+var packetHook atomic.Pointer[func(t *transport, b []byte)]
+
 // setRemoteDTLS records the client's DTLS parameters (once).
 func (t *transport) setRemoteDTLS(p *DtlsParameters) bool {
 	t.mu.Lock()
@@ -235,6 +258,7 @@ func (t *transport) setRemoteDTLS(p *DtlsParameters) bool {
 
 func (t *transport) run(remoteUfrag string) {
 	defer t.wg.Done()
+	defer t.recovered(safe.MediaTransport)
 	conn, err := t.agent.Accept(t.ctx, remoteUfrag, remotePwdPlaceholder)
 	if err != nil {
 		t.log.Debug("ice accept ended", "err", err)
@@ -351,6 +375,7 @@ func (t *transport) startSRTP(dc *dtls.Conn, isClient bool) error {
 
 func (t *transport) readLoop(conn *ice.Conn, ep *dtlsEndpoint) {
 	defer t.wg.Done()
+	defer t.recovered(safe.MediaPacket)
 	buf := make([]byte, 1500+64)
 	for {
 		n, err := conn.Read(buf)
@@ -368,6 +393,9 @@ func (t *transport) readLoop(conn *ice.Conn, ep *dtlsEndpoint) {
 			if !t.ready.Load() {
 				continue
 			}
+			if h := packetHook.Load(); h != nil {
+				(*h)(t, b)
+			}
 			if b[1] >= 192 && b[1] <= 223 {
 				t.handleRTCP(b)
 			} else {
@@ -378,27 +406,36 @@ func (t *transport) readLoop(conn *ice.Conn, ep *dtlsEndpoint) {
 }
 
 func (t *transport) handleRTP(b []byte) {
-	var h rtp.Header
-	plain, err := t.decrypt.DecryptRTP(b, b, &h)
+	plain, err := t.decrypt.DecryptRTP(b, b, nil)
 	if err != nil {
 		return
 	}
+	t.onRTP(plain)
+}
+
+// onRTP handles one decrypted RTP packet (RFC 3550 section 5.1) read on a
+// send transport: it is routed by SSRC to its producer (media or RTX),
+// its transport-wide sequence number (the client's transport-cc extension
+// id) is recorded for feedback, and the producer forwards it. Packets of
+// unknown SSRCs and malformed packets are dropped. No socket is needed
+// when the transport is not ready (fuzzing): writes are then no-ops.
+func (t *transport) onRTP(plain []byte) {
+	var pkt rtp.Packet
+	if err := pkt.Unmarshal(plain); err != nil {
+		return
+	}
 	routes := *t.producers.Load()
-	route, ok := routes[h.SSRC]
+	route, ok := routes[pkt.SSRC]
 	if !ok {
 		return
 	}
 	if id := t.twccExtID.Load(); id > 0 {
-		if ext := h.GetExtension(uint8(id)); len(ext) >= 2 {
+		if ext := pkt.GetExtension(uint8(id)); len(ext) >= 2 {
 			seq := uint16(ext[0])<<8 | uint16(ext[1])
 			t.twccMu.Lock()
-			t.twccRec.Record(h.SSRC, seq, time.Since(t.start).Microseconds())
+			t.twccRec.Record(pkt.SSRC, seq, time.Since(t.start).Microseconds())
 			t.twccMu.Unlock()
 		}
-	}
-	var pkt rtp.Packet
-	if err := pkt.Unmarshal(plain); err != nil {
-		return
 	}
 	t.rtpIn.Add(1)
 	route.p.receive(&pkt, route.isRTX)
@@ -409,6 +446,16 @@ func (t *transport) handleRTCP(b []byte) {
 	if err != nil {
 		return
 	}
+	t.onRTCP(plain)
+}
+
+// onRTCP handles one decrypted compound RTCP packet (RFC 3550 section 6,
+// feedback RFC 4585): a producer's SR is forwarded to its consumers,
+// consumer PLI/FIR (RFC 4585 6.3.1, RFC 5104 4.3.1) become a key-frame
+// request to the producer, consumer NACKs (RFC 4585 6.2.1) are answered
+// from the producer's history; the rest is ignored. Malformed packets are
+// dropped.
+func (t *transport) onRTCP(plain []byte) {
 	pkts, err := rtcp.Unmarshal(plain)
 	if err != nil {
 		return
@@ -442,11 +489,12 @@ func (t *transport) handleRTCP(b []byte) {
 	}
 }
 
-// writeRTP encrypts and sends one packet built from h and payload.
-func (t *transport) writeRTP(h *rtp.Header, payload []byte) {
+// writeRTP encrypts and sends one packet built from h and payload; it
+// reports whether the packet was written.
+func (t *transport) writeRTP(h *rtp.Header, payload []byte) bool {
 	conn := t.iceConn.Load()
 	if conn == nil || !t.ready.Load() {
-		return
+		return false
 	}
 	t.encMu.Lock()
 	defer t.encMu.Unlock()
@@ -456,17 +504,19 @@ func (t *transport) writeRTP(h *rtp.Header, payload []byte) {
 	}
 	plain := t.plain[:hl+len(payload)]
 	if _, err := h.MarshalTo(plain); err != nil {
-		return
+		return false
 	}
 	copy(plain[hl:], payload)
 	out, err := t.encrypt.EncryptRTP(t.encBuf[:0], plain, nil)
 	if err != nil {
-		return
+		return false
 	}
 	t.encBuf = out
-	if _, err := conn.Write(out); err == nil {
-		t.rtpOut.Add(1)
+	if _, err := conn.Write(out); err != nil {
+		return false
 	}
+	t.rtpOut.Add(1)
+	return true
 }
 
 func (t *transport) writeRTCP(pkts []rtcp.Packet) {

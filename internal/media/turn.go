@@ -6,11 +6,14 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v5"
+
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // IceServer is an RTCIceServer as the browser takes it.
@@ -80,7 +83,7 @@ func (s *SFU) startTURN() error {
 	}
 	srv, err := turn.NewServer(turn.ServerConfig{
 		Realm:         tc.Realm,
-		AuthHandler:   turn.LongTermTURNRESTAuthHandler(s.turnSecret, s.lf.NewLogger("turn")),
+		AuthHandler:   s.recoveringAuth(turn.LongTermTURNRESTAuthHandler(s.turnSecret, s.lf.NewLogger("turn"))),
 		LoggerFactory: s.lf,
 		PacketConnConfigs: []turn.PacketConnConfig{{
 			PacketConn: pc,
@@ -105,6 +108,22 @@ func (s *SFU) startTURN() error {
 	}
 	s.turnURLs = []string{fmt.Sprintf("turn:%s?transport=udp", net.JoinHostPort(host, strconv.Itoa(addr.Port)))}
 	return nil
+}
+
+// recoveringAuth wraps the TURN server's credential check, the only code
+// of ours that pion/turn runs on its node-wide read loop: a panic there is
+// logged and counted (safe.MediaTransport) and the request is refused
+// instead of killing the process.
+func (s *SFU) recoveringAuth(h turn.AuthHandler) turn.AuthHandler {
+	return func(ra *turn.RequestAttributes) (userID string, key []byte, ok bool) {
+		defer func() {
+			if v := recover(); v != nil {
+				safe.Report(s.log, s.cfg.Panics, safe.MediaTransport, v, debug.Stack())
+				userID, key, ok = "", nil, false
+			}
+		}()
+		return h(ra)
+	}
 }
 
 func relayBindAddr(tc EmbeddedTURN) string {

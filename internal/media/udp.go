@@ -4,14 +4,18 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
 	"github.com/pion/stun/v4"
+
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // ufragWaiters is the ufrag trick shared by the UDP and TCP paths. pion's
@@ -26,6 +30,9 @@ import (
 type ufragWaiters struct {
 	mu      sync.Mutex
 	waiting map[string]waiter
+
+	log    *slog.Logger // for contained panics
+	panics safe.Counter
 }
 
 type waiter struct {
@@ -33,8 +40,12 @@ type waiter struct {
 	fn  func(remoteUfrag string)
 }
 
-func newUfragWaiters() *ufragWaiters {
-	return &ufragWaiters{waiting: map[string]waiter{}}
+func newUfragWaiters(lf logging.LoggerFactory) *ufragWaiters {
+	w := &ufragWaiters{waiting: map[string]waiter{}}
+	if f, ok := lf.(*pionLogFactory); ok {
+		w.log, w.panics = f.log, f.panics
+	}
+	return w
 }
 
 // expect registers fn for binding requests addressed to localUfrag and
@@ -52,7 +63,15 @@ func (s *ufragWaiters) forget(localUfrag string) {
 	s.mu.Unlock()
 }
 
+// inspect runs b (one datagram, or one RFC 4571 frame on TCP) through the
+// waiters. It runs on the node-wide mux reader goroutines (pion's), so a
+// panic in it is contained here: logged, counted as safe.MediaPacket, the
+// packet dropped, and the reader keeps going.
 func (s *ufragWaiters) inspect(b []byte) {
+	defer safe.Recover(s.log, s.panics, safe.MediaPacket, nil)
+	if h := sniffHook.Load(); h != nil {
+		(*h)(b)
+	}
 	if !stun.IsMessage(b) {
 		return
 	}
@@ -62,21 +81,14 @@ func (s *ufragWaiters) inspect(b []byte) {
 	if n == 0 {
 		return
 	}
-	m := &stun.Message{Raw: append([]byte(nil), b...)}
-	if m.Decode() != nil || m.Type != stun.BindingRequest {
-		return
-	}
-	var u stun.Username
-	if u.GetFrom(m) != nil {
-		return
-	}
-	local, remote, ok := strings.Cut(string(u), ":")
-	if !ok || remote == "" || len(remote) > 256 {
+	m, local, remote, ok := parseBindingRequest(b)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
 	w, ok := s.waiting[local]
 	s.mu.Unlock()
+	// MESSAGE-INTEGRITY with the transport's password (RFC 8489 14.5).
 	if !ok || stun.NewShortTermIntegrity(w.pwd).Check(m) != nil {
 		return
 	}
@@ -86,6 +98,34 @@ func (s *ufragWaiters) inspect(b []byte) {
 	w.fn(remote)
 }
 
+// sniffHook, when set (tests only), sees every packet inspect reads; a
+// test makes it panic to check that the node-wide reader survives.
+var sniffHook atomic.Pointer[func(b []byte)]
+
+// parseBindingRequest decodes b (a copy is taken; b is not modified) as a
+// STUN binding request (RFC 8489; ICE usage RFC 8445 section 7.2.2) and
+// splits its USERNAME "localUfrag:remoteUfrag" (as seen from the server).
+// ok is false for anything else: not STUN, not a binding request, no
+// USERNAME, no colon, an empty or over-256-byte remote half.
+func parseBindingRequest(b []byte) (m *stun.Message, local, remote string, ok bool) {
+	if !stun.IsMessage(b) {
+		return nil, "", "", false
+	}
+	m = &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil || m.Type != stun.BindingRequest {
+		return nil, "", "", false
+	}
+	var u stun.Username
+	if u.GetFrom(m) != nil {
+		return nil, "", "", false
+	}
+	local, remote, ok = strings.Cut(string(u), ":")
+	if !ok || remote == "" || len(remote) > 256 {
+		return nil, "", "", false
+	}
+	return m, local, remote, true
+}
+
 // ufragSniffer wraps the UDP socket under an ice.UDPMuxDefault and runs
 // every datagram it reads through its ufragWaiters.
 type ufragSniffer struct {
@@ -93,8 +133,8 @@ type ufragSniffer struct {
 	*ufragWaiters
 }
 
-func newUfragSniffer(c *net.UDPConn) *ufragSniffer {
-	return &ufragSniffer{UDPConn: c, ufragWaiters: newUfragWaiters()}
+func newUfragSniffer(c *net.UDPConn, lf logging.LoggerFactory) *ufragSniffer {
+	return &ufragSniffer{UDPConn: c, ufragWaiters: newUfragWaiters(lf)}
 }
 
 // ReadFromAddrPort implements ice.AddrPortReaderWriter (the mux's fast path).
@@ -141,7 +181,7 @@ func openEndpoint(ip string, port int, lf logging.LoggerFactory) (*udpEndpoint, 
 	}
 	_ = c.SetReadBuffer(1 << 20)
 	_ = c.SetWriteBuffer(1 << 20)
-	sn := newUfragSniffer(c)
+	sn := newUfragSniffer(c, lf)
 	mux := ice.NewUDPMuxDefault(ice.UDPMuxParams{
 		Logger:  lf.NewLogger("udpmux"),
 		UDPConn: sn,
@@ -177,8 +217,11 @@ func (p *portAllocator) open(ip string, lf logging.LoggerFactory) (*udpEndpoint,
 	return nil, errNoPort
 }
 
-// localIPs lists the IPv4 addresses to announce as host candidates.
-func localIPs(listenIP, announcedIP string, includeLoopback bool) []string {
+// localIPs lists the IPv4 addresses to announce as host candidates:
+// announcedIP when set, else the listen IP when it is not 0.0.0.0, else
+// every non-loopback, non-link-local IPv4 of ifaces (net.InterfaceAddrs
+// when nil); plus 127.0.0.1 with includeLoopback. Empty when none is found.
+func localIPs(listenIP, announcedIP string, includeLoopback bool, ifaces ...func() ([]net.Addr, error)) []string {
 	var out []string
 	seen := map[string]bool{}
 	add := func(s string) {
@@ -194,7 +237,11 @@ func localIPs(listenIP, announcedIP string, includeLoopback bool) []string {
 	case !lip.IsUnspecified():
 		add(lip.String())
 	default:
-		addrs, _ := net.InterfaceAddrs()
+		list := net.InterfaceAddrs
+		if len(ifaces) > 0 && ifaces[0] != nil {
+			list = ifaces[0]
+		}
+		addrs, _ := list()
 		for _, a := range addrs {
 			ipn, ok := a.(*net.IPNet)
 			if !ok || ipn.IP.To4() == nil || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {

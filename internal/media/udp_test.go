@@ -17,7 +17,7 @@ func bindingRequest(t *testing.T, username, pwd string) []byte {
 }
 
 func TestUfragSnifferTakesTheClientUfragFromASignedRequest(t *testing.T) {
-	sn := newUfragSniffer(nil)
+	sn := newUfragSniffer(nil, nil)
 	var got []string
 	sn.expect("srvufrag", "srvpassword-0123456789", func(r string) { got = append(got, r) })
 

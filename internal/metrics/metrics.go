@@ -94,7 +94,6 @@ var gaugeHelp = map[string]string{
 	"parley_users_connected":  "Distinct users with at least one connection.",
 	"parley_rooms_live":       "Rooms with at least one client in memory.",
 	"parley_typing_active":    "Typing indicators currently active.",
-	"parley_media_calls":      "Active calls.",
 	"parley_storage_inflight": "Storage updates waiting for their commit.",
 }
 

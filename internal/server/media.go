@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/parleyhq/parley/internal/access"
@@ -13,34 +16,74 @@ import (
 )
 
 // wireMedia creates the SFU, routes media:* messages to it (after the
-// membership check), tells it about closed connections, and serves the call
-// endpoints.
+// membership check), tells it about closed connections, registers its
+// metrics, and serves the call endpoints.
+//
+// --dev implies --media-loopback. When the machine has no IPv4 address to
+// announce (media.ErrNoAnnouncedIP) the server starts without calls: one
+// warning names the flags, rooms and chat serve as usual, media:* requests
+// answer `unsupported` ("calls are disabled on this server: ...") and the
+// REST call endpoints answer 503 with the same error body.
 func (s *Server) wireMedia(base *api.Base) error {
 	cfg := s.cfg
 	mc := media.Config{
 		Workers: cfg.MediaWorkers, ListenIP: cfg.MediaListenIP, AnnouncedIP: cfg.MediaAnnouncedIP,
 		RTCMinPort: uint16(cfg.MediaRTCMinPort), RTCMaxPort: uint16(cfg.MediaRTCMaxPort),
-		UDPMuxPort: cfg.MediaUDPPort, TCPPort: cfg.MediaTCPPort, IncludeLoopback: cfg.MediaLoopback,
+		UDPMuxPort: cfg.MediaUDPPort, TCPPort: cfg.MediaTCPPort, IncludeLoopback: cfg.MediaLoopback || cfg.Dev,
 		TURNUsername: cfg.TURNUsername, TURNPassword: cfg.TURNPassword,
 		TURNSharedSecret: cfg.TURNSharedSecret, TURNCredentialTTL: cfg.TURNCredentialTTL, ForceRelay: cfg.TURNForceRelay,
 		EmbeddedTURN: media.EmbeddedTURN{Enabled: cfg.TURNEmbedded, ListenIP: cfg.TURNEmbeddedListen,
 			Port: cfg.TURNEmbeddedPort, Realm: cfg.TURNEmbeddedRealm, RelayIP: cfg.MediaAnnouncedIP},
+		Panics: s.Metrics,
 	}
 	for _, u := range strings.Split(cfg.TURNURL, ",") {
 		if u = strings.TrimSpace(u); u != "" {
 			mc.TURNURLs = append(mc.TURNURLs, u)
 		}
 	}
-	sfu, err := media.New(mc, hubSender{s}, callEvents{s}, s.log.With("component", "media"))
+	log := s.log.With("component", "media")
+	sfu, err := newSFU(mc, hubSender{s}, callEvents{s}, log)
+	if errors.Is(err, media.ErrNoAnnouncedIP) {
+		reason := "no IPv4 address to announce in ICE candidates"
+		log.Warn("calls disabled: " + reason + "; set --media-announced-ip (PARLEY_MEDIA_ANNOUNCED_IP) to the address clients reach," +
+			" or --media-loopback (PARLEY_MEDIA_LOOPBACK) for local use; rooms and chat are unaffected")
+		sfu, err = media.Disabled(reason+" (set --media-announced-ip or --media-loopback)", log), nil
+	}
 	if err != nil {
 		return err
 	}
 	s.SFU = sfu
 	s.closers = append(s.closers, func(context.Context) error { return sfu.Close() })
+	if err := s.Metrics.Registry.Register(sfu.Collector()); err != nil {
+		return fmt.Errorf("media metrics: %w", err)
+	}
 	s.Gateway.Route("media", gateway.HandlerFunc(s.handleMedia))
 	s.Gateway.OnLifecycle(mediaLifecycle{sfu})
+	if reason := sfu.CallsDisabled(); reason != "" {
+		callsDisabled(s.mux, reason)
+		return nil
+	}
 	(&api.Calls{Base: base, SFU: sfu, Hub: s.Hub, Access: s.Access}).Register(s.mux)
 	return nil
+}
+
+// newSFU is media.New; tests replace it to simulate a host without a
+// routable IPv4 address.
+var newSFU = media.New
+
+// callsDisabled serves the call endpoints (the routes api.Calls registers)
+// with 503 {"error":"unsupported","message":"calls are disabled on this
+// server: <reason>"} when the SFU could not start.
+func callsDisabled(mux *http.ServeMux, reason string) {
+	h := func(w http.ResponseWriter, _ *http.Request) {
+		api.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{
+			"error": protocol.CodeUnsupported, "message": "calls are disabled on this server: " + reason,
+		})
+	}
+	for _, p := range []string{"POST /api/rooms/{id}/call/start", "POST /api/rooms/{id}/call/join",
+		"POST /api/rooms/{id}/call/leave", "POST /api/rooms/{id}/call/end", "GET /api/rooms/{id}/call/participants"} {
+		mux.HandleFunc(p, h)
+	}
 }
 
 // handleMedia routes media:* to the SFU after asking the policy for
