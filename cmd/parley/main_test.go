@@ -123,7 +123,7 @@ func TestSIGKILLDurability(t *testing.T) {
 	bin := buildBinary(t)
 	dataDir := t.TempDir()
 	env := []string{"PARLEY_AUTH_SECRET=" + testSecret, "PARLEY_DATA_DIR=" + dataDir, "PARLEY_HTTP_ADDR=127.0.0.1:0",
-		"PARLEY_API_KEY=k", "PARLEY_SNAPSHOT_EVERY=150", "PARLEY_MSG_RATE=100000", "PARLEY_MSG_BURST=100000"}
+		"PARLEY_API_KEY=cmd-test-api-key-0123", "PARLEY_SNAPSHOT_EVERY=150", "PARLEY_MSG_RATE=100000", "PARLEY_MSG_BURST=100000"}
 	p := startServer(t, bin, env)
 
 	tok, _, _ := auth.NewHS256Signer([]byte(testSecret)).Mint("u1", "", time.Hour, map[string]auth.Perm{"*": auth.PermAll})
@@ -160,7 +160,7 @@ func TestSIGKILLDurability(t *testing.T) {
 
 	p2 := startServer(t, bin, env)
 	req, _ := http.NewRequest("GET", "http://"+p2.addr+"/api/rooms/durable/storage", nil)
-	req.Header.Set("Authorization", "Bearer k")
+	req.Header.Set("Authorization", "Bearer cmd-test-api-key-0123")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
