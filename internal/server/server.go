@@ -169,8 +169,9 @@ func (s *Server) Start(ln net.Listener) {
 	c := s.cfg
 	// ReadTimeout and WriteTimeout bound each REST request (slow bodies,
 	// clients that do not read); net/http sets them as deadlines on the
-	// connection, and hijackWriter clears both when /ws takes the
-	// connection over, so WebSockets are not cut by them.
+	// connection and clears them when /ws hijacks it (hijackWriter clears
+	// them too, so this does not rest on that detail), so WebSockets are
+	// not cut by them (TestWebSocketOutlivesHTTPTimeouts).
 	s.httpSrv = &http.Server{Handler: s.handler, ReadHeaderTimeout: c.HTTPReadHeaderTimeout,
 		ReadTimeout: c.HTTPReadTimeout, WriteTimeout: c.HTTPWriteTimeout, IdleTimeout: c.HTTPIdleTimeout,
 		ConnState: newConnCap(c.HTTPMaxConns).track,
