@@ -302,4 +302,3 @@ func TestIdleConnectionsOverCap(t *testing.T) {
 	// The WebSocket is not counted against the cap and was not cut.
 	c.ExpectNothing()
 }
-
