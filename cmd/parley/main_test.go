@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,10 +39,12 @@ func buildBinary(t *testing.T) string {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	addr string
-	out  *strings.Builder
-	done chan error
+	cmd    *exec.Cmd
+	addr   string
+	mu     sync.Mutex
+	stderr []string // log lines so far
+	out    *strings.Builder
+	done   chan error
 }
 
 var listenRe = regexp.MustCompile(`msg=listening addr=(\S+)`)
@@ -63,6 +66,9 @@ func startServer(t *testing.T, bin string, env []string, args ...string) *proc {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
+			p.mu.Lock()
+			p.stderr = append(p.stderr, line)
+			p.mu.Unlock()
 			if m := listenRe.FindStringSubmatch(line); m != nil {
 				addrCh <- m[1]
 			}
