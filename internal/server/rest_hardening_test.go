@@ -56,6 +56,17 @@ func TestHTTPHandlerPanicIsContained(t *testing.T) {
 		_, _ = w.Write([]byte("partial"))
 		panic("injected after write")
 	})
+	mux.HandleFunc("GET /test/panic-after-hijack", func(w http.ResponseWriter, _ *http.Request) {
+		if _, _, err := http.NewResponseController(w).Hijack(); err != nil {
+			t.Error(err)
+		}
+		panic("injected after hijack")
+	})
+	nc, br := dialRaw(t, s)
+	_, _ = io.WriteString(nc, "GET /test/panic-after-hijack HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !closedByServer(nc, br, 5*time.Second) {
+		t.Fatal("hijacked connection left open after its handler panicked")
+	}
 	code, body := s.Do("GET", "/test/panic", "", nil)
 	if code != 500 || errorCode(body) != "internal" || !strings.Contains(string(body), `"message"`) {
 		t.Fatalf("panicking handler: %d %s", code, body)
@@ -74,7 +85,7 @@ func TestHTTPHandlerPanicIsContained(t *testing.T) {
 	c := s.DialUser("alice", servertest.AllRooms)
 	c.ExpectNothing()
 	_, metrics := s.Do("GET", "/metrics", "", nil)
-	if !strings.Contains(string(metrics), `parley_panics_total{where="http"} 2`) {
+	if !strings.Contains(string(metrics), `parley_panics_total{where="http"} 3`) {
 		t.Fatalf("panic not counted:\n%s", grepLines(string(metrics), "parley_panics_total"))
 	}
 }
@@ -241,6 +252,21 @@ func TestSlowBodyCut(t *testing.T) {
 	}
 }
 
+// A client that never finishes its headers is cut after
+// http-read-header-timeout.
+func TestSlowHeadersCut(t *testing.T) {
+	s := servertest.Start(t, map[string]string{"PARLEY_HTTP_READ_HEADER_TIMEOUT": "200ms"})
+	nc, br := dialRaw(t, s)
+	_, _ = io.WriteString(nc, "GET /healthz HTTP/1.1\r\nHost: x\r\n")
+	t0 := time.Now()
+	if !closedByServer(nc, br, 5*time.Second) {
+		t.Fatal("connection with unfinished headers still open after 5s (header timeout 200ms)")
+	}
+	if d := time.Since(t0); d < 150*time.Millisecond {
+		t.Fatalf("closed after %s, before the header timeout", d)
+	}
+}
+
 // A WebSocket lives well past the HTTP read, write and idle timeouts: they
 // apply to REST requests only.
 func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
@@ -269,13 +295,34 @@ func TestIdleConnectionsOverCap(t *testing.T) {
 		br *bufio.Reader
 	}
 	conns := make([]rc, n)
-	for i := range conns {
-		nc, br := dialRaw(t, s)
-		conns[i] = rc{nc, br}
-		if code := rawRequest(t, nc, br, "/healthz"); code != 200 {
-			t.Fatalf("conn %d: healthz %d", i, code)
+	open := func(from, to int) {
+		for i := from; i < to; i++ {
+			nc, br := dialRaw(t, s)
+			conns[i] = rc{nc, br}
+			if code := rawRequest(t, nc, br, "/healthz"); code != 200 {
+				t.Fatalf("conn %d: healthz %d", i, code)
+			}
 		}
 	}
+	// At the cap: all 20 idle connections are kept.
+	open(0, max)
+	var wg sync.WaitGroup
+	var closedAtCap atomic.Int32
+	for _, c := range conns[:max] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if closedByServer(c.nc, c.br, 300*time.Millisecond) {
+				closedAtCap.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := closedAtCap.Load(); n != 0 {
+		t.Fatalf("%d connections closed at the cap", n)
+	}
+	// Past it.
+	open(max, n)
 	if code, body := postFrom(t, clientFrom("127.0.0.1"), s.URL+"/healthz", ""); code != 405 && code != 200 {
 		t.Fatalf("new connection over the cap: %d %s", code, body)
 	}
@@ -285,7 +332,6 @@ func TestIdleConnectionsOverCap(t *testing.T) {
 	c := s.DialUser("alice", servertest.AllRooms)
 	c.ExpectNothing()
 	var closed atomic.Int32
-	var wg sync.WaitGroup
 	for _, c := range conns {
 		wg.Add(1)
 		go func() {

@@ -241,7 +241,8 @@ func (s *Server) sweepRefreshTokens() {
 // recoverHTTP contains a panic in any HTTP handler (REST, operations, and
 // /ws before the upgrade): it is logged once with its stack, counted in
 // parley_panics_total{where="http"}, and answered 500 internal unless the
-// handler had already written headers or hijacked the connection; the node
+// handler had already written headers (then the response is cut short), or
+// had hijacked the connection (then that connection is closed); the node
 // keeps serving. http.ErrAbortHandler is re-raised: net/http uses it to
 // abort a response on purpose.
 func (s *Server) recoverHTTP(next http.Handler) http.Handler {
@@ -256,7 +257,10 @@ func (s *Server) recoverHTTP(next http.Handler) http.Handler {
 				panic(v)
 			}
 			safe.Report(s.log, s.Metrics, safe.HTTP, v, debug.Stack())
-			if !hw.wrote && !hw.hijacked {
+			switch {
+			case hw.conn != nil:
+				_ = hw.conn.Close() // hijacked: end only this connection
+			case !hw.wrote:
 				api.Error(hw, protocol.Errorf(protocol.CodeInternal, "internal server error"))
 			}
 		}()
@@ -270,7 +274,8 @@ func (s *Server) recoverHTTP(next http.Handler) http.Handler {
 // Unwrap keeps http.ResponseController working (Flush, deadlines).
 type hijackWriter struct {
 	http.ResponseWriter
-	wrote, hijacked bool
+	wrote bool
+	conn  net.Conn // set once hijacked
 }
 
 func (w *hijackWriter) WriteHeader(code int) {
@@ -297,7 +302,7 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nc, rw, err
 	}
-	w.hijacked = true
+	w.conn = nc
 	_ = nc.SetDeadline(time.Time{})
 	return nc, rw, nil
 }
