@@ -371,7 +371,7 @@ func ClientIP(r *http.Request) string {
 
 // KeyLimiter is a token bucket per key (rate and burst from config). The
 // map stays bounded: buckets that have refilled (idle keys) are dropped by a
-// sweep every sweepEvery or whenever the map reaches maxLimiterKeys, and
+// sweep every sweepEvery or when the map reaches maxLimiterKeys, and
 // beyond maxLimiterKeys live keys a new key is not tracked (allowed) until
 // the next sweep. Failing open there is deliberate: failing closed would let
 // whoever fills the map lock everyone out, and what the limits protect
@@ -399,7 +399,9 @@ func NewKeyLimiter(perSecond float64, burst int) *KeyLimiter {
 func (k *KeyLimiter) bucket(key string, now time.Time) *rate.Limiter {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if now.Sub(k.lastSweep) >= sweepEvery || len(k.m) >= maxLimiterKeys {
+	// A full map is swept at most once a second, so that a flood of new
+	// keys cannot make every request pay for a sweep.
+	if since := now.Sub(k.lastSweep); since >= sweepEvery || (len(k.m) >= maxLimiterKeys && since >= time.Second) {
 		k.sweep(now)
 	}
 	lim := k.m[key]
