@@ -54,6 +54,7 @@ func TestHTTPHandlerPanicIsContained(t *testing.T) {
 	mux.HandleFunc("GET /test/panic-after-write", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		_, _ = w.Write([]byte("partial"))
+		_ = http.NewResponseController(w).Flush()
 		panic("injected after write")
 	})
 	mux.HandleFunc("GET /test/panic-after-hijack", func(w http.ResponseWriter, _ *http.Request) {
@@ -71,12 +72,15 @@ func TestHTTPHandlerPanicIsContained(t *testing.T) {
 	if code != 500 || errorCode(body) != "internal" || !strings.Contains(string(body), `"message"`) {
 		t.Fatalf("panicking handler: %d %s", code, body)
 	}
-	resp, err := http.Get(s.URL + "/test/panic-after-write")
+	// Headers already sent: the response is aborted, never passed off as
+	// complete.
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} // no reuse, so no retry
+	resp, err := fresh.Get(s.URL + "/test/panic-after-write")
 	if err == nil {
-		b, _ := io.ReadAll(resp.Body)
+		b, rerr := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted || strings.Contains(string(b), "internal") {
-			t.Fatalf("after write: %d %s", resp.StatusCode, b)
+		if rerr == nil || resp.StatusCode != http.StatusAccepted || strings.Contains(string(b), "internal") {
+			t.Fatalf("after write: %d %q, read error %v; want an aborted 202", resp.StatusCode, b, rerr)
 		}
 	}
 	if code, _ := s.Do("GET", "/healthz", "", nil); code != 200 {

@@ -241,7 +241,7 @@ func (s *Server) sweepRefreshTokens() {
 // recoverHTTP contains a panic in any HTTP handler (REST, operations, and
 // /ws before the upgrade): it is logged once with its stack, counted in
 // parley_panics_total{where="http"}, and answered 500 internal unless the
-// handler had already written headers (then the response is cut short), or
+// handler had already written headers (then the response is aborted), or
 // had hijacked the connection (then that connection is closed); the node
 // keeps serving. http.ErrAbortHandler is re-raised: net/http uses it to
 // abort a response on purpose.
@@ -262,6 +262,11 @@ func (s *Server) recoverHTTP(next http.Handler) http.Handler {
 				_ = hw.conn.Close() // hijacked: end only this connection
 			case !hw.wrote:
 				api.Error(hw, protocol.Errorf(protocol.CodeInternal, "internal server error"))
+			default:
+				// Headers are out: abort so that the client sees a broken
+				// response, not a truncated one that looks complete.
+				// net/http closes the connection and logs nothing more.
+				panic(http.ErrAbortHandler)
 			}
 		}()
 		next.ServeHTTP(hw, r)
