@@ -38,7 +38,8 @@ func TestRegisterMemoryBounded(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	p := startServer(t, bin, []string{"PARLEY_AUTH_SECRET=" + testSecret, "PARLEY_DATA_DIR=" + t.TempDir(),
-		"PARLEY_HTTP_ADDR=127.0.0.1:0", "PARLEY_REGISTER_BURST=1000", "PARLEY_PASSWORD_HASH_WAIT=2m"})
+		"PARLEY_HTTP_ADDR=127.0.0.1:0", "PARLEY_REGISTER_BURST=1000", "PARLEY_PASSWORD_HASH_WAIT=2m",
+		"PARLEY_HTTP_WRITE_TIMEOUT=3m"})
 	const n = 40
 	var wg sync.WaitGroup
 	codes := make([]int, n)

@@ -54,7 +54,7 @@ type Config struct {
 	RegisterRate            float64       `flag:"register-rate" env:"PARLEY_REGISTER_RATE" default:"0.05" usage:"registrations per second per client IP (IPv6: per /64)"`
 	RegisterBurst           int           `flag:"register-burst" env:"PARLEY_REGISTER_BURST" default:"5" usage:"registration burst per client IP"`
 	PasswordHashConcurrency int           `flag:"password-hash-concurrency" env:"PARLEY_PASSWORD_HASH_CONCURRENCY" default:"4" usage:"most argon2id password hashes or checks at once (each holds 19 MiB); others wait"`
-	PasswordHashWait        time.Duration `flag:"password-hash-wait" env:"PARLEY_PASSWORD_HASH_WAIT" default:"5s" usage:"longest a register or login waits for a hashing slot before 429 rate_limited"`
+	PasswordHashWait        time.Duration `flag:"password-hash-wait" env:"PARLEY_PASSWORD_HASH_WAIT" default:"5s" usage:"longest a register or login waits for a hashing slot before 429 rate_limited (shorter than http-write-timeout)"`
 
 	HTTPReadHeaderTimeout time.Duration `flag:"http-read-header-timeout" env:"PARLEY_HTTP_READ_HEADER_TIMEOUT" default:"10s" usage:"time allowed to read a request's headers"`
 	HTTPReadTimeout       time.Duration `flag:"http-read-timeout" env:"PARLEY_HTTP_READ_TIMEOUT" default:"30s" usage:"time allowed to read a whole REST request, body included (not applied to WebSocket connections after the upgrade)"`
@@ -413,6 +413,9 @@ func (c *Config) Validate() error {
 		if r <= 0 {
 			bad(name, "must be positive")
 		}
+	}
+	if c.PasswordHashWait > 0 && c.HTTPWriteTimeout > 0 && c.PasswordHashWait >= c.HTTPWriteTimeout {
+		bad("password-hash-wait", "must be shorter than http-write-timeout (%s), or the answer could never be written", c.HTTPWriteTimeout)
 	}
 	if c.HTTPMaxConns < 0 {
 		bad("http-max-connections", "must not be negative")

@@ -179,6 +179,7 @@ func TestHardeningLimits(t *testing.T) {
 		{"--login-user-rate", "-1"}, {"--login-user-burst", "0"}, {"--password-hash-concurrency", "0"},
 		{"--password-hash-wait", "0s"}, {"--http-read-timeout", "0s"}, {"--http-write-timeout", "0s"},
 		{"--http-idle-timeout", "0s"}, {"--http-read-header-timeout", "0s"}, {"--http-max-connections", "-1"},
+		{"--password-hash-wait", "30s"}, // not shorter than http-write-timeout
 	} {
 		if _, err := load(t, bad, nil); err == nil || !strings.Contains(err.Error(), bad[0][2:]) {
 			t.Errorf("%v: %v", bad, err)
