@@ -275,7 +275,7 @@ func TestSlowHeadersCut(t *testing.T) {
 // apply to REST requests only.
 func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
 	s := servertest.Start(t, map[string]string{"PARLEY_HTTP_READ_TIMEOUT": "200ms",
-		"PARLEY_HTTP_WRITE_TIMEOUT": "200ms", "PARLEY_HTTP_IDLE_TIMEOUT": "200ms"})
+		"PARLEY_HTTP_WRITE_TIMEOUT": "200ms", "PARLEY_HTTP_IDLE_TIMEOUT": "200ms", "PARLEY_PASSWORD_HASH_WAIT": "100ms"})
 	c := s.DialUser("alice", servertest.AllRooms)
 	t0 := time.Now()
 	for time.Since(t0) < time.Second {
