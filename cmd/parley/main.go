@@ -96,6 +96,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	warnSecretFlags(fs, log)
 
 	var devToken string
 	if cfg.AuthSecret == "" && cfg.Dev {
@@ -146,6 +147,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// warnSecretFlags logs one warning per secret setting given as a flag: its
+// value shows in ps, /proc/PID/cmdline and /debug/pprof/cmdline.
+func warnSecretFlags(fs *flag.FlagSet, log *slog.Logger) {
+	for _, sf := range config.SecretFlagsSet(fs) {
+		log.Warn("secret passed as a flag is visible to local users and in /debug/pprof/cmdline; set it in the environment or in a file instead",
+			"flag", "--"+sf.Flag, "env", sf.Env, "file_env", sf.Env+"_FILE")
+	}
 }
 
 type multiFlag []string

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,10 +39,12 @@ func buildBinary(t *testing.T) string {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	addr string
-	out  *strings.Builder
-	done chan error
+	cmd    *exec.Cmd
+	addr   string
+	mu     sync.Mutex
+	stderr []string // log lines so far
+	out    *strings.Builder
+	done   chan error
 }
 
 var listenRe = regexp.MustCompile(`msg=listening addr=(\S+)`)
@@ -63,6 +66,9 @@ func startServer(t *testing.T, bin string, env []string, args ...string) *proc {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
+			p.mu.Lock()
+			p.stderr = append(p.stderr, line)
+			p.mu.Unlock()
 			if m := listenRe.FindStringSubmatch(line); m != nil {
 				addrCh <- m[1]
 			}
@@ -123,7 +129,7 @@ func TestSIGKILLDurability(t *testing.T) {
 	bin := buildBinary(t)
 	dataDir := t.TempDir()
 	env := []string{"PARLEY_AUTH_SECRET=" + testSecret, "PARLEY_DATA_DIR=" + dataDir, "PARLEY_HTTP_ADDR=127.0.0.1:0",
-		"PARLEY_API_KEY=k", "PARLEY_SNAPSHOT_EVERY=150", "PARLEY_MSG_RATE=100000", "PARLEY_MSG_BURST=100000"}
+		"PARLEY_API_KEY=cmd-test-api-key-0123", "PARLEY_SNAPSHOT_EVERY=150", "PARLEY_MSG_RATE=100000", "PARLEY_MSG_BURST=100000"}
 	p := startServer(t, bin, env)
 
 	tok, _, _ := auth.NewHS256Signer([]byte(testSecret)).Mint("u1", "", time.Hour, map[string]auth.Perm{"*": auth.PermAll})
@@ -160,7 +166,7 @@ func TestSIGKILLDurability(t *testing.T) {
 
 	p2 := startServer(t, bin, env)
 	req, _ := http.NewRequest("GET", "http://"+p2.addr+"/api/rooms/durable/storage", nil)
-	req.Header.Set("Authorization", "Bearer k")
+	req.Header.Set("Authorization", "Bearer cmd-test-api-key-0123")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/parleyhq/parley/internal/auth"
@@ -73,6 +74,9 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // ReadBody reads a request body up to the limit; too large → too_large.
 func (b *Base) ReadBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, b.MaxBodySize+1))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "request body not received in time")
+	}
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "reading body: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/parleyhq/parley/internal/auth"
@@ -27,8 +29,17 @@ type Accounts struct {
 	Signer     *auth.Signer // nil when no HS256 secret is configured: accounts are disabled
 	AccessTTL  time.Duration
 	RefreshTTL time.Duration
-	// Login attempts are limited per client IP and per username.
-	Limiter *LoginLimiter
+	// Limits against hostile clients; nil fields are off.
+	Limits AccountLimits
+}
+
+// AccountLimits protect the account endpoints: Login limits login attempts
+// (see LoginLimiter), Register limits registrations per client IP (IPKey),
+// Hashes bounds concurrent password hashing for both.
+type AccountLimits struct {
+	Login    *LoginLimiter
+	Register *KeyLimiter
+	Hashes   *HashGate
 }
 
 // Register adds the routes to mux.
@@ -99,6 +110,25 @@ type registerBody struct {
 	DisplayName *string `json:"display_name"`
 }
 
+// validate checks a decoded register body and sets display to the display
+// name to store.
+func (b *registerBody) validate(display *string) error {
+	if !validUsername(b.Username) {
+		return protocol.Errorf(protocol.CodeBadRequest, "username must be %d-%d characters of [a-z0-9_.-]", MinUsernameLen, MaxUsernameLen)
+	}
+	if n := utf8.RuneCountInString(b.Password); n < MinPasswordLen || n > MaxPasswordLen {
+		return protocol.Errorf(protocol.CodeBadRequest, "password must be %d-%d characters", MinPasswordLen, MaxPasswordLen)
+	}
+	*display = b.Username
+	if b.DisplayName != nil {
+		*display = strings.TrimSpace(*b.DisplayName)
+		if *display == "" || !validText(*display, auth.MaxNameLen) {
+			return protocol.Errorf(protocol.CodeBadRequest, "display_name must be 1-%d characters without control characters", auth.MaxNameLen)
+		}
+	}
+	return nil
+}
+
 func (h *Accounts) register(w http.ResponseWriter, r *http.Request) {
 	if err := h.enabled(); err != nil {
 		Error(w, err)
@@ -109,23 +139,24 @@ func (h *Accounts) register(w http.ResponseWriter, r *http.Request) {
 		Error(w, err)
 		return
 	}
-	if !validUsername(b.Username) {
-		Error(w, protocol.Errorf(protocol.CodeBadRequest, "username must be %d-%d characters of [a-z0-9_.-]", MinUsernameLen, MaxUsernameLen))
+	var display string
+	if err := b.validate(&display); err != nil {
+		Error(w, err)
 		return
 	}
-	if n := utf8.RuneCountInString(b.Password); n < MinPasswordLen || n > MaxPasswordLen {
-		Error(w, protocol.Errorf(protocol.CodeBadRequest, "password must be %d-%d characters", MinPasswordLen, MaxPasswordLen))
+	// Counted once the body is valid, before the expensive part (hash, row).
+	if h.Limits.Register != nil && !h.Limits.Register.Allow(IPKey(ClientIP(r))) {
+		w.Header().Set("Retry-After", "20")
+		Error(w, protocol.Errorf(protocol.CodeRateLimited, "too many registrations from this address; try again later"))
 		return
 	}
-	display := b.Username
-	if b.DisplayName != nil {
-		display = strings.TrimSpace(*b.DisplayName)
-		if display == "" || !validText(display, auth.MaxNameLen) {
-			Error(w, protocol.Errorf(protocol.CodeBadRequest, "display_name must be 1-%d characters without control characters", auth.MaxNameLen))
-			return
-		}
+	var hash string
+	var err error
+	if gerr := h.Limits.Hashes.Do(r.Context(), func() { hash, err = auth.HashPassword(b.Password) }); gerr != nil {
+		w.Header().Set("Retry-After", "2")
+		Error(w, gerr)
+		return
 	}
-	hash, err := auth.HashPassword(b.Password)
 	if err != nil {
 		Error(w, h.Internal(err, "hash password"))
 		return
@@ -162,27 +193,30 @@ func (h *Accounts) login(w http.ResponseWriter, r *http.Request) {
 		Error(w, err)
 		return
 	}
-	if h.Limiter != nil && !h.Limiter.Allow(ClientIP(r), strings.ToLower(truncate(b.Username, 64))) {
+	if h.Limits.Login != nil && !h.Limits.Login.Allow(ClientIP(r), strings.ToLower(truncate(b.Username, 64))) {
 		w.Header().Set("Retry-After", "5")
 		Error(w, protocol.Errorf(protocol.CodeRateLimited, "too many login attempts; try again later"))
 		return
 	}
 	if b.Username == "" || len(b.Username) > MaxUsernameLen || len(b.Password) > 4*MaxPasswordLen {
-		auth.DummyCheck()
-		Error(w, errBadLogin)
+		h.dummyCheck(w, r)
 		return
 	}
 	u, err := h.Store.UserByUsername(r.Context(), b.Username)
 	if errors.Is(err, store.ErrNotFound) {
-		auth.DummyCheck()
-		Error(w, errBadLogin)
+		h.dummyCheck(w, r)
 		return
 	}
 	if err != nil {
 		Error(w, h.Internal(err, "find user"))
 		return
 	}
-	ok, err := auth.CheckPassword(u.PasswordHash, b.Password)
+	var ok bool
+	if gerr := h.Limits.Hashes.Do(r.Context(), func() { ok, err = auth.CheckPassword(u.PasswordHash, b.Password) }); gerr != nil {
+		w.Header().Set("Retry-After", "2")
+		Error(w, gerr)
+		return
+	}
 	if err != nil {
 		h.Log.Error("stored password hash unreadable", "user", u.ID, "err", err)
 	}
@@ -196,6 +230,18 @@ func (h *Accounts) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	WriteJSON(w, http.StatusOK, pair)
+}
+
+// dummyCheck spends a password check's time (auth.DummyCheck, through the
+// hashing gate like a real one) and answers the same bad-login error, so
+// unknown usernames look like wrong passwords.
+func (h *Accounts) dummyCheck(w http.ResponseWriter, r *http.Request) {
+	if err := h.Limits.Hashes.Do(r.Context(), auth.DummyCheck); err != nil {
+		w.Header().Set("Retry-After", "2")
+		Error(w, err)
+		return
+	}
+	Error(w, errBadLogin)
 }
 
 type refreshBody struct {
@@ -323,18 +369,19 @@ func ClientIP(r *http.Request) string {
 	return host
 }
 
-// LoginLimiter is a token bucket per client IP and per username (rate and
-// burst from config login-rate / login-burst). Buckets that have refilled
-// are dropped by a sweep every sweepEvery, so the maps stay small; beyond
-// maxKeys tracked keys new keys are not tracked until the next sweep (the
-// other bucket still applies).
-type LoginLimiter struct {
+// KeyLimiter is a token bucket per key (rate and burst from config). The
+// map stays bounded: buckets that have refilled (idle keys) are dropped by a
+// sweep every sweepEvery or when the map reaches maxLimiterKeys, and
+// beyond maxLimiterKeys live keys a new key is not tracked (allowed) until
+// the next sweep. Failing open there is deliberate: failing closed would let
+// whoever fills the map lock everyone out, and what the limits protect
+// (memory, CPU) is bounded elsewhere too (HashGate).
+type KeyLimiter struct {
 	rate  rate.Limit
 	burst int
 
 	mu        sync.Mutex
-	ips       map[string]*rate.Limiter
-	users     map[string]*rate.Limiter
+	m         map[string]*rate.Limiter
 	lastSweep time.Time
 }
 
@@ -343,34 +390,102 @@ const (
 	maxLimiterKeys = 100_000
 )
 
-// NewLoginLimiter returns a limiter allowing perSecond attempts with burst.
-func NewLoginLimiter(perSecond float64, burst int) *LoginLimiter {
-	return &LoginLimiter{rate: rate.Limit(perSecond), burst: burst,
-		ips: map[string]*rate.Limiter{}, users: map[string]*rate.Limiter{}, lastSweep: time.Now()}
+// NewKeyLimiter allows perSecond events per key with burst.
+func NewKeyLimiter(perSecond float64, burst int) *KeyLimiter {
+	return &KeyLimiter{rate: rate.Limit(perSecond), burst: burst, m: map[string]*rate.Limiter{}, lastSweep: time.Now()}
 }
 
-// Allow takes one attempt from both the IP's and the username's bucket; it
-// takes nothing and reports false when either is empty.
+// bucket returns key's limiter, creating it; nil when the map is full.
+func (k *KeyLimiter) bucket(key string, now time.Time) *rate.Limiter {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	// A full map is swept at most once a second, so that a flood of new
+	// keys cannot make every request pay for a sweep.
+	if since := now.Sub(k.lastSweep); since >= sweepEvery || (len(k.m) >= maxLimiterKeys && since >= time.Second) {
+		k.sweep(now)
+	}
+	lim := k.m[key]
+	if lim == nil {
+		if len(k.m) >= maxLimiterKeys {
+			return nil
+		}
+		lim = rate.NewLimiter(k.rate, k.burst)
+		k.m[key] = lim
+	}
+	return lim
+}
+
+// Allow takes one token from key's bucket.
+func (k *KeyLimiter) Allow(key string) bool {
+	now := time.Now()
+	lim := k.bucket(key, now)
+	return lim == nil || lim.AllowN(now, 1)
+}
+
+// Len is the number of tracked keys.
+func (k *KeyLimiter) Len() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.m)
+}
+
+// sweep drops buckets that are full again (idle keys). Needs k.mu.
+func (k *KeyLimiter) sweep(now time.Time) {
+	k.lastSweep = now
+	for key, lim := range k.m {
+		if lim.TokensAt(now) >= float64(k.burst) {
+			delete(k.m, key)
+		}
+	}
+}
+
+// LoginLimiter limits login attempts with up to three token buckets, all of
+// which must have a token: per (client IP, username) pair, the tight one
+// (config login-rate / login-burst); per client IP, against one address
+// trying many usernames (login-ip-*); and per username from all addresses,
+// against distributed guessing, with a much higher cap (login-user-*) so
+// that one address alone can never lock a user out. NewLoginLimiter sets the
+// pair bucket; PerIP and PerUsername add the others.
+type LoginLimiter struct {
+	pair, ip, user *KeyLimiter
+}
+
+// NewLoginLimiter returns a limiter allowing perSecond attempts with burst
+// per (IP, username) pair. AllowKey uses the same bucket kind for any key.
+func NewLoginLimiter(perSecond float64, burst int) *LoginLimiter {
+	return &LoginLimiter{pair: NewKeyLimiter(perSecond, burst)}
+}
+
+// PerIP adds a bucket per client IP.
+func (l *LoginLimiter) PerIP(perSecond float64, burst int) *LoginLimiter {
+	l.ip = NewKeyLimiter(perSecond, burst)
+	return l
+}
+
+// PerUsername adds a bucket per username across all IPs.
+func (l *LoginLimiter) PerUsername(perSecond float64, burst int) *LoginLimiter {
+	l.user = NewKeyLimiter(perSecond, burst)
+	return l
+}
+
+// Allow takes one attempt from every bucket that applies; it takes nothing
+// and reports false when any is empty.
 func (l *LoginLimiter) Allow(ip, username string) bool {
 	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.lastSweep) >= sweepEvery || len(l.ips)+len(l.users) > maxLimiterKeys {
-		l.sweep(now)
+	ipKey := IPKey(ip)
+	type b struct {
+		k   *KeyLimiter
+		key string
 	}
 	var reserved []*rate.Reservation
 	ok := true
-	for _, b := range []struct {
-		m   map[string]*rate.Limiter
-		key string
-	}{{l.ips, ip}, {l.users, username}} {
-		lim := b.m[b.key]
+	for _, b := range []b{{l.pair, ipKey + "|" + username}, {l.ip, ipKey}, {l.user, username}} {
+		if b.k == nil {
+			continue
+		}
+		lim := b.k.bucket(b.key, now)
 		if lim == nil {
-			if len(b.m) >= maxLimiterKeys {
-				continue
-			}
-			lim = rate.NewLimiter(l.rate, l.burst)
-			b.m[b.key] = lim
+			continue
 		}
 		res := lim.ReserveN(now, 1)
 		if !res.OK() || res.DelayFrom(now) > 0 {
@@ -388,36 +503,57 @@ func (l *LoginLimiter) Allow(ip, username string) bool {
 	return ok
 }
 
-// AllowKey takes one token from key's bucket (one map for every key kind:
-// prefix keys, e.g. "user:" or "ip:").
-func (l *LoginLimiter) AllowKey(key string) bool {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.lastSweep) >= sweepEvery || len(l.ips)+len(l.users) > maxLimiterKeys {
-		l.sweep(now)
-	}
-	lim := l.users[key]
-	if lim == nil {
-		if len(l.users) >= maxLimiterKeys {
-			return true
+// AllowKey takes one token from key's bucket in the pair map (prefix keys,
+// e.g. "user:" or "ip:"; WriteLimit uses it).
+func (l *LoginLimiter) AllowKey(key string) bool { return l.pair.Allow(key) }
+
+// IPKey is the rate-limit key of a client address: the address itself for
+// IPv4, its /64 for IPv6 (one host usually holds a whole /64, so per-address
+// buckets would be free to multiply).
+func IPKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Is4() || a.Is4In6() {
+		if err == nil {
+			return a.Unmap().String()
 		}
-		lim = rate.NewLimiter(l.rate, l.burst)
-		l.users[key] = lim
+		return ip
 	}
-	return lim.AllowN(now, 1)
+	p, _ := a.Prefix(64)
+	return p.String()
 }
 
-// sweep drops buckets that are full again (idle keys). Needs l.mu.
-func (l *LoginLimiter) sweep(now time.Time) {
-	l.lastSweep = now
-	for _, m := range []map[string]*rate.Limiter{l.ips, l.users} {
-		for k, lim := range m {
-			if lim.TokensAt(now) >= float64(l.burst) {
-				delete(m, k)
-			}
-		}
+// HashGate bounds concurrent argon2id computations (each allocates 19 MiB)
+// with a weighted semaphore (golang.org/x/sync/semaphore), so memory stays
+// bounded whatever arrives: a request that gets no slot within the wait is
+// refused with rate_limited instead of queuing forever.
+type HashGate struct {
+	sem  *semaphore.Weighted
+	wait time.Duration
+}
+
+// NewHashGate allows n hashes at once; callers wait at most wait for a slot.
+func NewHashGate(n int, wait time.Duration) *HashGate {
+	return &HashGate{sem: semaphore.NewWeighted(int64(n)), wait: wait}
+}
+
+// errHashBusy is the answer when no hashing slot freed up in time.
+var errHashBusy = protocol.Errorf(protocol.CodeRateLimited, "the server is busy checking passwords; retry in a few seconds")
+
+// Do runs fn holding a slot. It returns errHashBusy (rate_limited) when no
+// slot frees up within the wait or ctx ends first. A nil gate runs fn.
+func (g *HashGate) Do(ctx context.Context, fn func()) error {
+	if g == nil {
+		fn()
+		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, g.wait)
+	defer cancel()
+	if err := g.sem.Acquire(ctx, 1); err != nil {
+		return errHashBusy
+	}
+	defer g.sem.Release(1)
+	fn()
+	return nil
 }
 
 func truncate(s string, n int) string {

@@ -21,7 +21,7 @@ func (b *Base) WriteLimit(lim *LoginLimiter, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		key := "ip:" + ClientIP(r)
+		key := "ip:" + IPKey(ClientIP(r))
 		if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 			cred := strings.TrimSpace(h[7:])
 			if b.APIKey != "" && subtle.ConstantTimeCompare([]byte(cred), []byte(b.APIKey)) == 1 {

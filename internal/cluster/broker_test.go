@@ -129,7 +129,7 @@ func TestNATSBrokerTwoNodes(t *testing.T) {
 	var nodes []node
 	for i := 0; i < 2; i++ {
 		h := hub.New()
-		b, err := NewNATS(ns.ClientURL(), fmt.Sprintf("node%d", i), h, log)
+		b, err := NewNATS(ns.ClientURL(), fmt.Sprintf("node%d", i), h, nil, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,12 +169,12 @@ func TestNATSBrokerSurvivesServerRestart(t *testing.T) {
 	url := ns.ClientURL()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	h1, h2 := hub.New(), hub.New()
-	b1, err := NewNATS(url, "n1", h1, log)
+	b1, err := NewNATS(url, "n1", h1, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b1.Close()
-	b2, err := NewNATS(url, "n2", h2, log)
+	b2, err := NewNATS(url, "n2", h2, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,13 +33,13 @@ type NATS struct {
 	local  *Local
 	logger *slog.Logger
 
-	// Panics counts panics contained while delivering a message from
-	// another node (nil: only logged). Set before deliveries start.
-	Panics safe.Counter
+	panics safe.Counter // panics contained per delivery from another node (may be nil)
 }
 
 // NewNATS connects to url and subscribes. nodeID "" picks a random id.
-func NewNATS(url, nodeID string, h *hub.Hub, log *slog.Logger) (*NATS, error) {
+// panics (may be nil) counts panics contained while delivering a message
+// from another node.
+func NewNATS(url, nodeID string, h *hub.Hub, panics safe.Counter, log *slog.Logger) (*NATS, error) {
 	if nodeID == "" {
 		nodeID = uuid.NewString()
 	}
@@ -47,7 +47,7 @@ func NewNATS(url, nodeID string, h *hub.Hub, log *slog.Logger) (*NATS, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &NATS{nc: nc, hub: h, node: nodeID, local: NewLocal(h), logger: log}
+	b := &NATS{nc: nc, hub: h, node: nodeID, local: NewLocal(h), logger: log, panics: panics}
 	b.sub, err = nc.Subscribe(deliverSubject, b.receive)
 	if err != nil {
 		nc.Close()
@@ -103,7 +103,7 @@ func (b *NATS) publish(kind byte, id string, users []string, frame []byte) {
 // It runs on the NATS client's dispatch goroutine: a panic there would stop
 // every later delivery, so it is contained per message.
 func (b *NATS) receive(m *nats.Msg) {
-	defer safe.Recover(b.logger, b.Panics, safe.Broker, nil)
+	defer safe.Recover(b.logger, b.panics, safe.Broker, nil)
 	d, err := decodeDelivery(m.Data)
 	if err != nil {
 		b.logger.Warn("bad delivery from NATS", "err", err)

@@ -36,17 +36,31 @@ type Config struct {
 	WebDir          string        `flag:"web-dir" env:"PARLEY_WEB_DIR" default:"" usage:"serve static files from this directory at / (e.g. web/media/dist); empty = off"`
 	DebugAddr       string        `flag:"debug-addr" env:"PARLEY_DEBUG_ADDR" default:"" usage:"listen address for pprof (e.g. 127.0.0.1:6060); empty = off"`
 
-	AuthSecret       string        `flag:"auth-secret" env:"PARLEY_AUTH_SECRET" default:"" usage:"HS256 shared secret for access tokens (at least 16 bytes)"`
-	AuthRSAPublicKey string        `flag:"auth-rsa-public-key" env:"PARLEY_AUTH_RSA_PUBLIC_KEY" default:"" usage:"PEM file of an RSA public key: accept RS256 tokens"`
-	AuthEdPublicKey  string        `flag:"auth-ed25519-public-key" env:"PARLEY_AUTH_ED25519_PUBLIC_KEY" default:"" usage:"PEM file of an Ed25519 public key: accept EdDSA tokens"`
-	AuthLeeway       time.Duration `flag:"auth-leeway" env:"PARLEY_AUTH_LEEWAY" default:"0s" usage:"clock skew allowed on token exp/nbf"`
-	AccessTokenTTL   time.Duration `flag:"access-token-ttl" env:"PARLEY_ACCESS_TOKEN_TTL" default:"15m" usage:"lifetime of access tokens issued by login/refresh"`
-	RefreshTokenTTL  time.Duration `flag:"refresh-token-ttl" env:"PARLEY_REFRESH_TOKEN_TTL" default:"720h" usage:"lifetime of refresh tokens"`
-	APIKey           string        `flag:"api-key" env:"PARLEY_API_KEY" default:"" usage:"bearer key for the server REST API (POST /api/tokens, storage); empty = disabled"`
-	LoginRate        float64       `flag:"login-rate" env:"PARLEY_LOGIN_RATE" default:"0.2" usage:"login attempts per second allowed per IP and per username"`
-	RESTRate         float64       `flag:"rest-rate" env:"PARLEY_REST_RATE" default:"10" usage:"REST writes (POST/PATCH/DELETE) per second per user (per IP without a token); the API key is exempt"`
-	RESTBurst        int           `flag:"rest-burst" env:"PARLEY_REST_BURST" default:"50" usage:"REST write burst per user"`
-	LoginBurst       int           `flag:"login-burst" env:"PARLEY_LOGIN_BURST" default:"10" usage:"login attempts burst per IP and per username"`
+	AuthSecret              string        `flag:"auth-secret" secret:"true" env:"PARLEY_AUTH_SECRET" default:"" usage:"HS256 shared secret for access tokens (at least 16 bytes)"`
+	AuthRSAPublicKey        string        `flag:"auth-rsa-public-key" env:"PARLEY_AUTH_RSA_PUBLIC_KEY" default:"" usage:"PEM file of an RSA public key: accept RS256 tokens"`
+	AuthEdPublicKey         string        `flag:"auth-ed25519-public-key" env:"PARLEY_AUTH_ED25519_PUBLIC_KEY" default:"" usage:"PEM file of an Ed25519 public key: accept EdDSA tokens"`
+	AuthLeeway              time.Duration `flag:"auth-leeway" env:"PARLEY_AUTH_LEEWAY" default:"0s" usage:"clock skew allowed on token exp/nbf"`
+	AccessTokenTTL          time.Duration `flag:"access-token-ttl" env:"PARLEY_ACCESS_TOKEN_TTL" default:"15m" usage:"lifetime of access tokens issued by login/refresh"`
+	RefreshTokenTTL         time.Duration `flag:"refresh-token-ttl" env:"PARLEY_REFRESH_TOKEN_TTL" default:"720h" usage:"lifetime of refresh tokens"`
+	APIKey                  string        `flag:"api-key" secret:"true" env:"PARLEY_API_KEY" default:"" usage:"bearer key for the server REST API (POST /api/tokens, storage); empty = disabled"`
+	LoginRate               float64       `flag:"login-rate" env:"PARLEY_LOGIN_RATE" default:"0.2" usage:"login attempts per second allowed per client IP and username pair"`
+	RESTRate                float64       `flag:"rest-rate" env:"PARLEY_REST_RATE" default:"10" usage:"REST writes (POST/PATCH/DELETE) per second per user (per IP without a token); the API key is exempt"`
+	RESTBurst               int           `flag:"rest-burst" env:"PARLEY_REST_BURST" default:"50" usage:"REST write burst per user"`
+	LoginBurst              int           `flag:"login-burst" env:"PARLEY_LOGIN_BURST" default:"10" usage:"login attempts burst per client IP and username pair"`
+	LoginIPRate             float64       `flag:"login-ip-rate" env:"PARLEY_LOGIN_IP_RATE" default:"1" usage:"login attempts per second per client IP, whatever the username"`
+	LoginIPBurst            int           `flag:"login-ip-burst" env:"PARLEY_LOGIN_IP_BURST" default:"30" usage:"login attempts burst per client IP"`
+	LoginUserRate           float64       `flag:"login-user-rate" env:"PARLEY_LOGIN_USER_RATE" default:"1" usage:"login attempts per second per username from all IPs together (high, so that one IP cannot lock a user out)"`
+	LoginUserBurst          int           `flag:"login-user-burst" env:"PARLEY_LOGIN_USER_BURST" default:"100" usage:"login attempts burst per username from all IPs together"`
+	RegisterRate            float64       `flag:"register-rate" env:"PARLEY_REGISTER_RATE" default:"0.05" usage:"registrations per second per client IP (IPv6: per /64)"`
+	RegisterBurst           int           `flag:"register-burst" env:"PARLEY_REGISTER_BURST" default:"5" usage:"registration burst per client IP"`
+	PasswordHashConcurrency int           `flag:"password-hash-concurrency" env:"PARLEY_PASSWORD_HASH_CONCURRENCY" default:"4" usage:"most argon2id password hashes or checks at once (each holds 19 MiB); others wait"`
+	PasswordHashWait        time.Duration `flag:"password-hash-wait" env:"PARLEY_PASSWORD_HASH_WAIT" default:"5s" usage:"longest a register or login waits for a hashing slot before 429 rate_limited (shorter than http-write-timeout)"`
+
+	HTTPReadHeaderTimeout time.Duration `flag:"http-read-header-timeout" env:"PARLEY_HTTP_READ_HEADER_TIMEOUT" default:"10s" usage:"time allowed to read a request's headers"`
+	HTTPReadTimeout       time.Duration `flag:"http-read-timeout" env:"PARLEY_HTTP_READ_TIMEOUT" default:"30s" usage:"time allowed to read a whole REST request, body included (not applied to WebSocket connections after the upgrade)"`
+	HTTPWriteTimeout      time.Duration `flag:"http-write-timeout" env:"PARLEY_HTTP_WRITE_TIMEOUT" default:"30s" usage:"time allowed to write a REST response (not applied to WebSocket connections after the upgrade)"`
+	HTTPIdleTimeout       time.Duration `flag:"http-idle-timeout" env:"PARLEY_HTTP_IDLE_TIMEOUT" default:"60s" usage:"close a keep-alive HTTP connection idle for this long"`
+	HTTPMaxConns          int           `flag:"http-max-connections" env:"PARLEY_HTTP_MAX_CONNECTIONS" default:"1024" usage:"most HTTP connections not yet upgraded to WebSocket; beyond it idle (then oldest request-less) ones are closed (0 = unlimited)"`
 
 	HeartbeatInterval time.Duration `flag:"heartbeat-interval" env:"PARLEY_HEARTBEAT_INTERVAL" default:"30s" usage:"server WebSocket ping interval"`
 	HeartbeatTimeout  time.Duration `flag:"heartbeat-timeout" env:"PARLEY_HEARTBEAT_TIMEOUT" default:"120s" usage:"close a connection silent for this long"`
@@ -76,7 +90,7 @@ type Config struct {
 	RESTMaxBodyBytes     int64         `flag:"rest-max-body-bytes" env:"PARLEY_REST_MAX_BODY_BYTES" default:"1048576" usage:"largest REST request body"`
 
 	StoreDriver string `flag:"store" env:"PARLEY_STORE" default:"sqlite" usage:"store: sqlite (embedded) or postgres"`
-	PostgresURL string `flag:"postgres-url" env:"PARLEY_POSTGRES_URL" default:"" usage:"PostgreSQL URL when store=postgres"`
+	PostgresURL string `flag:"postgres-url" secret:"true" env:"PARLEY_POSTGRES_URL" default:"" usage:"PostgreSQL URL when store=postgres"`
 	Broker      string `flag:"broker" env:"PARLEY_BROKER" default:"local" usage:"fan-out broker: local (one process) or nats (cluster)"`
 	NATSURL     string `flag:"nats-url" env:"PARLEY_NATS_URL" default:"nats://127.0.0.1:4222" usage:"NATS URL when broker=nats"`
 	NodeID      string `flag:"node-id" env:"PARLEY_NODE_ID" default:"" usage:"this node's id in a cluster (default: random)"`
@@ -91,8 +105,8 @@ type Config struct {
 	MediaLoopback      bool          `flag:"media-loopback" env:"PARLEY_MEDIA_LOOPBACK" default:"false" usage:"also offer 127.0.0.1 ICE candidates (local testing)"`
 	TURNURL            string        `flag:"turn-url" env:"PARLEY_TURN_URL" default:"" usage:"TURN server URL(s), comma separated, given to clients"`
 	TURNUsername       string        `flag:"turn-username" env:"PARLEY_TURN_USERNAME" default:"" usage:"static TURN username"`
-	TURNPassword       string        `flag:"turn-password" env:"PARLEY_TURN_PASSWORD" default:"" usage:"static TURN password"`
-	TURNSharedSecret   string        `flag:"turn-shared-secret" env:"PARLEY_TURN_SHARED_SECRET" default:"" usage:"coturn REST shared secret for time-limited TURN credentials"`
+	TURNPassword       string        `flag:"turn-password" secret:"true" env:"PARLEY_TURN_PASSWORD" default:"" usage:"static TURN password"`
+	TURNSharedSecret   string        `flag:"turn-shared-secret" secret:"true" env:"PARLEY_TURN_SHARED_SECRET" default:"" usage:"coturn REST shared secret for time-limited TURN credentials"`
 	TURNCredentialTTL  time.Duration `flag:"turn-credential-ttl" env:"PARLEY_TURN_CREDENTIAL_TTL" default:"12h" usage:"lifetime of shared-secret TURN credentials"`
 	TURNForceRelay     bool          `flag:"turn-force-relay" env:"PARLEY_TURN_FORCE_RELAY" default:"false" usage:"tell clients to use relay candidates only"`
 	TURNEmbedded       bool          `flag:"turn-embedded" env:"PARLEY_TURN_EMBEDDED" default:"false" usage:"run an embedded TURN server (UDP)"`
@@ -118,6 +132,33 @@ func quoteDefault(s string) string {
 	return s
 }
 
+// MinSecretLen is the shortest auth-secret or api-key accepted.
+const MinSecretLen = 16
+
+// SecretFlag names a secret setting given on the command line.
+type SecretFlag struct {
+	Flag string // flag name without dashes, e.g. "api-key"
+	Env  string // its environment variable, e.g. "PARLEY_API_KEY"
+}
+
+// SecretFlagsSet lists the secret settings (fields tagged secret:"true")
+// that were given as flags on fs. A flag's value is visible to every local
+// user (ps, /proc/PID/cmdline) and in /debug/pprof/cmdline, so serve warns
+// about each one and points to the environment variable or its _FILE form
+// (PARLEY_API_KEY_FILE=/run/secrets/api-key), which Load reads for every
+// secret setting.
+func SecretFlagsSet(fs *flag.FlagSet) []SecretFlag {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var out []SecretFlag
+	forEachField(func(f fieldInfo) {
+		if f.secret && set[f.flag] {
+			out = append(out, SecretFlag{Flag: f.flag, Env: f.env})
+		}
+	})
+	return out
+}
+
 // rawFlag records the string a flag was given; Load converts it.
 type rawFlag struct {
 	kind  reflect.Kind
@@ -133,7 +174,8 @@ func (r *rawFlag) Set(s string) error {
 func (r *rawFlag) IsBoolFlag() bool { return r.kind == reflect.Bool }
 
 // Load builds the config: defaults, then the YAML file (from --config or
-// PARLEY_CONFIG), then PARLEY_* environment, then the flags that were set on
+// PARLEY_CONFIG), then the PARLEY_*_FILE files of secret settings, then
+// PARLEY_* environment, then the flags that were set on
 // fs (which must come from FlagSet and be parsed). getenv is os.Getenv in
 // production. The result is validated.
 func Load(fs *flag.FlagSet, getenv func(string) string) (*Config, error) {
@@ -168,6 +210,21 @@ func Load(fs *flag.FlagSet, getenv func(string) string) (*Config, error) {
 			return nil, err
 		}
 	}
+	forEachField(func(f fieldInfo) {
+		if !f.secret {
+			return
+		}
+		if file := getenv(f.env + "_FILE"); file != "" {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s (env %s_FILE): %w", f.flag, f.env, err))
+				return
+			}
+			if err := setField(cfg, f, strings.TrimRight(string(b), "\r\n")); err != nil {
+				errs = append(errs, fmt.Errorf("%s (env %s_FILE): %w", f.flag, f.env, err))
+			}
+		}
+	})
 	forEachField(func(f fieldInfo) {
 		if v := getenv(f.env); v != "" {
 			if err := setField(cfg, f, v); err != nil {
@@ -220,13 +277,14 @@ func loadFile(cfg *Config, path string) error {
 }
 
 type fieldInfo struct {
-	index int
-	kind  reflect.Kind
-	typ   reflect.Type
-	flag  string
-	env   string
-	def   string
-	usage string
+	index  int
+	kind   reflect.Kind
+	typ    reflect.Type
+	flag   string
+	env    string
+	def    string
+	usage  string
+	secret bool
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))
@@ -236,7 +294,8 @@ func forEachField(fn func(fieldInfo)) {
 	for i := 0; i < t.NumField(); i++ {
 		sf := t.Field(i)
 		fn(fieldInfo{index: i, kind: sf.Type.Kind(), typ: sf.Type, flag: sf.Tag.Get("flag"),
-			env: sf.Tag.Get("env"), def: sf.Tag.Get("default"), usage: sf.Tag.Get("usage")})
+			env: sf.Tag.Get("env"), def: sf.Tag.Get("default"), usage: sf.Tag.Get("usage"),
+			secret: sf.Tag.Get("secret") == "true"})
 	}
 }
 
@@ -295,15 +354,20 @@ func (c *Config) Validate() error {
 	default:
 		bad("log-level", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
-	if c.AuthSecret != "" && len(c.AuthSecret) < 16 {
-		bad("auth-secret", "must be at least 16 bytes")
+	if c.AuthSecret != "" && len(c.AuthSecret) < MinSecretLen {
+		bad("auth-secret", "must be at least %d bytes", MinSecretLen)
+	}
+	if c.APIKey != "" && len(c.APIKey) < MinSecretLen {
+		bad("api-key", "must be at least %d bytes", MinSecretLen)
 	}
 	positiveDur := map[string]time.Duration{
 		"heartbeat-interval": c.HeartbeatInterval, "heartbeat-timeout": c.HeartbeatTimeout,
 		"write-timeout": c.WriteTimeout, "violation-window": c.ViolationWindow,
 		"typing-timeout": c.TypingTimeout, "shutdown-timeout": c.ShutdownTimeout,
 		"access-token-ttl": c.AccessTokenTTL, "refresh-token-ttl": c.RefreshTokenTTL,
-		"turn-credential-ttl": c.TURNCredentialTTL,
+		"turn-credential-ttl": c.TURNCredentialTTL, "password-hash-wait": c.PasswordHashWait,
+		"http-read-header-timeout": c.HTTPReadHeaderTimeout, "http-read-timeout": c.HTTPReadTimeout,
+		"http-write-timeout": c.HTTPWriteTimeout, "http-idle-timeout": c.HTTPIdleTimeout,
 	}
 	for name, d := range positiveDur {
 		if d <= 0 {
@@ -327,6 +391,8 @@ func (c *Config) Validate() error {
 		"presence-max-bytes": c.PresenceMaxBytes, "commit-max-batch": c.CommitMaxBatch,
 		"max-rooms-per-connection": c.MaxRoomsPerConn,
 		"message-max-chars":        c.MessageMaxChars, "login-burst": c.LoginBurst,
+		"login-ip-burst": c.LoginIPBurst, "login-user-burst": c.LoginUserBurst, "register-burst": c.RegisterBurst,
+		"password-hash-concurrency": c.PasswordHashConcurrency,
 	}
 	for name, n := range positiveInt {
 		if n <= 0 {
@@ -342,8 +408,17 @@ func (c *Config) Validate() error {
 	if c.RESTRate <= 0 {
 		bad("rest-rate", "must be positive")
 	}
-	if c.LoginRate <= 0 {
-		bad("login-rate", "must be positive")
+	for name, r := range map[string]float64{"login-rate": c.LoginRate, "login-ip-rate": c.LoginIPRate,
+		"login-user-rate": c.LoginUserRate, "register-rate": c.RegisterRate} {
+		if r <= 0 {
+			bad(name, "must be positive")
+		}
+	}
+	if c.PasswordHashWait > 0 && c.HTTPWriteTimeout > 0 && c.PasswordHashWait >= c.HTTPWriteTimeout {
+		bad("password-hash-wait", "must be shorter than http-write-timeout (%s), or the answer could never be written", c.HTTPWriteTimeout)
+	}
+	if c.HTTPMaxConns < 0 {
+		bad("http-max-connections", "must not be negative")
 	}
 	if c.MaxConnections < 0 {
 		bad("max-connections", "must not be negative")

@@ -107,3 +107,86 @@ func TestEverySettingDocumented(t *testing.T) {
 		}
 	}
 }
+
+// api-key, like auth-secret, needs 16 bytes: 15 is refused, 16 accepted.
+func TestAPIKeyMinLength(t *testing.T) {
+	if _, err := load(t, []string{"--api-key", "k"}, nil); err == nil || !strings.Contains(err.Error(), "api-key") {
+		t.Fatalf("1-byte api-key: %v", err)
+	}
+	if _, err := load(t, nil, map[string]string{"PARLEY_API_KEY": strings.Repeat("k", 15)}); err == nil || !strings.Contains(err.Error(), "api-key") {
+		t.Fatalf("15-byte api-key: %v", err)
+	}
+	c, err := load(t, nil, map[string]string{"PARLEY_API_KEY": strings.Repeat("k", 16)})
+	if err != nil || c.APIKey != strings.Repeat("k", 16) {
+		t.Fatalf("16-byte api-key: %v", err)
+	}
+}
+
+// Secret settings can come from PARLEY_*_FILE; the plain variable wins.
+func TestSecretFromFile(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "api-key")
+	if err := os.WriteFile(key, []byte("file-api-key-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := load(t, nil, map[string]string{"PARLEY_API_KEY_FILE": key, "PARLEY_AUTH_SECRET_FILE": key})
+	if err != nil || c.APIKey != "file-api-key-0123456789" || c.AuthSecret != "file-api-key-0123456789" {
+		t.Fatalf("from file: %+v %v", c, err)
+	}
+	c, err = load(t, nil, map[string]string{"PARLEY_API_KEY_FILE": key, "PARLEY_API_KEY": "env-api-key-0123456789"})
+	if err != nil || c.APIKey != "env-api-key-0123456789" {
+		t.Fatalf("env over file: %v %v", c.APIKey, err)
+	}
+	if _, err := load(t, nil, map[string]string{"PARLEY_API_KEY_FILE": filepath.Join(dir, "missing")}); err == nil ||
+		!strings.Contains(err.Error(), "PARLEY_API_KEY_FILE") {
+		t.Fatalf("missing file: %v", err)
+	}
+	// Only secrets have a _FILE form.
+	c, err = load(t, nil, map[string]string{"PARLEY_HTTP_ADDR_FILE": key})
+	if err != nil || c.HTTPAddr != "127.0.0.1:7880" {
+		t.Fatalf("non-secret _FILE: %v %v", c.HTTPAddr, err)
+	}
+}
+
+func TestSecretFlagsSet(t *testing.T) {
+	fs := FlagSet("test")
+	if err := fs.Parse([]string{"--api-key", "flag-api-key-0123456789", "--turn-password", "pw", "--http-addr", "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	got := SecretFlagsSet(fs)
+	want := []SecretFlag{{"api-key", "PARLEY_API_KEY"}, {"turn-password", "PARLEY_TURN_PASSWORD"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("secret flags %v, want %v", got, want)
+	}
+	if got := SecretFlagsSet(FlagSet("none")); len(got) != 0 {
+		t.Fatalf("nothing set: %v", got)
+	}
+}
+
+// Every new limit has a working default and refuses a value past its edge.
+func TestHardeningLimits(t *testing.T) {
+	c, err := load(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RegisterRate != 0.05 || c.RegisterBurst != 5 || c.LoginIPBurst != 30 || c.LoginUserBurst != 100 ||
+		c.PasswordHashConcurrency != 4 || c.PasswordHashWait != 5*time.Second || c.HTTPIdleTimeout != time.Minute ||
+		c.HTTPReadTimeout != 30*time.Second || c.HTTPWriteTimeout != 30*time.Second || c.HTTPMaxConns != 1024 {
+		t.Fatalf("defaults: %+v", c)
+	}
+	for _, bad := range [][]string{
+		{"--register-rate", "0"}, {"--register-burst", "0"}, {"--login-ip-rate", "0"}, {"--login-ip-burst", "0"},
+		{"--login-user-rate", "-1"}, {"--login-user-burst", "0"}, {"--password-hash-concurrency", "0"},
+		{"--password-hash-wait", "0s"}, {"--http-read-timeout", "0s"}, {"--http-write-timeout", "0s"},
+		{"--http-idle-timeout", "0s"}, {"--http-read-header-timeout", "0s"}, {"--http-max-connections", "-1"},
+		{"--password-hash-wait", "30s"}, // not shorter than http-write-timeout
+	} {
+		if _, err := load(t, bad, nil); err == nil || !strings.Contains(err.Error(), bad[0][2:]) {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+	c, err = load(t, []string{"--password-hash-concurrency", "1", "--http-max-connections", "0", "--register-burst", "1"}, nil)
+	if err != nil || c.PasswordHashConcurrency != 1 || c.HTTPMaxConns != 0 || c.RegisterBurst != 1 {
+		t.Fatalf("edge values: %v", err)
+	}
+}

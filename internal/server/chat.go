@@ -35,7 +35,7 @@ func (s *Server) wireChat(base *api.Base) error {
 	s.Gateway.OnLifecycle(svc)
 
 	(&api.Accounts{Base: base, Store: s.Store, Signer: s.Signer, AccessTTL: cfg.AccessTokenTTL,
-		RefreshTTL: cfg.RefreshTokenTTL, Limiter: api.NewLoginLimiter(cfg.LoginRate, cfg.LoginBurst)}).Register(s.mux)
+		RefreshTTL: cfg.RefreshTokenTTL, Limits: s.accountLimits()}).Register(s.mux)
 	(&api.Tokens{Base: base, Signer: s.Signer, DefaultTTL: cfg.AccessTokenTTL}).Register(s.mux)
 	(&api.ChatRooms{Base: base, Store: s.Store, Chat: svc, Access: s.Access}).Register(s.mux)
 	(&api.Messages{Base: base, Chat: svc}).Register(s.mux)

@@ -267,7 +267,8 @@ func TestChatAuthRegisterLoginRefreshLogout(t *testing.T) {
 }
 
 func TestChatLoginRateLimit(t *testing.T) {
-	s := servertest.Start(t, map[string]string{"PARLEY_LOGIN_RATE": "0.001", "PARLEY_LOGIN_BURST": "3"})
+	s := servertest.Start(t, map[string]string{"PARLEY_LOGIN_RATE": "0.001", "PARLEY_LOGIN_BURST": "3",
+		"PARLEY_LOGIN_IP_RATE": "0.001", "PARLEY_LOGIN_IP_BURST": "3"})
 	call(t, s, "POST", "/api/auth/register", "", map[string]any{"username": "carol", "password": "carol's password"}, http.StatusCreated)
 	for range 3 {
 		refuse(t, s, "POST", "/api/auth/login", "", map[string]any{"username": "carol", "password": "nope nope"}, 401, "unauthorized")

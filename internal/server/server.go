@@ -4,6 +4,8 @@
 package server
 
 import (
+	"bufio"
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -13,10 +15,12 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/parleyhq/parley/internal/access"
+	"github.com/parleyhq/parley/internal/api"
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/cluster"
 	"github.com/parleyhq/parley/internal/config"
@@ -24,7 +28,9 @@ import (
 	"github.com/parleyhq/parley/internal/hub"
 	"github.com/parleyhq/parley/internal/media"
 	"github.com/parleyhq/parley/internal/metrics"
+	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/rooms"
+	"github.com/parleyhq/parley/internal/safe"
 	"github.com/parleyhq/parley/internal/store"
 	"github.com/parleyhq/parley/internal/store/postgres"
 	"github.com/parleyhq/parley/internal/store/sqlite"
@@ -54,7 +60,11 @@ type Server struct {
 	sweepStop chan struct{}
 	sweepDone chan struct{}
 	bgStarted bool
-	closeOnce sync.Once
+	// sweepEvery is the refresh-token sweep period (an hour); sweepHook,
+	// when set, runs at the start of each sweep (tests inject panics).
+	sweepEvery time.Duration
+	sweepHook  func()
+	closeOnce  sync.Once
 }
 
 // New builds a server from a validated config. It opens the store (creating
@@ -64,7 +74,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		return nil, errors.New("invalid config: auth-secret: required (set PARLEY_AUTH_SECRET or --auth-secret; or run with --dev)")
 	}
 	s := &Server{cfg: cfg, log: log, Hub: hub.New(), hbDone: make(chan struct{}),
-		sweepStop: make(chan struct{}), sweepDone: make(chan struct{})}
+		sweepStop: make(chan struct{}), sweepDone: make(chan struct{}), sweepEvery: time.Hour}
 
 	vc := auth.VerifierConfig{Leeway: cfg.AuthLeeway}
 	if cfg.AuthSecret != "" {
@@ -116,7 +126,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 
 	switch cfg.Broker {
 	case "nats":
-		b, err := cluster.NewNATS(cfg.NATSURL, cfg.NodeID, s.Hub, log)
+		b, err := cluster.NewNATS(cfg.NATSURL, cfg.NodeID, s.Hub, s.Metrics, log)
 		if err != nil {
 			s.closeAll(ctx)
 			return nil, fmt.Errorf("connect NATS: %w", err)
@@ -149,6 +159,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		s.closeAll(ctx)
 		return nil, err
 	}
+	s.handler = s.recoverHTTP(s.handler)
 	return s, nil
 }
 
@@ -157,7 +168,16 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Start begins serving on ln and starts the background loops.
 func (s *Server) Start(ln net.Listener) {
-	s.httpSrv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	c := s.cfg
+	// ReadTimeout and WriteTimeout bound each REST request (slow bodies,
+	// clients that do not read); net/http sets them as deadlines on the
+	// connection and clears them when /ws hijacks it (hijackWriter clears
+	// them too, so this does not rest on that detail), so WebSockets are
+	// not cut by them (TestWebSocketOutlivesHTTPTimeouts).
+	s.httpSrv = &http.Server{Handler: s.handler, ReadHeaderTimeout: c.HTTPReadHeaderTimeout,
+		ReadTimeout: c.HTTPReadTimeout, WriteTimeout: c.HTTPWriteTimeout, IdleTimeout: c.HTTPIdleTimeout,
+		ConnState: newConnCap(c.HTTPMaxConns).track,
+		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	go func() {
 		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server stopped", "err", err)
@@ -191,16 +211,10 @@ func (s *Server) StartBackground() {
 	}()
 	go func() {
 		defer close(s.sweepDone)
-		t := time.NewTicker(time.Hour)
+		t := time.NewTicker(s.sweepEvery)
 		defer t.Stop()
 		for {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			if n, err := s.Store.DeleteExpiredRefreshTokens(ctx, time.Now()); err != nil {
-				s.log.Warn("sweeping expired refresh tokens", "err", err)
-			} else if n > 0 {
-				s.log.Info("swept expired refresh tokens", "count", n)
-			}
-			cancel()
+			s.sweepRefreshTokens()
 			select {
 			case <-t.C:
 			case <-s.sweepStop:
@@ -208,6 +222,189 @@ func (s *Server) StartBackground() {
 			}
 		}
 	}()
+}
+
+// sweepRefreshTokens deletes expired refresh tokens once. A panic is
+// contained (logged, counted as background) so that the loop goes on.
+func (s *Server) sweepRefreshTokens() {
+	defer safe.Recover(s.log, s.Metrics, safe.Background, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if s.sweepHook != nil {
+		s.sweepHook()
+	}
+	if n, err := s.Store.DeleteExpiredRefreshTokens(ctx, time.Now()); err != nil {
+		s.log.Warn("sweeping expired refresh tokens", "err", err)
+	} else if n > 0 {
+		s.log.Info("swept expired refresh tokens", "count", n)
+	}
+}
+
+// recoverHTTP contains a panic in any HTTP handler (REST, operations, and
+// /ws before the upgrade): it is logged once with its stack, counted in
+// parley_panics_total{where="http"}, and answered 500 internal unless the
+// handler had already written headers (then the response is aborted), or
+// had hijacked the connection (then that connection is closed); the node
+// keeps serving. http.ErrAbortHandler is re-raised: net/http uses it to
+// abort a response on purpose.
+func (s *Server) recoverHTTP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hw := &hijackWriter{ResponseWriter: w}
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			safe.Report(s.log, s.Metrics, safe.HTTP, v, debug.Stack())
+			switch {
+			case hw.conn != nil:
+				_ = hw.conn.Close() // hijacked: end only this connection
+			case !hw.wrote:
+				api.Error(hw, protocol.Errorf(protocol.CodeInternal, "internal server error"))
+			default:
+				// Headers are out: abort so that the client sees a broken
+				// response, not a truncated one that looks complete.
+				// net/http closes the connection and logs nothing more.
+				panic(http.ErrAbortHandler)
+			}
+		}()
+		next.ServeHTTP(hw, r)
+	})
+}
+
+// hijackWriter records whether headers were written or the connection
+// hijacked, and on Hijack clears the deadlines net/http set for the
+// request (ReadTimeout, WriteTimeout): a WebSocket manages its own.
+// Unwrap keeps http.ResponseController working (Flush, deadlines).
+type hijackWriter struct {
+	http.ResponseWriter
+	wrote bool
+	conn  net.Conn // set once hijacked
+}
+
+func (w *hijackWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.wrote = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *hijackWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *hijackWriter) Flush() {
+	w.wrote = true
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nc, rw, err
+	}
+	w.conn = nc
+	_ = nc.SetDeadline(time.Time{})
+	return nc, rw, nil
+}
+
+// connCap caps the HTTP connections that are not WebSockets (config
+// http-max-connections). It is hand-written because the usual tools do not
+// fit: a listener limit (golang.org/x/net/netutil.LimitListener) blocks
+// Accept, so idle keep-alive connections piling up would refuse /healthz and
+// /ws upgrades (the failure it must prevent), and it cannot tell a
+// connection that later becomes a WebSocket from one that does not.
+//
+// Design: http.Server's ConnState hook tracks every connection until it is
+// hijacked (the WebSocket upgrade: from then on the gateway and its own
+// max-connections own it) or closed. Whenever more than max are tracked, it
+// closes idle keep-alive connections first (oldest first; a client simply
+// reconnects), then the oldest connections that have not sent a request
+// yet. Connections in the middle of a request are never closed here: the
+// read and write timeouts bound them. So new connections are always accepted
+// and served, and the descriptors held by non-WebSocket connections stay
+// near max plus those with a request in flight.
+type connCap struct {
+	max    int
+	mu     sync.Mutex
+	idle   *list.List // of net.Conn, oldest first
+	fresh  *list.List // accepted, no request yet, oldest first
+	where  map[net.Conn]*list.Element
+	active int
+	states map[net.Conn]http.ConnState
+}
+
+func newConnCap(max int) *connCap {
+	return &connCap{max: max, idle: list.New(), fresh: list.New(), where: map[net.Conn]*list.Element{},
+		states: map[net.Conn]http.ConnState{}}
+}
+
+func (c *connCap) track(nc net.Conn, st http.ConnState) {
+	if c.max <= 0 {
+		return
+	}
+	var evict []net.Conn
+	c.mu.Lock()
+	prev, known := c.states[nc]
+	if e := c.where[nc]; e != nil {
+		c.idle.Remove(e)
+		c.fresh.Remove(e)
+		delete(c.where, nc)
+	}
+	if known && prev == http.StateActive {
+		c.active--
+	}
+	switch st {
+	case http.StateNew:
+		c.where[nc] = c.fresh.PushBack(nc)
+		c.states[nc] = st
+	case http.StateActive:
+		if known {
+			c.active++
+			c.states[nc] = st
+		}
+	case http.StateIdle:
+		if known {
+			c.where[nc] = c.idle.PushBack(nc)
+			c.states[nc] = st
+		}
+	default: // hijacked or closed: no longer ours
+		delete(c.states, nc)
+	}
+	for c.idle.Len()+c.fresh.Len()+c.active > c.max {
+		l := c.idle
+		if l.Len() == 0 {
+			l = c.fresh
+		}
+		if l.Len() == 0 {
+			break
+		}
+		victim := l.Remove(l.Front()).(net.Conn)
+		delete(c.where, victim)
+		delete(c.states, victim) // evicted: its later transitions are ignored
+		evict = append(evict, victim)
+	}
+	c.mu.Unlock()
+	for _, v := range evict {
+		_ = v.Close()
+	}
+}
+
+// accountLimits builds the register/login limits from the config (the
+// account routes are wired in chat.go).
+func (s *Server) accountLimits() api.AccountLimits {
+	c := s.cfg
+	return api.AccountLimits{
+		Login:    api.NewLoginLimiter(c.LoginRate, c.LoginBurst).PerIP(c.LoginIPRate, c.LoginIPBurst).PerUsername(c.LoginUserRate, c.LoginUserBurst),
+		Register: api.NewKeyLimiter(c.RegisterRate, c.RegisterBurst),
+		Hashes:   api.NewHashGate(c.PasswordHashConcurrency, c.PasswordHashWait),
+	}
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
