@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // DefaultMaxBatch is the batch size limit a Committer uses when
@@ -36,6 +38,15 @@ type CommitterOptions struct {
 	Timeout time.Duration
 	// Logger receives failed batches (slog.Default() when nil).
 	Logger *slog.Logger
+	// Panics counts panics contained in done callbacks, in OnBatch and in
+	// AppendUpdates (parley_panics_total{where="commit_callback"}); nil is
+	// allowed.
+	Panics safe.Counter
+	// OnBatch, when set, is called on the Committer's goroutine after each
+	// AppendUpdates call (successful or not) with the number of updates it
+	// wrote, before their callbacks (e.g. to observe
+	// parley_storage_commit_batch_size). It must be quick.
+	OnBatch func(updates int)
 }
 
 // CommitterStats are a Committer's counters since it was created.
@@ -67,6 +78,12 @@ type pending struct {
 // returned (say, its updates replayed from the last durable version) is
 // written normally. Updates of other rooms are unaffected.
 //
+// A panic in a callback (or in OnBatch or AppendUpdates) is contained,
+// logged and counted (CommitterOptions.Panics): the other callbacks are still
+// called and the Committer goes on. A panic in AppendUpdates fails its batch
+// like an error. A panicking callback's own room is responsible for
+// recovering its state (the rooms package resets the room).
+//
 // The queue is not bounded: callers that can outrun the disk should watch
 // Stats().Pending.
 type Committer struct {
@@ -74,6 +91,8 @@ type Committer struct {
 	max     int
 	timeout time.Duration
 	log     *slog.Logger
+	panics  safe.Counter
+	onBatch func(int)
 
 	mu     sync.Mutex
 	queue  []pending // queue[head:] waits for the next batch
@@ -100,6 +119,8 @@ func NewCommitter(s Store, opts CommitterOptions) *Committer {
 		max:     opts.MaxBatch,
 		timeout: opts.Timeout,
 		log:     opts.Logger,
+		panics:  opts.Panics,
+		onBatch: opts.OnBatch,
 		failed:  make(map[string]error),
 		wake:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
@@ -120,7 +141,7 @@ func (c *Committer) Submit(u DocUpdate, done func(error)) {
 	if c.closed {
 		c.stats.Failed++
 		c.mu.Unlock()
-		go done(ErrCommitterClosed)
+		safe.Go(c.log, c.panics, safe.CommitCallback, func() { done(ErrCommitterClosed) }, nil)
 		return
 	}
 	p := pending{u: u, done: done}
@@ -165,7 +186,21 @@ func (c *Committer) write(updates []DocUpdate) error {
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
+	return c.appendUpdates(ctx, updates)
+}
+
+// appendUpdates calls the store, turning a panic into an error.
+func (c *Committer) appendUpdates(ctx context.Context, updates []DocUpdate) (err error) {
+	defer safe.Recover(c.log, c.panics, safe.CommitCallback, func(v any) {
+		err = fmt.Errorf("store: append updates panicked: %v", v)
+	})
 	return c.s.AppendUpdates(ctx, updates)
+}
+
+// call runs f with panics contained (the Committer goes on).
+func (c *Committer) call(f func()) {
+	defer safe.Recover(c.log, c.panics, safe.CommitCallback, nil)
+	f()
 }
 
 func skipped(err error) error { return fmt.Errorf("%w: %w", ErrSkipped, err) }
@@ -248,6 +283,10 @@ func (c *Committer) run() {
 		c.stats.Pending -= len(batch)
 		c.mu.Unlock()
 
+		if len(updates) > 0 && c.onBatch != nil {
+			n := len(updates)
+			c.call(func() { c.onBatch(n) })
+		}
 		if err != nil {
 			c.log.Error("store: group commit failed", "updates", len(updates), "err", err)
 		}
@@ -265,7 +304,7 @@ func (c *Committer) run() {
 			if e == nil {
 				e = err
 			}
-			p.done(e)
+			c.call(func() { p.done(e) })
 			if err != nil && p.err == nil && last[p.u.RoomID] == i {
 				// The room has been told: what it submits now is written.
 				c.mu.Lock()
