@@ -76,7 +76,11 @@ type pending struct {
 // are not yet written, then fail too (ErrSkipped), so a room's stored
 // versions never get a gap. What a room submits after its failure callbacks
 // returned (say, its updates replayed from the last durable version) is
-// written normally. Updates of other rooms are unaffected.
+// written normally. Updates of other rooms are unaffected, except by a
+// failure they share: when the group commit fails with ErrConflict (one
+// room's version was already written, e.g. by another node), each room's
+// updates are written again in a transaction of their own, so only the
+// conflicting room fails.
 //
 // A panic in a callback (or in OnBatch or AppendUpdates) is contained,
 // logged and counted (CommitterOptions.Panics): the other callbacks are still
@@ -197,6 +201,47 @@ func (c *Committer) appendUpdates(ctx context.Context, updates []DocUpdate) (err
 	return c.s.AppendUpdates(ctx, updates)
 }
 
+// observe reports one AppendUpdates call of n updates to OnBatch.
+func (c *Committer) observe(n int) {
+	if c.onBatch != nil {
+		c.call(func() { c.onBatch(n) })
+	}
+}
+
+// manyRooms reports whether updates belong to more than one room.
+func manyRooms(updates []DocUpdate) bool {
+	for _, u := range updates[1:] {
+		if u.RoomID != updates[0].RoomID {
+			return true
+		}
+	}
+	return false
+}
+
+// writeEachRoom writes updates (whose group commit failed with ErrConflict,
+// so none of them was written) again, one transaction per room, so that one
+// room's conflict does not fail the others. It returns each room's error
+// (nil: written) and counts the extra calls in Stats and OnBatch.
+func (c *Committer) writeEachRoom(updates []DocUpdate) map[string]error {
+	var rooms []string
+	byRoom := make(map[string][]DocUpdate)
+	for _, u := range updates {
+		if _, ok := byRoom[u.RoomID]; !ok {
+			rooms = append(rooms, u.RoomID)
+		}
+		byRoom[u.RoomID] = append(byRoom[u.RoomID], u)
+	}
+	errs := make(map[string]error, len(rooms))
+	for _, room := range rooms {
+		errs[room] = c.write(byRoom[room])
+		c.observe(len(byRoom[room]))
+		c.mu.Lock()
+		c.stats.Batches++
+		c.mu.Unlock()
+	}
+	return errs
+}
+
 // call runs f with panics contained (the Committer goes on).
 func (c *Committer) call(f func()) {
 	defer safe.Recover(c.log, c.panics, safe.CommitCallback, nil)
@@ -251,9 +296,22 @@ func (c *Committer) run() {
 				updates = append(updates, p.u)
 			}
 		}
-		var err error
+		var (
+			err      error
+			roomErrs map[string]error // set when the batch was retried room by room
+		)
 		if len(updates) > 0 {
 			err = c.write(updates)
+			c.observe(len(updates))
+			if errors.Is(err, ErrConflict) && manyRooms(updates) {
+				roomErrs = c.writeEachRoom(updates)
+			}
+		}
+		errOf := func(room string) error {
+			if roomErrs != nil {
+				return roomErrs[room]
+			}
+			return err
 		}
 
 		c.mu.Lock()
@@ -262,11 +320,13 @@ func (c *Committer) run() {
 			c.stats.Updates += uint64(len(updates))
 		}
 		if err != nil {
-			// Later updates of these rooms build on the failed ones: fail
-			// those already queued, and (through c.failed) those submitted
-			// until the callbacks below have told the rooms.
+			// Later updates of the failed rooms build on the failed ones:
+			// fail those already queued, and (through c.failed) those
+			// submitted until the callbacks below have told the rooms.
 			for _, u := range updates {
-				c.failed[u.RoomID] = err
+				if e := errOf(u.RoomID); e != nil {
+					c.failed[u.RoomID] = e
+				}
 			}
 			for i := c.head; i < len(c.queue); i++ {
 				q := &c.queue[i]
@@ -276,25 +336,21 @@ func (c *Committer) run() {
 			}
 		}
 		for _, p := range batch {
-			if p.err != nil || err != nil {
+			if p.err != nil || errOf(p.u.RoomID) != nil {
 				c.stats.Failed++
 			}
 		}
 		c.stats.Pending -= len(batch)
 		c.mu.Unlock()
 
-		if len(updates) > 0 && c.onBatch != nil {
-			n := len(updates)
-			c.call(func() { c.onBatch(n) })
-		}
 		if err != nil {
-			c.log.Error("store: group commit failed", "updates", len(updates), "err", err)
+			c.log.Error("store: group commit failed", "updates", len(updates), "retried_per_room", roomErrs != nil, "err", err)
 		}
 		var last map[string]int // failed room → index of its last written update in batch
 		if err != nil {
 			last = make(map[string]int)
 			for i, p := range batch {
-				if p.err == nil {
+				if p.err == nil && errOf(p.u.RoomID) != nil {
 					last[p.u.RoomID] = i
 				}
 			}
@@ -302,10 +358,10 @@ func (c *Committer) run() {
 		for i, p := range batch {
 			e := p.err
 			if e == nil {
-				e = err
+				e = errOf(p.u.RoomID)
 			}
 			c.call(func() { p.done(e) })
-			if err != nil && p.err == nil && last[p.u.RoomID] == i {
+			if e != nil && p.err == nil && last[p.u.RoomID] == i {
 				// The room has been told: what it submits now is written.
 				c.mu.Lock()
 				delete(c.failed, p.u.RoomID)
