@@ -1,4 +1,4 @@
-package rooms_test
+package wiretest_test
 
 import (
 	"bytes"
@@ -66,9 +66,14 @@ func leave(c *servertest.Client, room string) {
 func write(c *servertest.Client, room, ops string) storageUpdated {
 	c.T.Helper()
 	c.Request(protocol.TypeRoomUpdateStorage, "w", map[string]any{"room_id": room, "ops": json.RawMessage(ops)})
+	// A commit waits for an fsync: allow for a loaded machine.
+	f, ok := c.Next(30 * time.Second)
+	if !ok || f.Type != protocol.TypeRoomStorageUpdated || f.ID != "w" {
+		c.T.Fatalf("want the room:storage_updated reply, got %s id %q %s (ok %v)", f.Type, f.ID, f.Data, ok)
+	}
 	var u storageUpdated
-	if f := c.ExpectInto(protocol.TypeRoomStorageUpdated, &u); f.ID != "w" {
-		c.T.Fatalf("storage_updated id %q", f.ID)
+	if err := json.Unmarshal(f.Data, &u); err != nil {
+		c.T.Fatal(err)
 	}
 	return u
 }

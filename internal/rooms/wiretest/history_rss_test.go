@@ -1,4 +1,4 @@
-package rooms_test
+package wiretest_test
 
 import (
 	"encoding/json"
