@@ -82,6 +82,8 @@ type Config struct {
 	MaxRoomsPerConn    int `flag:"max-rooms-per-connection" env:"PARLEY_MAX_ROOMS_PER_CONNECTION" default:"100" usage:"most rooms one connection may be in at once"`
 	PresenceMaxBytes   int `flag:"presence-max-bytes" env:"PARLEY_PRESENCE_MAX_BYTES" default:"4096" usage:"largest per-client room presence object"`
 	CommitMaxBatch     int `flag:"commit-max-batch" env:"PARLEY_COMMIT_MAX_BATCH" default:"1024" usage:"most storage updates per group commit"`
+	// Bounds the catch-up replay kept in memory per room in bytes (issue 9 §5).
+	StorageKeepUpdatesBytes int `flag:"storage-keep-updates-bytes" env:"PARLEY_STORAGE_KEEP_UPDATES_BYTES" default:"1048576" usage:"most bytes of recent storage updates (ops and client ids) kept in memory per room for catch-up; a since_version older than that gets the full document"`
 
 	TypingTimeout        time.Duration `flag:"typing-timeout" env:"PARLEY_TYPING_TIMEOUT" default:"6s" usage:"typing indicator expiry without renewal"`
 	PresenceOfflineGrace time.Duration `flag:"presence-offline-grace" env:"PARLEY_PRESENCE_OFFLINE_GRACE" default:"5s" usage:"delay after a user's last connection closes before they show offline"`
@@ -387,7 +389,7 @@ func (c *Config) Validate() error {
 		"max-message-bytes": c.MaxMessageBytes, "queue-max-bytes": c.QueueMaxBytes,
 		"msg-burst": c.MsgBurst, "rate-limit-strikes": c.RateLimitStrikes, "violation-limit": c.ViolationLimit,
 		"storage-max-bytes": c.StorageMaxBytes, "storage-max-ops": c.StorageMaxOps, "storage-max-depth": c.StorageMaxDepth,
-		"storage-keep-updates": c.StorageKeepUpdates, "snapshot-every": c.SnapshotEvery,
+		"storage-keep-updates": c.StorageKeepUpdates, "storage-keep-updates-bytes": c.StorageKeepUpdatesBytes, "snapshot-every": c.SnapshotEvery,
 		"presence-max-bytes": c.PresenceMaxBytes, "commit-max-batch": c.CommitMaxBatch,
 		"max-rooms-per-connection": c.MaxRoomsPerConn,
 		"message-max-chars":        c.MessageMaxChars, "login-burst": c.LoginBurst,

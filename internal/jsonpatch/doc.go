@@ -77,6 +77,11 @@ func (d Doc) Value() any {
 // ErrInvalid; more than lim.MaxOps operations, or a value nested deeper than
 // lim.MaxDepth, is ErrTooLarge. Numbers decode as json.Number.
 func ParseOps(raw []byte, lim Limits) ([]Op, error) {
+	if lim.RejectInvalidText {
+		if err := CheckText(raw); err != nil {
+			return nil, fmt.Errorf("jsonpatch: %w", err)
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	tok, err := dec.Token()

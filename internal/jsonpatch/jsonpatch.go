@@ -48,6 +48,12 @@ type Limits struct {
 	MaxOps   int // operations per batch
 	MaxDepth int // nesting depth of a document (and of an operation's value)
 	MaxBytes int // encoded size of a document in bytes (Doc.Size)
+	// RejectInvalidText makes ParseOps refuse (ErrInvalid) a patch whose
+	// text is not valid Unicode: invalid UTF-8 bytes, or a \u escape of an
+	// unpaired surrogate (RFC 8259 §8.2). Without it such strings decode to
+	// U+FFFD, so the document would differ from the patch text that was
+	// relayed. Off (the zero value) for replaying data stored before.
+	RejectInvalidText bool
 }
 
 // hardMaxSize bounds the (virtual) size of a document even without MaxBytes,

@@ -35,9 +35,16 @@ type Options struct {
 	StorageMaxOps    int
 	StorageMaxDepth  int
 	KeepUpdates      int // recent updates kept in memory (and on disk) for catch-up
+	// KeepUpdatesBytes bounds the same in-memory replay in bytes (see
+	// updateCost); <= 0 means DefaultKeepUpdatesBytes.
+	KeepUpdatesBytes int
 	SnapshotEvery    int // write a full snapshot every N versions
 	MaxRoomsPerConn  int // rooms one connection may be in at once (0 = no limit)
 }
+
+// DefaultKeepUpdatesBytes is Options.KeepUpdatesBytes when unset (1 MiB,
+// the default of --storage-keep-updates-bytes).
+const DefaultKeepUpdatesBytes = 1 << 20
 
 // Access is the access policy rooms ask (access.Policy): every action a
 // subject may take in a room. Join needs access.Read, room:update_presence
@@ -66,9 +73,13 @@ type Manager struct {
 
 // NewManager creates a manager writing storage through committer.
 func NewManager(opts Options, st store.Store, committer *store.Committer, acc Access, m *metrics.Metrics, log *slog.Logger) *Manager {
+	if opts.KeepUpdatesBytes <= 0 {
+		opts.KeepUpdatesBytes = DefaultKeepUpdatesBytes
+	}
 	return &Manager{
 		opts: opts, store: st, committer: committer, access: acc, metrics: m, log: log,
-		limits:    jsonpatch.Limits{MaxOps: opts.StorageMaxOps, MaxDepth: opts.StorageMaxDepth, MaxBytes: opts.StorageMaxBytes},
+		limits: jsonpatch.Limits{MaxOps: opts.StorageMaxOps, MaxDepth: opts.StorageMaxDepth, MaxBytes: opts.StorageMaxBytes,
+			RejectInvalidText: true},
 		rooms:     map[string]*Room{},
 		connRooms: map[string]map[string]*Room{},
 	}
@@ -130,7 +141,7 @@ func (m *Manager) maybeUnloadLocked(r *Room) {
 		return
 	}
 	r.mu.Lock()
-	idle := len(r.clients) == 0 && r.pending == 0
+	idle := (len(r.clients) == 0 || r.broken) && r.pending == 0
 	r.mu.Unlock()
 	if idle && m.rooms[r.id] == r {
 		delete(m.rooms, r.id)

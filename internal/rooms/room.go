@@ -1,7 +1,6 @@
 package rooms
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -46,7 +45,19 @@ type Room struct {
 	epoch        int // bumped when a commit fails and head is reset
 	sinceSnap    int // versions since the last snapshot
 
-	recent []store.DocUpdate // last KeepUpdates committed updates, in order
+	// hist is the catch-up replay: the newest committed updates within
+	// KeepUpdates and KeepUpdatesBytes.
+	hist history
+	// broken is set when a commit callback of the room panicked: its state
+	// may be half-updated, so its clients were sent room:left, it takes no
+	// one in, and it leaves memory once its pending commits are done (the
+	// next join loads it afresh from the store).
+	broken bool
+}
+
+// errResetting is returned to requests that reach a broken room.
+func errResetting(roomID string) *protocol.Error {
+	return protocol.Errorf(protocol.CodeInternal, "room %s is being reset after an internal error; retry", roomID)
 }
 
 func newRoom(m *Manager, id string) *Room {
@@ -80,14 +91,30 @@ func (r *Room) load(ctx context.Context) error {
 	r.committed, r.head = d, d
 	r.committedVer, r.headVer = ver, ver
 	r.sinceSnap = len(doc.Updates)
-	keep := r.m.opts.KeepUpdates
-	ups := doc.Updates
-	if len(ups) > keep {
-		ups = ups[len(ups)-keep:]
-	}
-	r.recent = append([]store.DocUpdate(nil), ups...)
+	r.hist.reset(r.keptUpdates(ctx, doc, ver), r.m.opts.KeepUpdates, r.m.opts.KeepUpdatesBytes)
 	r.loaded = true
 	return nil
+}
+
+// keptUpdates returns the updates to seed the catch-up replay with after a
+// load: the last KeepUpdates updates up to version ver, read from the store
+// when some of them are older than the snapshot (the store keeps them, see
+// store.DocUpdate.KeepUpdates), else the updates that came with the
+// snapshot. A failed read is logged and falls back to the latter: catch-up
+// then sends the full document, which is always correct.
+func (r *Room) keptUpdates(ctx context.Context, doc store.Document, ver int64) []store.DocUpdate {
+	keep := int64(r.m.opts.KeepUpdates)
+	if int64(len(doc.Updates)) >= keep || doc.Version == 0 {
+		return doc.Updates
+	}
+	ups, ok, err := r.m.store.UpdatesSince(ctx, r.id, max(0, ver-keep))
+	switch {
+	case err != nil:
+		r.m.log.Warn("load room catch-up updates", "room", r.id, "err", err)
+	case ok && len(ups) > 0 && ups[len(ups)-1].Version == ver:
+		return ups
+	}
+	return doc.Updates
 }
 
 // member is the wire form of a client.
@@ -143,24 +170,11 @@ type storageState struct {
 }
 
 func (m *Manager) join(ctx context.Context, s gateway.Session, env protocol.Envelope) error {
-	var d joinData
-	if err := protocol.DecodeData(env.Data, &d); err != nil {
-		return err
+	d, perr := decodeJoin(env.Data, m.opts.PresenceMaxBytes)
+	if perr != nil {
+		return perr
 	}
-	if err := validRoom(d.RoomID); err != nil {
-		return err
-	}
-	var presence map[string]json.RawMessage
-	if len(d.Presence) > 0 && !bytes.Equal(d.Presence, []byte("null")) {
-		p, perr := m.parsePresence(d.Presence)
-		if perr != nil {
-			return perr
-		}
-		presence = p
-	}
-	if d.SinceVersion != nil && *d.SinceVersion < 0 {
-		return protocol.Errorf(protocol.CodeBadRequest, "since_version must not be negative")
-	}
+	presence := d.Presence
 	if max := m.opts.MaxRoomsPerConn; max > 0 && m.roomOfConn(s.ID(), d.RoomID) == nil && m.roomsOfConn(s.ID()) >= max {
 		return protocol.Errorf(protocol.CodeTooLarge, "a connection may be in at most %d rooms; leave one first", max)
 	}
@@ -183,6 +197,9 @@ func (m *Manager) join(ctx context.Context, s gateway.Session, env protocol.Enve
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.broken {
+		return errResetting(r.id)
+	}
 	c, already := r.clients[s.ID()]
 	if !already {
 		c = &client{id: s.ID(), session: s, perms: perms, presence: presence, joinedAt: time.Now()}
@@ -212,14 +229,8 @@ func (m *Manager) join(ctx context.Context, s gateway.Session, env protocol.Enve
 // storageFor returns the updates after since when they are still kept,
 // else the committed snapshot. Needs r.mu.
 func (r *Room) storageFor(since *int64) storageState {
-	if since != nil && *since <= r.committedVer {
-		if *since == r.committedVer {
-			return storageState{Version: r.committedVer, Updates: &[]store.DocUpdate{}}
-		}
-		if len(r.recent) > 0 && r.recent[0].Version <= *since+1 {
-			start := int(*since + 1 - r.recent[0].Version)
-			ups := make([]store.DocUpdate, len(r.recent)-start)
-			copy(ups, r.recent[start:])
+	if since != nil {
+		if ups, ok := r.hist.since(*since, r.committedVer); ok {
 			return storageState{Version: r.committedVer, Updates: &ups}
 		}
 	}
@@ -234,8 +245,11 @@ type leaveData struct {
 }
 
 func (m *Manager) leave(s gateway.Session, env protocol.Envelope) error {
-	var d leaveData
-	r, err := m.decodeInRoom(s, env, &d)
+	d, perr := decodeLeave(env.Data)
+	if perr != nil {
+		return perr
+	}
+	r, err := m.inRoom(s, d.RoomID)
 	if err != nil {
 		return err
 	}
@@ -272,41 +286,19 @@ func (m *Manager) removeClient(r *Room, connID, reqID string) {
 
 // --- presence ---
 
-func (m *Manager) parsePresence(raw json.RawMessage) (map[string]json.RawMessage, *protocol.Error) {
-	if len(raw) > m.opts.PresenceMaxBytes {
-		return nil, protocol.Errorf(protocol.CodeTooLarge, "presence larger than %d bytes", m.opts.PresenceMaxBytes)
-	}
-	var p map[string]json.RawMessage
-	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &p) != nil {
-		return nil, protocol.Errorf(protocol.CodeBadRequest, "presence must be a JSON object")
-	}
-	for k, v := range p {
-		if bytes.Equal(v, []byte("null")) {
-			delete(p, k)
-		} else {
-			p[k] = compactJSON(v)
-		}
-	}
-	return p, nil
-}
-
 type presenceData struct {
 	RoomID   string          `json:"room_id"`
 	Presence json.RawMessage `json:"presence"`
 }
 
 func (m *Manager) updatePresence(s gateway.Session, env protocol.Envelope) error {
-	var d presenceData
-	r, err := m.decodeInRoom(s, env, &d)
+	roomID, patch, perr := decodePresence(env.Data, m.opts.PresenceMaxBytes)
+	if perr != nil {
+		return perr
+	}
+	r, err := m.inRoom(s, roomID)
 	if err != nil {
 		return err
-	}
-	if len(d.Presence) > m.opts.PresenceMaxBytes {
-		return protocol.Errorf(protocol.CodeTooLarge, "presence larger than %d bytes", m.opts.PresenceMaxBytes)
-	}
-	var patch map[string]json.RawMessage
-	if len(d.Presence) == 0 || d.Presence[0] != '{' || json.Unmarshal(d.Presence, &patch) != nil {
-		return protocol.Errorf(protocol.CodeBadRequest, "presence must be a JSON object")
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -314,20 +306,10 @@ func (m *Manager) updatePresence(s gateway.Session, env protocol.Envelope) error
 	if err != nil {
 		return err
 	}
-	merged := make(map[string]json.RawMessage, len(c.presence)+len(patch))
-	for k, v := range c.presence {
-		merged[k] = v
-	}
-	for k, v := range patch {
-		if bytes.Equal(v, []byte("null")) {
-			delete(merged, k)
-		} else {
-			merged[k] = compactJSON(v)
-		}
-	}
-	enc, _ := json.Marshal(merged)
-	if len(enc) > m.opts.PresenceMaxBytes {
-		return protocol.Errorf(protocol.CodeTooLarge, "merged presence larger than %d bytes", m.opts.PresenceMaxBytes)
+	merged := mergePresence(c.presence, patch)
+	enc, perr := encodePresence(merged, m.opts.PresenceMaxBytes)
+	if perr != nil {
+		return perr
 	}
 	c.presence = merged
 	out := struct {
@@ -351,13 +333,13 @@ type broadcastData struct {
 }
 
 func (m *Manager) broadcast(s gateway.Session, env protocol.Envelope) error {
-	var d broadcastData
-	r, err := m.decodeInRoom(s, env, &d)
+	d, perr := decodeBroadcast(env.Data)
+	if perr != nil {
+		return perr
+	}
+	r, err := m.inRoom(s, d.RoomID)
 	if err != nil {
 		return err
-	}
-	if len(d.Event) == 0 {
-		return protocol.Errorf(protocol.CodeBadRequest, "event is required")
 	}
 	// Built by appending: this runs once per event of every room.
 	frame := make([]byte, 0, 96+len(d.RoomID)+len(s.ID())+len(s.UserID())+len(d.Event))
@@ -391,18 +373,12 @@ func (d *presenceData) room() string  { return d.RoomID }
 func (d *broadcastData) room() string { return d.RoomID }
 func (d *storageData) room() string   { return d.RoomID }
 
-// decodeInRoom decodes a message aimed at a room the connection has joined
-// and returns that room.
-func (m *Manager) decodeInRoom(s gateway.Session, env protocol.Envelope, d roomMessage) (*Room, error) {
-	if err := protocol.DecodeData(env.Data, d); err != nil {
-		return nil, err
-	}
-	if err := validRoom(d.room()); err != nil {
-		return nil, err
-	}
-	r := m.roomOfConn(s.ID(), d.room())
+// inRoom returns the room roomID that the connection has joined, or
+// not_found.
+func (m *Manager) inRoom(s gateway.Session, roomID string) (*Room, error) {
+	r := m.roomOfConn(s.ID(), roomID)
 	if r == nil {
-		return nil, errNotInRoom(d.room())
+		return nil, errNotInRoom(roomID)
 	}
 	return r, nil
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/jsonpatch"
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/safe"
 	"github.com/parleyhq/parley/internal/store"
 )
 
@@ -26,8 +28,11 @@ type StorageResult struct {
 
 // updateStorage handles room:update_storage from a client in the room.
 func (m *Manager) updateStorage(s gateway.Session, env protocol.Envelope) error {
-	var d storageData
-	r, err := m.decodeInRoom(s, env, &d)
+	d, ops, perr := decodeStorage(env.Data, m.limits)
+	if perr != nil {
+		return perr
+	}
+	r, err := m.inRoom(s, d.RoomID)
 	if err != nil {
 		return err
 	}
@@ -40,7 +45,7 @@ func (m *Manager) updateStorage(s gateway.Session, env protocol.Envelope) error 
 	reqID := env.ID
 	// The sender's copy of room:storage_updated is its reply; errors after
 	// submission (a failed commit) are reported the same way.
-	return m.submit(r, s.ID(), d.Ops, d.BaseVersion, func(res StorageResult) {
+	return m.submitOps(r, s.ID(), ops, d.Ops, d.BaseVersion, func(res StorageResult) {
 		if res.Err != nil {
 			s.ReplyError(reqID, res.Err)
 		}
@@ -52,19 +57,23 @@ func (m *Manager) updateStorage(s gateway.Session, env protocol.Envelope) error 
 // with reqID; done is called after the commit succeeded or failed.
 func (m *Manager) submit(r *Room, clientID string, rawOps json.RawMessage, base *int64,
 	done func(StorageResult), reqID string, sender gateway.Session) error {
-	if len(rawOps) == 0 {
-		return protocol.Errorf(protocol.CodeBadRequest, "ops is required")
+	ops, perr := parseBatch(rawOps, m.limits)
+	if perr != nil {
+		return perr
 	}
-	ops, err := jsonpatch.ParseOps(rawOps, m.limits)
-	if err != nil {
-		return mapPatchError(err)
-	}
-	if len(ops) == 0 {
-		return protocol.Errorf(protocol.CodeBadRequest, "ops must not be empty")
-	}
+	return m.submitOps(r, clientID, ops, rawOps, base, done, reqID, sender)
+}
+
+// submitOps is submit with ops already parsed from rawOps (parseBatch).
+func (m *Manager) submitOps(r *Room, clientID string, ops []jsonpatch.Op, rawOps json.RawMessage, base *int64,
+	done func(StorageResult), reqID string, sender gateway.Session) error {
 	compact := compactJSON(rawOps)
 
 	r.mu.Lock()
+	if r.broken {
+		r.mu.Unlock()
+		return errResetting(r.id)
+	}
 	if base != nil && *base != r.headVer {
 		cur := r.headVer
 		r.mu.Unlock()
@@ -97,11 +106,54 @@ func (m *Manager) submit(r *Room, clientID string, rawOps json.RawMessage, base 
 	return nil
 }
 
+// commitHook, when set (tests only, see export_test.go), runs inside every
+// commit callback with the room's lock held, after the room counted the
+// batch as no longer pending: a panic there is one in the callback.
+var commitHook atomic.Pointer[func(roomID string, version int64)]
+
 // committed runs on the committer's goroutine, in version order per room.
+// A panic while it updates the room is contained here: the room is reset
+// (resetRoom), the batch's sender gets internal, and the committer and
+// every other room go on.
 func (m *Manager) committed(r *Room, u store.DocUpdate, doc jsonpatch.Doc, epoch int, cerr error,
 	reqID string, sender gateway.Session, done func(StorageResult)) {
+	var res StorageResult
+	func() {
+		defer safe.Recover(m.log, m.metrics, safe.CommitCallback, func(any) {
+			res = StorageResult{Err: protocol.Errorf(protocol.CodeInternal,
+				"storage update of room %s may not have been applied; join the room again", r.id)}
+			m.resetRoom(r)
+		})
+		res = m.applyCommitted(r, u, doc, epoch, cerr, reqID, sender)
+	}()
+	if res.Err == nil {
+		m.metrics.StorageCommits.Inc()
+	}
+	m.maybeUnload(r)
+	done(res)
+}
+
+// applyCommitted is the room's side of a commit callback: on success it
+// advances the committed document, keeps the update for catch-up and tells
+// everyone in the room; on failure it drops the head back to
+// the committed document. It takes r.mu and releases it even when it
+// panics.
+func (m *Manager) applyCommitted(r *Room, u store.DocUpdate, doc jsonpatch.Doc, epoch int, cerr error,
+	reqID string, sender gateway.Session) StorageResult {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.pending--
+	if h := commitHook.Load(); h != nil {
+		(*h)(r.id, u.Version)
+	}
+	if r.broken {
+		// The room was reset and has no clients: the batch is durable (or
+		// not) and the next load reads whatever the store has.
+		if cerr != nil {
+			return StorageResult{Err: protocol.Errorf(protocol.CodeInternal, "storage update not saved; retry")}
+		}
+		return StorageResult{Version: u.Version}
+	}
 	if cerr != nil {
 		if epoch == r.epoch {
 			// The first failure of this generation: forget every batch
@@ -111,20 +163,10 @@ func (m *Manager) committed(r *Room, u store.DocUpdate, doc jsonpatch.Doc, epoch
 			r.sinceSnap = 0
 			m.log.Error("storage commit failed", "room", r.id, "version", u.Version, "err", cerr)
 		}
-		r.mu.Unlock()
-		m.maybeUnload(r)
-		done(StorageResult{Err: protocol.Errorf(protocol.CodeInternal, "storage update not saved; retry")})
-		return
+		return StorageResult{Err: protocol.Errorf(protocol.CodeInternal, "storage update not saved; retry")}
 	}
 	r.committed, r.committedVer, r.committedEnc = doc, u.Version, nil
-	keep := m.opts.KeepUpdates
-	u.Snapshot = nil
-	r.recent = append(r.recent, u)
-	if len(r.recent) > keep+keep/2 {
-		n := copy(r.recent, r.recent[len(r.recent)-keep:])
-		clear(r.recent[n:])
-		r.recent = r.recent[:n]
-	}
+	r.hist.push(u, m.opts.KeepUpdates, m.opts.KeepUpdatesBytes)
 	data, _ := json.Marshal(struct {
 		RoomID   string          `json:"room_id"`
 		Version  int64           `json:"version"`
@@ -139,10 +181,29 @@ func (m *Manager) committed(r *Room, u store.DocUpdate, doc jsonpatch.Doc, epoch
 		}
 	}
 	r.deliver(protocol.Encode(protocol.TypeRoomStorageUpdated, "", json.RawMessage(data)), except)
+	return StorageResult{Version: u.Version}
+}
+
+// resetRoom takes a room whose state may be inconsistent (a commit
+// callback panicked) out of service: every client is sent its own
+// room:left and untracked, the room refuses joins and batches (internal,
+// retry), and it leaves memory once no commit of it is pending; the next
+// join loads it from the store, which has every batch the committer wrote
+// (the room's later queued batches are still written, in order, so its
+// versions stay gapless).
+func (m *Manager) resetRoom(r *Room) {
+	r.mu.Lock()
+	r.broken = true
+	r.epoch++
+	clients := r.order
+	r.order, r.clients = nil, map[string]*client{}
 	r.mu.Unlock()
-	m.metrics.StorageCommits.Inc()
-	m.maybeUnload(r)
-	done(StorageResult{Version: u.Version})
+	m.log.Error("room reset after a panic in its commit callback", "room", r.id, "clients", len(clients))
+	for _, c := range clients {
+		m.trackConn(c.id, r, false)
+		c.session.Send(protocol.Encode(protocol.TypeRoomLeft, "",
+			map[string]string{"room_id": r.id, "client_id": c.id, "user_id": c.session.UserID()}))
+	}
 }
 
 func (m *Manager) maybeUnload(r *Room) {
@@ -163,6 +224,9 @@ func (m *Manager) Snapshot(ctx context.Context, roomID string) (int64, json.RawM
 	defer m.release(r)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.broken {
+		return 0, nil, errResetting(r.id)
+	}
 	if r.committedEnc == nil {
 		r.committedEnc, _ = r.committed.MarshalJSON()
 	}

@@ -20,14 +20,15 @@ import (
 func (s *Server) wireFeatures(ctx context.Context) error {
 	cfg := s.cfg
 	s.wireAccess()
-	committer := store.NewCommitter(s.Store, store.CommitterOptions{MaxBatch: cfg.CommitMaxBatch, Logger: s.log})
+	committer := store.NewCommitter(s.Store, store.CommitterOptions{MaxBatch: cfg.CommitMaxBatch, Logger: s.log,
+		Panics: s.Metrics, OnBatch: func(n int) { s.Metrics.StorageBatches.Observe(float64(n)) }})
 	// Closers run in reverse: the committer drains before the store closes.
 	s.closers = append(s.closers, func(context.Context) error { committer.Close(); return nil })
 
 	s.Rooms = rooms.NewManager(rooms.Options{
 		PresenceMaxBytes: cfg.PresenceMaxBytes, StorageMaxBytes: cfg.StorageMaxBytes,
 		StorageMaxOps: cfg.StorageMaxOps, StorageMaxDepth: cfg.StorageMaxDepth,
-		KeepUpdates: cfg.StorageKeepUpdates, SnapshotEvery: cfg.SnapshotEvery, MaxRoomsPerConn: cfg.MaxRoomsPerConn,
+		KeepUpdates: cfg.StorageKeepUpdates, KeepUpdatesBytes: cfg.StorageKeepUpdatesBytes, SnapshotEvery: cfg.SnapshotEvery, MaxRoomsPerConn: cfg.MaxRoomsPerConn,
 	}, s.Store, committer, s.Access, s.Metrics, s.log)
 	s.Access.State = append(s.Access.State, s.Rooms)
 	s.Gateway.Route("room", s.Rooms)

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // DefaultMaxBatch is the batch size limit a Committer uses when
@@ -36,6 +38,15 @@ type CommitterOptions struct {
 	Timeout time.Duration
 	// Logger receives failed batches (slog.Default() when nil).
 	Logger *slog.Logger
+	// Panics counts panics contained in done callbacks, in OnBatch and in
+	// AppendUpdates (parley_panics_total{where="commit_callback"}); nil is
+	// allowed.
+	Panics safe.Counter
+	// OnBatch, when set, is called on the Committer's goroutine after each
+	// AppendUpdates call (successful or not) with the number of updates it
+	// wrote, before their callbacks (e.g. to observe
+	// parley_storage_commit_batch_size). It must be quick.
+	OnBatch func(updates int)
 }
 
 // CommitterStats are a Committer's counters since it was created.
@@ -65,7 +76,17 @@ type pending struct {
 // are not yet written, then fail too (ErrSkipped), so a room's stored
 // versions never get a gap. What a room submits after its failure callbacks
 // returned (say, its updates replayed from the last durable version) is
-// written normally. Updates of other rooms are unaffected.
+// written normally. Updates of other rooms are unaffected, except by a
+// failure they share: when the group commit fails with ErrConflict (one
+// room's version was already written, e.g. by another node), each room's
+// updates are written again in a transaction of their own, so only the
+// conflicting room fails.
+//
+// A panic in a callback (or in OnBatch or AppendUpdates) is contained,
+// logged and counted (CommitterOptions.Panics): the other callbacks are still
+// called and the Committer goes on. A panic in AppendUpdates fails its batch
+// like an error. A panicking callback's own room is responsible for
+// recovering its state (the rooms package resets the room).
 //
 // The queue is not bounded: callers that can outrun the disk should watch
 // Stats().Pending.
@@ -74,6 +95,8 @@ type Committer struct {
 	max     int
 	timeout time.Duration
 	log     *slog.Logger
+	panics  safe.Counter
+	onBatch func(int)
 
 	mu     sync.Mutex
 	queue  []pending // queue[head:] waits for the next batch
@@ -100,6 +123,8 @@ func NewCommitter(s Store, opts CommitterOptions) *Committer {
 		max:     opts.MaxBatch,
 		timeout: opts.Timeout,
 		log:     opts.Logger,
+		panics:  opts.Panics,
+		onBatch: opts.OnBatch,
 		failed:  make(map[string]error),
 		wake:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
@@ -120,7 +145,7 @@ func (c *Committer) Submit(u DocUpdate, done func(error)) {
 	if c.closed {
 		c.stats.Failed++
 		c.mu.Unlock()
-		go done(ErrCommitterClosed)
+		safe.Go(c.log, c.panics, safe.CommitCallback, func() { done(ErrCommitterClosed) }, nil)
 		return
 	}
 	p := pending{u: u, done: done}
@@ -165,7 +190,62 @@ func (c *Committer) write(updates []DocUpdate) error {
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
+	return c.appendUpdates(ctx, updates)
+}
+
+// appendUpdates calls the store, turning a panic into an error.
+func (c *Committer) appendUpdates(ctx context.Context, updates []DocUpdate) (err error) {
+	defer safe.Recover(c.log, c.panics, safe.CommitCallback, func(v any) {
+		err = fmt.Errorf("store: append updates panicked: %v", v)
+	})
 	return c.s.AppendUpdates(ctx, updates)
+}
+
+// observe reports one AppendUpdates call of n updates to OnBatch.
+func (c *Committer) observe(n int) {
+	if c.onBatch != nil {
+		c.call(func() { c.onBatch(n) })
+	}
+}
+
+// manyRooms reports whether updates belong to more than one room.
+func manyRooms(updates []DocUpdate) bool {
+	for _, u := range updates[1:] {
+		if u.RoomID != updates[0].RoomID {
+			return true
+		}
+	}
+	return false
+}
+
+// writeEachRoom writes updates (whose group commit failed with ErrConflict,
+// so none of them was written) again, one transaction per room, so that one
+// room's conflict does not fail the others. It returns each room's error
+// (nil: written) and counts the extra calls in Stats and OnBatch.
+func (c *Committer) writeEachRoom(updates []DocUpdate) map[string]error {
+	var rooms []string
+	byRoom := make(map[string][]DocUpdate)
+	for _, u := range updates {
+		if _, ok := byRoom[u.RoomID]; !ok {
+			rooms = append(rooms, u.RoomID)
+		}
+		byRoom[u.RoomID] = append(byRoom[u.RoomID], u)
+	}
+	errs := make(map[string]error, len(rooms))
+	for _, room := range rooms {
+		errs[room] = c.write(byRoom[room])
+		c.observe(len(byRoom[room]))
+		c.mu.Lock()
+		c.stats.Batches++
+		c.mu.Unlock()
+	}
+	return errs
+}
+
+// call runs f with panics contained (the Committer goes on).
+func (c *Committer) call(f func()) {
+	defer safe.Recover(c.log, c.panics, safe.CommitCallback, nil)
+	f()
 }
 
 func skipped(err error) error { return fmt.Errorf("%w: %w", ErrSkipped, err) }
@@ -216,9 +296,22 @@ func (c *Committer) run() {
 				updates = append(updates, p.u)
 			}
 		}
-		var err error
+		var (
+			err      error
+			roomErrs map[string]error // set when the batch was retried room by room
+		)
 		if len(updates) > 0 {
 			err = c.write(updates)
+			c.observe(len(updates))
+			if errors.Is(err, ErrConflict) && manyRooms(updates) {
+				roomErrs = c.writeEachRoom(updates)
+			}
+		}
+		errOf := func(room string) error {
+			if roomErrs != nil {
+				return roomErrs[room]
+			}
+			return err
 		}
 
 		c.mu.Lock()
@@ -227,11 +320,13 @@ func (c *Committer) run() {
 			c.stats.Updates += uint64(len(updates))
 		}
 		if err != nil {
-			// Later updates of these rooms build on the failed ones: fail
-			// those already queued, and (through c.failed) those submitted
-			// until the callbacks below have told the rooms.
+			// Later updates of the failed rooms build on the failed ones:
+			// fail those already queued, and (through c.failed) those
+			// submitted until the callbacks below have told the rooms.
 			for _, u := range updates {
-				c.failed[u.RoomID] = err
+				if e := errOf(u.RoomID); e != nil {
+					c.failed[u.RoomID] = e
+				}
 			}
 			for i := c.head; i < len(c.queue); i++ {
 				q := &c.queue[i]
@@ -241,7 +336,7 @@ func (c *Committer) run() {
 			}
 		}
 		for _, p := range batch {
-			if p.err != nil || err != nil {
+			if p.err != nil || errOf(p.u.RoomID) != nil {
 				c.stats.Failed++
 			}
 		}
@@ -249,13 +344,13 @@ func (c *Committer) run() {
 		c.mu.Unlock()
 
 		if err != nil {
-			c.log.Error("store: group commit failed", "updates", len(updates), "err", err)
+			c.log.Error("store: group commit failed", "updates", len(updates), "retried_per_room", roomErrs != nil, "err", err)
 		}
 		var last map[string]int // failed room → index of its last written update in batch
 		if err != nil {
 			last = make(map[string]int)
 			for i, p := range batch {
-				if p.err == nil {
+				if p.err == nil && errOf(p.u.RoomID) != nil {
 					last[p.u.RoomID] = i
 				}
 			}
@@ -263,10 +358,10 @@ func (c *Committer) run() {
 		for i, p := range batch {
 			e := p.err
 			if e == nil {
-				e = err
+				e = errOf(p.u.RoomID)
 			}
-			p.done(e)
-			if err != nil && p.err == nil && last[p.u.RoomID] == i {
+			c.call(func() { p.done(e) })
+			if e != nil && p.err == nil && last[p.u.RoomID] == i {
 				// The room has been told: what it submits now is written.
 				c.mu.Lock()
 				delete(c.failed, p.u.RoomID)
