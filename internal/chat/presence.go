@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"sync"
 	"time"
@@ -153,30 +154,41 @@ func (s *Service) graceExpired(user string) {
 	s.publish(ctx, user, "", seenByOthers(up.chosen), StatusOffline, "")
 }
 
-// handlePresence serves presence:update.
-func (s *Service) handlePresence(ctx context.Context, sess gateway.Session, env protocol.Envelope) error {
+// decodePresence decodes and validates the data of presence:update,
+// {presence} with one of online, idle, dnd, offline, invisible (PROTOCOL.md
+// §5): bad_request for anything else.
+func decodePresence(data json.RawMessage) (string, error) {
 	var d presenceData
-	if perr := protocol.DecodeData(env.Data, &d); perr != nil {
-		return perr
+	if perr := protocol.DecodeData(data, &d); perr != nil {
+		return "", perr
 	}
 	if !ValidStatus(d.Presence) {
-		return protocol.Errorf(protocol.CodeBadRequest, "presence must be one of online, idle, dnd, offline, invisible")
+		return "", protocol.Errorf(protocol.CodeBadRequest, "presence must be one of online, idle, dnd, offline, invisible")
+	}
+	return d.Presence, nil
+}
+
+// handlePresence serves presence:update.
+func (s *Service) handlePresence(ctx context.Context, sess gateway.Session, env protocol.Envelope) error {
+	status, err := decodePresence(env.Data)
+	if err != nil {
+		return err
 	}
 	user := sess.UserID()
 	mu := s.presenceLock(user)
 	mu.Lock()
 	defer mu.Unlock()
-	if err := s.setChosenStatus(ctx, user, d.Presence); err != nil {
+	if err := s.setChosenStatus(ctx, user, status); err != nil {
 		return s.internal(err, "store status")
 	}
 	before := StatusOffline
 	if up := s.pres.get(user); up != nil {
 		before = seenByOthers(up.chosen)
 	}
-	s.pres.put(user, &userPresence{chosen: d.Presence}) // never mutated once stored
+	s.pres.put(user, &userPresence{chosen: status}) // never mutated once stored
 	// The user's other connections see the chosen status; the sender gets
 	// the ack.
-	s.publish(ctx, user, d.Presence, before, seenByOthers(d.Presence), sess.ID())
+	s.publish(ctx, user, status, before, seenByOthers(status), sess.ID())
 	return nil
 }
 

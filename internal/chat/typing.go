@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
@@ -71,16 +72,26 @@ func (s *Service) typingLock(k typingKey) *sync.Mutex {
 	return s.stripe(s.typing.stripes[:], k.room, k.user)
 }
 
-// handleTyping serves typing:start (start=true) and typing:stop.
-func (s *Service) handleTyping(ctx context.Context, sess gateway.Session, env protocol.Envelope, start bool) error {
+// decodeTyping decodes and validates the data of typing:start and
+// typing:stop, {room_id} (PROTOCOL.md §5): bad_request for anything else.
+func decodeTyping(data json.RawMessage) (string, error) {
 	var d typingData
-	if perr := protocol.DecodeData(env.Data, &d); perr != nil {
-		return perr
+	if perr := protocol.DecodeData(data, &d); perr != nil {
+		return "", perr
 	}
 	if err := protocol.CheckRoomID("room_id", d.RoomID); err != nil {
+		return "", err
+	}
+	return d.RoomID, nil
+}
+
+// handleTyping serves typing:start (start=true) and typing:stop.
+func (s *Service) handleTyping(ctx context.Context, sess gateway.Session, env protocol.Envelope, start bool) error {
+	roomID, err := decodeTyping(env.Data)
+	if err != nil {
 		return err
 	}
-	k := typingKey{room: d.RoomID, user: sess.UserID()}
+	k := typingKey{room: roomID, user: sess.UserID()}
 	mu := s.typingLock(k)
 	mu.Lock()
 	defer mu.Unlock()
