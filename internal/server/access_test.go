@@ -126,7 +126,8 @@ func TestAccessWriteOnlyGrant(t *testing.T) {
 	c := s.Dial(wo)
 	c.Request(protocol.TypeRoomJoin, "j", map[string]any{"room_id": "doc"})
 	c.ExpectError(protocol.CodeForbidden, "j")
-	c.Request(protocol.TypeRoomUpdateStorage, "s", map[string]any{"room_id": "doc", "ops": []any{}})
+	c.Request(protocol.TypeRoomUpdateStorage, "s", map[string]any{"room_id": "doc",
+		"ops": []any{map[string]any{"op": "add", "path": "/y", "value": 1}}})
 	c.ExpectError(protocol.CodeNotFound, "s")
 }
 

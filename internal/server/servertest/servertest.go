@@ -35,7 +35,7 @@ const (
 
 // Server is a running test server.
 type Server struct {
-	T      *testing.T
+	T      testing.TB
 	Srv    *server.Server
 	Cfg    *config.Config
 	URL    string // http://127.0.0.1:port
@@ -48,7 +48,7 @@ type Server struct {
 
 // Config returns the test defaults: a temp data dir, the test secret and
 // API key, quiet logs. env overrides follow config names (PARLEY_*).
-func Config(t *testing.T, env map[string]string) *config.Config {
+func Config(t testing.TB, env map[string]string) *config.Config {
 	t.Helper()
 	vars := map[string]string{
 		"PARLEY_DATA_DIR":    t.TempDir(),
@@ -68,13 +68,13 @@ func Config(t *testing.T, env map[string]string) *config.Config {
 }
 
 // Start runs a server with Config(t, env) until the test ends.
-func Start(t *testing.T, env map[string]string) *Server {
+func Start(t testing.TB, env map[string]string) *Server {
 	t.Helper()
 	return StartConfig(t, Config(t, env))
 }
 
 // StartConfig runs a server with cfg until the test ends.
-func StartConfig(t *testing.T, cfg *config.Config) *Server {
+func StartConfig(t testing.TB, cfg *config.Config) *Server {
 	t.Helper()
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
@@ -116,7 +116,7 @@ var AllRooms = map[string]auth.Perm{"*": auth.PermAll}
 
 // Client is a real WebSocket client with a background reader.
 type Client struct {
-	T      *testing.T
+	T      testing.TB
 	WS     *websocket.Conn
 	ConnID string
 	UserID string
