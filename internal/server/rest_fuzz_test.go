@@ -74,4 +74,3 @@ func FuzzRESTBodies(f *testing.F) {
 		}
 	})
 }
-
