@@ -545,8 +545,11 @@ func (s *SFU) produce(connID string, m *produceRequest, reqID string) error {
 	})
 	p.producers[pr.id] = pr
 	r.producers[pr.id] = pr
-	s.sender.SendToConnection(connID, protocol.Encode(TypeProduceResult, reqID, map[string]string{"id": pr.id}))
+	// The others are told before the producer gets its reply, so that once
+	// the reply is in, every participant's media:new_producer is already
+	// queued ahead of anything sent to them afterwards.
 	s.broadcastLocked(r, connID, newProducerFrame(pr))
+	s.sender.SendToConnection(connID, protocol.Encode(TypeProduceResult, reqID, map[string]string{"id": pr.id}))
 	return nil
 }
 
