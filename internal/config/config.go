@@ -137,6 +137,37 @@ func quoteDefault(s string) string {
 // MinSecretLen is the shortest auth-secret or api-key accepted.
 const MinSecretLen = 16
 
+// MinSecretDistinctBytes is the fewest distinct bytes an auth-secret or
+// api-key must hold: it refuses "kkkkkkkkkkkkkkkk" and "abababab...", not
+// real randomness (e.g. openssl rand -base64 32).
+const MinSecretDistinctBytes = 8
+
+// weakSecret says what is wrong with a configured auth-secret or api-key,
+// or "" when nothing is: at least MinSecretLen bytes, no leading or trailing
+// whitespace (a paste or a file's stray blank, never part of a key meant
+// to be sent as a bearer token), at least MinSecretDistinctBytes distinct
+// bytes (15 spaces and an x, or one repeated character, is no secret).
+func weakSecret(s string) string {
+	if len(s) < MinSecretLen {
+		return fmt.Sprintf("must be at least %d bytes", MinSecretLen)
+	}
+	if strings.TrimSpace(s) != s {
+		return "must not begin or end with whitespace"
+	}
+	var seen [256]bool
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !seen[s[i]] {
+			seen[s[i]] = true
+			n++
+		}
+	}
+	if n < MinSecretDistinctBytes {
+		return fmt.Sprintf("must hold at least %d distinct bytes (got %d); use a random value, e.g. openssl rand -base64 32", MinSecretDistinctBytes, n)
+	}
+	return ""
+}
+
 // SecretFlag names a secret setting given on the command line.
 type SecretFlag struct {
 	Flag string // flag name without dashes, e.g. "api-key"
@@ -356,11 +387,13 @@ func (c *Config) Validate() error {
 	default:
 		bad("log-level", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
-	if c.AuthSecret != "" && len(c.AuthSecret) < MinSecretLen {
-		bad("auth-secret", "must be at least %d bytes", MinSecretLen)
-	}
-	if c.APIKey != "" && len(c.APIKey) < MinSecretLen {
-		bad("api-key", "must be at least %d bytes", MinSecretLen)
+	for name, v := range map[string]string{"auth-secret": c.AuthSecret, "api-key": c.APIKey} {
+		if v == "" {
+			continue
+		}
+		if why := weakSecret(v); why != "" {
+			bad(name, "%s", why)
+		}
 	}
 	positiveDur := map[string]time.Duration{
 		"heartbeat-interval": c.HeartbeatInterval, "heartbeat-timeout": c.HeartbeatTimeout,

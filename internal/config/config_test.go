@@ -113,12 +113,43 @@ func TestAPIKeyMinLength(t *testing.T) {
 	if _, err := load(t, []string{"--api-key", "k"}, nil); err == nil || !strings.Contains(err.Error(), "api-key") {
 		t.Fatalf("1-byte api-key: %v", err)
 	}
-	if _, err := load(t, nil, map[string]string{"PARLEY_API_KEY": strings.Repeat("k", 15)}); err == nil || !strings.Contains(err.Error(), "api-key") {
+	if _, err := load(t, nil, map[string]string{"PARLEY_API_KEY": "0123456789abcde"}); err == nil || !strings.Contains(err.Error(), "api-key") {
 		t.Fatalf("15-byte api-key: %v", err)
 	}
-	c, err := load(t, nil, map[string]string{"PARLEY_API_KEY": strings.Repeat("k", 16)})
-	if err != nil || c.APIKey != strings.Repeat("k", 16) {
+	c, err := load(t, nil, map[string]string{"PARLEY_API_KEY": "0123456789abcdef"})
+	if err != nil || c.APIKey != "0123456789abcdef" {
 		t.Fatalf("16-byte api-key: %v", err)
+	}
+}
+
+// Keys of the right length that are no secret are refused with an error
+// naming the setting: surrounding whitespace (15 spaces and an x, the
+// reported one), one repeated character, too few distinct bytes. The same
+// rule holds for auth-secret.
+func TestWeakSecretsRefused(t *testing.T) {
+	for _, setting := range []string{"api-key", "auth-secret"} {
+		env := "PARLEY_" + strings.ToUpper(strings.ReplaceAll(setting, "-", "_"))
+		for v, why := range map[string]string{
+			strings.Repeat(" ", 15) + "x":         "whitespace",
+			"0123456789abcdef\n":                  "whitespace",
+			"\t0123456789abcdef":                  "whitespace",
+			strings.Repeat("k", 32):               "distinct bytes",
+			strings.Repeat("ab", 16):              "distinct bytes",
+			strings.Repeat("abcdefg", 3):          "distinct bytes", // 7 distinct
+			strings.Repeat(" ", 8) + "0123456789": "whitespace",
+		} {
+			_, err := load(t, nil, map[string]string{env: v})
+			if err == nil || !strings.Contains(err.Error(), setting) || !strings.Contains(err.Error(), why) {
+				t.Errorf("%s=%q: %v, want a refusal naming %s (%s)", setting, v, err, setting, why)
+			}
+		}
+		ok := strings.Repeat("abcdefgh", 2) // 8 distinct bytes, 16 long: the minimum
+		if _, err := load(t, nil, map[string]string{env: ok}); err != nil {
+			t.Errorf("%s=%q refused: %v", setting, ok, err)
+		}
+		if _, err := load(t, nil, map[string]string{env: "in side spaces ok-0123"}); err != nil {
+			t.Errorf("%s with inner spaces refused: %v", setting, err)
+		}
 	}
 }
 
