@@ -193,18 +193,20 @@ func (h *Accounts) login(w http.ResponseWriter, r *http.Request) {
 		Error(w, err)
 		return
 	}
-	if h.Limits.Login != nil && !h.Limits.Login.Allow(ClientIP(r), strings.ToLower(truncate(b.Username, 64))) {
+	att, admitted := h.Limits.Login.Begin(ClientIP(r), strings.ToLower(truncate(b.Username, 64)))
+	if !admitted {
 		w.Header().Set("Retry-After", "5")
 		Error(w, protocol.Errorf(protocol.CodeRateLimited, "too many login attempts; try again later"))
 		return
 	}
+	defer att.Done()
 	if b.Username == "" || len(b.Username) > MaxUsernameLen || len(b.Password) > 4*MaxPasswordLen {
-		h.dummyCheck(w, r)
+		h.dummyCheck(w, r, att)
 		return
 	}
 	u, err := h.Store.UserByUsername(r.Context(), b.Username)
 	if errors.Is(err, store.ErrNotFound) {
-		h.dummyCheck(w, r)
+		h.dummyCheck(w, r, att)
 		return
 	}
 	if err != nil {
@@ -221,9 +223,11 @@ func (h *Accounts) login(w http.ResponseWriter, r *http.Request) {
 		h.Log.Error("stored password hash unreadable", "user", u.ID, "err", err)
 	}
 	if !ok {
+		att.Fail()
 		Error(w, errBadLogin)
 		return
 	}
+	att.Succeed()
 	pair, err := h.issue(r.Context(), u)
 	if err != nil {
 		Error(w, err)
@@ -234,13 +238,15 @@ func (h *Accounts) login(w http.ResponseWriter, r *http.Request) {
 
 // dummyCheck spends a password check's time (auth.DummyCheck, through the
 // hashing gate like a real one) and answers the same bad-login error, so
-// unknown usernames look like wrong passwords.
-func (h *Accounts) dummyCheck(w http.ResponseWriter, r *http.Request) {
+// unknown usernames look like wrong passwords, and are charged to att as
+// failures like them.
+func (h *Accounts) dummyCheck(w http.ResponseWriter, r *http.Request, att *LoginAttempt) {
 	if err := h.Limits.Hashes.Do(r.Context(), auth.DummyCheck); err != nil {
 		w.Header().Set("Retry-After", "2")
 		Error(w, err)
 		return
 	}
+	att.Fail()
 	Error(w, errBadLogin)
 }
 
@@ -439,21 +445,77 @@ func (k *KeyLimiter) sweep(now time.Time) {
 	}
 }
 
-// LoginLimiter limits login attempts with up to three token buckets, all of
-// which must have a token: per (client IP, username) pair, the tight one
-// (config login-rate / login-burst); per client IP, against one address
-// trying many usernames (login-ip-*); and per username from all addresses,
-// against distributed guessing, with a much higher cap (login-user-*) so
-// that one address alone can never lock a user out. NewLoginLimiter sets the
-// pair bucket; PerIP and PerUsername add the others.
+// LoginLimiter limits login attempts so that online guessing stays slow
+// while nobody can lock a user out from addresses they control (OWASP
+// "Blocking Brute Force Attacks": per-account throttling that does not
+// apply to known-good sources). Three token buckets:
+//
+//   - per (client IP, username) pair (config login-rate / login-burst):
+//     every attempt takes a token; a success refills it;
+//   - per client IP (login-ip-*), against one address spraying usernames:
+//     every attempt takes a token;
+//   - per username from all addresses (login-user-*), against distributed
+//     guessing: only FAILED attempts take a token (a wrong password or an
+//     unknown username), and it is consulted only for a pair that is not
+//     clean.
+//
+// A pair is clean when it has no failure recorded in the last failWindow
+// (LoginFailureWindow) and no attempt in flight. A clean pair is never
+// refused because of the username bucket, so the victim's own address
+// gets in however many other addresses fail on their username; a success
+// clears the pair's failure record. An attacker gets one attempt per fresh
+// address that the username bucket does not gate (still charged to it, and
+// bounded by the IP and pair buckets); after that address's first failure
+// it is gated like any other. In-flight attempts make a pair unclean, so
+// concurrent requests from a fresh address get no more than one ungated
+// guess between them.
+//
+// Memory is bounded: pair records that are idle (bucket full again, no
+// failure in the window, nothing in flight) are swept, and the map holds at
+// most maxLimiterKeys pairs. A pair that cannot be tracked because the map
+// is full of live records is treated as unclean (the username bucket
+// applies, as for an address with failures): under such a flood the limiter
+// degrades to plain per-username throttling instead of to no throttling.
+// The IP and username buckets are KeyLimiters (bounded the same way, fail
+// open when full).
 type LoginLimiter struct {
-	pair, ip, user *KeyLimiter
+	rate  rate.Limit // pair bucket
+	burst int
+	keys  *KeyLimiter // AllowKey (WriteLimit); same rate and burst
+	ip    *KeyLimiter
+	user  *KeyLimiter
+
+	failWindow time.Duration
+	maxPairs   int
+	now        func() time.Time // time.Now; tests move it
+
+	mu        sync.Mutex // held across the KeyLimiters' own locks, never the reverse
+	pairs     map[string]*loginPair
+	lastSweep time.Time
+}
+
+// LoginFailureWindow is how long a failed login keeps its (IP, username)
+// pair unclean, that is, subject to the per-username bucket.
+const LoginFailureWindow = 15 * time.Minute
+
+type loginPair struct {
+	lim      *rate.Limiter
+	failures int
+	lastFail time.Time
+	inflight int
+}
+
+// clean: no failure within the window, nothing in flight.
+func (p *loginPair) clean(now time.Time, window time.Duration) bool {
+	return p.inflight == 0 && (p.failures == 0 || now.Sub(p.lastFail) >= window)
 }
 
 // NewLoginLimiter returns a limiter allowing perSecond attempts with burst
 // per (IP, username) pair. AllowKey uses the same bucket kind for any key.
 func NewLoginLimiter(perSecond float64, burst int) *LoginLimiter {
-	return &LoginLimiter{pair: NewKeyLimiter(perSecond, burst)}
+	return &LoginLimiter{rate: rate.Limit(perSecond), burst: burst, keys: NewKeyLimiter(perSecond, burst),
+		failWindow: LoginFailureWindow, maxPairs: maxLimiterKeys, now: time.Now,
+		pairs: map[string]*loginPair{}, lastSweep: time.Now()}
 }
 
 // PerIP adds a bucket per client IP.
@@ -462,50 +524,156 @@ func (l *LoginLimiter) PerIP(perSecond float64, burst int) *LoginLimiter {
 	return l
 }
 
-// PerUsername adds a bucket per username across all IPs.
+// PerUsername adds a bucket per username across all IPs, charged by
+// failures only and consulted for unclean pairs only.
 func (l *LoginLimiter) PerUsername(perSecond float64, burst int) *LoginLimiter {
 	l.user = NewKeyLimiter(perSecond, burst)
 	return l
 }
 
-// Allow takes one attempt from every bucket that applies; it takes nothing
-// and reports false when any is empty.
-func (l *LoginLimiter) Allow(ip, username string) bool {
-	now := time.Now()
-	ipKey := IPKey(ip)
-	type b struct {
-		k   *KeyLimiter
-		key string
-	}
-	var reserved []*rate.Reservation
-	ok := true
-	for _, b := range []b{{l.pair, ipKey + "|" + username}, {l.ip, ipKey}, {l.user, username}} {
-		if b.k == nil {
-			continue
-		}
-		lim := b.k.bucket(b.key, now)
-		if lim == nil {
-			continue
-		}
-		res := lim.ReserveN(now, 1)
-		if !res.OK() || res.DelayFrom(now) > 0 {
-			res.CancelAt(now)
-			ok = false
-			break
-		}
-		reserved = append(reserved, res)
-	}
-	if !ok {
-		for _, res := range reserved {
-			res.CancelAt(now)
-		}
-	}
-	return ok
+// LoginAttempt is an admitted login attempt. The caller reports its
+// outcome with Fail or Succeed, and calls Done in every case (a defer):
+// Done alone (e.g. the hashing gate was busy, or an internal error) charges
+// no failure. A nil attempt (no limiter) ignores every call.
+type LoginAttempt struct {
+	l        *LoginLimiter
+	pair     *loginPair // nil when the pair map was full
+	username string
+	done     bool
 }
 
-// AllowKey takes one token from key's bucket in the pair map (prefix keys,
-// e.g. "user:" or "ip:"; WriteLimit uses it).
-func (l *LoginLimiter) AllowKey(key string) bool { return l.pair.Allow(key) }
+// Begin admits an attempt on username from ip, or reports false (429):
+// when the pair or IP bucket is empty, or the pair is unclean and the
+// username bucket is empty. A refusal takes nothing. A nil limiter admits
+// everything.
+func (l *LoginLimiter) Begin(ip, username string) (*LoginAttempt, bool) {
+	if l == nil {
+		return nil, true
+	}
+	now := l.now()
+	ipKey := IPKey(ip)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.pair(ipKey+"|"+username, now)
+	if p != nil && p.lim.TokensAt(now) < 1 {
+		return nil, false
+	}
+	var ipLim *rate.Limiter
+	if l.ip != nil {
+		if ipLim = l.ip.bucket(ipKey, now); ipLim != nil && ipLim.TokensAt(now) < 1 {
+			return nil, false
+		}
+	}
+	if l.user != nil && (p == nil || !p.clean(now, l.failWindow)) {
+		if u := l.user.bucket(username, now); u != nil && u.TokensAt(now) < 1 {
+			return nil, false
+		}
+	}
+	if p != nil {
+		p.lim.AllowN(now, 1)
+		p.inflight++
+	}
+	if ipLim != nil {
+		ipLim.AllowN(now, 1)
+	}
+	return &LoginAttempt{l: l, pair: p, username: username}, true
+}
+
+// pair returns the record of key, creating it; nil when the map is full of
+// live records. Needs l.mu.
+func (l *LoginLimiter) pair(key string, now time.Time) *loginPair {
+	// A full map is swept at most once a second (see KeyLimiter.bucket).
+	if since := now.Sub(l.lastSweep); since >= sweepEvery || (len(l.pairs) >= l.maxPairs && since >= time.Second) {
+		l.sweep(now)
+	}
+	p := l.pairs[key]
+	if p == nil {
+		if len(l.pairs) >= l.maxPairs {
+			return nil
+		}
+		p = &loginPair{lim: rate.NewLimiter(l.rate, l.burst)}
+		l.pairs[key] = p
+	}
+	return p
+}
+
+// sweep drops idle pair records: bucket full again, clean. Needs l.mu.
+func (l *LoginLimiter) sweep(now time.Time) {
+	l.lastSweep = now
+	for key, p := range l.pairs {
+		if p.clean(now, l.failWindow) && p.lim.TokensAt(now) >= float64(l.burst) {
+			delete(l.pairs, key)
+		}
+	}
+}
+
+// Pairs is the number of tracked (IP, username) records.
+func (l *LoginLimiter) Pairs() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pairs)
+}
+
+// Fail records a wrong password (or unknown username): the pair becomes
+// unclean for the failure window and the username bucket is charged one
+// token, going into debt if need be (concurrent failures from clean
+// pairs), so that every failure is paid for.
+func (a *LoginAttempt) Fail() {
+	if a == nil || a.done {
+		return
+	}
+	a.done = true
+	l := a.l
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if a.pair != nil {
+		a.pair.inflight--
+		a.pair.failures++
+		a.pair.lastFail = now
+	}
+	if l.user != nil {
+		if u := l.user.bucket(a.username, now); u != nil {
+			u.ReserveN(now, 1) // kept: the debt delays later unclean attempts
+		}
+	}
+}
+
+// Succeed records a right password: the pair's failure record is cleared
+// and its bucket refilled.
+func (a *LoginAttempt) Succeed() {
+	if a == nil || a.done {
+		return
+	}
+	a.done = true
+	l := a.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if a.pair != nil {
+		a.pair.inflight--
+		a.pair.failures = 0
+		a.pair.lim = rate.NewLimiter(l.rate, l.burst)
+	}
+}
+
+// Done ends an attempt whose outcome was not reported: nothing is charged
+// beyond the tokens Begin took. After Fail or Succeed it does nothing.
+func (a *LoginAttempt) Done() {
+	if a == nil || a.done {
+		return
+	}
+	a.done = true
+	a.l.mu.Lock()
+	defer a.l.mu.Unlock()
+	if a.pair != nil {
+		a.pair.inflight--
+	}
+}
+
+// AllowKey takes one token from key's bucket (a plain KeyLimiter with the
+// limiter's pair rate and burst; WriteLimit uses it with prefixed keys,
+// e.g. "user:" or "ip:").
+func (l *LoginLimiter) AllowKey(key string) bool { return l.keys.Allow(key) }
 
 // IPKey is the rate-limit key of a client address: the address itself for
 // IPv4, its /64 for IPv6 (one host usually holds a whole /64, so per-address
