@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -351,4 +352,168 @@ func TestIdleConnectionsOverCap(t *testing.T) {
 	}
 	// The WebSocket is not counted against the cap and was not cut.
 	c.ExpectNothing()
+}
+
+// loginFrom posts a login from client c and returns the status code.
+func loginFrom(t *testing.T, c *http.Client, url, user, password string) int {
+	t.Helper()
+	code, _ := postFrom(t, c, url+"/api/auth/login", `{"username":"`+user+`","password":"`+password+`"}`)
+	return code
+}
+
+// attackers are n clients leaving from 127.0.3.1.. (127.0.0.0/8 is all
+// local on Linux).
+func attackers(t *testing.T, n int) []*http.Client {
+	out := make([]*http.Client, n)
+	for i := range out {
+		out[i] = clientFrom(fmt.Sprintf("127.0.3.%d", i+1))
+		t.Cleanup(out[i].CloseIdleConnections)
+	}
+	return out
+}
+
+func registerVictim(t *testing.T, s *servertest.Server) {
+	t.Helper()
+	c := clientFrom("127.0.0.1")
+	defer c.CloseIdleConnections()
+	if code, body := postFrom(t, c, s.URL+"/api/auth/register", `{"username":"victim","password":"right-password"}`); code != 201 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+}
+
+// The reported sustained attack at small scale: ten addresses keep sending
+// wrong passwords for the victim, keeping the per-username bucket empty;
+// the victim's right password from their usual address succeeds every
+// time, and after its first failure every attacker address is refused.
+func TestLoginNoLockoutBySustainedAttack(t *testing.T) {
+	s := servertest.Start(t, map[string]string{"PARLEY_LOGIN_USER_BURST": "3", "PARLEY_LOGIN_USER_RATE": "0.001"})
+	registerVictim(t, s)
+	att := attackers(t, 10)
+	victim := clientFrom("127.0.0.1")
+	defer victim.CloseIdleConnections()
+	for round := 0; round < 4; round++ {
+		for i, c := range att {
+			code := loginFrom(t, c, s.URL, "victim", "wrong-password")
+			if want := map[bool]int{true: 401, false: 429}[round == 0]; code != want {
+				t.Fatalf("round %d, attacker %d: %d, want %d", round, i+1, code, want)
+			}
+		}
+		if code := loginFrom(t, victim, s.URL, "victim", "right-password"); code != 200 {
+			t.Fatalf("round %d: victim from their address got %d", round, code)
+		}
+	}
+}
+
+// The reported one-shot, scaled down (each wrong password costs a real
+// argon2id check): 30 addresses each send one wrong password, more than
+// the per-username burst of 20 (120 against the default 100 in the
+// report), then the right password from a fresh address succeeds. A
+// second guess from any of the 30 is refused: one ungated guess per
+// address.
+func TestLoginNoLockoutByManyAddresses(t *testing.T) {
+	s := servertest.Start(t, map[string]string{"PARLEY_LOGIN_USER_BURST": "20", "PARLEY_LOGIN_USER_RATE": "0.001",
+		"PARLEY_PASSWORD_HASH_WAIT": "20s"}) // < http-write-timeout (30s); slow shared CPUs
+	registerVictim(t, s)
+	att := attackers(t, 30)
+	var wg sync.WaitGroup
+	codes := make([]int, len(att))
+	sem := make(chan struct{}, 4)
+	for i, c := range att {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			resp, err := c.Post(s.URL+"/api/auth/login", "application/json",
+				strings.NewReader(`{"username":"victim","password":"wrong-password"}`))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes[i] = resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	for i, code := range codes {
+		if code != 401 {
+			t.Fatalf("attacker %d's single guess: %d, want 401", i+1, code)
+		}
+	}
+	fresh := clientFrom("127.0.4.1")
+	defer fresh.CloseIdleConnections()
+	if code := loginFrom(t, fresh, s.URL, "victim", "right-password"); code != 200 {
+		t.Fatalf("victim from a fresh address: %d", code)
+	}
+	for _, i := range []int{0, 14, 29} {
+		if code := loginFrom(t, att[i], s.URL, "victim", "wrong-password"); code != 429 {
+			t.Fatalf("attacker %d's second guess: %d, want 429", i+1, code)
+		}
+	}
+}
+
+// One address's guesses stay bounded: on one username by the pair bucket
+// (login-burst), over many usernames by the IP bucket (login-ip-burst),
+// whatever the per-username buckets hold.
+func TestLoginGuessesPerAddressBounded(t *testing.T) {
+	s := servertest.Start(t, map[string]string{"PARLEY_LOGIN_BURST": "3", "PARLEY_LOGIN_RATE": "0.001",
+		"PARLEY_LOGIN_IP_BURST": "5", "PARLEY_LOGIN_IP_RATE": "0.001", "PARLEY_LOGIN_USER_BURST": "1000"})
+	registerVictim(t, s)
+	a := attackers(t, 1)[0]
+	for i := 0; i < 3; i++ {
+		if code := loginFrom(t, a, s.URL, "victim", "wrong-password"); code != 401 {
+			t.Fatalf("guess %d: %d", i+1, code)
+		}
+	}
+	if code := loginFrom(t, a, s.URL, "victim", "right-password"); code != 429 {
+		t.Fatalf("4th guess on one username (login-burst 3): %d, want 429", code)
+	}
+	for i, u := range []string{"other1", "other2"} {
+		if code := loginFrom(t, a, s.URL, u, "wrong-password"); code != 401 {
+			t.Fatalf("IP's guess %d: %d", i+4, code)
+		}
+	}
+	if code := loginFrom(t, a, s.URL, "other3", "wrong-password"); code != 429 {
+		t.Fatalf("6th guess from one address (login-ip-burst 5): %d, want 429", code)
+	}
+}
+
+// A victim who mistyped once from their address makes that pair unclean:
+// while others keep the per-username bucket empty, their right password is
+// refused (429) until the bucket has a token again (or the failure window,
+// api.LoginFailureWindow, has passed); then it succeeds, which clears the
+// record.
+func TestLoginMistypedVictimLimitedByUsernameBucket(t *testing.T) {
+	s := servertest.Start(t, map[string]string{"PARLEY_LOGIN_USER_BURST": "2", "PARLEY_LOGIN_USER_RATE": "0.25"})
+	registerVictim(t, s)
+	for _, c := range attackers(t, 2) {
+		if code := loginFrom(t, c, s.URL, "victim", "wrong-password"); code != 401 {
+			t.Fatalf("attacker: %d", code)
+		}
+	}
+	victim := clientFrom("127.0.0.1")
+	defer victim.CloseIdleConnections()
+	if code := loginFrom(t, victim, s.URL, "victim", "mistyped-password"); code != 401 {
+		t.Fatalf("typo from a clean address: %d, want 401", code)
+	}
+	// Bucket: 2 - 3 failures = -1 token; 8 seconds from the first failure
+	// to one token at 0.25/s (room for three slow argon2id checks).
+	if code := loginFrom(t, victim, s.URL, "victim", "right-password"); code != 429 {
+		t.Fatalf("right password right after the typo, username bucket empty: %d, want 429", code)
+	}
+	servertest.WaitFor(t, 30*time.Second, "the username bucket to refill", func() bool {
+		code := loginFrom(t, victim, s.URL, "victim", "right-password")
+		if code != 200 && code != 429 {
+			t.Fatalf("victim: %d", code)
+		}
+		return code == 200
+	})
+	// The success cleared the record: the pair is clean again, whatever the
+	// attackers do to the username bucket.
+	for _, c := range attackers(t, 4) {
+		loginFrom(t, c, s.URL, "victim", "wrong-password")
+	}
+	if code := loginFrom(t, victim, s.URL, "victim", "right-password"); code != 200 {
+		t.Fatalf("victim after their success: %d", code)
+	}
 }
