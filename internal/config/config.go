@@ -43,14 +43,14 @@ type Config struct {
 	AccessTokenTTL          time.Duration `flag:"access-token-ttl" env:"PARLEY_ACCESS_TOKEN_TTL" default:"15m" usage:"lifetime of access tokens issued by login/refresh"`
 	RefreshTokenTTL         time.Duration `flag:"refresh-token-ttl" env:"PARLEY_REFRESH_TOKEN_TTL" default:"720h" usage:"lifetime of refresh tokens"`
 	APIKey                  string        `flag:"api-key" secret:"true" env:"PARLEY_API_KEY" default:"" usage:"bearer key for the server REST API (POST /api/tokens, storage); empty = disabled"`
-	LoginRate               float64       `flag:"login-rate" env:"PARLEY_LOGIN_RATE" default:"0.2" usage:"login attempts per second allowed per client IP and username pair"`
+	LoginRate               float64       `flag:"login-rate" env:"PARLEY_LOGIN_RATE" default:"0.2" usage:"login attempts per second allowed per client IP and username pair (a success refills it)"`
 	RESTRate                float64       `flag:"rest-rate" env:"PARLEY_REST_RATE" default:"10" usage:"REST writes (POST/PATCH/DELETE) per second per user (per IP without a token); the API key is exempt"`
 	RESTBurst               int           `flag:"rest-burst" env:"PARLEY_REST_BURST" default:"50" usage:"REST write burst per user"`
 	LoginBurst              int           `flag:"login-burst" env:"PARLEY_LOGIN_BURST" default:"10" usage:"login attempts burst per client IP and username pair"`
 	LoginIPRate             float64       `flag:"login-ip-rate" env:"PARLEY_LOGIN_IP_RATE" default:"1" usage:"login attempts per second per client IP, whatever the username"`
 	LoginIPBurst            int           `flag:"login-ip-burst" env:"PARLEY_LOGIN_IP_BURST" default:"30" usage:"login attempts burst per client IP"`
-	LoginUserRate           float64       `flag:"login-user-rate" env:"PARLEY_LOGIN_USER_RATE" default:"1" usage:"login attempts per second per username from all IPs together (high, so that one IP cannot lock a user out)"`
-	LoginUserBurst          int           `flag:"login-user-burst" env:"PARLEY_LOGIN_USER_BURST" default:"100" usage:"login attempts burst per username from all IPs together"`
+	LoginUserRate           float64       `flag:"login-user-rate" env:"PARLEY_LOGIN_USER_RATE" default:"1" usage:"failed logins per second per username from all IPs together; applies only to IP and username pairs with a failure in the last 15 minutes, so others cannot lock a user out"`
+	LoginUserBurst          int           `flag:"login-user-burst" env:"PARLEY_LOGIN_USER_BURST" default:"100" usage:"failed logins burst per username from all IPs together"`
 	RegisterRate            float64       `flag:"register-rate" env:"PARLEY_REGISTER_RATE" default:"0.05" usage:"registrations per second per client IP (IPv6: per /64)"`
 	RegisterBurst           int           `flag:"register-burst" env:"PARLEY_REGISTER_BURST" default:"5" usage:"registration burst per client IP"`
 	PasswordHashConcurrency int           `flag:"password-hash-concurrency" env:"PARLEY_PASSWORD_HASH_CONCURRENCY" default:"4" usage:"most argon2id password hashes or checks at once (each holds 19 MiB); others wait"`
