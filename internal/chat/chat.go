@@ -8,8 +8,9 @@
 // membership is read from the store at send time, so a removed member stops
 // receiving a room's messages and typing the moment the removal is stored.
 //
-// Typing indicators and presence grace periods expire through Timers: one
-// min-heap and one goroutine each, not a timer per user.
+// Typing indicators, presence grace periods and the trailing sends of
+// coalesced user statuses expire through Timers: one min-heap and one
+// goroutine each, not a timer per user.
 //
 // The Service is a gateway.Handler for the "typing" and "presence" prefixes
 // and a gateway.Lifecycle; internal/server wires it (chat.go), and the REST

@@ -341,7 +341,9 @@ func (s *Service) send(ctx context.Context, user, own, others, exceptConn string
 	}
 }
 
-// sharingUsers returns the users who share a room with user (not user).
+// sharingUsers returns the users who share a room with user (not user):
+// fellow members of the rooms created over REST that user is a member of.
+// Live room clients and token grants do not count.
 func (s *Service) sharingUsers(ctx context.Context, user string) []string {
 	rooms, err := s.st.RoomsOfUser(ctx, user)
 	if err != nil {
