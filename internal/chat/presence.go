@@ -247,9 +247,11 @@ func (s *Service) publish(ctx context.Context, user, own, exceptConn string) {
 	others := ""
 	switch {
 	case after == last.value:
-		if gone { // offline to everyone and gone: forget the user
+		// Offline to everyone and gone: forget the user, unless an
+		// interval is running (its end forgets them): forgetting sooner
+		// would let a reconnect go out at once within the interval.
+		if gone && !s.pres.flush.Has(user) {
 			s.pres.setShown(user, shownState{}, false)
-			s.pres.flush.Delete(user)
 		}
 	case iv > 0 && ok && now.Before(last.at.Add(iv)):
 		// One trailing send at the end of the interval (usually already

@@ -184,6 +184,33 @@ func TestPresenceCoalescingStateMachine(t *testing.T) {
 	n = br.len()
 	svc.Connected(a1, true)
 	bobGot("reconnect", n, StatusOnline)
+
+	// Connection churn (zero-length grace periods) within an interval:
+	// nothing until its end, then one frame; forgetting a gone user waits
+	// for the interval's end, so a reconnect cannot skip the wait.
+	disconnect := func() {
+		svc.Disconnected(a1, true)
+		for _, u := range svc.pres.grace.Expire(time.Now().Add(2 * time.Hour)) {
+			svc.graceExpired(u)
+		}
+	}
+	n = br.len()
+	for range 20 {
+		disconnect()
+		svc.Connected(a1, true)
+	}
+	disconnect()
+	bobGot("churn within the interval", n)
+	fireFlush()
+	bobGot("churn: end of the interval", n, StatusOffline)
+	for range 20 {
+		svc.Connected(a1, true)
+		disconnect()
+	}
+	svc.Connected(a1, true)
+	bobGot("churn after the trailing send", n, StatusOffline)
+	fireFlush()
+	bobGot("churn: end of the second interval", n, StatusOffline, StatusOnline)
 	for _, f := range br.frames {
 		if strings.Contains(string(f.env.Data), StatusInvisible) && !(len(f.users) == 1 && f.users[0] == "alice") {
 			t.Fatalf("invisible sent to %v", f.users)
