@@ -8,8 +8,9 @@
 // membership is read from the store at send time, so a removed member stops
 // receiving a room's messages and typing the moment the removal is stored.
 //
-// Typing indicators and presence grace periods expire through Timers: one
-// min-heap and one goroutine each, not a timer per user.
+// Typing indicators, presence grace periods and the trailing sends of
+// coalesced user statuses expire through Timers: one min-heap and one
+// goroutine each, not a timer per user.
 //
 // The Service is a gateway.Handler for the "typing" and "presence" prefixes
 // and a gateway.Lifecycle; internal/server wires it (chat.go), and the REST
@@ -67,8 +68,12 @@ type Options struct {
 
 	TypingTimeout        time.Duration // typing expiry without renewal (6s)
 	PresenceOfflineGrace time.Duration // delay before a disconnected user shows offline (5s)
-	PresenceAudience     string        // "all" (every connected user) or "shared" (users sharing a room)
-	MessageMaxChars      int           // longest message, in characters (runes)
+	PresenceAudience     string        // "all" (every connected user) or "shared" (users who are members of a common REST room)
+	// PresenceUpdateInterval coalesces what others see of one user's
+	// status: at most one presence:update per user per interval, the
+	// last value winning (0: every change at once).
+	PresenceUpdateInterval time.Duration
+	MessageMaxChars        int // longest message, in characters (runes)
 	// CacheStatus keeps users' chosen statuses in memory (write-through),
 	// saving a store read on every first connection. Only safe when this
 	// node is the only writer of statuses (no cluster).
@@ -118,9 +123,10 @@ func New(opts Options) *Service {
 	return s
 }
 
-// Start runs the typing and presence expiry goroutines until Close.
+// Start runs the typing, presence grace and presence coalescing goroutines
+// until Close.
 func (s *Service) Start() {
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		s.typing.timers.Run(s.stop, contained(s.log, s.opts.Panics, s.typingExpired))
@@ -128,6 +134,10 @@ func (s *Service) Start() {
 	go func() {
 		defer s.wg.Done()
 		s.pres.grace.Run(s.stop, contained(s.log, s.opts.Panics, s.graceExpired))
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.pres.flush.Run(s.stop, contained(s.log, s.opts.Panics, s.flushExpired))
 	}()
 }
 

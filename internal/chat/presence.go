@@ -46,15 +46,29 @@ type userPresence struct {
 // user run under that user's stripe lock.
 type presenceState struct {
 	grace   *Timers[string] // users in their offline grace period
+	flush   *Timers[string] // users whose next broadcast to others is due (coalescing)
 	stripes [256]sync.Mutex
 
 	mu    sync.Mutex
 	users map[string]*userPresence // connected or in grace
+	// shown is what the other users were last sent of a user and when:
+	// users connected, in grace, or offline for less than one update
+	// interval. An entry is read and written only under its user's
+	// stripe lock (mu guards the map).
+	shown map[string]shownState
+}
+
+// shownState is the last presence:update the others got of a user.
+type shownState struct {
+	value string    // as others see it (never invisible)
+	at    time.Time // when it was sent
 }
 
 func (p *presenceState) init() {
 	p.grace = NewTimers[string]()
+	p.flush = NewTimers[string]()
 	p.users = make(map[string]*userPresence)
+	p.shown = make(map[string]shownState)
 }
 
 func (p *presenceState) get(user string) *userPresence {
@@ -71,6 +85,32 @@ func (p *presenceState) put(user string, up *userPresence) {
 		return
 	}
 	p.users[user] = up
+}
+
+func (p *presenceState) getShown(user string) (shownState, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sh, ok := p.shown[user]
+	return sh, ok
+}
+
+func (p *presenceState) setShown(user string, sh shownState, keep bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !keep {
+		delete(p.shown, user)
+		return
+	}
+	p.shown[user] = sh
+}
+
+// seenNow is what others should see of user now: offline when not
+// connected (after the grace), invisible shown as offline.
+func (p *presenceState) seenNow(user string) string {
+	if up := p.get(user); up != nil {
+		return seenByOthers(up.chosen)
+	}
+	return StatusOffline
 }
 
 // seenByOthers is what every other user sees of a chosen status while the
@@ -121,7 +161,7 @@ func (s *Service) presenceConnected(sess gateway.Session) {
 		chosen = StatusOnline
 	}
 	s.pres.put(user, &userPresence{chosen: chosen})
-	s.publish(ctx, user, chosen, StatusOffline, seenByOthers(chosen), sess.ID())
+	s.publish(ctx, user, chosen, sess.ID())
 }
 
 // presenceDisconnected starts the user's grace period (their last
@@ -144,14 +184,13 @@ func (s *Service) graceExpired(user string) {
 	if !s.pres.grace.Settle(user) || s.hub.UserOnline(user) {
 		return
 	}
-	up := s.pres.get(user)
-	s.pres.put(user, nil)
-	if up == nil {
+	if s.pres.get(user) == nil {
 		return
 	}
+	s.pres.put(user, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	s.publish(ctx, user, "", seenByOthers(up.chosen), StatusOffline, "")
+	s.publish(ctx, user, "", "")
 }
 
 // decodePresence decodes and validates the data of presence:update,
@@ -181,39 +220,112 @@ func (s *Service) handlePresence(ctx context.Context, sess gateway.Session, env 
 	if err := s.setChosenStatus(ctx, user, status); err != nil {
 		return s.internal(err, "store status")
 	}
-	before := StatusOffline
-	if up := s.pres.get(user); up != nil {
-		before = seenByOthers(up.chosen)
-	}
 	s.pres.put(user, &userPresence{chosen: status}) // never mutated once stored
-	// The user's other connections see the chosen status; the sender gets
-	// the ack.
-	s.publish(ctx, user, status, before, seenByOthers(status), sess.ID())
+	// The user's other connections see the chosen status at once; the
+	// sender gets the ack; the others, coalesced.
+	s.publish(ctx, user, status, sess.ID())
 	return nil
 }
 
-// publish sends the user's status: own (their chosen status) to their own
-// connections except exceptConn when own is not "", and after (what
-// everyone else sees) to the audience when it differs from before. One
-// encoding serves both when they are equal and the audience is everyone.
-func (s *Service) publish(ctx context.Context, user, own, before, after, exceptConn string) {
-	changed := before != after
-	if !changed && own == "" {
+// publish tells of the user's status; it runs under the user's stripe
+// lock after their state changed. own (their chosen status), when not "",
+// goes at once to their own connections except exceptConn. What everyone
+// else sees (seenNow: invisible is offline) is coalesced per user
+// (Options.PresenceUpdateInterval): it goes out at once when nothing was
+// sent to them within the interval, else once at the end of that interval
+// (flushExpired) with the value current then, and never when it equals
+// what they were last sent.
+func (s *Service) publish(ctx context.Context, user, own, exceptConn string) {
+	after := s.pres.seenNow(user)
+	gone := s.pres.get(user) == nil
+	last, ok := s.pres.getShown(user)
+	if !ok {
+		last.value = StatusOffline
+	}
+	iv := s.opts.PresenceUpdateInterval
+	now := time.Now()
+	others := ""
+	switch {
+	case after == last.value:
+		// Offline to everyone and gone: forget the user, unless an
+		// interval is running (its end forgets them): forgetting sooner
+		// would let a reconnect go out at once within the interval.
+		if gone && !s.pres.flush.Has(user) {
+			s.pres.setShown(user, shownState{}, false)
+		}
+	case iv > 0 && ok && now.Before(last.at.Add(iv)):
+		// One trailing send at the end of the interval (usually already
+		// scheduled by the last send).
+		if !s.pres.flush.Has(user) {
+			s.pres.flush.Set(user, last.at.Add(iv))
+		}
+	default:
+		others = after
+		s.shownSent(user, after, now, gone)
+	}
+	s.send(ctx, user, own, others, exceptConn)
+}
+
+// shownSent records that the others are being sent value now. With
+// coalescing on, the flush timer ends the interval that starts: it makes
+// the trailing send, or forgets a user who is gone.
+func (s *Service) shownSent(user, value string, now time.Time, gone bool) {
+	if iv := s.opts.PresenceUpdateInterval; iv > 0 {
+		s.pres.setShown(user, shownState{value: value, at: now}, true)
+		s.pres.flush.Set(user, now.Add(iv))
+		return
+	}
+	s.pres.setShown(user, shownState{value: value, at: now}, !gone)
+}
+
+// flushExpired ends a user's coalescing interval: the others get what they
+// should see now if it differs from what they were last sent (then a new
+// interval starts); a user offline and gone is forgotten.
+func (s *Service) flushExpired(user string) {
+	mu := s.presenceLock(user)
+	mu.Lock()
+	defer mu.Unlock()
+	if !s.pres.flush.Settle(user) {
+		return
+	}
+	after := s.pres.seenNow(user)
+	gone := s.pres.get(user) == nil
+	last, ok := s.pres.getShown(user)
+	if !ok {
+		last.value = StatusOffline
+	}
+	if after == last.value {
+		if gone {
+			s.pres.setShown(user, shownState{}, false)
+		}
+		return
+	}
+	s.shownSent(user, after, time.Now(), gone)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	s.send(ctx, user, "", after, "")
+}
+
+// send delivers a status: own to the user's own connections except
+// exceptConn when not "", others to the audience when not "". One encoding
+// serves both when they are equal and the audience is everyone.
+func (s *Service) send(ctx context.Context, user, own, others, exceptConn string) {
+	if own == "" && others == "" {
 		return
 	}
 	all := s.opts.PresenceAudience != AudienceShared
-	if changed && all && own == after {
+	if others != "" && all && own == others {
 		// Everyone, the user's own connections included, sees the same.
 		// (Not used when own is "": a connection of the user may be
 		// registering right now and must not see the others' view.)
-		s.broker.ToAll(protocol.Encode(protocol.TypePresenceUpdate, "", PresenceEvent{UserID: user, Presence: after}), exceptConn)
+		s.broker.ToAll(protocol.Encode(protocol.TypePresenceUpdate, "", PresenceEvent{UserID: user, Presence: others}), exceptConn)
 		return
 	}
 	if own != "" {
 		s.broker.ToUsers([]string{user}, protocol.Encode(protocol.TypePresenceUpdate, "",
 			PresenceEvent{UserID: user, Presence: own}), exceptConn)
 	}
-	if !changed {
+	if others == "" {
 		return
 	}
 	var audience []string
@@ -227,11 +339,13 @@ func (s *Service) publish(ctx context.Context, user, own, before, after, exceptC
 	}
 	if len(audience) > 0 {
 		s.broker.ToUsers(audience, protocol.Encode(protocol.TypePresenceUpdate, "",
-			PresenceEvent{UserID: user, Presence: after}), "")
+			PresenceEvent{UserID: user, Presence: others}), "")
 	}
 }
 
-// sharingUsers returns the users who share a room with user (not user).
+// sharingUsers returns the users who share a room with user (not user):
+// fellow members of the rooms created over REST that user is a member of.
+// Live room clients and token grants do not count.
 func (s *Service) sharingUsers(ctx context.Context, user string) []string {
 	rooms, err := s.st.RoomsOfUser(ctx, user)
 	if err != nil {

@@ -87,9 +87,12 @@ type Config struct {
 
 	TypingTimeout        time.Duration `flag:"typing-timeout" env:"PARLEY_TYPING_TIMEOUT" default:"6s" usage:"typing indicator expiry without renewal"`
 	PresenceOfflineGrace time.Duration `flag:"presence-offline-grace" env:"PARLEY_PRESENCE_OFFLINE_GRACE" default:"5s" usage:"delay after a user's last connection closes before they show offline"`
-	PresenceAudience     string        `flag:"presence-audience" env:"PARLEY_PRESENCE_AUDIENCE" default:"all" usage:"who receives user status changes: all (every connected user) or shared (users sharing a room)"`
+	PresenceAudience     string        `flag:"presence-audience" env:"PARLEY_PRESENCE_AUDIENCE" default:"all" usage:"who receives user status changes: all (every connected user) or shared (users who are members of a common room created over REST; token grants and live room:join do not count)"`
 	MessageMaxChars      int           `flag:"message-max-chars" env:"PARLEY_MESSAGE_MAX_CHARS" default:"4000" usage:"longest chat message, in characters"`
 	RESTMaxBodyBytes     int64         `flag:"rest-max-body-bytes" env:"PARLEY_REST_MAX_BODY_BYTES" default:"1048576" usage:"largest REST request body"`
+
+	// Coalesces user status broadcasts per user (issue 9 hardening).
+	PresenceUpdateInterval time.Duration `flag:"presence-update-interval" env:"PARLEY_PRESENCE_UPDATE_INTERVAL" default:"1s" usage:"at most one user status broadcast (presence:update to others) per user per interval, the last value winning; 0 sends every change at once"`
 
 	StoreDriver string `flag:"store" env:"PARLEY_STORE" default:"sqlite" usage:"store: sqlite (embedded) or postgres"`
 	PostgresURL string `flag:"postgres-url" secret:"true" env:"PARLEY_POSTGRES_URL" default:"" usage:"PostgreSQL URL when store=postgres"`
@@ -411,6 +414,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PresenceOfflineGrace < 0 {
 		bad("presence-offline-grace", "must not be negative")
+	}
+	if c.PresenceUpdateInterval < 0 {
+		bad("presence-update-interval", "must not be negative")
 	}
 	if c.AuthLeeway < 0 {
 		bad("auth-leeway", "must not be negative")

@@ -350,11 +350,12 @@ func (s *SFU) LeaveCall(roomID, connID string) {
 	_ = s.leave(roomID, connID, "")
 }
 
-// LeaveUser makes every connection of the user leave the call.
-func (s *SFU) LeaveUser(roomID, userID string) {
+// LeaveUser makes every connection of the user leave the call and returns
+// the ids of those that left.
+func (s *SFU) LeaveUser(roomID, userID string) []string {
 	r, err := s.routerFor(roomID)
 	if err != nil {
-		return
+		return nil
 	}
 	r.mu.Lock()
 	var conns []string
@@ -364,9 +365,13 @@ func (s *SFU) LeaveUser(roomID, userID string) {
 		}
 	}
 	r.mu.Unlock()
+	left := conns[:0]
 	for _, c := range conns {
-		_ = s.leave(roomID, c, "")
+		if s.leave(roomID, c, "") == nil {
+			left = append(left, c)
+		}
 	}
+	return left
 }
 
 // Disconnect makes a closed connection leave every call it is in.

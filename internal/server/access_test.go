@@ -133,15 +133,16 @@ func TestAccessWriteOnlyGrant(t *testing.T) {
 
 // TestAccessRemovedMemberLeavesCall: removing a member over REST ends their
 // call at once: the others get media:peer_left, the participant list drops
-// them (so they get no media:new_producer), and they cannot rejoin.
-// Before: they stayed a participant.
+// them (so they get no media:new_producer), and they cannot rejoin; their
+// call connection gets media:room_closed. Before: they stayed a
+// participant; then, their connection got only room:left.
 func TestAccessRemovedMemberLeavesCall(t *testing.T) {
 	s := servertest.Start(t, mediaEnv())
 	s.IgnoreTypes = []string{"presence:update", protocol.TypeRoomCallStarted, protocol.TypeRoomCallUpdated}
 	alice, bob := s.Token("alice", nil), s.Token("bob", nil)
 	createRoom(t, s, alice, "team", false)
 	addMember(t, s, alice, "team", "bob")
-	a, b := s.Dial(alice), s.Dial(bob)
+	a, b, b2 := s.Dial(alice), s.Dial(bob), s.Dial(bob)
 	join(b, "team", "rj", nil)
 	call(t, s, "POST", "/api/rooms/team/call/start", alice, nil, http.StatusOK)
 	var tc struct {
@@ -209,16 +210,27 @@ func TestAccessRemovedMemberLeavesCall(t *testing.T) {
 			typingStop = true
 		}
 	}
-	// Bob's room client left with room:left.
-	for {
+	// Bob's room client left with room:left, and his call connection is
+	// told its call ended (media:room_closed, as on call/end) so that a
+	// mediasoup-client app tears down.
+	var roomLeft, roomClosed bool
+	for !roomLeft || !roomClosed {
 		f, ok := b.Next(5 * time.Second)
 		if !ok {
-			t.Fatal("bob got no room:left")
+			t.Fatalf("bob after removal: room:left %v media:room_closed %v", roomLeft, roomClosed)
 		}
-		if f.Type == protocol.TypeRoomLeft {
-			break
+		switch f.Type {
+		case protocol.TypeRoomLeft:
+			roomLeft = true
+		case protocol.TypeMediaRoomClosed:
+			if string(f.Data) != `{"room_id":"team"}` {
+				t.Fatalf("media:room_closed %s", f.Data)
+			}
+			roomClosed = true
 		}
 	}
+	// His connection outside the call hears nothing of it.
+	b2.ExpectNothing()
 	produce("p2", 2222)
 	if n := newProducers(); n != 0 {
 		t.Fatalf("removed bob got %d media:new_producer", n)

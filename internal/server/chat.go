@@ -20,7 +20,8 @@ func (s *Server) wireChat(base *api.Base) error {
 	svc := chat.New(chat.Options{
 		Store: s.Store, Broker: s.Broker, Hub: s.Hub, Rooms: s.Rooms, Calls: callAccess{s}, Access: s.Access, Log: s.log, Panics: s.Metrics,
 		TypingTimeout: cfg.TypingTimeout, PresenceOfflineGrace: cfg.PresenceOfflineGrace,
-		PresenceAudience: cfg.PresenceAudience, MessageMaxChars: cfg.MessageMaxChars,
+		PresenceAudience: cfg.PresenceAudience, PresenceUpdateInterval: cfg.PresenceUpdateInterval,
+		MessageMaxChars: cfg.MessageMaxChars,
 		// One node is the only writer of statuses unless clustered.
 		CacheStatus: cfg.Broker == "local",
 	})

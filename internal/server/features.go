@@ -6,6 +6,8 @@ import (
 
 	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/api"
+	"github.com/parleyhq/parley/internal/media"
+	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/rooms"
 	"github.com/parleyhq/parley/internal/store"
 )
@@ -65,8 +67,10 @@ func (s *Server) wireAccess() {
 
 // callAccess ends the call capabilities of a user who lost access.Call in a
 // room (a member removed): their connections leave the call (the others get
-// media:peer_left; their transports, producers and consumers close). It is
-// the chat layer's Calls refresher; a store failure counts as a loss.
+// media:peer_left; their transports, producers and consumers close), and
+// each of those connections gets media:room_closed {room_id}, the frame of
+// a call ending, so that its client tears down too. It is the chat layer's
+// Calls refresher; a store failure counts as a loss.
 type callAccess struct{ s *Server }
 
 func (c callAccess) RefreshUser(ctx context.Context, roomID, userID string) {
@@ -75,6 +79,13 @@ func (c callAccess) RefreshUser(ctx context.Context, roomID, userID string) {
 		return
 	}
 	if err := c.s.Access.Decide(ctx, access.Subject{UserID: userID}, roomID, access.Call); err != nil {
-		sfu.LeaveUser(roomID, userID)
+		left := sfu.LeaveUser(roomID, userID)
+		if len(left) == 0 {
+			return
+		}
+		frame := protocol.Encode(media.TypeRoomClosed, "", map[string]string{"room_id": roomID})
+		for _, conn := range left {
+			c.s.Hub.SendToConn(conn, frame)
+		}
 	}
 }
