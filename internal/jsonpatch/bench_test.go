@@ -124,3 +124,19 @@ func BenchmarkMarshalLargeDoc(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParseOpsStrict parses with the limits rooms use on the wire
+// (invalid text and duplicate member names refused).
+func BenchmarkParseOpsStrict(b *testing.B) {
+	raw := []byte(batch10)
+	lim := benchLimits
+	lim.RejectInvalidText = true
+	lim.RejectDuplicateNames = true
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseOps(raw, lim); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
