@@ -80,14 +80,12 @@ func (d Doc) Value() any {
 func ParseOps(raw []byte, lim Limits) ([]Op, error) {
 	// members[i] counts the object members in the text of operation i
 	// (see strict.go); decoding must keep them all.
-	var members []int
-	var mp *[]int
-	if lim.RejectDuplicateNames {
-		members = make([]int, 0, 16)
-		mp = &members
-	}
+	var buf [16]int
+	members := buf[:0]
 	if lim.RejectInvalidText || lim.RejectDuplicateNames {
-		if err := scanText(raw, lim.RejectInvalidText, mp, lim.MaxOps, 2); err != nil {
+		var err error
+		members, err = scanText(raw, lim.RejectInvalidText, lim.RejectDuplicateNames, members, lim.MaxOps, 2)
+		if err != nil {
 			return nil, fmt.Errorf("jsonpatch: %w", err)
 		}
 	}
@@ -113,7 +111,7 @@ func ParseOps(raw []byte, lim Limits) ([]Op, error) {
 		if err != nil {
 			return nil, opError(len(ops), &op, err)
 		}
-		if mp != nil && (len(ops) >= len(members) || plainMembers(v) != members[len(ops)]) {
+		if lim.RejectDuplicateNames && (len(ops) >= len(members) || plainMembers(v) != members[len(ops)]) {
 			return nil, opError(len(ops), &op, errDuplicateName)
 		}
 		ops = append(ops, op)

@@ -21,16 +21,17 @@ import (
 // maps. Names compare after unescaping ("a" and "\u0061" are the same).
 
 // scanText checks raw for invalid text (when text is set) and, when
-// members is not nil, counts object members per element: with elemDepth
-// 2, the elements are those of the top-level array and (*members)[i] is
+// count is set, counts object members per element, appending to members
+// and returning it: with elemDepth 2, the elements are those of the
+// top-level array and members[i] is
 // the number of ':' inside element i (elements that are not containers
 // are not counted and get no entry); with elemDepth 1 the one top-level
 // value is element 0. At most maxElems entries are recorded (0 means no
 // bound). It does not check that raw is well-formed; its errors carry no
 // part of raw.
-func scanText(raw []byte, text bool, members *[]int, maxElems, elemDepth int) error {
+func scanText(raw []byte, text, count bool, members []int, maxElems, elemDepth int) ([]int, error) {
 	if text && !utf8.Valid(raw) {
-		return errorf(ErrInvalid, "text is not valid UTF-8")
+		return members, errorf(ErrInvalid, "text is not valid UTF-8")
 	}
 	depth, elem := 0, -1
 	n := len(raw)
@@ -49,7 +50,7 @@ func scanText(raw []byte, text bool, members *[]int, maxElems, elemDepth int) er
 					continue
 				}
 				if i+1 >= n {
-					return nil // malformed; the decoder reports it
+					return members, nil // malformed; the decoder reports it
 				}
 				if raw[i+1] != 'u' || !text {
 					i += 2 // \" \\ \/ \b \f \n \r \t \u.... (or malformed)
@@ -63,24 +64,24 @@ func scanText(raw []byte, text bool, members *[]int, maxElems, elemDepth int) er
 				i += 6
 				switch {
 				case c16 >= 0xDC00 && c16 <= 0xDFFF:
-					return errorf(ErrInvalid, "string holds an unpaired surrogate escape (not valid Unicode)")
+					return members, errorf(ErrInvalid, "string holds an unpaired surrogate escape (not valid Unicode)")
 				case c16 >= 0xD800 && c16 <= 0xDBFF:
 					lo, ok := uint16(0), false
 					if i+1 < n && raw[i] == '\\' && raw[i+1] == 'u' {
 						lo, ok = hex4(raw, i+2)
 					}
 					if !ok || lo < 0xDC00 || lo > 0xDFFF {
-						return errorf(ErrInvalid, "string holds an unpaired surrogate escape (not valid Unicode)")
+						return members, errorf(ErrInvalid, "string holds an unpaired surrogate escape (not valid Unicode)")
 					}
 					i += 6
 				}
 			}
 		case '{', '[':
 			depth++
-			if depth == elemDepth && members != nil {
+			if depth == elemDepth && count {
 				elem++
 				if maxElems <= 0 || elem < maxElems {
-					*members = append(*members, 0)
+					members = append(members, 0)
 				}
 			}
 			i++
@@ -88,15 +89,15 @@ func scanText(raw []byte, text bool, members *[]int, maxElems, elemDepth int) er
 			depth--
 			i++
 		case ':':
-			if members != nil && depth >= elemDepth && elem >= 0 && elem < len(*members) {
-				(*members)[elem]++
+			if count && depth >= elemDepth && elem >= 0 && elem < len(members) {
+				members[elem]++
 			}
 			i++
 		default:
 			i++
 		}
 	}
-	return nil
+	return members, nil
 }
 
 // CheckText reports (ErrInvalid) whether the JSON text raw holds anything
@@ -106,7 +107,8 @@ func scanText(raw []byte, text bool, members *[]int, maxElems, elemDepth int) er
 // well-formed JSON (a backslash can only occur inside a string there), and
 // its errors carry no part of raw.
 func CheckText(raw []byte) error {
-	return scanText(raw, true, nil, 0, 0)
+	_, err := scanText(raw, true, false, nil, 0, 0)
+	return err
 }
 
 // CheckUniqueNames reports (ErrInvalid) whether the JSON value raw holds
@@ -114,8 +116,9 @@ func CheckText(raw []byte) error {
 // after unescaping), or is not well-formed JSON. Its errors carry no part
 // of raw. It costs one scan and one decode of raw.
 func CheckUniqueNames(raw []byte) error {
-	count := make([]int, 0, 1)
-	if err := scanText(raw, false, &count, 1, 1); err != nil {
+	var buf [1]int
+	count, err := scanText(raw, false, true, buf[:0], 1, 1)
+	if err != nil {
 		return err
 	}
 	var v any
