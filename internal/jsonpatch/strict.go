@@ -1,6 +1,7 @@
 package jsonpatch
 
 import (
+	"bytes"
 	"encoding/json"
 	"unicode/utf8"
 )
@@ -38,19 +39,22 @@ func scanText(raw []byte, text, count bool, members []int, maxElems, elemDepth i
 	for i := 0; i < n; {
 		switch raw[i] {
 		case '"':
+			// Jump from quote to quote (IndexByte is vectorised); only the
+			// backslashes before the next quote need a look.
 			i++
-			for i < n {
-				c := raw[i]
-				if c == '"' {
-					i++
+			for {
+				q := bytes.IndexByte(raw[i:], '"')
+				if q < 0 {
+					return members, nil // malformed; the decoder reports it
+				}
+				e := bytes.IndexByte(raw[i:i+q], '\\')
+				if e < 0 {
+					i += q + 1
 					break
 				}
-				if c != '\\' {
-					i++
-					continue
-				}
+				i += e
 				if i+1 >= n {
-					return members, nil // malformed; the decoder reports it
+					return members, nil
 				}
 				if raw[i+1] != 'u' || !text {
 					i += 2 // \" \\ \/ \b \f \n \r \t \u.... (or malformed)

@@ -137,7 +137,8 @@ func hasDuplicateNames(t testing.TB, raw []byte) bool {
 	}
 }
 
-// FuzzParseOpsStrict checks that strict parsing refuses exactly the
+// FuzzParseOpsStrict checks that CheckText agrees with the check it
+// replaced, and that strict parsing refuses exactly the
 // patches the reference finds a duplicate name in (among those that are
 // otherwise valid), and that a patch it accepts means the same to a
 // decoder that keeps the first of duplicate names as to one that keeps
@@ -154,6 +155,11 @@ func FuzzParseOpsStrict(f *testing.F) {
 	f.Add([]byte(`[{"op":"add","path":"/a","value":"\ud800"}]`))
 	f.Add([]byte(`[{"op":"add","path":"/a","value":{"\ud800":1,"\ud801":2}}]`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		// The one-pass scan agrees with the text check it replaced on
+		// every well-formed JSON text.
+		if json.Valid(raw) && (CheckText(raw) == nil) != (checkTextBefore(raw) == nil) {
+			t.Fatalf("CheckText = %v, the previous check = %v", CheckText(raw), checkTextBefore(raw))
+		}
 		lax := strictLimits
 		lax.RejectDuplicateNames = false
 		_, laxErr := ParseOps(raw, lax)
