@@ -1,9 +1,11 @@
 package jsonpatch
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 var benchLimits = Limits{MaxOps: 100, MaxDepth: 32, MaxBytes: 2 << 20}
@@ -123,4 +125,124 @@ func BenchmarkMarshalLargeDoc(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkParseOpsStrict parses with the limits rooms use on the wire
+// (invalid text and duplicate member names refused).
+func BenchmarkParseOpsStrict(b *testing.B) {
+	raw := []byte(batch10)
+	lim := benchLimits
+	lim.RejectInvalidText = true
+	lim.RejectDuplicateNames = true
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseOps(raw, lim); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// bigBatch is a 100-op batch of about 20 KiB with nested values and
+// escapes, for the cost of the strict checks themselves.
+func bigBatch() []byte {
+	var sb strings.Builder
+	sb.WriteByte('[')
+	for i := range 100 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"op":"add","path":"/k%d","value":{"name":"user \"%d\" \u00e9\ud83d\ude00","tags":["a:b","c"],"pos":{"x":%d,"y":1.5},"bio":"%s"}}`,
+			i, i, i, strings.Repeat("lorem ipsum ", 8))
+	}
+	sb.WriteByte(']')
+	return []byte(sb.String())
+}
+
+// BenchmarkStrictScan compares, on the same bytes in the same run, the
+// text check as it was before duplicate names were checked
+// (checkTextBefore), the scan doing the text check alone, and the scan
+// that also counts members; then ParseOps without and with
+// RejectDuplicateNames.
+func BenchmarkStrictScan(b *testing.B) {
+	raw := bigBatch()
+	b.Run("text-before", func(b *testing.B) {
+		b.SetBytes(int64(len(raw)))
+		for b.Loop() {
+			if err := checkTextBefore(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("text", func(b *testing.B) {
+		b.SetBytes(int64(len(raw)))
+		for b.Loop() {
+			if _, err := scanText(raw, true, false, nil, 0, 2); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("text+members", func(b *testing.B) {
+		b.SetBytes(int64(len(raw)))
+		var buf [128]int
+		for b.Loop() {
+			if _, err := scanText(raw, true, true, buf[:0], 100, 2); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, strict := range []bool{false, true} {
+		lim := Limits{MaxOps: 100, MaxDepth: 32, RejectInvalidText: true, RejectDuplicateNames: strict}
+		b.Run(fmt.Sprintf("ParseOps/dups=%v", strict), func(b *testing.B) {
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ParseOps(raw, lim); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// checkTextBefore is CheckText as it was before scanText (UTF-8 check,
+// then a jump from backslash to backslash), kept for BenchmarkStrictScan.
+func checkTextBefore(raw []byte) error {
+	if !utf8.Valid(raw) {
+		return errorf(ErrInvalid, "text is not valid UTF-8")
+	}
+	for i := 0; i < len(raw); {
+		j := bytes.IndexByte(raw[i:], '\\')
+		if j < 0 {
+			return nil
+		}
+		i += j
+		if i+1 >= len(raw) {
+			return nil
+		}
+		if raw[i+1] != 'u' {
+			i += 2
+			continue
+		}
+		c, ok := hex4(raw, i+2)
+		if !ok {
+			i += 2
+			continue
+		}
+		i += 6
+		switch {
+		case c >= 0xDC00 && c <= 0xDFFF:
+			return errorf(ErrInvalid, "unpaired surrogate")
+		case c >= 0xD800 && c <= 0xDBFF:
+			lo, ok := uint16(0), false
+			if i+1 < len(raw) && raw[i] == '\\' && raw[i+1] == 'u' {
+				lo, ok = hex4(raw, i+2)
+			}
+			if !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return errorf(ErrInvalid, "unpaired surrogate")
+			}
+			i += 6
+		}
+	}
+	return nil
 }

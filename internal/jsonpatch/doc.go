@@ -75,10 +75,17 @@ func (d Doc) Value() any {
 // need a string "from"; add, replace and test need a "value" (null is a
 // value). Pointers must be valid RFC 6901 syntax. Unknown op names are
 // ErrInvalid; more than lim.MaxOps operations, or a value nested deeper than
-// lim.MaxDepth, is ErrTooLarge. Numbers decode as json.Number.
+// lim.MaxDepth, is ErrTooLarge. Numbers decode as json.Number. See
+// Limits for the stricter checks it can make.
 func ParseOps(raw []byte, lim Limits) ([]Op, error) {
-	if lim.RejectInvalidText {
-		if err := CheckText(raw); err != nil {
+	// members[i] counts the object members in the text of operation i
+	// (see strict.go); decoding must keep them all.
+	var buf [16]int
+	members := buf[:0]
+	if lim.RejectInvalidText || lim.RejectDuplicateNames {
+		var err error
+		members, err = scanText(raw, lim.RejectInvalidText, lim.RejectDuplicateNames, members, lim.MaxOps, 2)
+		if err != nil {
 			return nil, fmt.Errorf("jsonpatch: %w", err)
 		}
 	}
@@ -103,6 +110,9 @@ func ParseOps(raw []byte, lim Limits) ([]Op, error) {
 		op, err := parseOp(v, lim)
 		if err != nil {
 			return nil, opError(len(ops), &op, err)
+		}
+		if lim.RejectDuplicateNames && (len(ops) >= len(members) || plainMembers(v) != members[len(ops)]) {
+			return nil, opError(len(ops), &op, errDuplicateName)
 		}
 		ops = append(ops, op)
 	}

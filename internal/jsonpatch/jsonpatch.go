@@ -54,6 +54,13 @@ type Limits struct {
 	// U+FFFD, so the document would differ from the patch text that was
 	// relayed. Off (the zero value) for replaying data stored before.
 	RejectInvalidText bool
+	// RejectDuplicateNames makes ParseOps refuse (ErrInvalid) a patch in
+	// which an object, at any depth (an operation or inside its value),
+	// has two members of the same name: decoders disagree on which one
+	// counts (RFC 8259 §4, RFC 7493 §2.3), so the stored document could
+	// differ from what a client makes of the relayed patch. Off for
+	// replaying data stored before.
+	RejectDuplicateNames bool
 }
 
 // hardMaxSize bounds the (virtual) size of a document even without MaxBytes,

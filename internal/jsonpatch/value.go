@@ -535,52 +535,6 @@ func (c *cursor[E]) next() E {
 	return e
 }
 
-// CheckText reports (ErrInvalid) whether the JSON text raw holds anything
-// that is not valid Unicode: bytes that are not UTF-8, or a \u escape of a
-// surrogate that is not a high surrogate (D800–DBFF) immediately followed
-// by a \u escape of a low one (DC00–DFFF). It does not check that raw is
-// well-formed JSON (a backslash can only occur inside a string there), and
-// its errors carry no part of raw.
-func CheckText(raw []byte) error {
-	if !utf8.Valid(raw) {
-		return errorf(ErrInvalid, "text is not valid UTF-8")
-	}
-	for i := 0; i < len(raw); {
-		j := bytes.IndexByte(raw[i:], '\\')
-		if j < 0 {
-			return nil
-		}
-		i += j
-		if i+1 >= len(raw) {
-			return nil // malformed; the decoder reports it
-		}
-		if raw[i+1] != 'u' {
-			i += 2 // \" \\ \/ \b \f \n \r \t (or malformed)
-			continue
-		}
-		c, ok := hex4(raw, i+2)
-		if !ok {
-			i += 2
-			continue
-		}
-		i += 6
-		switch {
-		case c >= 0xDC00 && c <= 0xDFFF:
-			return errorf(ErrInvalid, "string holds an unpaired surrogate escape (not valid Unicode)")
-		case c >= 0xD800 && c <= 0xDBFF:
-			lo, ok := uint16(0), false
-			if i+1 < len(raw) && raw[i] == '\\' && raw[i+1] == 'u' {
-				lo, ok = hex4(raw, i+2)
-			}
-			if !ok || lo < 0xDC00 || lo > 0xDFFF {
-				return errorf(ErrInvalid, "string holds an unpaired surrogate escape (not valid Unicode)")
-			}
-			i += 6
-		}
-	}
-	return nil
-}
-
 // hex4 decodes the four hex digits at raw[i:i+4].
 func hex4(raw []byte, i int) (uint16, bool) {
 	if i+4 > len(raw) {

@@ -85,9 +85,10 @@ func decodeStorage(data json.RawMessage, lim jsonpatch.Limits) (storageData, []j
 }
 
 // parseBatch parses a non-empty JSON Patch array within lim. Strings with
-// invalid UTF-8 or unpaired surrogate escapes are refused (bad_request)
-// when lim.RejectInvalidText is set, so that what is broadcast is exactly
-// what is stored.
+// invalid UTF-8 or unpaired surrogate escapes (lim.RejectInvalidText) and
+// objects with two members of the same name, at any depth
+// (lim.RejectDuplicateNames), are refused (bad_request), so that what is
+// broadcast means exactly what is stored to every client's parser.
 func parseBatch(raw json.RawMessage, lim jsonpatch.Limits) ([]jsonpatch.Op, *protocol.Error) {
 	if len(raw) == 0 {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "ops is required")
@@ -104,7 +105,9 @@ func parseBatch(raw json.RawMessage, lim jsonpatch.Limits) ([]jsonpatch.Op, *pro
 
 // decodeBroadcast decodes room:broadcast {room_id, event}: event is any
 // JSON value and is required. It is relayed byte for byte (see
-// docs/protocol.md: not normalised, not stored).
+// docs/protocol.md: not normalised, not stored), duplicate member names
+// included: every receiver gets the same bytes and nothing on the server
+// depends on their meaning.
 func decodeBroadcast(data json.RawMessage) (broadcastData, *protocol.Error) {
 	var d broadcastData
 	if err := decodeRoomData(data, &d); err != nil {
@@ -128,7 +131,11 @@ func decodeRoomData(data json.RawMessage, d roomMessage) *protocol.Error {
 }
 
 // parsePresenceObject checks that raw is a JSON object of at most max
-// bytes and returns its members (values as sent, null included).
+// bytes and returns its members (values as sent, null included). An
+// object with two members of the same name, at any depth, is refused
+// (bad_request): the merge would keep the last of two top-level names
+// while the relayed nested values would be read differently by different
+// parsers (see docs/protocol.md).
 func parsePresenceObject(raw json.RawMessage, max int) (map[string]json.RawMessage, *protocol.Error) {
 	if len(raw) > max {
 		return nil, protocol.Errorf(protocol.CodeTooLarge, "presence larger than %d bytes", max)
@@ -136,6 +143,9 @@ func parsePresenceObject(raw json.RawMessage, max int) (map[string]json.RawMessa
 	var p map[string]json.RawMessage
 	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &p) != nil || p == nil {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "presence must be a JSON object")
+	}
+	if jsonpatch.CheckUniqueNames(raw) != nil {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "presence must not have two members of the same name")
 	}
 	return p, nil
 }

@@ -27,6 +27,14 @@ var roomSeeds = []string{
 	`{"room_id":"r","ops":[{"op":"add","path":"/a","value":{"b":[1,2]}}],"base_version":3}`,
 	`{"room_id":"r","ops":[]}`, `{"room_id":"r","ops":{}}`, `{"room_id":"r","event":{"x":"\udc00"}}`,
 	`{"room_id":"r","event":null}`, `{"room_id":"r","presence":{"\ud800":"\ud800"}}`,
+	// Duplicate member names (refused in ops and presence, relayed in events).
+	`{"room_id":"r","ops":[{"op":"add","path":"/d","value":{"a":1,"a":2}}]}`,
+	`{"room_id":"r","ops":[{"op":"add","path":"/e","value":"x","value":"y"}]}`,
+	`{"room_id":"r","ops":[{"op":"add","op":"remove","path":"/a","value":1}]}`,
+	`{"room_id":"r","ops":[{"op":"add","path":"/a","value":[{"k":1},{"k":1,"\u006b":2}]}]}`,
+	`{"room_id":"r","ops":[{"op":"add","path":"/a","value":{"k":{"k":1}}}]}`,
+	`{"room_id":"r","presence":{"a":1,"a":null}}`, `{"room_id":"r","presence":{"a":{"b":1,"b":2}}}`,
+	`{"room_id":"r","presence":{"a":{"a":{"a":1}}}}`, `{"room_id":"r","event":{"k":1,"k":2}}`,
 }
 
 func addSeeds(f *testing.F) {
@@ -90,12 +98,17 @@ func FuzzDecodePresence(f *testing.F) {
 		if !protocol.ValidRoomID(room) || patch == nil {
 			t.Fatalf("accepted room %q, patch %v", room, patch)
 		}
+		for k, v := range patch {
+			if jsonpatch.CheckUniqueNames(v) != nil {
+				t.Fatalf("accepted presence key %q with a duplicate member name: %q", k, v)
+			}
+		}
 	})
 }
 
 func FuzzDecodeStorage(f *testing.F) {
 	addSeeds(f)
-	lim := jsonpatch.Limits{MaxOps: 100, MaxDepth: 32, MaxBytes: 1 << 20, RejectInvalidText: true}
+	lim := jsonpatch.Limits{MaxOps: 100, MaxDepth: 32, MaxBytes: 1 << 20, RejectInvalidText: true, RejectDuplicateNames: true}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, ops, err := decodeStorage(data, lim)
 		if err != nil {
@@ -107,6 +120,9 @@ func FuzzDecodeStorage(f *testing.F) {
 		}
 		if jsonpatch.CheckText(d.Ops) != nil {
 			t.Fatalf("accepted ops that are not valid Unicode: %q", d.Ops)
+		}
+		if jsonpatch.CheckUniqueNames(d.Ops) != nil {
+			t.Fatalf("accepted ops with a duplicate member name: %q", d.Ops)
 		}
 		// What is broadcast (compact ops) parses to the same batch.
 		if _, err := jsonpatch.ParseOps(compactJSON(d.Ops), lim); err != nil {
@@ -140,6 +156,8 @@ func FuzzPresenceMerge(f *testing.F) {
 	f.Add([]byte(`{}`), []byte(`{"a":null}`))
 	f.Add([]byte(`{"a":1}`), []byte(`{"a":  [ true ,null ] }`))
 	f.Add([]byte(`{"\ud800":1}`), []byte(`{"\ud800":null}`))
+	f.Add([]byte(`{"a":1,"a":2}`), []byte(`{"a":null,"a":3}`))
+	f.Add([]byte(`{"a":{"b":1}}`), []byte(`{"a":{"b":2,"b":3}}`))
 	f.Fuzz(func(t *testing.T, oldRaw, patchRaw []byte) {
 		old, err := parsePresenceObject(oldRaw, fuzzPresenceMax)
 		if err != nil {

@@ -79,7 +79,7 @@ func NewManager(opts Options, st store.Store, committer *store.Committer, acc Ac
 	return &Manager{
 		opts: opts, store: st, committer: committer, access: acc, metrics: m, log: log,
 		limits: jsonpatch.Limits{MaxOps: opts.StorageMaxOps, MaxDepth: opts.StorageMaxDepth, MaxBytes: opts.StorageMaxBytes,
-			RejectInvalidText: true},
+			RejectInvalidText: true, RejectDuplicateNames: true},
 		rooms:     map[string]*Room{},
 		connRooms: map[string]map[string]*Room{},
 	}

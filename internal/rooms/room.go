@@ -156,10 +156,14 @@ type joinData struct {
 }
 
 type stateData struct {
-	RoomID   string       `json:"room_id"`
-	ClientID string       `json:"client_id"`
-	Members  []member     `json:"members"`
-	Storage  storageState `json:"storage"`
+	RoomID   string `json:"room_id"`
+	ClientID string `json:"client_id"`
+	// MemberCount is the number of clients in the room, the joiner
+	// included (PROTOCOL.md v1.1 §3); it equals len(Members) while the
+	// member list is not paged.
+	MemberCount int          `json:"member_count"`
+	Members     []member     `json:"members"`
+	Storage     storageState `json:"storage"`
 }
 
 type storageState struct {
@@ -217,7 +221,7 @@ func (m *Manager) join(ctx context.Context, s gateway.Session, env protocol.Enve
 	} else {
 		c.perms = perms
 	}
-	st := stateData{RoomID: r.id, ClientID: s.ID(), Members: make([]member, 0, len(r.order))}
+	st := stateData{RoomID: r.id, ClientID: s.ID(), MemberCount: len(r.order), Members: make([]member, 0, len(r.order))}
 	for _, mc := range r.order {
 		st.Members = append(st.Members, mc.wire())
 	}
