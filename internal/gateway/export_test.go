@@ -35,7 +35,9 @@ func IPKey(remoteAddr string) string {
 }
 
 // DeriveFromNofile is DeriveMaxConnections for a given RLIMIT_NOFILE.
-func DeriveFromNofile(nofile uint64, httpMaxConns int) int { return deriveFromNofile(nofile, httpMaxConns) }
+func DeriveFromNofile(nofile uint64, httpMaxConns int) int {
+	return deriveFromNofile(nofile, httpMaxConns)
+}
 
 // IPSlots returns the connections counted for an IP key and the number of
 // keys tracked.
