@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -157,5 +158,43 @@ func TestFrameType(t *testing.T) {
 		if got := string(FrameType([]byte(in))); got != want {
 			t.Errorf("FrameType(%s) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Encode and Marshal never HTML-escape: `<`, `>`, `&` stay one byte each.
+func TestEncodeNoHTMLEscape(t *testing.T) {
+	v := map[string]any{"s": "<a href='x'>&</a>", "raw": json.RawMessage(`{"t":"<>&"}`)}
+	f := Encode(TypeRoomEvent, "<id>&", v)
+	want := `{"type":"room:event","id":"<id>&","data":{"raw":{"t":"<>&"},"s":"<a href='x'>&</a>"}}`
+	if string(f) != want {
+		t.Fatalf("Encode = %s\nwant     %s", f, want)
+	}
+	b, err := Marshal(strings.Repeat("<", 100))
+	if err != nil || len(b) != 102 || bytes.Contains(b, []byte("\n")) {
+		t.Fatalf("Marshal = %q %v", b, err)
+	}
+	// Ids that need JSON escaping are still valid JSON.
+	for _, id := range []string{"a\"b", "a\\b", "tab\t", "é", "\u2028", "\x7f"} {
+		var env Envelope
+		if err := json.Unmarshal(Encode(TypePong, id, nil), &env); err != nil || env.ID != id {
+			t.Errorf("id %q: %v %q", id, err, env.ID)
+		}
+	}
+	if _, err := Marshal(func() {}); err == nil {
+		t.Fatal("Marshal of a func did not fail")
+	}
+	if f := Encode(TypeAck, "", func() {}); string(f) != `{"type":"ack","data":{}}` {
+		t.Fatalf("unencodable data: %s", f)
+	}
+}
+
+func BenchmarkEncodeStruct(b *testing.B) {
+	data := struct {
+		RoomID, ClientID, UserID string
+		N                        int
+	}{"room-1", "c1", "u1", 3}
+	b.ReportAllocs()
+	for b.Loop() {
+		Encode("room:event", "42", data)
 	}
 }
