@@ -33,6 +33,25 @@ func TestDecode(t *testing.T) {
 		{"{\"id\":\"r2\",\"type\":\"x\xc0\"}", false, "", "r2"},
 		{"{\"type\":\"x\",\"id\":\"r\xff3\"}", false, "", ""},
 		{"{\"type\":\"x\",\"id\":\"" + strings.Repeat("a", 129) + "\",\"data\":\"\xff\"}", false, "", ""},
+		// The id is read up to the point of failure, whatever follows
+		// (hostile-client review of issue 9): a data value too deep for
+		// encoding/json, trailing garbage, a truncated frame.
+		{`{"type":"room:broadcast","id":"n1","data":{"room_id":"r","event":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}}`, false, "", "n1"},
+		{`{"type":"room:broadcast","id":"n2","data":{"event":` + strings.Repeat("[", 20000) + `}}`, false, "", "n2"},
+		{`{"id":"j2","type":"ping" xx`, false, "", "j2"},
+		{`{"id":"j3","type":"ping"`, false, "", "j3"},
+		{`{"id":"j4"`, false, "", "j4"},
+		{`{"id":"j5","type":"x","data":{"a":"}]\"{"}} tail`, false, "", "j5"},
+		{`{"id":"j6","type":"x","n":1e5,"b":true,"z":null,"data":{"a":[1,{"b":"]"}]}} x`, false, "", "j6"},
+		// After the point of failure nothing counts.
+		{`{"type":"ping" xx, "id":"late"}`, false, "", ""},
+		{`{"type":"x","data":{"a":1]},"id":"late"}`, false, "", ""},
+		// Duplicates: the last readable one, as encoding/json would.
+		{`{"id":"a","ID":"b","type":"ping" xx`, false, "", "b"},
+		{`{"id":"a","id":5,"type":"ping" xx`, false, "", ""},
+		{`{"\u0069d":"esc","type":"ping" xx`, false, "", "esc"},
+		{`{"idx":"no","type":"ping" xx`, false, "", ""},
+		{"{\"id\":\"t\",\"type\":\"ping\"", false, "", "t"},
 	}
 	for _, tc := range cases {
 		env, err := Decode([]byte(tc.in))
