@@ -1,5 +1,7 @@
 package gateway
 
+import "net/http"
+
 // Test-only access for the external test package.
 
 // FramingCase is one RFC 6455 rule for the socket-level table test.
@@ -26,3 +28,17 @@ func MaskedFrame(first byte, payload string) []byte { return mf(first, payload) 
 func SetWriterTestHook(g *Gateway, fn func(connID string)) {
 	g.writerTestHook = func(c *Conn) { fn(c.id) }
 }
+
+// IPKey is the per-IP key of a remote address (IPv4, or IPv6 /64).
+func IPKey(remoteAddr string) string {
+	return ipKey(&http.Request{RemoteAddr: remoteAddr})
+}
+
+// DeriveFromNofile is DeriveMaxConnections for a given RLIMIT_NOFILE.
+func DeriveFromNofile(nofile uint64, httpMaxConns int) int {
+	return deriveFromNofile(nofile, httpMaxConns)
+}
+
+// IPSlots returns the connections counted for an IP key and the number of
+// keys tracked.
+func IPSlots(g *Gateway, key string) (n, keys int) { return g.ipSlots.count(key) }

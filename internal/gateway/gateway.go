@@ -88,7 +88,16 @@ type Options struct {
 	RateLimitStrikes  int
 	ViolationLimit    int
 	ViolationWindow   time.Duration
-	MaxConnections    int
+	// MaxConnections caps the node's WebSocket connections (0 = no cap;
+	// the server derives a default from RLIMIT_NOFILE, see
+	// DeriveMaxConnections). Over it the upgrade gets 503.
+	MaxConnections int
+	// MaxConnectionsPerUser caps one user's connections on this node
+	// (0 = no cap). Over it the upgrade gets 429 rate_limited.
+	MaxConnectionsPerUser int
+	// MaxConnectionsPerIP caps the connections from one IPv4 address or
+	// IPv6 /64 (0 = no cap). Over it the upgrade gets 429 rate_limited.
+	MaxConnectionsPerIP int
 }
 
 // Gateway serves GET /ws.
@@ -101,6 +110,8 @@ type Gateway struct {
 
 	routes     map[string]Handler
 	lifecycles []Lifecycle
+
+	ipSlots ipSlots // per-IP connection counts (MaxConnectionsPerIP)
 
 	draining atomic.Bool
 	wg       sync.WaitGroup // one per live connection
@@ -200,14 +211,35 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
 		return
 	}
-	if g.opts.MaxConnections > 0 {
-		if n, _ := g.hub.Counts(); n >= g.opts.MaxConnections {
-			writeHTTPError(w, http.StatusServiceUnavailable, "unavailable", "connection limit reached")
+	// Admission: a slot on the node, for the user and for the IP is
+	// reserved before the upgrade (atomically, so concurrent upgrades
+	// cannot overshoot) and given back when the connection has ended.
+	switch g.hub.Reserve(claims.UserID, g.opts.MaxConnections, g.opts.MaxConnectionsPerUser) {
+	case hub.NodeFull:
+		writeHTTPError(w, http.StatusServiceUnavailable, "unavailable", "connection limit reached")
+		return
+	case hub.UserFull:
+		writeHTTPError(w, http.StatusTooManyRequests, protocol.CodeRateLimited, "too many connections for this user")
+		return
+	}
+	ip := ""
+	if g.opts.MaxConnectionsPerIP > 0 {
+		ip = ipKey(r)
+		if !g.ipSlots.take(ip, g.opts.MaxConnectionsPerIP) {
+			g.hub.Release(claims.UserID)
+			writeHTTPError(w, http.StatusTooManyRequests, protocol.CodeRateLimited, "too many connections from this address")
 			return
+		}
+	}
+	release := func() {
+		g.hub.Release(claims.UserID)
+		if ip != "" {
+			g.ipSlots.give(ip)
 		}
 	}
 	nc, rw, _, err := ws.UpgradeHTTP(r, w)
 	if err != nil {
+		release()
 		// UpgradeHTTP has answered the bad handshake itself.
 		g.log.Debug("upgrade failed", "err", err, "remote", r.RemoteAddr)
 		return
@@ -220,6 +252,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
+		defer release() // after serve has removed c from the hub
 		c.serve()
 	}()
 }

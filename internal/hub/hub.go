@@ -33,6 +33,7 @@ type connShard struct {
 type userShard struct {
 	mu    sync.RWMutex
 	users map[string]map[string]Conn // user id → connection id → conn
+	slots map[string]int             // user id → reserved slots (Reserve)
 }
 
 // Hub indexes the node's connections. The zero value is not usable; use New.
@@ -42,6 +43,7 @@ type Hub struct {
 	users  [shardCount]userShard
 	nConns atomic.Int64
 	nUsers atomic.Int64
+	nSlots atomic.Int64 // reserved slots, all users (Reserve)
 }
 
 // New returns an empty hub.
@@ -50,6 +52,7 @@ func New() *Hub {
 	for i := range h.conns {
 		h.conns[i].conns = make(map[string]Conn)
 		h.users[i].users = make(map[string]map[string]Conn)
+		h.users[i].slots = make(map[string]int)
 	}
 	return h
 }
@@ -237,4 +240,72 @@ func (h *Hub) ConnectedUsers() []string {
 // Counts returns the number of connections and of distinct users.
 func (h *Hub) Counts() (conns, users int) {
 	return int(h.nConns.Load()), int(h.nUsers.Load())
+}
+
+// Refusal says why Reserve refused a slot.
+type Refusal int
+
+const (
+	// Admitted: the slot is reserved; Release it when the connection ends.
+	Admitted Refusal = iota
+	// NodeFull: the node already holds maxConns slots.
+	NodeFull
+	// UserFull: the user already holds maxPerUser slots on this node.
+	UserFull
+)
+
+// Reserve admits one more connection for userID, atomically: at most
+// maxConns slots on the node and maxPerUser for one user (0 = no limit).
+// A slot is taken before the WebSocket upgrade and held until the
+// connection has been removed, so concurrent upgrades cannot overshoot
+// either limit. Every Admitted reservation must be Released exactly once.
+func (h *Hub) Reserve(userID string, maxConns, maxPerUser int) Refusal {
+	if maxConns > 0 {
+		for {
+			n := h.nSlots.Load()
+			if n >= int64(maxConns) {
+				return NodeFull
+			}
+			if h.nSlots.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
+	} else {
+		h.nSlots.Add(1)
+	}
+	us := &h.users[h.shard(userID)]
+	us.mu.Lock()
+	if maxPerUser > 0 && us.slots[userID] >= maxPerUser {
+		us.mu.Unlock()
+		h.nSlots.Add(-1)
+		return UserFull
+	}
+	us.slots[userID]++
+	us.mu.Unlock()
+	return Admitted
+}
+
+// Release gives back a slot taken by Reserve.
+func (h *Hub) Release(userID string) {
+	us := &h.users[h.shard(userID)]
+	us.mu.Lock()
+	if n := us.slots[userID]; n > 1 {
+		us.slots[userID] = n - 1
+	} else if n == 1 {
+		delete(us.slots, userID)
+	} else {
+		us.mu.Unlock()
+		return // not reserved: never drive the counts negative
+	}
+	us.mu.Unlock()
+	h.nSlots.Add(-1)
+}
+
+// Reserved returns the slots held on the node and by userID.
+func (h *Hub) Reserved(userID string) (node, user int) {
+	us := &h.users[h.shard(userID)]
+	us.mu.RLock()
+	user = us.slots[userID]
+	us.mu.RUnlock()
+	return int(h.nSlots.Load()), user
 }

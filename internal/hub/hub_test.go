@@ -133,3 +133,44 @@ func BenchmarkSendToUsers100(b *testing.B) {
 		h.SendToUsers(ids, frame, "")
 	}
 }
+
+// Reserve never admits more than the node or per-user cap, even when many
+// goroutines race for slots, and Release gives slots back exactly.
+func TestReserveCaps(t *testing.T) {
+	h := New()
+	var wg sync.WaitGroup
+	var admitted, nodeFull, userFull atomic.Int64
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch h.Reserve([]string{"a", "b", "c"}[i%3], 10, 4) {
+			case Admitted:
+				admitted.Add(1)
+			case NodeFull:
+				nodeFull.Add(1)
+			case UserFull:
+				userFull.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if admitted.Load() != 10 {
+		t.Fatalf("admitted %d, want 10", admitted.Load())
+	}
+	for _, u := range []string{"a", "b", "c"} {
+		if _, n := h.Reserved(u); n > 4 {
+			t.Fatalf("user %s holds %d slots, cap 4", u, n)
+		}
+	}
+	_, na := h.Reserved("a")
+	for range na + 3 { // extra releases are no-ops
+		h.Release("a")
+	}
+	if node, n := h.Reserved("a"); n != 0 || node != 10-na {
+		t.Fatalf("after release: node %d user %d", node, n)
+	}
+	if h.Reserve("a", 0, 0) != Admitted {
+		t.Fatal("no caps: refused")
+	}
+}

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -32,6 +33,14 @@ func FuzzDecode(f *testing.F) {
 		`{"type":"room:update_storage","id":"a","data":{"room_id":"r","ops":[{"op":"add","path":"/k","value":"v"}]}}`,
 		`{"TYPE":"ping","ID":"1"}`,
 		`{"type":"ping","type":"pong"}`,
+		`{"type":"room:broadcast","id":"n1","data":{"room_id":"r","event":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}}`,
+		`{"type":"room:broadcast","id":"n2","data":{"event":` + strings.Repeat("[", 20000) + `}}`,
+		`{"id":"j2","type":"ping" xx`,
+		`{"id":"j4"`,
+		`{"id":"j5","type":"x","data":{"a":"}]\"{"}} tail`,
+		`{"type":"ping" xx, "id":"late"}`,
+		`{"id":"a","ID":"b","type":"ping" xx`,
+		`{"\u0069d":"esc","type":5}`,
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -47,6 +56,16 @@ func FuzzDecode(f *testing.F) {
 			}
 			if !utf8.ValidString(env.ID) {
 				t.Fatalf("salvaged id %q is not valid UTF-8", env.ID)
+			}
+			// On a frame encoding/json can parse, the salvaged id is the
+			// one encoding/json reads (when that is a usable id).
+			var probe struct {
+				ID json.RawMessage `json:"id"`
+			}
+			if utf8.Valid(frame) && json.Unmarshal(frame, &probe) == nil {
+				if want := readID(probe.ID); env.ID != want {
+					t.Fatalf("salvaged id %q, encoding/json reads %q", env.ID, want)
+				}
 			}
 			return
 		}

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -140,22 +142,157 @@ func Decode(frame []byte) (Envelope, *Error) {
 }
 
 // salvageID reads the top-level "id" of a frame Decode rejected, or "".
-// The raw id must itself be valid UTF-8: encoding/json would replace bad
-// bytes with U+FFFD and the reply would then name an id the client never
-// sent.
+//
+// It scans the top-level object once, left to right, and stops at the first
+// byte that cannot continue it: the id is the last top-level "id" member
+// (encoding/json's rule for duplicates, its case-insensitive key match
+// included) whose value was a string and that ended before that point. A
+// nested value is skipped by counting brackets outside strings, without
+// recursion and without a depth limit, so an id survives a data object too
+// deep for encoding/json, trailing garbage, or a truncated frame. The raw id
+// must itself be valid UTF-8 (encoding/json would replace bad bytes with
+// U+FFFD and the reply would then name an id the client never sent) and at
+// most 128 bytes once decoded.
 func salvageID(frame []byte) string {
-	var probe struct {
-		ID json.RawMessage `json:"id"`
+	id := ""
+	i := skipWS(frame, 0)
+	if i >= len(frame) || frame[i] != '{' {
+		return ""
 	}
-	// A decoder reads the first value only, so an id survives trailing data.
-	if json.NewDecoder(bytes.NewReader(frame)).Decode(&probe) != nil || len(probe.ID) == 0 || !utf8.Valid(probe.ID) {
+	i = skipWS(frame, i+1)
+	if i < len(frame) && frame[i] == '}' {
+		return ""
+	}
+	for {
+		// Member name.
+		kEnd, ok := scanString(frame, i)
+		if !ok {
+			return id
+		}
+		key := frame[i:kEnd]
+		i = skipWS(frame, kEnd)
+		if i >= len(frame) || frame[i] != ':' {
+			return id
+		}
+		i = skipWS(frame, i+1)
+		// Member value.
+		vStart := i
+		if i, ok = skipValue(frame, i); !ok {
+			return id
+		}
+		if isIDKey(key) {
+			id = readID(frame[vStart:i])
+		}
+		i = skipWS(frame, i)
+		if i >= len(frame) {
+			return id
+		}
+		switch frame[i] {
+		case ',':
+			i = skipWS(frame, i+1)
+		case '}':
+			return id
+		default:
+			return id
+		}
+	}
+}
+
+// isIDKey reports whether a raw JSON member name decodes to a name that
+// encoding/json matches to the envelope's "id" field.
+func isIDKey(raw []byte) bool {
+	if len(raw) > 16 { // "id" is short even fully escaped ("\u0069\u0064")
+		return false
+	}
+	var k string
+	if json.Unmarshal(raw, &k) != nil {
+		return false
+	}
+	return strings.EqualFold(k, "id")
+}
+
+// readID decodes a raw value as an id: a valid-UTF-8 JSON string of at most
+// 128 bytes, else "".
+func readID(raw []byte) string {
+	if len(raw) == 0 || raw[0] != '"' || !utf8.Valid(raw) {
 		return ""
 	}
 	var s string
-	if json.Unmarshal(probe.ID, &s) != nil || len(s) > 128 {
+	if json.Unmarshal(raw, &s) != nil || len(s) > 128 {
 		return ""
 	}
 	return s
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanString returns the index just past the JSON string starting at i.
+func scanString(b []byte, i int) (int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return i, false
+	}
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1, true
+		}
+	}
+	return i, false
+}
+
+// skipValue returns the index just past the JSON value starting at i. It
+// checks only what it needs to find the value's end: strings are scanned
+// for their closing quote, objects and arrays by counting brackets (an
+// integer, however deep), scalars up to the next delimiter.
+func skipValue(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return i, false
+	}
+	switch b[i] {
+	case '"':
+		return scanString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				end, ok := scanString(b, i)
+				if !ok {
+					return end, false
+				}
+				i = end
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1, true
+				}
+			}
+			i++
+		}
+		return i, false
+	case '}', ']', ',', ':':
+		return i, false
+	default:
+		start := i
+		for i < len(b) {
+			switch b[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r', '"', '{', '[', ':':
+				return i, i > start
+			}
+			i++
+		}
+		return i, false
+	}
 }
 
 func shortErr(err error) string {
@@ -207,35 +344,82 @@ func CheckRoomID(field, id string) error {
 }
 
 // Encode builds one server frame. data may be nil, a json.RawMessage or any
-// value encoding/json can marshal.
+// value encoding/json can marshal. Nothing is HTML-escaped (see Marshal):
+// a frame is as long as what the limits measured plus the envelope.
 func Encode(typ, id string, data any) []byte {
 	buf := make([]byte, 0, 128)
 	buf = append(buf, `{"type":`...)
 	buf = strconv.AppendQuote(buf, typ) // message types are ASCII
 	if id != "" {
 		buf = append(buf, `,"id":`...)
-		idJSON, _ := json.Marshal(id)
-		buf = append(buf, idJSON...)
+		buf = appendString(buf, id)
 	}
 	if data != nil {
-		var raw []byte
+		buf = append(buf, `,"data":`...)
 		switch d := data.(type) {
 		case json.RawMessage:
-			raw = d
+			buf = append(buf, d...)
 		case []byte:
-			raw = d
+			buf = append(buf, d...)
 		default:
 			var err error
-			raw, err = json.Marshal(d)
-			if err != nil {
-				raw = []byte(`{}`)
+			if buf, err = appendJSON(buf, d); err != nil {
+				buf = append(buf, `{}`...)
 			}
 		}
-		buf = append(buf, `,"data":`...)
-		buf = append(buf, raw...)
 	}
 	buf = append(buf, '}')
 	return buf
+}
+
+// encBuf is a reusable encoder that does not escape HTML.
+type encBuf struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+var encPool = sync.Pool{New: func() any {
+	e := &encBuf{}
+	e.enc = json.NewEncoder(&e.buf)
+	e.enc.SetEscapeHTML(false)
+	return e
+}}
+
+// appendJSON appends the JSON encoding of v to dst, without HTML escaping.
+// On error dst is returned unchanged.
+func appendJSON(dst []byte, v any) ([]byte, error) {
+	e := encPool.Get().(*encBuf)
+	e.buf.Reset()
+	err := e.enc.Encode(v)
+	if err == nil {
+		b := e.buf.Bytes()
+		dst = append(dst, b[:len(b)-1]...) // Encode adds a newline
+	}
+	if e.buf.Cap() <= 64<<10 { // do not pin huge buffers in the pool
+		encPool.Put(e)
+	}
+	return dst, err
+}
+
+// Marshal is json.Marshal without HTML escaping: `<`, `>` and `&` stay as
+// they are instead of growing sixfold into \u003c and the like. Every
+// server-side encoding of frame content goes through it or Encode, so that
+// frames are as long as what the size limits measured.
+func Marshal(v any) ([]byte, error) {
+	return appendJSON(nil, v)
+}
+
+// appendString appends s as a JSON string without HTML escaping.
+func appendString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			out, _ := appendJSON(dst, s)
+			return out
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }
 
 // EncodeError builds an error frame.

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -32,6 +33,25 @@ func TestDecode(t *testing.T) {
 		{"{\"id\":\"r2\",\"type\":\"x\xc0\"}", false, "", "r2"},
 		{"{\"type\":\"x\",\"id\":\"r\xff3\"}", false, "", ""},
 		{"{\"type\":\"x\",\"id\":\"" + strings.Repeat("a", 129) + "\",\"data\":\"\xff\"}", false, "", ""},
+		// The id is read up to the point of failure, whatever follows
+		// (hostile-client review of issue 9): a data value too deep for
+		// encoding/json, trailing garbage, a truncated frame.
+		{`{"type":"room:broadcast","id":"n1","data":{"room_id":"r","event":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}}`, false, "", "n1"},
+		{`{"type":"room:broadcast","id":"n2","data":{"event":` + strings.Repeat("[", 20000) + `}}`, false, "", "n2"},
+		{`{"id":"j2","type":"ping" xx`, false, "", "j2"},
+		{`{"id":"j3","type":"ping"`, false, "", "j3"},
+		{`{"id":"j4"`, false, "", "j4"},
+		{`{"id":"j5","type":"x","data":{"a":"}]\"{"}} tail`, false, "", "j5"},
+		{`{"id":"j6","type":"x","n":1e5,"b":true,"z":null,"data":{"a":[1,{"b":"]"}]}} x`, false, "", "j6"},
+		// After the point of failure nothing counts.
+		{`{"type":"ping" xx, "id":"late"}`, false, "", ""},
+		{`{"type":"x","data":{"a":1]},"id":"late"}`, false, "", ""},
+		// Duplicates: the last readable one, as encoding/json would.
+		{`{"id":"a","ID":"b","type":"ping" xx`, false, "", "b"},
+		{`{"id":"a","id":5,"type":"ping" xx`, false, "", ""},
+		{`{"\u0069d":"esc","type":"ping" xx`, false, "", "esc"},
+		{`{"idx":"no","type":"ping" xx`, false, "", ""},
+		{"{\"id\":\"t\",\"type\":\"ping\"", false, "", "t"},
 	}
 	for _, tc := range cases {
 		env, err := Decode([]byte(tc.in))
@@ -157,5 +177,43 @@ func TestFrameType(t *testing.T) {
 		if got := string(FrameType([]byte(in))); got != want {
 			t.Errorf("FrameType(%s) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Encode and Marshal never HTML-escape: `<`, `>`, `&` stay one byte each.
+func TestEncodeNoHTMLEscape(t *testing.T) {
+	v := map[string]any{"s": "<a href='x'>&</a>", "raw": json.RawMessage(`{"t":"<>&"}`)}
+	f := Encode(TypeRoomEvent, "<id>&", v)
+	want := `{"type":"room:event","id":"<id>&","data":{"raw":{"t":"<>&"},"s":"<a href='x'>&</a>"}}`
+	if string(f) != want {
+		t.Fatalf("Encode = %s\nwant     %s", f, want)
+	}
+	b, err := Marshal(strings.Repeat("<", 100))
+	if err != nil || len(b) != 102 || bytes.Contains(b, []byte("\n")) {
+		t.Fatalf("Marshal = %q %v", b, err)
+	}
+	// Ids that need JSON escaping are still valid JSON.
+	for _, id := range []string{"a\"b", "a\\b", "tab\t", "é", "\u2028", "\x7f"} {
+		var env Envelope
+		if err := json.Unmarshal(Encode(TypePong, id, nil), &env); err != nil || env.ID != id {
+			t.Errorf("id %q: %v %q", id, err, env.ID)
+		}
+	}
+	if _, err := Marshal(func() {}); err == nil {
+		t.Fatal("Marshal of a func did not fail")
+	}
+	if f := Encode(TypeAck, "", func() {}); string(f) != `{"type":"ack","data":{}}` {
+		t.Fatalf("unencodable data: %s", f)
+	}
+}
+
+func BenchmarkEncodeStruct(b *testing.B) {
+	data := struct {
+		RoomID, ClientID, UserID string
+		N                        int
+	}{"room-1", "c1", "u1", 3}
+	b.ReportAllocs()
+	for b.Loop() {
+		Encode("room:event", "42", data)
 	}
 }

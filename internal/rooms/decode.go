@@ -171,7 +171,7 @@ func mergePresence(old, patch map[string]json.RawMessage) map[string]json.RawMes
 // encodePresence is the wire form of a merged presence, or too_large when it
 // is longer than max bytes.
 func encodePresence(p map[string]json.RawMessage, max int) ([]byte, *protocol.Error) {
-	enc, err := json.Marshal(p)
+	enc, err := protocol.Marshal(p)
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "presence must be a JSON object")
 	}

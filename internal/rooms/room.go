@@ -323,7 +323,7 @@ func (m *Manager) updatePresence(s gateway.Session, env protocol.Envelope) error
 		Presence  json.RawMessage `json:"presence"`
 		Timestamp string          `json:"timestamp"`
 	}{r.id, s.ID(), s.UserID(), enc, protocol.Now()}
-	data, _ := json.Marshal(out)
+	data, _ := protocol.Marshal(out)
 	r.deliver(protocol.Encode(protocol.TypeRoomPresenceUpdated, "", json.RawMessage(data)), s.ID())
 	s.Send(protocol.Encode(protocol.TypeRoomPresenceUpdated, env.ID, json.RawMessage(data)))
 	return nil

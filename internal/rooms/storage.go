@@ -167,7 +167,7 @@ func (m *Manager) applyCommitted(r *Room, u store.DocUpdate, doc jsonpatch.Doc, 
 	}
 	r.committed, r.committedVer, r.committedEnc = doc, u.Version, nil
 	r.hist.push(u, m.opts.KeepUpdates, m.opts.KeepUpdatesBytes)
-	data, _ := json.Marshal(struct {
+	data, _ := protocol.Marshal(struct {
 		RoomID   string          `json:"room_id"`
 		Version  int64           `json:"version"`
 		ClientID string          `json:"client_id"`

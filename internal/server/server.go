@@ -137,11 +137,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	}
 	s.closers = append(s.closers, func(context.Context) error { return s.Broker.Close() })
 
+	maxConns := cfg.MaxConnections
+	if maxConns == 0 {
+		// One token must not be able to exhaust the node's descriptors:
+		// an unset cap is derived from RLIMIT_NOFILE.
+		var nofile uint64
+		maxConns, nofile = gateway.DeriveMaxConnections(cfg.HTTPMaxConns)
+		log.Info("derived max-connections", "max_connections", maxConns, "rlimit_nofile", nofile,
+			"http_max_connections", cfg.HTTPMaxConns, "reserve", gateway.FDReserve)
+	}
 	s.Gateway = gateway.New(gateway.Options{
 		HeartbeatInterval: cfg.HeartbeatInterval, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		WriteTimeout: cfg.WriteTimeout, MaxMessageBytes: cfg.MaxMessageBytes, QueueMaxBytes: cfg.QueueMaxBytes,
 		MsgRate: cfg.MsgRate, MsgBurst: cfg.MsgBurst, RateLimitStrikes: cfg.RateLimitStrikes,
-		ViolationLimit: cfg.ViolationLimit, ViolationWindow: cfg.ViolationWindow, MaxConnections: cfg.MaxConnections,
+		ViolationLimit: cfg.ViolationLimit, ViolationWindow: cfg.ViolationWindow, MaxConnections: maxConns,
+		MaxConnectionsPerUser: cfg.MaxConnsPerUser, MaxConnectionsPerIP: cfg.MaxConnsPerIP,
 	}, s.Verifier, s.Hub, s.Metrics, log)
 
 	s.mux = http.NewServeMux()

@@ -2,7 +2,8 @@
 // the chat events, over one WebSocket, with request/reply by envelope id and
 // reconnection that catches up on storage with since_version.
 //
-// No dependencies; works in browsers and in Node with a global WebSocket.
+// No dependencies; works in browsers and in Node with a global WebSocket
+// (Node 22+, or Node 20 with --experimental-websocket) or options.WebSocket.
 //
 //   import { ParleyClient } from './parley.js';
 //   const client = new ParleyClient({ url: 'ws://127.0.0.1:7880/ws', token });
