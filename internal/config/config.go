@@ -74,7 +74,7 @@ type Config struct {
 	ViolationWindow   time.Duration `flag:"violation-window" env:"PARLEY_VIOLATION_WINDOW" default:"10s" usage:"window for counting violations and rate-limit strikes"`
 	MaxConnections    int           `flag:"max-connections" env:"PARLEY_MAX_CONNECTIONS" default:"0" usage:"refuse new WebSocket connections beyond this many with 503 (0 = derived: RLIMIT_NOFILE minus http-max-connections minus 64, logged at start-up)"`
 	MaxConnsPerUser   int           `flag:"max-connections-per-user" env:"PARLEY_MAX_CONNECTIONS_PER_USER" default:"50" usage:"refuse a user's WebSocket connections on this node beyond this many with 429 rate_limited (0 = unlimited)"`
-	MaxConnsPerIP     int           `flag:"max-connections-per-ip" env:"PARLEY_MAX_CONNECTIONS_PER_IP" default:"500" usage:"refuse WebSocket connections from one IPv4 address or IPv6 /64 (the TCP peer: set 0 behind a reverse proxy) beyond this many with 429 rate_limited (0 = unlimited)"`
+	MaxConnsPerIP     int           `flag:"max-connections-per-ip" env:"PARLEY_MAX_CONNECTIONS_PER_IP" default:"0" usage:"refuse WebSocket connections from one IPv4 address or IPv6 /64 (the TCP peer, so off by default: behind a reverse proxy every client shares its address; set it when clients connect directly) beyond this many with 429 rate_limited (0 = unlimited)"`
 
 	StorageMaxBytes    int `flag:"storage-max-bytes" env:"PARLEY_STORAGE_MAX_BYTES" default:"1048576" usage:"largest room storage document"`
 	StorageMaxOps      int `flag:"storage-max-ops" env:"PARLEY_STORAGE_MAX_OPS" default:"100" usage:"most JSON Patch ops per batch"`
