@@ -68,7 +68,11 @@ func Error(w http.ResponseWriter, err error) {
 func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	// Without HTML escaping, like WebSocket frames (protocol.Encode): the
+	// stored document comes back as it was written.
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
 }
 
 // ReadBody reads a request body up to the limit; too large → too_large.

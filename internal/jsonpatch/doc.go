@@ -48,9 +48,9 @@ func (d Doc) Size() int {
 	return d.root.size
 }
 
-// MarshalJSON returns d's compact encoding, byte-identical to what
-// encoding/json.Marshal produces for d.Value() (keys sorted, HTML escaped,
-// numbers verbatim).
+// MarshalJSON returns d's compact encoding, byte-identical to what a
+// json.Encoder with SetEscapeHTML(false) produces for d.Value() (keys
+// sorted, <, > and & kept as they are, numbers verbatim).
 func (d Doc) MarshalJSON() ([]byte, error) {
 	if d.root == nil {
 		return []byte("{}"), nil

@@ -294,13 +294,17 @@ func mustDoc(t testing.TB, s string) Doc {
 	return d
 }
 
+// mustMarshal encodes v as frames are encoded (protocol.Encode): compact,
+// without HTML escaping.
 func mustMarshal(t testing.TB, v any) []byte {
 	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatalf("json.Marshal: %v", err)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		t.Fatalf("json encode: %v", err)
 	}
-	return b
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 // checkDoc verifies the size invariant, that MarshalJSON matches
@@ -868,7 +872,8 @@ func TestLimits(t *testing.T) {
 		{"transient depth ok", `[{"op":"add","path":"/a/b/c","value":[[]]},{"op":"remove","path":"/a/b/c"}]`, nil},
 		{"bytes ok", `[{"op":"add","path":"/s","value":"` + strings.Repeat("x", 64-len(before)-7) + `"}]`, nil},
 		{"too many bytes", `[{"op":"add","path":"/s","value":"` + strings.Repeat("x", 64-len(before)-6) + `"}]`, ErrTooLarge},
-		{"escapes count", `[{"op":"add","path":"/s","value":"` + strings.Repeat("<", 10) + `"}]`, ErrTooLarge},
+		{"escapes count", `[{"op":"add","path":"/s","value":"` + strings.Repeat(`\u0001`, 10) + `"}]`, ErrTooLarge},
+		{"html characters count once", `[{"op":"add","path":"/s","value":"` + strings.Repeat("<", 10) + `"}]`, nil},
 		{"transient bytes ok", `[{"op":"add","path":"/s","value":"` + strings.Repeat("x", 100) + `"},{"op":"remove","path":"/s"}]`, nil},
 		{"copy grows", `[{"op":"copy","from":"","path":"/c1"},{"op":"copy","from":"","path":"/c2"}]`, ErrTooLarge},
 	}
@@ -905,7 +910,7 @@ func TestLimits(t *testing.T) {
 	if _, err := NewDoc([]byte(`{"a":[[[[1]]]]}`), lim); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("NewDoc depth: %v", err)
 	}
-	if _, err := NewDoc([]byte(`{"a":"`+strings.Repeat("&", 10)+`"}`), lim); !errors.Is(err, ErrTooLarge) {
+	if _, err := NewDoc([]byte(`{"a":"`+strings.Repeat(`\u001f`, 10)+`"}`), lim); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("NewDoc bytes: %v", err)
 	}
 	// Unlimited copy doubling stops at the hard cap instead of overflowing.
@@ -925,7 +930,7 @@ func TestNewDoc(t *testing.T) {
 		}
 	}
 	d := mustDoc(t, " {\"b\" : 1.50 , \"a\":[ true,false,null,\"\\u003c\"] }\n")
-	if got, _ := d.MarshalJSON(); string(got) != `{"a":[true,false,null,"\u003c"],"b":1.50}` {
+	if got, _ := d.MarshalJSON(); string(got) != `{"a":[true,false,null,"<"],"b":1.50}` {
 		t.Fatalf("got %s", got)
 	}
 	m := d.Value().(map[string]any)

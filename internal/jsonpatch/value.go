@@ -220,13 +220,15 @@ func appendValue(dst []byte, v any) []byte {
 }
 
 // escapeLen[b] is the encoded length of ASCII byte b inside a JSON string
-// as written by encoding/json (with HTML escaping).
+// as written by encoding/json with HTML escaping off (json.Encoder with
+// SetEscapeHTML(false), as protocol.Encode writes frames): what the size
+// limits measure is what is sent.
 var escapeLen = func() (t [utf8.RuneSelf]uint8) {
 	for b := range t {
 		switch {
 		case b == '\\' || b == '"' || b == '\b' || b == '\f' || b == '\n' || b == '\r' || b == '\t':
 			t[b] = 2
-		case b < 0x20 || b == '<' || b == '>' || b == '&':
+		case b < 0x20:
 			t[b] = 6
 		default:
 			t[b] = 1
@@ -257,12 +259,14 @@ func stringSize(s string) int {
 
 const hexDigits = "0123456789abcdef"
 
-// AppendString appends s as a JSON string, byte for byte as encoding/json
-// encodes it (HTML characters escaped, invalid UTF-8 as U+FFFD). Other
+// AppendString appends s as a JSON string, byte for byte as a json.Encoder
+// with SetEscapeHTML(false) encodes it (<, >, & kept; U+2028, U+2029 and
+// control characters escaped; invalid UTF-8 as U+FFFD). Other
 // packages use it to build frames without a reflection-based Marshal.
 func AppendString(dst []byte, s string) []byte { return appendString(dst, s) }
 
-// appendString mirrors encoding/json's string encoding with HTML escaping.
+// appendString mirrors encoding/json's string encoding without HTML
+// escaping.
 func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0

@@ -48,6 +48,19 @@ func TestFramesNotHTMLEscaped(t *testing.T) {
 	checkRaw(t, "room:storage_updated", f.Data, val, len(val)+512)
 	f = c.Expect(protocol.TypeRoomStorageUpdated)
 	checkRaw(t, "room:storage_updated", f.Data, val, len(val)+512)
+
+	// The stored document, in a late joiner's room:state and over REST, is
+	// encoded the same way (jsonpatch's encoder, not encoding/json's
+	// HTML-escaping default).
+	d := s.DialUser("d", servertest.AllRooms)
+	d.Request(protocol.TypeRoomJoin, "j", map[string]any{"room_id": "esc"})
+	f = d.Expect(protocol.TypeRoomState)
+	checkRaw(t, "room:state storage", f.Data, val, len(val)+3*presenceMax+4096)
+	if code, body := s.Do("GET", "/api/rooms/esc/storage", servertest.APIKey, nil); code != 200 {
+		t.Fatalf("GET storage: %d %s", code, body)
+	} else {
+		checkRaw(t, "GET storage", body, val, len(val)+512)
+	}
 }
 
 func checkRaw(t *testing.T, what string, data []byte, want string, max int) {
