@@ -72,7 +72,7 @@ type Config struct {
 	RateLimitStrikes  int           `flag:"rate-limit-strikes" env:"PARLEY_RATE_LIMIT_STRIKES" default:"50" usage:"rate_limited replies within the violation window before closing with 4029"`
 	ViolationLimit    int           `flag:"violation-limit" env:"PARLEY_VIOLATION_LIMIT" default:"20" usage:"protocol violations within the window before closing with 4400"`
 	ViolationWindow   time.Duration `flag:"violation-window" env:"PARLEY_VIOLATION_WINDOW" default:"10s" usage:"window for counting violations and rate-limit strikes"`
-	MaxConnections    int           `flag:"max-connections" env:"PARLEY_MAX_CONNECTIONS" default:"0" usage:"refuse new WebSocket connections beyond this many with 503 (0 = derived: RLIMIT_NOFILE minus http-max-connections minus 64, logged at start-up)"`
+	MaxConnections    int           `flag:"max-connections" env:"PARLEY_MAX_CONNECTIONS" default:"0" usage:"refuse new WebSocket connections beyond this many with 503 (0 = derived: RLIMIT_NOFILE minus 64 minus http-max-connections, the latter counted as at most a quarter of the rest; logged at start-up)"`
 	MaxConnsPerUser   int           `flag:"max-connections-per-user" env:"PARLEY_MAX_CONNECTIONS_PER_USER" default:"50" usage:"refuse a user's WebSocket connections on this node beyond this many with 429 rate_limited (0 = unlimited)"`
 	MaxConnsPerIP     int           `flag:"max-connections-per-ip" env:"PARLEY_MAX_CONNECTIONS_PER_IP" default:"0" usage:"refuse WebSocket connections from one IPv4 address or IPv6 /64 (the TCP peer, so off by default: behind a reverse proxy every client shares its address; set it when clients connect directly) beyond this many with 429 rate_limited (0 = unlimited)"`
 

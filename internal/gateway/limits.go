@@ -14,8 +14,9 @@ import (
 const FDReserve = 64
 
 // DeriveMaxConnections is the default --max-connections (when it is left at
-// 0): the process's RLIMIT_NOFILE soft limit minus httpMaxConns (HTTP
-// connections not yet upgraded) minus FDReserve, at least 1. It returns
+// 0): the process's RLIMIT_NOFILE soft limit minus FDReserve minus
+// httpMaxConns (HTTP connections not yet upgraded) — the latter counted at
+// most as a quarter of the rest — and at least 1. It returns
 // 0 (no cap) when the limit cannot be read or is unlimited; nofile is the
 // limit read.
 func DeriveMaxConnections(httpMaxConns int) (max int, nofile uint64) {
@@ -31,8 +32,14 @@ func deriveFromNofile(nofile uint64, httpMaxConns int) int {
 	if nofile == 0 || nofile >= unlimited {
 		return 0
 	}
-	n := int64(nofile) - int64(max(httpMaxConns, 0)) - FDReserve
-	return int(max(n, 1))
+	avail := int64(nofile) - FDReserve
+	// On a small limit (1024 in some containers) the HTTP pool would take
+	// every descriptor; count at most a quarter of what is left for it, so
+	// WebSockets keep three quarters (the server warns at start-up when
+	// the limit is that small: raise `ulimit -n` or --http-max-connections
+	// must come down).
+	httpShare := min(int64(max(httpMaxConns, 0)), avail/4)
+	return int(max(avail-httpShare, 1))
 }
 
 // ipKey is the per-IP key of a request: the IPv4 address, or the /64 of an

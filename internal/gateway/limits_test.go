@@ -192,12 +192,15 @@ func TestDeriveMaxConnections(t *testing.T) {
 		http   int
 		want   int
 	}{
-		{1024, 1024, 1},           // nothing left: still at least one
-		{65536, 1024, 64448},      // 65536 - 1024 - 64
-		{4096, 0, 4032},           // unlimited HTTP pool
-		{1 << 63, 1024, 0},        // RLIM_INFINITY: no cap
-		{0, 1024, 0},              // unreadable
-		{2000, 1024, 2000 - 1088}, // at the edge
+		{1024, 1024, 960 - 240},        // small limit: HTTP counted as a quarter of 960
+		{65536, 1024, 64448},           // 65536 - 1024 - 64
+		{4096, 0, 4032},                // unlimited HTTP pool
+		{1 << 63, 1024, 0},             // RLIM_INFINITY: no cap
+		{0, 1024, 0},                   // unreadable
+		{4160, 1024, 4160 - 64 - 1024}, // HTTP pool exactly a quarter of the rest
+		{4156, 1024, 4092 - 1023},      // just under: the quarter (1023) counts
+		{65, 1024, 1},                  // one descriptor left: at least one
+		{64, 1024, 1},                  // nothing left: still at least one
 	}
 	for _, c := range cases {
 		if got := gateway.DeriveFromNofile(c.nofile, c.http); got != c.want {

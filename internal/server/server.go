@@ -145,6 +145,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		maxConns, nofile = gateway.DeriveMaxConnections(cfg.HTTPMaxConns)
 		log.Info("derived max-connections", "max_connections", maxConns, "rlimit_nofile", nofile,
 			"http_max_connections", cfg.HTTPMaxConns, "reserve", gateway.FDReserve)
+		if nofile > 0 && maxConns > 0 && maxConns+cfg.HTTPMaxConns+gateway.FDReserve > int(min(nofile, 1<<40)) {
+			log.Warn("the open-file limit is too small for --http-max-connections plus WebSockets; raise it (ulimit -n) or lower --http-max-connections",
+				"rlimit_nofile", nofile, "max_connections", maxConns, "http_max_connections", cfg.HTTPMaxConns)
+		}
 	}
 	s.Gateway = gateway.New(gateway.Options{
 		HeartbeatInterval: cfg.HeartbeatInterval, HeartbeatTimeout: cfg.HeartbeatTimeout,
