@@ -3,9 +3,7 @@ package api
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/clientip"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/store"
 )
@@ -367,13 +366,7 @@ func (h *Accounts) issue(ctx context.Context, u store.User) (TokenPair, error) {
 
 // ClientIP is the request's peer address without the port. Forwarding
 // headers are not trusted.
-func ClientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+func ClientIP(r *http.Request) string { return clientip.FromRequest(r) }
 
 // KeyLimiter is a token bucket per key (rate and burst from config). The
 // map stays bounded: buckets that have refilled (idle keys) are dropped by a
@@ -675,20 +668,9 @@ func (a *LoginAttempt) Done() {
 // e.g. "user:" or "ip:").
 func (l *LoginLimiter) AllowKey(key string) bool { return l.keys.Allow(key) }
 
-// IPKey is the rate-limit key of a client address: the address itself for
-// IPv4, its /64 for IPv6 (one host usually holds a whole /64, so per-address
-// buckets would be free to multiply).
-func IPKey(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil || a.Is4() || a.Is4In6() {
-		if err == nil {
-			return a.Unmap().String()
-		}
-		return ip
-	}
-	p, _ := a.Prefix(64)
-	return p.String()
-}
+// IPKey is the rate-limit key of a client address (clientip.Key: the
+// address for IPv4, its /64 for IPv6).
+func IPKey(ip string) string { return clientip.Key(ip) }
 
 // HashGate bounds concurrent argon2id computations (each allocates 19 MiB)
 // with a weighted semaphore (golang.org/x/sync/semaphore), so memory stays

@@ -1,11 +1,11 @@
 package gateway
 
 import (
-	"net"
 	"net/http"
-	"net/netip"
 	"sync"
 	"syscall"
+
+	"github.com/parleyhq/parley/internal/clientip"
 )
 
 // FDReserve is the number of file descriptors DeriveMaxConnections leaves
@@ -44,22 +44,7 @@ func deriveFromNofile(nofile uint64, httpMaxConns int) int {
 
 // ipKey is the per-IP key of a request: the IPv4 address, or the /64 of an
 // IPv6 address (one host usually holds a whole /64).
-func ipKey(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	a = a.Unmap()
-	if a.Is4() {
-		return a.String()
-	}
-	p, _ := a.Prefix(64)
-	return p.String()
-}
+func ipKey(r *http.Request) string { return clientip.Key(clientip.FromRequest(r)) }
 
 // ipSlots counts live (and upgrading) WebSocket connections per IP key.
 // An entry exists only while its count is positive, so the map holds at
