@@ -2,7 +2,15 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/internal/access"
+	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // Lease is a room's ownership in a cluster: the node that orders the room
@@ -81,4 +89,481 @@ type ClusterHandler interface {
 	// was re-established): every room with local clients is re-read from
 	// its owner and its clients get a fresh room:state.
 	Resync()
+}
+
+// --- this node's side of rooms in a cluster ---
+//
+// Every room with clients on this node has an edge: its local clients,
+// the lease it believes in (the owner it forwards to), the sequence number
+// of the last event it delivered, and the roster (every client of the
+// room, on any node) it needs to tell its clients room:left when a node
+// dies. The owner's events reach an edge in order (the Cluster delivery
+// contract); an event out of sequence, a new epoch, a reconnect, a dead or
+// draining owner all lead to one thing: resync, which finds the owner
+// (taking the lease when no live node holds it), sends it the edge's
+// clients, and gives each of them a fresh room:state.
+
+// edge is this node's view of one room it has clients in.
+type edge struct {
+	id string
+
+	mu      sync.Mutex
+	lease   Lease
+	known   bool   // lease is the owner to forward to
+	synced  bool   // seq is a baseline from the owner
+	seq     uint64 // last event delivered
+	clients map[string]*localClient
+	roster  map[string]rosterEntry
+	// resync is single-flight: again asks the running one for another pass.
+	resyncing, again bool
+}
+
+// localClient is one of this node's connections in a room.
+type localClient struct {
+	s        Session
+	perms    access.Set
+	presence map[string]json.RawMessage
+	joining  bool   // join sent to a remote owner, no room:state yet
+	reqID    string // the join's request id while joining
+	since    *int64
+}
+
+// edgeFor returns the room's edge, creating it (and subscribing to the
+// room's events) when create is set.
+func (m *Manager) edgeFor(roomID string, create bool) (*edge, error) {
+	m.edgeMu.Lock()
+	e := m.edges[roomID]
+	if e == nil && create {
+		e = &edge{id: roomID, clients: map[string]*localClient{}, roster: map[string]rosterEntry{}}
+		m.edges[roomID] = e
+	}
+	m.edgeMu.Unlock()
+	if e == nil {
+		return nil, nil
+	}
+	if create {
+		if err := m.syncSubscription(roomID); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// dropEdgeIfEmpty forgets an edge without clients and unsubscribes.
+func (m *Manager) dropEdgeIfEmpty(e *edge) {
+	m.edgeMu.Lock()
+	e.mu.Lock()
+	empty := len(e.clients) == 0
+	e.mu.Unlock()
+	if empty && m.edges[e.id] == e {
+		delete(m.edges, e.id)
+	}
+	m.edgeMu.Unlock()
+	if empty {
+		if err := m.syncSubscription(e.id); err != nil {
+			m.log.Warn("room unsubscribe", "room", e.id, "err", err)
+		}
+	}
+}
+
+// syncSubscription makes the room's subscription match whether an edge
+// exists, under one lock so that a subscribe and an unsubscribe racing
+// each other end in the right state.
+func (m *Manager) syncSubscription(roomID string) error {
+	m.subMu.Lock()
+	defer m.subMu.Unlock()
+	m.edgeMu.Lock()
+	want := m.edges[roomID] != nil
+	m.edgeMu.Unlock()
+	switch {
+	case want && !m.subbed[roomID]:
+		if err := m.cl.SubscribeRoom(roomID); err != nil {
+			return fmt.Errorf("subscribe to room %s: %w", roomID, err)
+		}
+		m.subbed[roomID] = true
+	case !want && m.subbed[roomID]:
+		delete(m.subbed, roomID)
+		return m.cl.UnsubscribeRoom(roomID)
+	}
+	return nil
+}
+
+// resolve finds roomID's owner: the lease holder when it is alive, else
+// this node, which takes the lease (compare-and-set), fences the store
+// with the new epoch and loads the room. When this node is the owner the
+// room is returned with a reference held (the caller releases it), so it
+// cannot leave memory before the caller uses it.
+func (m *Manager) resolve(ctx context.Context, roomID string) (Lease, *Room, error) {
+	for attempt := 0; attempt < 8; attempt++ {
+		l, ok, err := m.cl.Lease(ctx, roomID)
+		if err != nil {
+			return Lease{}, nil, fmt.Errorf("room %s lease: %w", roomID, err)
+		}
+		if ok && l.Node == m.cl.NodeID() {
+			if r := m.owned(roomID, &l); r != nil {
+				return l, r, nil
+			}
+		} else if ok && m.cl.Alive(l.Node) {
+			return l, nil, nil
+		}
+		if m.draining.Load() {
+			return Lease{}, nil, protocol.Errorf(protocol.CodeInternal, "this node is shutting down; reconnect to another")
+		}
+		var prev *Lease
+		if ok {
+			prev = &l
+		}
+		nl, err := m.cl.Acquire(ctx, roomID, prev)
+		if errors.Is(err, ErrLeaseTaken) {
+			continue
+		}
+		if err != nil {
+			return Lease{}, nil, fmt.Errorf("room %s lease: %w", roomID, err)
+		}
+		r, err := m.takeRoom(ctx, roomID, nl)
+		if err != nil {
+			m.releaseLease(roomID, nl)
+			return Lease{}, nil, err
+		}
+		return nl, r, nil
+	}
+	return Lease{}, nil, protocol.Errorf(protocol.CodeInternal, "room %s: ownership is changing; retry", roomID)
+}
+
+// takeRoom makes this node the owner of roomID under l: the store is
+// fenced with l's epoch first (a deposed owner cannot commit after this),
+// then the room is loaded, so it holds every batch anyone acknowledged.
+func (m *Manager) takeRoom(ctx context.Context, roomID string, l Lease) (*Room, error) {
+	r := newRoom(m, roomID)
+	r.lease = l
+	r.mu.Lock()
+	m.mu.Lock()
+	if old := m.rooms[roomID]; old != nil {
+		old.mu.Lock()
+		old.gone = true
+		old.mu.Unlock()
+	}
+	m.rooms[roomID] = r
+	r.refs++
+	m.mu.Unlock()
+	err := m.store.Fence(ctx, roomID, l.Epoch)
+	if err == nil {
+		err = r.load(ctx)
+	}
+	if err != nil {
+		r.gone = true
+		r.mu.Unlock()
+		m.release(r)
+		return nil, fmt.Errorf("take room %s: %w", roomID, err)
+	}
+	m.log.Debug("room owned", "room", roomID, "epoch", l.Epoch, "version", r.committedVer)
+	r.mu.Unlock()
+	return r, nil
+}
+
+// releaseLease gives the lease up in the background (a room left memory).
+func (m *Manager) releaseLease(roomID string, l Lease) {
+	safe.Go(m.log, m.metrics, safe.Background, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := m.cl.Release(ctx, roomID, l); err != nil {
+			m.log.Warn("release room lease", "room", roomID, "err", err)
+		}
+	}, nil)
+}
+
+// lostRoom gives up a room this node can no longer order (the store
+// refused a commit: another epoch holds it). Needs r.mu.
+func (m *Manager) lostRoom(r *Room) {
+	if m.cl == nil {
+		// One node: nobody else can hold the room; reload it from the
+		// store once its pending commits are done (resetRoom's path).
+		m.log.Error("storage conflict on a single node: resetting the room", "room", r.id)
+		r.gone = true
+		m.afterUnlock(r)
+		return
+	}
+	m.log.Warn("room lost to another owner", "room", r.id, "epoch", r.lease.Epoch)
+	r.gone = true
+	m.afterUnlock(r)
+}
+
+// afterUnlock finishes giving up r once its lock is free: it leaves memory
+// and this node's clients in it resync with the new owner.
+func (m *Manager) afterUnlock(r *Room) {
+	safe.Go(m.log, m.metrics, safe.Background, func() {
+		r.mu.Lock()
+		clients := append([]*client(nil), r.order...)
+		if m.cl == nil {
+			for _, c := range clients {
+				r.removeLocked(c.id, "", true)
+			}
+		}
+		r.mu.Unlock()
+		m.mu.Lock()
+		if m.rooms[r.id] == r {
+			delete(m.rooms, r.id)
+		}
+		m.mu.Unlock()
+		if m.cl == nil {
+			for _, c := range clients {
+				m.untrack(c.id, r.id)
+			}
+			return
+		}
+		m.publishCtl(r.id, evMoved, r.lease.Epoch, "")
+		if e, _ := m.edgeFor(r.id, false); e != nil {
+			m.resync(e)
+		}
+	}, nil)
+}
+
+// ownerOf returns the edge's owner, resolving it when not known, and the
+// room with a reference held when this node owns it.
+func (m *Manager) ownerOf(ctx context.Context, e *edge) (Lease, *Room, error) {
+	e.mu.Lock()
+	l, known := e.lease, e.known
+	e.mu.Unlock()
+	if known {
+		if l.Node != m.cl.NodeID() {
+			return l, nil, nil
+		}
+		if r := m.owned(e.id, &l); r != nil {
+			return l, r, nil
+		}
+	}
+	l, r, err := m.resolve(ctx, e.id)
+	if err != nil {
+		return Lease{}, nil, err
+	}
+	e.mu.Lock()
+	if !e.known || e.lease != l {
+		e.lease, e.known, e.synced, e.seq = l, true, l.Node == m.cl.NodeID(), 0
+	}
+	e.mu.Unlock()
+	return l, r, nil
+}
+
+// joinCluster is room:join in a cluster.
+func (m *Manager) joinCluster(ctx context.Context, s Session, reqID string, d joinRequest, perms access.Set) error {
+	e, err := m.edgeFor(d.RoomID, true)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	lc := e.clients[s.ID()]
+	if lc == nil {
+		lc = &localClient{s: s, presence: d.Presence}
+		e.clients[s.ID()] = lc
+	}
+	lc.perms, lc.reqID, lc.since = perms, reqID, d.SinceVersion
+	e.mu.Unlock()
+	fail := func(err error) error {
+		e.mu.Lock()
+		if !m.isIn(s.ID(), d.RoomID) {
+			delete(e.clients, s.ID())
+		}
+		e.mu.Unlock()
+		m.dropEdgeIfEmpty(e)
+		return err
+	}
+	l, r, err := m.ownerOf(ctx, e)
+	if err != nil {
+		return fail(err)
+	}
+	if r == nil {
+		e.mu.Lock()
+		lc.joining = true
+		e.mu.Unlock()
+		m.sendNode(l.Node, nodeMsg{Kind: kindJoin, Room: d.RoomID, Epoch: l.Epoch, Conn: s.ID(), User: s.UserID(),
+			Name: s.Name(), ReqID: reqID, Perms: perms, Presence: d.Presence, Since: d.SinceVersion})
+		return nil
+	}
+	defer m.release(r)
+	r.mu.Lock()
+	perr := r.addClient(localOrigin(s, reqID), perms, d.Presence, d.SinceVersion)
+	r.mu.Unlock()
+	if perr != nil {
+		return fail(perr)
+	}
+	m.track(s.ID(), d.RoomID)
+	return nil
+}
+
+// leaveCluster is room:leave (or a disconnect) in a cluster: the leaver
+// gets its room:left here at once, the owner tells everyone else.
+func (m *Manager) leaveCluster(s Session, roomID, reqID string) {
+	e, _ := m.edgeFor(roomID, false)
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	_, in := e.clients[s.ID()]
+	delete(e.clients, s.ID())
+	l, known := e.lease, e.known
+	e.mu.Unlock()
+	if !in {
+		return
+	}
+	if known && l.Node == m.cl.NodeID() {
+		if r := m.owned(roomID, &l); r != nil {
+			r.mu.Lock()
+			r.removeLocked(s.ID(), reqID, false)
+			r.mu.Unlock()
+			m.release(r)
+		}
+	} else {
+		s.Send(protocol.Encode(protocol.TypeRoomLeft, reqID,
+			map[string]string{"room_id": roomID, "client_id": s.ID(), "user_id": s.UserID()}))
+		if known {
+			m.sendNode(l.Node, nodeMsg{Kind: kindLeave, Room: roomID, Epoch: l.Epoch, Conn: s.ID()})
+		}
+	}
+	m.dropEdgeIfEmpty(e)
+}
+
+// routeCluster runs a client's request at the room's owner.
+func (m *Manager) routeCluster(s Session, roomID, reqID string, msg nodeMsg, local func(*Room, origin) *protocol.Error) error {
+	e, _ := m.edgeFor(roomID, false)
+	if e == nil {
+		return errNotInRoom(roomID)
+	}
+	e.mu.Lock()
+	lc := e.clients[s.ID()]
+	l, known := e.lease, e.known
+	e.mu.Unlock()
+	if lc == nil {
+		return errNotInRoom(roomID)
+	}
+	if !known {
+		m.resync(e)
+		return errNotOwner(roomID)
+	}
+	if l.Node == m.cl.NodeID() {
+		r := m.owned(roomID, &l)
+		if r == nil {
+			m.resync(e)
+			return errNotOwner(roomID)
+		}
+		defer m.release(r)
+		if err := local(r, localOrigin(s, reqID)); err != nil {
+			return err
+		}
+		return nil
+	}
+	msg.Room, msg.Epoch, msg.Conn, msg.User, msg.Name, msg.ReqID = roomID, l.Epoch, s.ID(), s.UserID(), s.Name(), reqID
+	m.sendNode(l.Node, msg)
+	return nil
+}
+
+// setLocalPresence mirrors a local client's merged presence on its edge
+// (sent to a new owner on resync).
+func (m *Manager) setLocalPresence(roomID, connID string, p map[string]json.RawMessage) {
+	e, _ := m.edgeFor(roomID, false)
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	if lc := e.clients[connID]; lc != nil {
+		lc.presence = p
+	}
+	e.mu.Unlock()
+}
+
+// setPermsCluster records a local client's new permissions at the owner.
+func (m *Manager) setPermsCluster(s Session, roomID string, p access.Set) {
+	e, _ := m.edgeFor(roomID, false)
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	lc := e.clients[s.ID()]
+	if lc != nil {
+		lc.perms = p
+	}
+	l, known := e.lease, e.known
+	e.mu.Unlock()
+	if lc == nil || !known {
+		return
+	}
+	if l.Node != m.cl.NodeID() {
+		m.sendNode(l.Node, nodeMsg{Kind: kindPerms, Room: roomID, Epoch: l.Epoch, Conn: s.ID(), Perms: p})
+		return
+	}
+	if r := m.owned(roomID, &l); r != nil {
+		r.mu.Lock()
+		if c := r.clients[s.ID()]; c != nil {
+			c.perms = p
+		}
+		r.mu.Unlock()
+		m.release(r)
+	}
+}
+
+// sendNode sends a node message; a failure is logged (the receiver's
+// resync covers a lost message).
+func (m *Manager) sendNode(node string, msg nodeMsg) {
+	msg.From = m.cl.NodeID()
+	if err := m.cl.SendNode(node, encodeNodeMsg(msg)); err != nil {
+		m.log.Warn("send to node", "node", node, "kind", msg.Kind, "room", msg.Room, "err", err)
+	}
+}
+
+// publish sends one of r's events to the other nodes with clients in it.
+// Needs r.mu (so that events leave in sequence order).
+func (m *Manager) publish(r *Room, ev event) {
+	b := encodeEvent(wireEvent{event: ev, from: m.cl.NodeID(), epoch: r.lease.Epoch, seq: r.seq})
+	if err := m.cl.PublishRoom(r.id, b); err != nil {
+		m.log.Warn("publish room event", "room", r.id, "err", err)
+	}
+}
+
+// publishCtl publishes an unsequenced control event (evMoved, evRefresh).
+func (m *Manager) publishCtl(roomID string, kind byte, epoch uint64, user string) {
+	b := encodeEvent(wireEvent{event: event{kind: kind, user: user}, from: m.cl.NodeID(), epoch: epoch})
+	if err := m.cl.PublishRoom(roomID, b); err != nil {
+		m.log.Warn("publish room control", "room", roomID, "err", err)
+	}
+}
+
+func (m *Manager) publishRefresh(roomID, userID string) { m.publishCtl(roomID, evRefresh, 0, userID) }
+
+// call sends a REST request to the owner and waits for its result.
+func (m *Manager) call(ctx context.Context, l Lease, msg nodeMsg) (nodeMsg, error) {
+	ch := make(chan nodeMsg, 1)
+	m.callMu.Lock()
+	m.nextCall++
+	id := m.nextCall
+	m.calls[id] = ch
+	m.callMu.Unlock()
+	defer func() {
+		m.callMu.Lock()
+		delete(m.calls, id)
+		m.callMu.Unlock()
+	}()
+	msg.Corr = id
+	m.sendNode(l.Node, msg)
+	select {
+	case res := <-ch:
+		if res.Kind == kindNotOwner {
+			return res, errNotOwner(msg.Room)
+		}
+		if res.Err != nil {
+			return res, res.Err
+		}
+		return res, nil
+	case <-ctx.Done():
+		return nodeMsg{}, fmt.Errorf("waiting for the owner of room %s: %w", msg.Room, ctx.Err())
+	}
+}
+
+// ownerRoom returns the room with a reference when this node owns it
+// (taking it when no live node does), else the remote owner's lease.
+func (m *Manager) ownerRoom(ctx context.Context, roomID string) (*Room, Lease, error) {
+	if m.cl == nil {
+		r, err := m.acquire(ctx, roomID)
+		return r, Lease{}, err
+	}
+	l, r, err := m.resolve(ctx, roomID)
+	return r, l, err
 }

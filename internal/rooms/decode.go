@@ -15,6 +15,24 @@ import (
 // (fuzz_test.go) call them directly; the handlers call nothing else to
 // decode.
 
+type joinData struct {
+	RoomID       string          `json:"room_id"`
+	Presence     json.RawMessage `json:"presence,omitempty"`
+	SinceVersion *int64          `json:"since_version,omitempty"`
+}
+
+type leaveData struct {
+	RoomID string `json:"room_id"`
+}
+
+// roomMessage is the data of a message aimed at one room.
+type roomMessage interface{ room() string }
+
+func (d *leaveData) room() string     { return d.RoomID }
+func (d *presenceData) room() string  { return d.RoomID }
+func (d *broadcastData) room() string { return d.RoomID }
+func (d *storageData) room() string   { return d.RoomID }
+
 // joinRequest is a validated room:join.
 type joinRequest struct {
 	RoomID string

@@ -1,6 +1,13 @@
-// Package rooms implements live rooms (the room-management design):
-// a Manager holds the live Rooms; a Room holds its clients (one per joined
-// connection), their presence, and the room's storage document.
+// Package rooms implements live rooms (PROTOCOL.md v1.1 §3): membership,
+// per-connection presence, broadcasts and a versioned JSON document per
+// room.
+//
+// One node orders each live room: its owner (room.go). On a single node
+// that is always this node; in a cluster (cluster.go) it is the holder of
+// the room's lease, and the other nodes with clients in the room forward
+// their clients' requests to it and deliver its published events to their
+// clients. The package reaches connections only through the Session and
+// Sink interfaces below: it does not know the gateway.
 //
 // Storage ordering and durability: a room's batches are applied one at a
 // time under the room's lock against the "head" document, given the next
@@ -17,11 +24,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/parleyhq/parley/internal/access"
-	"github.com/parleyhq/parley/internal/gateway"
+	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/jsonpatch"
 	"github.com/parleyhq/parley/internal/metrics"
 	"github.com/parleyhq/parley/internal/protocol"
@@ -54,38 +63,83 @@ type Access interface {
 	Grants(ctx context.Context, sub access.Subject, roomID string) (access.Set, error)
 }
 
+// Documents is what rooms reads from the store (writes go through the
+// Committer): a room's document, its kept updates, and the fence that
+// makes a new owner's epoch the only one allowed to commit.
+type Documents interface {
+	LoadDocument(ctx context.Context, roomID string) (store.Document, error)
+	UpdatesSince(ctx context.Context, roomID string, since int64) ([]store.DocUpdate, bool, error)
+	Fence(ctx context.Context, roomID string, epoch uint64) error
+}
+
+// Committer queues storage updates for durable group commits
+// (store.Committer).
+type Committer interface {
+	Submit(u store.DocUpdate, done func(error))
+}
+
+// Session is a connection as rooms sees it (a gateway session satisfies
+// it): who it is, and a Sink for its frames.
+type Session interface {
+	Sink
+	ID() string
+	UserID() string
+	Name() string
+	Claims() *auth.Claims
+}
+
 // Manager owns the live rooms of this node.
 type Manager struct {
 	opts      Options
 	limits    jsonpatch.Limits
-	store     store.Store
-	committer *store.Committer
+	store     Documents
+	committer Committer
 	access    Access
 	metrics   *metrics.Metrics
 	log       *slog.Logger
+	cl        Cluster // nil on a single node
 
 	mu    sync.Mutex
-	rooms map[string]*Room
+	rooms map[string]*Room // rooms this node owns and has in memory
 
 	connMu    sync.Mutex
-	connRooms map[string]map[string]*Room // connection id → rooms it is in
+	connRooms map[string]map[string]struct{} // connection id → rooms it is in
+
+	// cluster only (cluster.go)
+	edgeMu   sync.Mutex
+	edges    map[string]*edge // rooms with clients on this node
+	subMu    sync.Mutex
+	subbed   map[string]bool
+	callMu   sync.Mutex
+	nextCall uint64
+	calls    map[uint64]chan nodeMsg
+	draining atomic.Bool
 }
 
-// NewManager creates a manager writing storage through committer.
-func NewManager(opts Options, st store.Store, committer *store.Committer, acc Access, m *metrics.Metrics, log *slog.Logger) *Manager {
+// NewManager creates a manager writing storage through committer. cl is
+// nil on a single node; in a cluster the manager installs itself as cl's
+// handler.
+func NewManager(opts Options, st Documents, committer Committer, acc Access, m *metrics.Metrics, log *slog.Logger, cl Cluster) *Manager {
 	if opts.KeepUpdatesBytes <= 0 {
 		opts.KeepUpdatesBytes = DefaultKeepUpdatesBytes
 	}
-	return &Manager{
-		opts: opts, store: st, committer: committer, access: acc, metrics: m, log: log,
+	mgr := &Manager{
+		opts: opts, store: st, committer: committer, access: acc, metrics: m, log: log, cl: cl,
 		limits: jsonpatch.Limits{MaxOps: opts.StorageMaxOps, MaxDepth: opts.StorageMaxDepth, MaxBytes: opts.StorageMaxBytes,
 			RejectInvalidText: true, RejectDuplicateNames: true},
 		rooms:     map[string]*Room{},
-		connRooms: map[string]map[string]*Room{},
+		connRooms: map[string]map[string]struct{}{},
+		edges:     map[string]*edge{},
+		subbed:    map[string]bool{},
+		calls:     map[uint64]chan nodeMsg{},
 	}
+	if cl != nil {
+		cl.SetHandler(mgr)
+	}
+	return mgr
 }
 
-// LiveRooms is the number of rooms in memory.
+// LiveRooms is the number of rooms this node owns and has in memory.
 func (m *Manager) LiveRooms() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -100,9 +154,16 @@ func (m *Manager) TrackedConnections() int {
 	return len(m.connRooms)
 }
 
-// acquire returns the loaded live room, creating and loading it when
-// needed. The caller holds a reference (ref) that keeps the room in memory
-// and must call release.
+func (m *Manager) nodeID() string {
+	if m.cl == nil {
+		return ""
+	}
+	return m.cl.NodeID()
+}
+
+// acquire returns the loaded live room owned by this node, creating and
+// loading it when needed (single node). The caller holds a reference (ref)
+// that keeps the room in memory and must call release.
 func (m *Manager) acquire(ctx context.Context, roomID string) (*Room, error) {
 	m.mu.Lock()
 	r := m.rooms[roomID]
@@ -135,35 +196,77 @@ func (m *Manager) release(r *Room) {
 	m.mu.Unlock()
 }
 
-// maybeUnloadLocked needs m.mu.
+// maybeUnloadLocked needs m.mu. In a cluster the room's lease is released
+// with it.
 func (m *Manager) maybeUnloadLocked(r *Room) {
 	if r.refs > 0 {
 		return
 	}
 	r.mu.Lock()
-	idle := (len(r.clients) == 0 || r.broken) && r.pending == 0
+	idle := (len(r.clients) == 0 || r.broken || r.gone) && r.pending == 0
+	lease, gone := r.lease, r.gone
 	r.mu.Unlock()
 	if idle && m.rooms[r.id] == r {
 		delete(m.rooms, r.id)
+		if m.cl != nil && !gone {
+			m.releaseLease(r.id, lease)
+		}
 	}
 }
 
-func (m *Manager) trackConn(connID string, r *Room, in bool) {
+func (m *Manager) maybeUnload(r *Room) {
+	m.mu.Lock()
+	m.maybeUnloadLocked(r)
+	m.mu.Unlock()
+}
+
+// owned returns the room if this node owns it (under lease, when l is not
+// nil) with a reference held, or nil.
+func (m *Manager) owned(roomID string, l *Lease) *Room {
+	m.mu.Lock()
+	r := m.rooms[roomID]
+	if r == nil {
+		m.mu.Unlock()
+		return nil
+	}
+	r.refs++
+	m.mu.Unlock()
+	r.mu.Lock()
+	ok := r.loaded && !r.gone && (l == nil || r.lease == *l)
+	r.mu.Unlock()
+	if !ok {
+		m.release(r)
+		return nil
+	}
+	return r
+}
+
+func (m *Manager) track(connID, roomID string) {
 	m.connMu.Lock()
 	defer m.connMu.Unlock()
 	set := m.connRooms[connID]
-	if in {
-		if set == nil {
-			set = map[string]*Room{}
-			m.connRooms[connID] = set
-		}
-		set[r.id] = r
-		return
+	if set == nil {
+		set = map[string]struct{}{}
+		m.connRooms[connID] = set
 	}
-	delete(set, r.id)
+	set[roomID] = struct{}{}
+}
+
+func (m *Manager) untrack(connID, roomID string) {
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
+	set := m.connRooms[connID]
+	delete(set, roomID)
 	if len(set) == 0 {
 		delete(m.connRooms, connID)
 	}
+}
+
+func (m *Manager) isIn(connID, roomID string) bool {
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
+	_, ok := m.connRooms[connID][roomID]
+	return ok
 }
 
 func (m *Manager) roomsOfConn(connID string) int {
@@ -172,111 +275,271 @@ func (m *Manager) roomsOfConn(connID string) int {
 	return len(m.connRooms[connID])
 }
 
-func (m *Manager) roomOfConn(connID, roomID string) *Room {
-	m.connMu.Lock()
-	defer m.connMu.Unlock()
-	return m.connRooms[connID][roomID]
-}
-
 // Handle dispatches the room:* messages of one connection.
-func (m *Manager) Handle(ctx context.Context, s gateway.Session, env protocol.Envelope) error {
+func (m *Manager) Handle(ctx context.Context, s Session, env protocol.Envelope) error {
 	switch env.Type {
 	case protocol.TypeRoomJoin:
 		return m.join(ctx, s, env)
 	case protocol.TypeRoomLeave:
-		return m.leave(s, env)
+		d, perr := decodeLeave(env.Data)
+		if perr != nil {
+			return perr
+		}
+		if !m.isIn(s.ID(), d.RoomID) {
+			return errNotInRoom(d.RoomID)
+		}
+		m.leave(s, d.RoomID, env.ID)
+		return nil
 	case protocol.TypeRoomUpdatePresence:
-		return m.updatePresence(s, env)
+		roomID, patch, perr := decodePresence(env.Data, m.opts.PresenceMaxBytes)
+		if perr != nil {
+			return perr
+		}
+		return m.route(s, roomID, env.ID, nodeMsg{Kind: kindPresence, Presence: patch}, func(r *Room, o origin) *protocol.Error {
+			r.mu.Lock()
+			merged, err := r.updatePresence(o, patch)
+			r.mu.Unlock()
+			if err == nil && m.cl != nil {
+				m.setLocalPresence(r.id, o.conn, merged)
+			}
+			return err
+		})
 	case protocol.TypeRoomUpdateStorage:
-		return m.updateStorage(s, env)
+		d, ops, perr := decodeStorage(env.Data, m.limits)
+		if perr != nil {
+			return perr
+		}
+		return m.route(s, d.RoomID, env.ID, nodeMsg{Kind: kindStorage, Ops: d.Ops, Base: d.BaseVersion}, func(r *Room, o origin) *protocol.Error {
+			return m.submitOps(r, o, o.conn, ops, d.Ops, d.BaseVersion, nil)
+		})
 	case protocol.TypeRoomBroadcast:
-		return m.broadcast(s, env)
+		d, perr := decodeBroadcast(env.Data)
+		if perr != nil {
+			return perr
+		}
+		return m.route(s, d.RoomID, env.ID, nodeMsg{Kind: kindEvent, Event: d.Event}, func(r *Room, o origin) *protocol.Error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.broadcast(o, d.Event)
+		})
 	}
 	return protocol.Errorf(protocol.CodeBadRequest, "unknown message type %q", env.Type)
 }
 
-// Connected implements gateway.Lifecycle.
-func (m *Manager) Connected(gateway.Session, bool) {}
+func localOrigin(s Session, reqID string) origin {
+	return origin{conn: s.ID(), user: s.UserID(), name: s.Name(), sink: s, reqID: reqID}
+}
+
+// route runs a request of a client that is in roomID at the room's owner:
+// here (local), or by sending msg to the owner's node.
+func (m *Manager) route(s Session, roomID, reqID string, msg nodeMsg, local func(*Room, origin) *protocol.Error) error {
+	if !m.isIn(s.ID(), roomID) {
+		return errNotInRoom(roomID)
+	}
+	o := localOrigin(s, reqID)
+	if m.cl == nil {
+		r := m.owned(roomID, nil)
+		if r == nil {
+			return errNotInRoom(roomID)
+		}
+		defer m.release(r)
+		if err := local(r, o); err != nil {
+			return err
+		}
+		return nil
+	}
+	return m.routeCluster(s, roomID, reqID, msg, local)
+}
+
+// join handles room:join.
+func (m *Manager) join(ctx context.Context, s Session, env protocol.Envelope) error {
+	d, perr := decodeJoin(env.Data, m.opts.PresenceMaxBytes)
+	if perr != nil {
+		return perr
+	}
+	if max := m.opts.MaxRoomsPerConn; max > 0 && !m.isIn(s.ID(), d.RoomID) && m.roomsOfConn(s.ID()) >= max {
+		return protocol.Errorf(protocol.CodeTooLarge, "a connection may be in at most %d rooms; leave one first", max)
+	}
+	perms, err := m.permsFor(ctx, s, d.RoomID)
+	if err != nil {
+		return fmt.Errorf("room access: %w", err)
+	}
+	need := access.Read
+	if d.Presence != nil {
+		need |= access.Presence
+	}
+	if err := access.Refusal(d.RoomID, perms, true, subject(s), need); err != nil {
+		return err
+	}
+	if m.cl != nil {
+		return m.joinCluster(ctx, s, env.ID, d, perms)
+	}
+	r, err := m.acquire(ctx, d.RoomID)
+	if err != nil {
+		return err
+	}
+	defer m.release(r)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.addClient(localOrigin(s, env.ID), perms, d.Presence, d.SinceVersion); err != nil {
+		return err
+	}
+	m.track(s.ID(), r.id)
+	return nil
+}
+
+// leave takes the connection out of roomID: everyone else gets room:left,
+// the leaver its own copy carrying reqID.
+func (m *Manager) leave(s Session, roomID, reqID string) {
+	m.untrack(s.ID(), roomID)
+	if m.cl != nil {
+		m.leaveCluster(s, roomID, reqID)
+		return
+	}
+	r := m.owned(roomID, nil)
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.removeLocked(s.ID(), reqID, false)
+	r.mu.Unlock()
+	m.release(r)
+}
+
+// Connected is part of the gateway's lifecycle: nothing to do.
+func (m *Manager) Connected(Session, bool) {}
 
 // Disconnected removes the connection from every room it was in.
-func (m *Manager) Disconnected(s gateway.Session, _ bool) {
+func (m *Manager) Disconnected(s Session, _ bool) {
 	m.connMu.Lock()
 	set := m.connRooms[s.ID()]
 	delete(m.connRooms, s.ID())
 	m.connMu.Unlock()
-	for _, r := range set {
-		m.removeClient(r, s.ID(), "")
+	for roomID := range set {
+		m.leave(s, roomID, "")
 	}
 }
 
 func validRoom(id string) error { return protocol.CheckRoomID("room_id", id) }
 
 // subject is the access subject of a session.
-func subject(s gateway.Session) access.Subject {
+func subject(s Session) access.Subject {
 	sub := access.User(s.Claims())
 	sub.UserID = s.UserID()
 	return sub
 }
 
 // permsFor asks the policy what s may do in roomID.
-func (m *Manager) permsFor(ctx context.Context, s gateway.Session, roomID string) (access.Set, error) {
+func (m *Manager) permsFor(ctx context.Context, s Session, roomID string) (access.Set, error) {
 	return m.access.Grants(ctx, subject(s), roomID)
 }
 
-// HasState reports whether the room is live on this node: a client in it
-// or a storage batch still being committed (an access.StateProbe for
-// PROTOCOL.md v1.1 §7: such an id cannot be claimed by POST /api/rooms).
-func (m *Manager) HasState(_ context.Context, roomID string) (bool, error) {
+// HasState reports whether the room is live: on this node a client in it
+// or a storage batch still being committed, in a cluster a lease on it (an
+// access.StateProbe for PROTOCOL.md v1.1 §7: such an id cannot be claimed
+// by POST /api/rooms).
+func (m *Manager) HasState(ctx context.Context, roomID string) (bool, error) {
 	m.mu.Lock()
 	r := m.rooms[roomID]
 	m.mu.Unlock()
-	if r == nil {
-		return false, nil
+	if r != nil {
+		r.mu.Lock()
+		live := len(r.clients) > 0 || r.pending > 0 || r.headVer > 0
+		r.mu.Unlock()
+		if live {
+			return true, nil
+		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.clients) > 0 || r.pending > 0 || r.headVer > 0, nil
+	if m.cl != nil {
+		_, ok, err := m.cl.Lease(ctx, roomID)
+		return ok, err
+	}
+	return false, nil
 }
 
 // RefreshUser re-evaluates the permissions of the user's clients in the
-// room (after a membership change): clients that lost read access are
-// removed at once (everyone, the client included, gets room:left), others
-// get their new permissions. A store failure removes the client too: a
-// removal must never leave a capability behind.
+// room (after a membership change), on every node: clients that lost read
+// access are removed at once (everyone, the client included, gets
+// room:left), others get their new permissions. A store failure removes
+// the client too: a removal must never leave a capability behind.
 func (m *Manager) RefreshUser(ctx context.Context, roomID, userID string) {
-	m.mu.Lock()
-	r := m.rooms[roomID]
-	if r != nil {
-		r.refs++
+	if m.cl != nil {
+		m.publishRefresh(roomID, userID)
 	}
-	m.mu.Unlock()
+	m.refreshLocal(ctx, roomID, userID)
+}
+
+// localClientsOf returns this node's sessions of userID in roomID.
+func (m *Manager) localClientsOf(roomID, userID string) []Session {
+	var out []Session
+	if m.cl != nil {
+		m.edgeMu.Lock()
+		e := m.edges[roomID]
+		m.edgeMu.Unlock()
+		if e == nil {
+			return nil
+		}
+		e.mu.Lock()
+		for _, lc := range e.clients {
+			if lc.s.UserID() == userID {
+				out = append(out, lc.s)
+			}
+		}
+		e.mu.Unlock()
+		return out
+	}
+	r := m.owned(roomID, nil)
 	if r == nil {
-		return
+		return nil
 	}
 	defer m.release(r)
 	r.mu.Lock()
-	var affected []*client
+	defer r.mu.Unlock()
 	for _, c := range r.order {
-		if c.session.UserID() == userID {
-			affected = append(affected, c)
+		if c.user == userID {
+			if s, ok := c.sink.(Session); ok {
+				out = append(out, s)
+			}
 		}
 	}
-	r.mu.Unlock()
-	for _, c := range affected {
-		p, err := m.permsFor(ctx, c.session, roomID)
+	return out
+}
+
+// refreshLocal re-decides the permissions of this node's clients of
+// userID in roomID.
+func (m *Manager) refreshLocal(ctx context.Context, roomID, userID string) {
+	for _, s := range m.localClientsOf(roomID, userID) {
+		p, err := m.permsFor(ctx, s, roomID)
 		if err != nil {
 			m.log.Warn("refresh permissions", "room", roomID, "user", userID, "err", err)
 			p = 0
 		}
 		if p&access.Read == 0 {
-			m.trackConn(c.session.ID(), r, false)
-			m.removeClient(r, c.session.ID(), "")
+			if m.isIn(s.ID(), roomID) {
+				m.leave(s, roomID, "")
+			}
 			continue
 		}
-		r.mu.Lock()
-		c.perms = p
-		r.mu.Unlock()
+		m.setPerms(s, roomID, p)
 	}
+}
+
+// setPerms records a client's new permissions at the room's owner.
+func (m *Manager) setPerms(s Session, roomID string, p access.Set) {
+	if m.cl != nil {
+		m.setPermsCluster(s, roomID, p)
+		return
+	}
+	r := m.owned(roomID, nil)
+	if r == nil {
+		return
+	}
+	defer m.release(r)
+	r.mu.Lock()
+	if c := r.clients[s.ID()]; c != nil {
+		c.perms = p
+	}
+	r.mu.Unlock()
 }
 
 var errNotInRoom = func(roomID string) *protocol.Error {

@@ -8,22 +8,48 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/access"
-	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/jsonpatch"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/store"
 )
 
-// client is one connection inside a room.
-type client struct {
-	id       string // session.ID(), kept to skip an interface call per delivery
-	session  gateway.Session
-	perms    access.Set
-	presence map[string]json.RawMessage
-	joinedAt time.Time
+// This file is the owner's side of a room: the one place that orders its
+// membership, presence, broadcasts and storage versions. The owner is this
+// node for every room on a single node, and the lease holder in a cluster
+// (cluster.go). Requests reach it from a connection on this node (an origin
+// with a Sink) or from another node (an origin naming that node).
+
+// Sink is where the owner sends a connection's frames when the connection
+// is on this node (a gateway session satisfies it). Send is for events
+// (bounded queue: a full queue closes the connection), Reply and
+// ReplyError for answers to the connection's own requests (admitted over
+// the queue limit, see gateway.Session).
+type Sink interface {
+	Send(frame []byte) bool
+	Reply(typ, id string, data any)
+	ReplyError(id string, err *protocol.Error)
 }
 
-// Room is a live room. All fields are guarded by mu except id and m.
+// origin is the client a request comes from, and where its answers go.
+type origin struct {
+	conn, user, name string
+	node             string // "" for a connection on this node
+	sink             Sink   // set when node == ""
+	reqID            string
+}
+
+// client is one connection inside a room.
+type client struct {
+	id, user, name string
+	node           string // "" on this node
+	sink           Sink   // nil for a client on another node
+	perms          access.Set
+	presence       map[string]json.RawMessage
+	joinedAt       time.Time
+}
+
+// Room is a live room owned by this node. All fields are guarded by mu
+// except id, m and refs (m.mu).
 type Room struct {
 	m  *Manager
 	id string
@@ -31,8 +57,11 @@ type Room struct {
 	mu      sync.Mutex
 	refs    int // guarded by m.mu
 	loaded  bool
+	lease   Lease              // this node's tenure (zero on a single node)
 	clients map[string]*client // by connection id
 	order   []*client          // join order, for stable member lists
+	remote  int                // clients on other nodes: events are published
+	seq     uint64             // last event sequence number of this tenure
 
 	// committed is what clients may see; head includes batches still being
 	// committed. pending counts those batches.
@@ -42,7 +71,7 @@ type Room struct {
 	head         jsonpatch.Doc
 	headVer      int64
 	pending      int
-	epoch        int // bumped when a commit fails and head is reset
+	gen          int // bumped when a commit fails and head is reset
 	sinceSnap    int // versions since the last snapshot
 
 	// hist is the catch-up replay: the newest committed updates within
@@ -53,11 +82,21 @@ type Room struct {
 	// one in, and it leaves memory once its pending commits are done (the
 	// next join loads it afresh from the store).
 	broken bool
+	// gone is set when this node stopped owning the room (another node's
+	// epoch fenced a commit, or this node handed it over): it answers
+	// requests with errNotOwner and leaves memory.
+	gone bool
 }
 
 // errResetting is returned to requests that reach a broken room.
 func errResetting(roomID string) *protocol.Error {
 	return protocol.Errorf(protocol.CodeInternal, "room %s is being reset after an internal error; retry", roomID)
+}
+
+// errNotOwner answers a request that reached a node that no longer orders
+// the room; the sender's node finds the new owner and resyncs.
+func errNotOwner(roomID string) *protocol.Error {
+	return protocol.Errorf(protocol.CodeInternal, "room %s moved to another node; retry", roomID)
 }
 
 func newRoom(m *Manager, id string) *Room {
@@ -90,6 +129,7 @@ func (r *Room) load(ctx context.Context) error {
 	}
 	r.committed, r.head = d, d
 	r.committedVer, r.headVer = ver, ver
+	r.committedEnc = nil
 	r.sinceSnap = len(doc.Updates)
 	r.hist.reset(r.keptUpdates(ctx, doc, ver), r.m.opts.KeepUpdates, r.m.opts.KeepUpdatesBytes)
 	r.loaded = true
@@ -131,39 +171,108 @@ func (c *client) wire() member {
 	if p == nil {
 		p = map[string]json.RawMessage{}
 	}
-	return member{ClientID: c.session.ID(), UserID: c.session.UserID(), Name: c.session.Name(), Presence: p,
-		JoinedAt: protocol.FormatTime(c.joinedAt)}
+	return member{ClientID: c.id, UserID: c.user, Name: c.name, Presence: p, JoinedAt: protocol.FormatTime(c.joinedAt)}
 }
 
-// deliver sends frame to every client except the one named by except.
-// Needs r.mu. Returns the number of deliveries.
-func (r *Room) deliver(frame []byte, except string) int {
+// event is one room event: a frame for every client except one, plus what
+// other nodes need to keep their roster (cluster.go).
+type event struct {
+	kind   byte   // evFrame, evJoined, evLeft (wire.go)
+	except string // connection id that does not get frame ("" for none)
+	client string // evJoined/evLeft: the client
+	user   string
+	node   string // evJoined: the client's node
+	frame  []byte
+}
+
+// emit sends ev to every client of the room on this node and, when some
+// clients are on other nodes, publishes it once on the room's subject with
+// the next sequence number. Needs r.mu. Returns the local deliveries.
+func (r *Room) emit(ev event) int {
 	n := 0
 	for _, c := range r.order {
-		if c.id != except && c.session.Send(frame) {
+		if c.sink != nil && c.id != ev.except && c.sink.Send(ev.frame) {
 			n++
+		}
+	}
+	if r.m.cl != nil {
+		r.seq++
+		if r.remote > 0 {
+			r.m.publish(r, ev)
 		}
 	}
 	return n
 }
 
-// --- join / leave ---
-
-type joinData struct {
-	RoomID       string          `json:"room_id"`
-	Presence     json.RawMessage `json:"presence,omitempty"`
-	SinceVersion *int64          `json:"since_version,omitempty"`
+// deliver sends frame to every client except the one named by except.
+// Needs r.mu.
+func (r *Room) deliver(frame []byte, except string) int {
+	return r.emit(event{kind: evFrame, except: except, frame: frame})
 }
 
-type stateData struct {
-	RoomID   string `json:"room_id"`
-	ClientID string `json:"client_id"`
-	// MemberCount is the number of clients in the room, the joiner
-	// included (PROTOCOL.md v1.1 §3); it equals len(Members) while the
-	// member list is not paged.
-	MemberCount int          `json:"member_count"`
-	Members     []member     `json:"members"`
-	Storage     storageState `json:"storage"`
+// reply answers the origin's request with (typ, data).
+func (r *Room) reply(o origin, typ string, data json.RawMessage) {
+	if o.sink != nil {
+		o.sink.Reply(typ, o.reqID, replyData(data))
+		return
+	}
+	if o.node != "" {
+		r.m.sendNode(o.node, nodeMsg{Kind: kindReply, Room: r.id, Conn: o.conn, Type: typ, ReqID: o.reqID, Data: data})
+	}
+}
+
+// replyData is data for Sink.Reply: nil (no data member) when empty, as a
+// nil json.RawMessage would encode as nothing at all.
+func replyData(data json.RawMessage) any {
+	if len(data) == 0 {
+		return nil
+	}
+	return data
+}
+
+// fail answers the origin's request with an error.
+func (r *Room) fail(o origin, err *protocol.Error) {
+	if o.sink != nil {
+		o.sink.ReplyError(o.reqID, err)
+		return
+	}
+	if o.node != "" {
+		r.m.sendNode(o.node, nodeMsg{Kind: kindReply, Room: r.id, Conn: o.conn, ReqID: o.reqID, Err: err})
+	}
+}
+
+// usable refuses requests to a room that cannot take them. Needs r.mu.
+func (r *Room) usable() *protocol.Error {
+	switch {
+	case r.broken:
+		return errResetting(r.id)
+	case r.gone:
+		return errNotOwner(r.id)
+	}
+	return nil
+}
+
+// --- join / leave ---
+
+// joinState is a room:state without client_id: the same for every joiner
+// at one moment. state(clientID) completes it.
+type joinState struct {
+	MemberCount int             `json:"member_count"`
+	Members     json.RawMessage `json:"members"`
+	Storage     json.RawMessage `json:"storage"`
+}
+
+func (js joinState) state(roomID, clientID string) json.RawMessage {
+	b := make([]byte, 0, 64+len(roomID)+len(clientID)+len(js.Members)+len(js.Storage))
+	b = append(b, `{"room_id":`...)
+	b = jsonpatch.AppendString(b, roomID)
+	b = append(b, `,"client_id":`...)
+	b = jsonpatch.AppendString(b, clientID)
+	b = fmt.Appendf(b, `,"member_count":%d,"members":`, js.MemberCount)
+	b = append(b, js.Members...)
+	b = append(b, `,"storage":`...)
+	b = append(b, js.Storage...)
+	return append(b, '}')
 }
 
 type storageState struct {
@@ -173,61 +282,207 @@ type storageState struct {
 	Updates *[]store.DocUpdate `json:"updates,omitempty"`
 }
 
-func (m *Manager) join(ctx context.Context, s gateway.Session, env protocol.Envelope) error {
-	d, perr := decodeJoin(env.Data, m.opts.PresenceMaxBytes)
-	if perr != nil {
-		return perr
+// snapshotState returns the room's members and storage for a joiner.
+// Needs r.mu.
+func (r *Room) snapshotState(since *int64) joinState {
+	ms := make([]member, 0, len(r.order))
+	for _, c := range r.order {
+		ms = append(ms, c.wire())
 	}
-	presence := d.Presence
-	if max := m.opts.MaxRoomsPerConn; max > 0 && m.roomOfConn(s.ID(), d.RoomID) == nil && m.roomsOfConn(s.ID()) >= max {
-		return protocol.Errorf(protocol.CodeTooLarge, "a connection may be in at most %d rooms; leave one first", max)
-	}
-	perms, err := m.permsFor(ctx, s, d.RoomID)
-	if err != nil {
-		return fmt.Errorf("room access: %w", err)
-	}
-	need := access.Read
-	if presence != nil {
-		need |= access.Presence
-	}
-	if err := access.Refusal(d.RoomID, perms, true, subject(s), need); err != nil {
-		return err
-	}
-	r, err := m.acquire(ctx, d.RoomID)
-	if err != nil {
-		return err
-	}
-	defer m.release(r)
+	members, _ := protocol.Marshal(ms)
+	storage, _ := protocol.Marshal(r.storageFor(since))
+	return joinState{MemberCount: len(r.order), Members: members, Storage: storage}
+}
 
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.broken {
-		return errResetting(r.id)
+// roster is every client's id, user and node (for other nodes' rosters).
+// Needs r.mu.
+func (r *Room) roster() []rosterEntry {
+	out := make([]rosterEntry, 0, len(r.order))
+	for _, c := range r.order {
+		node := c.node
+		if node == "" {
+			node = r.m.nodeID()
+		}
+		out = append(out, rosterEntry{Client: c.id, User: c.user, Node: node})
 	}
-	c, already := r.clients[s.ID()]
+	return out
+}
+
+// addClient takes the origin's connection into the room (or refreshes its
+// permissions when it is already in) and answers with room:state; the
+// others get room:joined. Needs r.mu.
+func (r *Room) addClient(o origin, perms access.Set, presence map[string]json.RawMessage, since *int64) *protocol.Error {
+	if err := r.usable(); err != nil {
+		return err
+	}
+	c, already := r.clients[o.conn]
 	if !already {
-		c = &client{id: s.ID(), session: s, perms: perms, presence: presence, joinedAt: time.Now()}
-		r.clients[s.ID()] = c
-		r.order = append(r.order, c)
-		m.trackConn(s.ID(), r, true)
-		joined := protocol.Encode(protocol.TypeRoomJoined, "", struct {
-			RoomID   string                     `json:"room_id"`
-			ClientID string                     `json:"client_id"`
-			UserID   string                     `json:"user_id"`
-			Name     string                     `json:"name,omitempty"`
-			Presence map[string]json.RawMessage `json:"presence"`
-		}{d.RoomID, s.ID(), s.UserID(), s.Name(), c.wire().Presence})
-		r.deliver(joined, s.ID())
+		c = &client{id: o.conn, user: o.user, name: o.name, node: o.node, sink: o.sink, perms: perms,
+			presence: presence, joinedAt: time.Now()}
+		r.addLocked(c)
 	} else {
 		c.perms = perms
 	}
-	st := stateData{RoomID: r.id, ClientID: s.ID(), MemberCount: len(r.order), Members: make([]member, 0, len(r.order))}
-	for _, mc := range r.order {
-		st.Members = append(st.Members, mc.wire())
+	js := r.snapshotState(since)
+	if o.sink != nil {
+		o.sink.Reply(protocol.TypeRoomState, o.reqID, js.state(r.id, o.conn))
+		return nil
 	}
-	st.Storage = r.storageFor(d.SinceVersion)
-	s.Reply(protocol.TypeRoomState, env.ID, st)
+	r.m.sendNode(o.node, nodeMsg{Kind: kindJoined, Room: r.id, Epoch: r.lease.Epoch, Seq: r.seq, Conn: o.conn,
+		ReqID: o.reqID, State: &js, Roster: r.roster()})
 	return nil
+}
+
+// addLocked adds c and tells everyone else. Needs r.mu.
+func (r *Room) addLocked(c *client) {
+	r.clients[c.id] = c
+	r.order = append(r.order, c)
+	if c.sink == nil {
+		r.remote++
+	}
+	joined := protocol.Encode(protocol.TypeRoomJoined, "", struct {
+		RoomID   string                     `json:"room_id"`
+		ClientID string                     `json:"client_id"`
+		UserID   string                     `json:"user_id"`
+		Name     string                     `json:"name,omitempty"`
+		Presence map[string]json.RawMessage `json:"presence"`
+	}{r.id, c.id, c.user, c.name, c.wire().Presence})
+	node := c.node
+	if node == "" {
+		node = r.m.nodeID()
+	}
+	r.emit(event{kind: evJoined, except: c.id, client: c.id, user: c.user, node: node, frame: joined})
+}
+
+// removeLocked takes connID out of the room. For a leave the client asked
+// for (owner == false) everyone else gets room:left and the leaver its own
+// copy carrying reqID (through its node when it is elsewhere); when the
+// owner removes a client (a reset, a dead node, a resync) everyone gets
+// the same room:left event, the leaver's node included. Needs r.mu.
+// Reports whether the client was in the room.
+func (r *Room) removeLocked(connID, reqID string, owner bool) bool {
+	c, ok := r.clients[connID]
+	if !ok {
+		return false
+	}
+	data := map[string]string{"room_id": r.id, "client_id": connID, "user_id": c.user}
+	frame := protocol.Encode(protocol.TypeRoomLeft, "", data)
+	except := connID
+	if owner {
+		except = ""
+	}
+	r.emit(event{kind: evLeft, except: except, client: connID, user: c.user, frame: frame})
+	delete(r.clients, connID)
+	for i, oc := range r.order {
+		if oc == c {
+			r.order = append(r.order[:i], r.order[i+1:]...)
+			break
+		}
+	}
+	if c.sink == nil {
+		r.remote--
+	}
+	if !owner {
+		enc, _ := protocol.Marshal(data)
+		switch {
+		case c.sink != nil:
+			c.sink.Send(protocol.Encode(protocol.TypeRoomLeft, reqID, json.RawMessage(enc)))
+		case c.node != "":
+			r.m.sendNode(c.node, nodeMsg{Kind: kindReply, Room: r.id, Conn: connID, Type: protocol.TypeRoomLeft,
+				ReqID: reqID, Data: enc})
+		}
+	}
+	return true
+}
+
+// --- presence ---
+
+type presenceData struct {
+	RoomID   string          `json:"room_id"`
+	Presence json.RawMessage `json:"presence"`
+}
+
+// updatePresence merges patch into the origin's presence; everyone gets
+// room:presence_updated (the sender's copy is its reply). Needs r.mu.
+// Returns the merged presence.
+func (r *Room) updatePresence(o origin, patch map[string]json.RawMessage) (map[string]json.RawMessage, *protocol.Error) {
+	if err := r.usable(); err != nil {
+		return nil, err
+	}
+	c, err := r.clientWith(o, access.Presence)
+	if err != nil {
+		return nil, err
+	}
+	merged := mergePresence(c.presence, patch)
+	enc, perr := encodePresence(merged, r.m.opts.PresenceMaxBytes)
+	if perr != nil {
+		return nil, perr
+	}
+	c.presence = merged
+	out := struct {
+		RoomID    string          `json:"room_id"`
+		ClientID  string          `json:"client_id"`
+		UserID    string          `json:"user_id"`
+		Presence  json.RawMessage `json:"presence"`
+		Timestamp string          `json:"timestamp"`
+	}{r.id, o.conn, o.user, enc, protocol.Now()}
+	data, _ := protocol.Marshal(out)
+	r.deliver(protocol.Encode(protocol.TypeRoomPresenceUpdated, "", json.RawMessage(data)), o.conn)
+	r.reply(o, protocol.TypeRoomPresenceUpdated, data)
+	return merged, nil
+}
+
+// --- broadcast ---
+
+type broadcastData struct {
+	RoomID string          `json:"room_id"`
+	Event  json.RawMessage `json:"event"`
+}
+
+// broadcastFrame builds room:event by appending: this runs once per event
+// of every room.
+func broadcastFrame(roomID, clientID, userID string, ev json.RawMessage) []byte {
+	frame := make([]byte, 0, 96+len(roomID)+len(clientID)+len(userID)+len(ev))
+	frame = append(frame, `{"type":"room:event","data":{"room_id":`...)
+	frame = jsonpatch.AppendString(frame, roomID)
+	frame = append(frame, `,"client_id":`...)
+	frame = jsonpatch.AppendString(frame, clientID)
+	frame = append(frame, `,"user_id":`...)
+	frame = jsonpatch.AppendString(frame, userID)
+	frame = append(frame, `,"event":`...)
+	frame = append(frame, ev...)
+	return append(frame, `}}`...)
+}
+
+// broadcast relays ev to everyone else in the room; the sender gets an ack
+// when it asked with an id. Needs r.mu.
+func (r *Room) broadcast(o origin, ev json.RawMessage) *protocol.Error {
+	if err := r.usable(); err != nil {
+		return err
+	}
+	if _, err := r.clientWith(o, access.Write); err != nil {
+		return err
+	}
+	r.deliver(broadcastFrame(r.id, o.conn, o.user, ev), o.conn)
+	if o.reqID != "" {
+		r.reply(o, protocol.TypeAck, nil)
+	}
+	return nil
+}
+
+// clientWith returns the origin's client when the policy's answer at join
+// (or the last permission refresh) holds action. Needs r.mu. Errors:
+// not_found when not in the room, forbidden naming the missing action
+// (access.Refusal).
+func (r *Room) clientWith(o origin, action access.Action) (*client, *protocol.Error) {
+	c, ok := r.clients[o.conn]
+	if !ok {
+		return nil, errNotInRoom(r.id)
+	}
+	if err := access.Refusal(r.id, c.perms, true, access.Subject{UserID: c.user}, action); err != nil {
+		return nil, asProtocolError(err)
+	}
+	return c, nil
 }
 
 // storageFor returns the updates after since when they are still kept,
@@ -242,161 +497,4 @@ func (r *Room) storageFor(since *int64) storageState {
 		r.committedEnc, _ = r.committed.MarshalJSON()
 	}
 	return storageState{Version: r.committedVer, Data: r.committedEnc}
-}
-
-type leaveData struct {
-	RoomID string `json:"room_id"`
-}
-
-func (m *Manager) leave(s gateway.Session, env protocol.Envelope) error {
-	d, perr := decodeLeave(env.Data)
-	if perr != nil {
-		return perr
-	}
-	r, err := m.inRoom(s, d.RoomID)
-	if err != nil {
-		return err
-	}
-	m.trackConn(s.ID(), r, false)
-	m.removeClient(r, s.ID(), env.ID)
-	return nil
-}
-
-// removeClient takes the connection out of r and tells everyone (the
-// leaver's copy carries reqID). The room leaves memory when it empties.
-func (m *Manager) removeClient(r *Room, connID, reqID string) {
-	r.mu.Lock()
-	c, ok := r.clients[connID]
-	if !ok {
-		r.mu.Unlock()
-		return
-	}
-	data := map[string]string{"room_id": r.id, "client_id": connID, "user_id": c.session.UserID()}
-	frame := protocol.Encode(protocol.TypeRoomLeft, "", data)
-	r.deliver(frame, connID)
-	c.session.Send(protocol.Encode(protocol.TypeRoomLeft, reqID, data))
-	delete(r.clients, connID)
-	for i, oc := range r.order {
-		if oc == c {
-			r.order = append(r.order[:i], r.order[i+1:]...)
-			break
-		}
-	}
-	r.mu.Unlock()
-	m.mu.Lock()
-	m.maybeUnloadLocked(r)
-	m.mu.Unlock()
-}
-
-// --- presence ---
-
-type presenceData struct {
-	RoomID   string          `json:"room_id"`
-	Presence json.RawMessage `json:"presence"`
-}
-
-func (m *Manager) updatePresence(s gateway.Session, env protocol.Envelope) error {
-	roomID, patch, perr := decodePresence(env.Data, m.opts.PresenceMaxBytes)
-	if perr != nil {
-		return perr
-	}
-	r, err := m.inRoom(s, roomID)
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c, err := r.clientWith(s, access.Presence)
-	if err != nil {
-		return err
-	}
-	merged := mergePresence(c.presence, patch)
-	enc, perr := encodePresence(merged, m.opts.PresenceMaxBytes)
-	if perr != nil {
-		return perr
-	}
-	c.presence = merged
-	out := struct {
-		RoomID    string          `json:"room_id"`
-		ClientID  string          `json:"client_id"`
-		UserID    string          `json:"user_id"`
-		Presence  json.RawMessage `json:"presence"`
-		Timestamp string          `json:"timestamp"`
-	}{r.id, s.ID(), s.UserID(), enc, protocol.Now()}
-	data, _ := protocol.Marshal(out)
-	r.deliver(protocol.Encode(protocol.TypeRoomPresenceUpdated, "", json.RawMessage(data)), s.ID())
-	s.Send(protocol.Encode(protocol.TypeRoomPresenceUpdated, env.ID, json.RawMessage(data)))
-	return nil
-}
-
-// --- broadcast ---
-
-type broadcastData struct {
-	RoomID string          `json:"room_id"`
-	Event  json.RawMessage `json:"event"`
-}
-
-func (m *Manager) broadcast(s gateway.Session, env protocol.Envelope) error {
-	d, perr := decodeBroadcast(env.Data)
-	if perr != nil {
-		return perr
-	}
-	r, err := m.inRoom(s, d.RoomID)
-	if err != nil {
-		return err
-	}
-	// Built by appending: this runs once per event of every room.
-	frame := make([]byte, 0, 96+len(d.RoomID)+len(s.ID())+len(s.UserID())+len(d.Event))
-	frame = append(frame, `{"type":"room:event","data":{"room_id":`...)
-	frame = jsonpatch.AppendString(frame, d.RoomID)
-	frame = append(frame, `,"client_id":`...)
-	frame = jsonpatch.AppendString(frame, s.ID())
-	frame = append(frame, `,"user_id":`...)
-	frame = jsonpatch.AppendString(frame, s.UserID())
-	frame = append(frame, `,"event":`...)
-	frame = append(frame, d.Event...)
-	frame = append(frame, `}}`...)
-	r.mu.Lock()
-	if _, err := r.clientWith(s, access.Write); err != nil {
-		r.mu.Unlock()
-		return err
-	}
-	r.deliver(frame, s.ID())
-	r.mu.Unlock()
-	if env.ID != "" {
-		s.Reply(protocol.TypeAck, env.ID, nil)
-	}
-	return nil
-}
-
-// roomMessage is the data of a message aimed at one room.
-type roomMessage interface{ room() string }
-
-func (d *leaveData) room() string     { return d.RoomID }
-func (d *presenceData) room() string  { return d.RoomID }
-func (d *broadcastData) room() string { return d.RoomID }
-func (d *storageData) room() string   { return d.RoomID }
-
-// inRoom returns the room roomID that the connection has joined, or
-// not_found.
-func (m *Manager) inRoom(s gateway.Session, roomID string) (*Room, error) {
-	r := m.roomOfConn(s.ID(), roomID)
-	if r == nil {
-		return nil, errNotInRoom(roomID)
-	}
-	return r, nil
-}
-
-// clientWith returns s's client in r when the policy's answer at join (or
-// the last RefreshUser) holds action. Needs r.mu. Errors: not_found when
-// not in the room, forbidden naming the missing action (access.Refusal).
-func (r *Room) clientWith(s gateway.Session, action access.Action) (*client, error) {
-	c, ok := r.clients[s.ID()]
-	if !ok {
-		return nil, errNotInRoom(r.id)
-	}
-	if err := access.Refusal(r.id, c.perms, true, subject(s), action); err != nil {
-		return nil, err
-	}
-	return c, nil
 }

@@ -3,11 +3,11 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
 	"github.com/parleyhq/parley/internal/access"
-	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/jsonpatch"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/safe"
@@ -26,53 +26,25 @@ type StorageResult struct {
 	Err     *protocol.Error
 }
 
-// updateStorage handles room:update_storage from a client in the room.
-func (m *Manager) updateStorage(s gateway.Session, env protocol.Envelope) error {
-	d, ops, perr := decodeStorage(env.Data, m.limits)
-	if perr != nil {
-		return perr
-	}
-	r, err := m.inRoom(s, d.RoomID)
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	_, err = r.clientWith(s, access.Write)
-	r.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	reqID := env.ID
-	// The sender's copy of room:storage_updated is its reply; errors after
-	// submission (a failed commit) are reported the same way.
-	return m.submitOps(r, s.ID(), ops, d.Ops, d.BaseVersion, func(res StorageResult) {
-		if res.Err != nil {
-			s.ReplyError(reqID, res.Err)
-		}
-	}, reqID, s)
-}
-
-// submit validates and applies a batch to the room's head document and
-// queues it for commit. The sender (if any) gets its room:storage_updated
-// with reqID; done is called after the commit succeeded or failed.
-func (m *Manager) submit(r *Room, clientID string, rawOps json.RawMessage, base *int64,
-	done func(StorageResult), reqID string, sender gateway.Session) error {
-	ops, perr := parseBatch(rawOps, m.limits)
-	if perr != nil {
-		return perr
-	}
-	return m.submitOps(r, clientID, ops, rawOps, base, done, reqID, sender)
-}
-
-// submitOps is submit with ops already parsed from rawOps (parseBatch).
-func (m *Manager) submitOps(r *Room, clientID string, ops []jsonpatch.Op, rawOps json.RawMessage, base *int64,
-	done func(StorageResult), reqID string, sender gateway.Session) error {
+// submitOps applies a batch (ops, parsed from rawOps) to the room's head
+// document and queues it for commit without waiting. The origin (a client,
+// or a REST call when o.conn is "") gets its own room:storage_updated as
+// the reply once the batch is durable; done (may be nil) is called after
+// the commit succeeded or failed.
+func (m *Manager) submitOps(r *Room, o origin, clientID string, ops []jsonpatch.Op, rawOps json.RawMessage, base *int64,
+	done func(StorageResult)) *protocol.Error {
 	compact := compactJSON(rawOps)
 
 	r.mu.Lock()
-	if r.broken {
+	if err := r.usable(); err != nil {
 		r.mu.Unlock()
-		return errResetting(r.id)
+		return err
+	}
+	if o.conn != "" {
+		if _, err := r.clientWith(o, access.Write); err != nil {
+			r.mu.Unlock()
+			return err
+		}
 	}
 	if base != nil && *base != r.headVer {
 		cur := r.headVer
@@ -87,9 +59,9 @@ func (m *Manager) submitOps(r *Room, clientID string, ops []jsonpatch.Op, rawOps
 	r.head = next
 	r.headVer++
 	ver := r.headVer
-	epoch := r.epoch
+	gen := r.gen
 	r.pending++
-	u := store.DocUpdate{RoomID: r.id, Version: ver, ClientID: clientID, Ops: compact}
+	u := store.DocUpdate{RoomID: r.id, Version: ver, ClientID: clientID, Ops: compact, Epoch: r.lease.Epoch}
 	r.sinceSnap++
 	if r.sinceSnap >= m.opts.SnapshotEvery {
 		snap, _ := next.MarshalJSON()
@@ -100,7 +72,7 @@ func (m *Manager) submitOps(r *Room, clientID string, ops []jsonpatch.Op, rawOps
 	// Submit under the room lock: the committer's queue order must be the
 	// version order. Submit does not block on I/O.
 	m.committer.Submit(u, func(cerr error) {
-		m.committed(r, u, next, epoch, cerr, reqID, sender, done)
+		m.committed(r, u, next, gen, cerr, o, done)
 	})
 	r.mu.Unlock()
 	return nil
@@ -115,8 +87,7 @@ var commitHook atomic.Pointer[func(roomID string, version int64)]
 // A panic while it updates the room is contained here: the room is reset
 // (resetRoom), the batch's sender gets internal, and the committer and
 // every other room go on.
-func (m *Manager) committed(r *Room, u store.DocUpdate, doc jsonpatch.Doc, epoch int, cerr error,
-	reqID string, sender gateway.Session, done func(StorageResult)) {
+func (m *Manager) committed(r *Room, u store.DocUpdate, doc jsonpatch.Doc, gen int, cerr error, o origin, done func(StorageResult)) {
 	var res StorageResult
 	func() {
 		defer safe.Recover(m.log, m.metrics, safe.CommitCallback, func(any) {
@@ -124,46 +95,59 @@ func (m *Manager) committed(r *Room, u store.DocUpdate, doc jsonpatch.Doc, epoch
 				"storage update of room %s may not have been applied; join the room again", r.id)}
 			m.resetRoom(r)
 		})
-		res = m.applyCommitted(r, u, doc, epoch, cerr, reqID, sender)
+		res = m.applyCommitted(r, u, doc, gen, cerr, o)
 	}()
 	if res.Err == nil {
 		m.metrics.StorageCommits.Inc()
+	} else if o.conn != "" {
+		r.fail(o, res.Err)
 	}
 	m.maybeUnload(r)
-	done(res)
+	if done != nil {
+		done(res)
+	}
+}
+
+// errNotSaved is what the sender of a batch that failed to commit hears.
+func errNotSaved() *protocol.Error {
+	return protocol.Errorf(protocol.CodeInternal, "storage update not saved; retry")
 }
 
 // applyCommitted is the room's side of a commit callback: on success it
 // advances the committed document, keeps the update for catch-up and tells
-// everyone in the room; on failure it drops the head back to
-// the committed document. It takes r.mu and releases it even when it
-// panics.
-func (m *Manager) applyCommitted(r *Room, u store.DocUpdate, doc jsonpatch.Doc, epoch int, cerr error,
-	reqID string, sender gateway.Session) StorageResult {
+// everyone in the room; on failure it drops the head back to the committed
+// document, and when the store says another writer got there first
+// (ErrConflict) or a newer owner holds the room (ErrFenced), the room is
+// no longer this node's to order: it is given up (cluster) or reloaded from
+// the store (one node). It takes r.mu and releases it even when it panics.
+func (m *Manager) applyCommitted(r *Room, u store.DocUpdate, doc jsonpatch.Doc, gen int, cerr error, o origin) StorageResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pending--
 	if h := commitHook.Load(); h != nil {
 		(*h)(r.id, u.Version)
 	}
-	if r.broken {
-		// The room was reset and has no clients: the batch is durable (or
-		// not) and the next load reads whatever the store has.
+	if r.broken || r.gone {
+		// The room was reset or given up: the batch is durable (or not) and
+		// the next load reads whatever the store has.
 		if cerr != nil {
-			return StorageResult{Err: protocol.Errorf(protocol.CodeInternal, "storage update not saved; retry")}
+			return StorageResult{Err: errNotSaved()}
 		}
 		return StorageResult{Version: u.Version}
 	}
 	if cerr != nil {
-		if epoch == r.epoch {
+		if gen == r.gen {
 			// The first failure of this generation: forget every batch
 			// applied after the committed document.
-			r.epoch++
+			r.gen++
 			r.head, r.headVer = r.committed, r.committedVer
 			r.sinceSnap = 0
 			m.log.Error("storage commit failed", "room", r.id, "version", u.Version, "err", cerr)
+			if errors.Is(cerr, store.ErrConflict) || errors.Is(cerr, store.ErrFenced) {
+				m.lostRoom(r)
+			}
 		}
-		return StorageResult{Err: protocol.Errorf(protocol.CodeInternal, "storage update not saved; retry")}
+		return StorageResult{Err: errNotSaved()}
 	}
 	r.committed, r.committedVer, r.committedEnc = doc, u.Version, nil
 	r.hist.push(u, m.opts.KeepUpdates, m.opts.KeepUpdatesBytes)
@@ -173,14 +157,12 @@ func (m *Manager) applyCommitted(r *Room, u store.DocUpdate, doc jsonpatch.Doc, 
 		ClientID string          `json:"client_id"`
 		Ops      json.RawMessage `json:"ops"`
 	}{r.id, u.Version, u.ClientID, u.Ops})
-	except := ""
-	if sender != nil {
-		except = sender.ID()
-		if _, in := r.clients[except]; in {
-			sender.Send(protocol.Encode(protocol.TypeRoomStorageUpdated, reqID, json.RawMessage(data)))
+	r.deliver(protocol.Encode(protocol.TypeRoomStorageUpdated, "", json.RawMessage(data)), o.conn)
+	if o.conn != "" {
+		if _, in := r.clients[o.conn]; in {
+			r.reply(o, protocol.TypeRoomStorageUpdated, data)
 		}
 	}
-	r.deliver(protocol.Encode(protocol.TypeRoomStorageUpdated, "", json.RawMessage(data)), except)
 	return StorageResult{Version: u.Version}
 }
 
@@ -194,38 +176,43 @@ func (m *Manager) applyCommitted(r *Room, u store.DocUpdate, doc jsonpatch.Doc, 
 func (m *Manager) resetRoom(r *Room) {
 	r.mu.Lock()
 	r.broken = true
-	r.epoch++
-	clients := r.order
-	r.order, r.clients = nil, map[string]*client{}
+	r.gen++
+	clients := append([]*client(nil), r.order...)
+	for _, c := range clients {
+		r.removeLocked(c.id, "", true)
+	}
 	r.mu.Unlock()
 	m.log.Error("room reset after a panic in its commit callback", "room", r.id, "clients", len(clients))
 	for _, c := range clients {
-		m.trackConn(c.id, r, false)
-		c.session.Send(protocol.Encode(protocol.TypeRoomLeft, "",
-			map[string]string{"room_id": r.id, "client_id": c.id, "user_id": c.session.UserID()}))
+		if c.sink != nil {
+			m.untrack(c.id, r.id)
+		}
 	}
 }
 
-func (m *Manager) maybeUnload(r *Room) {
-	m.mu.Lock()
-	m.maybeUnloadLocked(r)
-	m.mu.Unlock()
-}
 
-// Snapshot returns the committed document of a room (loading it if needed).
+// Snapshot returns the committed document of a room, from its owner
+// (loading it on this node when no node has it live).
 func (m *Manager) Snapshot(ctx context.Context, roomID string) (int64, json.RawMessage, error) {
 	if err := validRoom(roomID); err != nil {
 		return 0, nil, err
 	}
-	r, err := m.acquire(ctx, roomID)
+	r, remote, err := m.ownerRoom(ctx, roomID)
 	if err != nil {
 		return 0, nil, err
+	}
+	if r == nil {
+		res, err := m.call(ctx, remote, nodeMsg{Kind: kindSnapshot, Room: roomID, Epoch: remote.Epoch})
+		if err != nil {
+			return 0, nil, err
+		}
+		return res.Version, res.Data, nil
 	}
 	defer m.release(r)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.broken {
-		return 0, nil, errResetting(r.id)
+	if err := r.usable(); err != nil {
+		return 0, nil, err
 	}
 	if r.committedEnc == nil {
 		r.committedEnc, _ = r.committed.MarshalJSON()
@@ -234,19 +221,31 @@ func (m *Manager) Snapshot(ctx context.Context, roomID string) (int64, json.RawM
 }
 
 // Patch applies a batch from the REST API (clientID names the caller, e.g.
-// "api" or "user:<id>"), waits until it is durable and broadcast, and
-// returns the new version.
+// "api" or "user:<id>") through the room's owner, waits until it is
+// durable and broadcast, and returns the new version.
 func (m *Manager) Patch(ctx context.Context, roomID, clientID string, ops json.RawMessage, base *int64) (int64, error) {
 	if err := validRoom(roomID); err != nil {
 		return 0, err
 	}
-	r, err := m.acquire(ctx, roomID)
+	parsed, perr := parseBatch(ops, m.limits)
+	if perr != nil {
+		return 0, perr
+	}
+	r, remote, err := m.ownerRoom(ctx, roomID)
 	if err != nil {
 		return 0, err
 	}
+	if r == nil {
+		res, err := m.call(ctx, remote, nodeMsg{Kind: kindPatch, Room: roomID, Epoch: remote.Epoch, Client: clientID,
+			Ops: ops, Base: base})
+		if err != nil {
+			return 0, err
+		}
+		return res.Version, nil
+	}
 	defer m.release(r)
 	ch := make(chan StorageResult, 1)
-	if err := m.submit(r, clientID, ops, base, func(res StorageResult) { ch <- res }, "", nil); err != nil {
+	if err := m.submitOps(r, origin{}, clientID, parsed, ops, base, func(res StorageResult) { ch <- res }); err != nil {
 		return 0, err
 	}
 	select {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/api"
+	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/media"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/rooms"
@@ -31,10 +32,10 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 		PresenceMaxBytes: cfg.PresenceMaxBytes, StorageMaxBytes: cfg.StorageMaxBytes,
 		StorageMaxOps: cfg.StorageMaxOps, StorageMaxDepth: cfg.StorageMaxDepth,
 		KeepUpdates: cfg.StorageKeepUpdates, KeepUpdatesBytes: cfg.StorageKeepUpdatesBytes, SnapshotEvery: cfg.SnapshotEvery, MaxRoomsPerConn: cfg.MaxRoomsPerConn,
-	}, s.Store, committer, s.Access, s.Metrics, s.log)
+	}, s.Store, committer, s.Access, s.Metrics, s.log, s.roomsCluster())
 	s.Access.State = append(s.Access.State, s.Rooms)
-	s.Gateway.Route("room", s.Rooms)
-	s.Gateway.OnLifecycle(s.Rooms)
+	s.Gateway.Route("room", roomsGateway{s.Rooms})
+	s.Gateway.OnLifecycle(roomsGateway{s.Rooms})
 
 	base := &api.Base{APIKey: cfg.APIKey, Verifier: s.Verifier, MaxBodySize: cfg.RESTMaxBodyBytes, Log: s.log}
 	s.handler = base.WriteLimit(api.NewLoginLimiter(cfg.RESTRate, cfg.RESTBurst), s.mux)
@@ -89,3 +90,19 @@ func (c callAccess) RefreshUser(ctx context.Context, roomID, userID string) {
 		}
 	}
 }
+
+// roomsGateway adapts rooms.Manager, which reaches connections only
+// through its own Session interface, to the gateway's Handler and
+// Lifecycle.
+type roomsGateway struct{ m *rooms.Manager }
+
+func (g roomsGateway) Handle(ctx context.Context, s gateway.Session, env protocol.Envelope) error {
+	return g.m.Handle(ctx, s, env)
+}
+
+func (g roomsGateway) Connected(gateway.Session, bool) {}
+
+func (g roomsGateway) Disconnected(s gateway.Session, last bool) { g.m.Disconnected(s, last) }
+
+// roomsCluster is the cluster rooms uses: nil on a single node.
+func (s *Server) roomsCluster() rooms.Cluster { return nil }

@@ -1,0 +1,580 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/safe"
+)
+
+// The ClusterHandler side of the Manager: what other nodes send. These
+// methods run on the Cluster's one delivery goroutine, so they never wait
+// on I/O: anything that may (a resync, re-deciding permissions) runs on a
+// goroutine of its own.
+
+// NodeMessage implements ClusterHandler.
+func (m *Manager) NodeMessage(b []byte) {
+	msg, err := decodeNodeMsg(b)
+	if err != nil {
+		m.log.Warn("bad node message", "err", err)
+		return
+	}
+	switch msg.Kind {
+	case kindReply, kindJoined, kindSynced, kindNotOwner:
+		m.edgeMessage(msg)
+	case kindResult:
+		m.callMu.Lock()
+		ch := m.calls[msg.Corr]
+		m.callMu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- msg:
+			default:
+			}
+		}
+	default:
+		m.ownerMessage(msg)
+	}
+}
+
+// ownerMessage runs another node's request for a room this node owns.
+func (m *Manager) ownerMessage(msg nodeMsg) {
+	l := Lease{Node: m.cl.NodeID(), Epoch: msg.Epoch}
+	r := m.owned(msg.Room, &l)
+	if r == nil {
+		if msg.Kind == kindLeave || msg.Kind == kindPerms {
+			return // the new owner gets the sender's clients by resync
+		}
+		m.sendNode(msg.From, nodeMsg{Kind: kindNotOwner, Room: msg.Room, Conn: msg.Conn, ReqID: msg.ReqID, Corr: msg.Corr})
+		return
+	}
+	defer m.release(r)
+	o := origin{conn: msg.Conn, user: msg.User, name: msg.Name, node: msg.From, reqID: msg.ReqID}
+	var perr *protocol.Error
+	switch msg.Kind {
+	case kindJoin:
+		r.mu.Lock()
+		perr = r.addClient(o, msg.Perms, msg.Presence, msg.Since)
+		r.mu.Unlock()
+		if perr != nil {
+			m.sendNode(msg.From, nodeMsg{Kind: kindJoined, Room: r.id, Epoch: msg.Epoch, Conn: msg.Conn, ReqID: msg.ReqID,
+				Err: perr, State: &joinState{}})
+			return
+		}
+	case kindLeave:
+		r.mu.Lock()
+		if c := r.clients[msg.Conn]; c != nil && c.node == msg.From {
+			r.removeLocked(msg.Conn, "", true)
+		}
+		r.mu.Unlock()
+	case kindPresence:
+		r.mu.Lock()
+		_, perr = r.updatePresence(o, msg.Presence)
+		r.mu.Unlock()
+	case kindEvent:
+		r.mu.Lock()
+		perr = r.broadcast(o, msg.Event)
+		r.mu.Unlock()
+	case kindStorage:
+		ops, e := parseBatch(msg.Ops, m.limits)
+		if perr = e; perr == nil {
+			perr = m.submitOps(r, o, o.conn, ops, msg.Ops, msg.Base, nil)
+		}
+	case kindPerms:
+		r.mu.Lock()
+		if c := r.clients[msg.Conn]; c != nil && c.node == msg.From {
+			c.perms = msg.Perms
+		}
+		r.mu.Unlock()
+	case kindSync:
+		r.mu.Lock()
+		r.syncNode(msg.From, msg.Clients)
+		r.mu.Unlock()
+	case kindSnapshot:
+		r.mu.Lock()
+		res := nodeMsg{Kind: kindResult, Room: r.id, Corr: msg.Corr}
+		if perr := r.usable(); perr != nil {
+			res.Err = perr
+		} else {
+			if r.committedEnc == nil {
+				r.committedEnc, _ = r.committed.MarshalJSON()
+			}
+			res.Version, res.Data = r.committedVer, r.committedEnc
+		}
+		r.mu.Unlock()
+		m.sendNode(msg.From, res)
+	case kindPatch:
+		ops, e := parseBatch(msg.Ops, m.limits)
+		if e == nil {
+			from, corr := msg.From, msg.Corr
+			e = m.submitOps(r, origin{}, msg.Client, ops, msg.Ops, msg.Base, func(res StorageResult) {
+				m.sendNode(from, nodeMsg{Kind: kindResult, Room: r.id, Corr: corr, Version: res.Version, Err: res.Err})
+			})
+		}
+		if e != nil {
+			m.sendNode(msg.From, nodeMsg{Kind: kindResult, Room: r.id, Corr: msg.Corr, Err: e})
+		}
+	}
+	if perr != nil && msg.Conn != "" {
+		r.fail(o, perr)
+	}
+}
+
+// syncNode makes node's clients in the room exactly clients: the others
+// of that node leave, new ones join (a client already in keeps the
+// owner's presence, which is current), and the node gets the room's state
+// for all of them. Needs r.mu.
+func (r *Room) syncNode(node string, clients []syncClient) {
+	local := node == r.m.cl.NodeID()
+	want := make(map[string]bool, len(clients))
+	for _, sc := range clients {
+		want[sc.Conn] = true
+	}
+	for _, c := range append([]*client(nil), r.order...) {
+		cnode := c.node
+		if cnode == "" {
+			cnode = r.m.cl.NodeID()
+		}
+		if cnode == node && !want[c.id] {
+			r.removeLocked(c.id, "", true)
+		}
+	}
+	if r.usable() != nil {
+		return
+	}
+	for _, sc := range clients {
+		if c := r.clients[sc.Conn]; c != nil {
+			c.perms = sc.Perms
+			continue
+		}
+		c := &client{id: sc.Conn, user: sc.User, name: sc.Name, perms: sc.Perms, presence: sc.Presence, joinedAt: time.Now()}
+		if local {
+			c.sink = r.m.localSink(r.id, sc.Conn)
+			if c.sink == nil {
+				continue
+			}
+		} else {
+			c.node = node
+		}
+		r.addLocked(c)
+	}
+	js := r.snapshotState(nil)
+	if !local {
+		r.m.sendNode(node, nodeMsg{Kind: kindSynced, Room: r.id, Epoch: r.lease.Epoch, Seq: r.seq, State: &js, Roster: r.roster()})
+		return
+	}
+	// This node's own clients: their fresh state straight away.
+	r.m.deliverStates(r.id, js, r.lease, r.seq, nil)
+}
+
+// localSink returns this node's session of connID in roomID's edge.
+func (m *Manager) localSink(roomID, connID string) Sink {
+	e, _ := m.edgeFor(roomID, false)
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if lc := e.clients[connID]; lc != nil {
+		return lc.s
+	}
+	return nil
+}
+
+// deliverStates completes a sync at this node's edge: the baseline is the
+// owner's (lease, seq), the roster is replaced (clients that vanished from
+// it get room:left) and every local client gets a fresh room:state (a
+// joining client as the answer to its join).
+func (m *Manager) deliverStates(roomID string, js joinState, l Lease, seq uint64, roster []rosterEntry) {
+	e, _ := m.edgeFor(roomID, false)
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.known && e.lease != l {
+		return // a later resync is under way
+	}
+	e.lease, e.known, e.synced, e.seq = l, true, true, seq
+	if roster != nil {
+		next := make(map[string]rosterEntry, len(roster))
+		for _, re := range roster {
+			next[re.Client] = re
+		}
+		for id, re := range e.roster {
+			if _, ok := next[id]; !ok {
+				e.deliverLocked(leftFrame(roomID, id, re.User), "")
+			}
+		}
+		e.roster = next
+	}
+	for id, lc := range e.clients {
+		st := js.state(roomID, id)
+		if lc.joining {
+			lc.joining = false
+			lc.s.Reply(protocol.TypeRoomState, lc.reqID, st)
+			m.track(id, roomID)
+			continue
+		}
+		lc.s.Send(protocol.Encode(protocol.TypeRoomState, "", st))
+		m.track(id, roomID)
+	}
+}
+
+func leftFrame(roomID, clientID, userID string) []byte {
+	return protocol.Encode(protocol.TypeRoomLeft, "", map[string]string{"room_id": roomID, "client_id": clientID, "user_id": userID})
+}
+
+// deliverLocked sends frame to the edge's clients that are in the room
+// (not still joining), except one. Needs e.mu.
+func (e *edge) deliverLocked(frame []byte, except string) {
+	for id, lc := range e.clients {
+		if id != except && !lc.joining {
+			lc.s.Send(frame)
+		}
+	}
+}
+
+// edgeMessage handles an owner's answer to this node.
+func (m *Manager) edgeMessage(msg nodeMsg) {
+	e, _ := m.edgeFor(msg.Room, false)
+	if e == nil {
+		return
+	}
+	switch msg.Kind {
+	case kindReply:
+		e.mu.Lock()
+		lc := e.clients[msg.Conn]
+		e.mu.Unlock()
+		if lc == nil {
+			return
+		}
+		if msg.Err != nil {
+			lc.s.ReplyError(msg.ReqID, msg.Err)
+			return
+		}
+		if msg.Type == protocol.TypeRoomPresenceUpdated {
+			var p struct {
+				Presence map[string]json.RawMessage `json:"presence"`
+			}
+			if json.Unmarshal(msg.Data, &p) == nil {
+				e.mu.Lock()
+				lc.presence = p.Presence
+				e.mu.Unlock()
+			}
+		}
+		lc.s.Reply(msg.Type, msg.ReqID, replyData(msg.Data))
+	case kindJoined:
+		e.mu.Lock()
+		lc := e.clients[msg.Conn]
+		if lc == nil || !lc.joining {
+			e.mu.Unlock()
+			return
+		}
+		if msg.Err != nil {
+			delete(e.clients, msg.Conn)
+			e.mu.Unlock()
+			lc.s.ReplyError(msg.ReqID, msg.Err)
+			m.dropEdgeIfEmpty(e)
+			return
+		}
+		gap := false
+		switch {
+		case msg.Epoch != e.lease.Epoch:
+			gap = true
+		case !e.synced:
+			e.synced, e.seq = true, msg.Seq
+			e.roster = make(map[string]rosterEntry, len(msg.Roster))
+			for _, re := range msg.Roster {
+				e.roster[re.Client] = re
+			}
+		case msg.Seq > e.seq:
+			gap = true // events this node should have had are missing
+		}
+		lc.joining = false
+		e.mu.Unlock()
+		lc.s.Reply(protocol.TypeRoomState, msg.ReqID, msg.State.state(msg.Room, msg.Conn))
+		m.track(msg.Conn, msg.Room)
+		if gap {
+			m.resync(e)
+		}
+	case kindSynced:
+		m.deliverStates(msg.Room, *msg.State, Lease{Node: msg.From, Epoch: msg.Epoch}, msg.Seq, msg.Roster)
+	case kindNotOwner:
+		e.mu.Lock()
+		lc := e.clients[msg.Conn]
+		e.mu.Unlock()
+		if lc != nil && !lc.joining && msg.ReqID != "" {
+			// A joining client gets its room:state from the resync.
+			lc.s.ReplyError(msg.ReqID, errNotOwner(msg.Room))
+		}
+		m.resync(e)
+	}
+}
+
+// RoomMessage implements ClusterHandler: an owner's event for this node's
+// clients in the room.
+func (m *Manager) RoomMessage(roomID string, b []byte) {
+	ev, err := decodeEvent(b)
+	if err != nil {
+		m.log.Warn("bad room event", "room", roomID, "err", err)
+		return
+	}
+	if ev.from == m.cl.NodeID() {
+		return // delivered here when it was emitted
+	}
+	e, _ := m.edgeFor(roomID, false)
+	if e == nil {
+		return
+	}
+	switch ev.kind {
+	case evRefresh:
+		user := ev.user
+		safe.Go(m.log, m.metrics, safe.Background, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			m.refreshLocal(ctx, roomID, user)
+		}, nil)
+		return
+	case evMoved:
+		e.mu.Lock()
+		mine := e.known && e.lease.Epoch == ev.epoch
+		e.mu.Unlock()
+		if mine {
+			m.resync(e)
+		}
+		return
+	}
+	e.mu.Lock()
+	switch {
+	case !e.known || !e.synced || ev.epoch < e.lease.Epoch || (ev.epoch == e.lease.Epoch && ev.seq <= e.seq):
+		e.mu.Unlock()
+		return // before this node's baseline, or from a deposed owner
+	case ev.epoch > e.lease.Epoch || ev.seq != e.seq+1:
+		e.mu.Unlock()
+		m.log.Info("room events missed: resync", "room", roomID, "epoch", ev.epoch, "seq", ev.seq, "have", e.seq)
+		m.resync(e)
+		return
+	}
+	e.seq = ev.seq
+	var untrack string
+	switch ev.kind {
+	case evJoined:
+		e.roster[ev.client] = rosterEntry{Client: ev.client, User: ev.user, Node: ev.node}
+	case evLeft:
+		if _, ok := e.roster[ev.client]; !ok {
+			e.mu.Unlock()
+			return // already told (its node died)
+		}
+		delete(e.roster, ev.client)
+		if lc := e.clients[ev.client]; lc != nil && ev.except == "" {
+			// The owner removed one of this node's clients.
+			lc.s.Send(ev.frame)
+			delete(e.clients, ev.client)
+			untrack = ev.client
+		}
+	}
+	e.deliverLocked(ev.frame, ev.except)
+	e.mu.Unlock()
+	if untrack != "" {
+		m.untrack(untrack, roomID)
+		m.dropEdgeIfEmpty(e)
+	}
+}
+
+// NodeDown implements ClusterHandler: node died or drains. Its clients
+// leave every room (this node's clients get room:left), and rooms it owned
+// find a new owner.
+func (m *Manager) NodeDown(node string) {
+	m.mu.Lock()
+	owned := make([]*Room, 0, len(m.rooms))
+	for _, r := range m.rooms {
+		owned = append(owned, r)
+	}
+	m.mu.Unlock()
+	for _, r := range owned {
+		r.mu.Lock()
+		for _, c := range append([]*client(nil), r.order...) {
+			if c.node == node {
+				r.removeLocked(c.id, "", true)
+			}
+		}
+		r.mu.Unlock()
+		m.maybeUnload(r)
+	}
+	m.edgeMu.Lock()
+	edges := make([]*edge, 0, len(m.edges))
+	for _, e := range m.edges {
+		edges = append(edges, e)
+	}
+	m.edgeMu.Unlock()
+	for _, e := range edges {
+		e.mu.Lock()
+		if e.known && e.lease.Node == m.cl.NodeID() {
+			e.mu.Unlock()
+			continue // this node owns the room: done above
+		}
+		for id, re := range maps.Clone(e.roster) {
+			if re.Node == node {
+				delete(e.roster, id)
+				e.deliverLocked(leftFrame(e.id, id, re.User), "")
+			}
+		}
+		ownerDown := e.known && e.lease.Node == node
+		e.mu.Unlock()
+		if ownerDown {
+			m.resync(e)
+		}
+	}
+}
+
+// Resync implements ClusterHandler: after a reconnect, every room with
+// clients here is re-read from its owner.
+func (m *Manager) Resync() {
+	m.edgeMu.Lock()
+	edges := make([]*edge, 0, len(m.edges))
+	for _, e := range m.edges {
+		edges = append(edges, e)
+	}
+	m.edgeMu.Unlock()
+	for _, e := range edges {
+		m.resync(e)
+	}
+}
+
+// resync finds the edge's owner again and sends it this node's clients;
+// they get a fresh room:state. Single-flight per edge; retried with
+// exponential backoff while the room has clients here.
+func (m *Manager) resync(e *edge) {
+	e.mu.Lock()
+	e.known, e.synced = false, false
+	if e.resyncing {
+		e.again = true
+		e.mu.Unlock()
+		return
+	}
+	e.resyncing = true
+	e.mu.Unlock()
+	safe.Go(m.log, m.metrics, safe.Background, func() {
+		defer func() {
+			e.mu.Lock()
+			e.resyncing = false
+			e.mu.Unlock()
+		}()
+		for {
+			e.mu.Lock()
+			e.again = false
+			e.mu.Unlock()
+			m.resyncOnce(e)
+			e.mu.Lock()
+			again := e.again && len(e.clients) > 0
+			e.mu.Unlock()
+			if !again {
+				return
+			}
+		}
+	}, nil)
+}
+
+func (m *Manager) resyncOnce(e *edge) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var r *Room
+	l, err := backoff.Retry(ctx, func() (Lease, error) {
+		e.mu.Lock()
+		n := len(e.clients)
+		e.mu.Unlock()
+		if n == 0 {
+			return Lease{}, backoff.Permanent(errNotOwner(e.id))
+		}
+		l, room, err := m.resolve(ctx, e.id)
+		r = room
+		return l, err
+	}, backoff.WithBackOff(&backoff.ExponentialBackOff{InitialInterval: 20 * time.Millisecond, RandomizationFactor: 0.5,
+		Multiplier: 2, MaxInterval: time.Second}))
+	if err != nil {
+		e.mu.Lock()
+		n := len(e.clients)
+		e.mu.Unlock()
+		if n > 0 {
+			m.log.Error("room resync failed", "room", e.id, "err", err)
+		}
+		return
+	}
+	e.mu.Lock()
+	e.lease, e.known, e.synced = l, true, false
+	clients := make([]syncClient, 0, len(e.clients))
+	for id, lc := range e.clients {
+		clients = append(clients, syncClient{Conn: id, User: lc.s.UserID(), Name: lc.s.Name(), Perms: lc.perms, Presence: lc.presence})
+	}
+	e.mu.Unlock()
+	if r == nil {
+		m.sendNode(l.Node, nodeMsg{Kind: kindSync, Room: e.id, Epoch: l.Epoch, Clients: clients})
+		return
+	}
+	if r != nil {
+		r.mu.Lock()
+		r.syncNode(m.cl.NodeID(), clients)
+		r.mu.Unlock()
+		m.release(r)
+	}
+}
+
+// Handover gives up every room this node owns (SIGTERM drain, after the
+// gateway closed this node's connections): each room's pending commits
+// are waited for, its lease released and its subscribers told (evMoved),
+// so that another node takes it at once. The node takes no room after
+// this.
+func (m *Manager) Handover(ctx context.Context) {
+	if m.cl == nil {
+		return
+	}
+	m.draining.Store(true)
+	m.mu.Lock()
+	owned := make([]*Room, 0, len(m.rooms))
+	for _, r := range m.rooms {
+		owned = append(owned, r)
+	}
+	m.mu.Unlock()
+	for _, r := range owned {
+		m.waitCommitted(ctx, r)
+		r.mu.Lock()
+		r.gone = true
+		l := r.lease
+		r.mu.Unlock()
+		m.mu.Lock()
+		if m.rooms[r.id] == r {
+			delete(m.rooms, r.id)
+		}
+		m.mu.Unlock()
+		if err := m.cl.Release(ctx, r.id, l); err != nil {
+			m.log.Warn("hand over room", "room", r.id, "err", err)
+		}
+		m.publishCtl(r.id, evMoved, l.Epoch, "")
+	}
+	m.log.Info("rooms handed over", "rooms", len(owned))
+}
+
+// waitCommitted waits until r has no commit pending (or ctx ends).
+func (m *Manager) waitCommitted(ctx context.Context, r *Room) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		r.mu.Lock()
+		n := r.pending
+		r.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

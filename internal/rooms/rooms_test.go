@@ -1,0 +1,474 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/access"
+	"github.com/parleyhq/parley/internal/protocol"
+)
+
+// Unit tests of the rooms logic over the in-memory fakes (fakes_test.go):
+// one node, and clusters of fake nodes with real ordering, leases, fencing
+// and node failure.
+
+type stateMsg struct {
+	RoomID      string `json:"room_id"`
+	ClientID    string `json:"client_id"`
+	MemberCount int    `json:"member_count"`
+	Members     []struct {
+		ClientID string                     `json:"client_id"`
+		UserID   string                     `json:"user_id"`
+		Presence map[string]json.RawMessage `json:"presence"`
+	} `json:"members"`
+	Storage struct {
+		Version int64           `json:"version"`
+		Data    json.RawMessage `json:"data"`
+		Updates []struct {
+			Version int64 `json:"version"`
+		} `json:"updates"`
+	} `json:"storage"`
+}
+
+func decodeState(t *testing.T, f frame) stateMsg {
+	t.Helper()
+	var st stateMsg
+	if err := json.Unmarshal(f.Data, &st); err != nil {
+		t.Fatalf("room:state %s: %v", f.Data, err)
+	}
+	return st
+}
+
+func memberIDs(st stateMsg) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range st.Members {
+		out[m.ClientID] = true
+	}
+	return out
+}
+
+type versionMsg struct {
+	Version  int64  `json:"version"`
+	ClientID string `json:"client_id"`
+}
+
+func join(t *testing.T, m *Manager, s *fakeSession, room string, cursor *int) stateMsg {
+	t.Helper()
+	id := "j-" + s.id + "-" + room
+	send(t, m, s, protocol.TypeRoomJoin, id, map[string]any{"room_id": room})
+	f := s.wait(t, cursor, "room:state for "+id, func(f frame) bool { return f.ID == id })
+	if f.Type != protocol.TypeRoomState {
+		t.Fatalf("join %s: got %s %s %+v", room, f.Type, f.Data, f.Err)
+	}
+	return decodeState(t, f)
+}
+
+func addOp(key string, v int) []map[string]any {
+	return []map[string]any{{"op": "add", "path": "/" + key, "value": v}}
+}
+
+func TestSingleNodeRoom(t *testing.T) {
+	m, st, _ := newSingle(t)
+	a, b := newSession("a", "ua"), newSession("b", "ub")
+	var ca, cb int
+	join(t, m, a, "r", &ca)
+	stB := join(t, m, b, "r", &cb)
+	if stB.MemberCount != 2 || !memberIDs(stB)["a"] {
+		t.Fatalf("b's state: %+v", stB)
+	}
+	a.wait(t, &ca, "room:joined b", isType(protocol.TypeRoomJoined, ""))
+
+	send(t, m, b, protocol.TypeRoomUpdatePresence, "p1", map[string]any{"room_id": "r", "presence": map[string]any{"x": 1}})
+	b.wait(t, &cb, "presence reply", isType(protocol.TypeRoomPresenceUpdated, "p1"))
+	a.wait(t, &ca, "presence event", isType(protocol.TypeRoomPresenceUpdated, ""))
+
+	send(t, m, a, protocol.TypeRoomBroadcast, "", map[string]any{"room_id": "r", "event": map[string]any{"hi": true}})
+	b.wait(t, &cb, "room:event", isType(protocol.TypeRoomEvent, ""))
+
+	for i := 1; i <= 3; i++ {
+		send(t, m, a, protocol.TypeRoomUpdateStorage, fmt.Sprint("s", i), map[string]any{"room_id": "r", "ops": addOp(fmt.Sprint("k", i), i)})
+	}
+	for i := 1; i <= 3; i++ {
+		f := a.wait(t, &ca, "storage ack", isType(protocol.TypeRoomStorageUpdated, fmt.Sprint("s", i)))
+		var v versionMsg
+		_ = json.Unmarshal(f.Data, &v)
+		if v.Version != int64(i) {
+			t.Fatalf("ack %d has version %d", i, v.Version)
+		}
+		b.wait(t, &cb, "storage event", isType(protocol.TypeRoomStorageUpdated, ""))
+	}
+	if n := st.versions("r"); n != 3 {
+		t.Fatalf("store has %d versions, want 3", n)
+	}
+
+	send(t, m, a, protocol.TypeRoomLeave, "l", map[string]any{"room_id": "r"})
+	a.wait(t, &ca, "own room:left", isType(protocol.TypeRoomLeft, "l"))
+	b.wait(t, &cb, "room:left a", isType(protocol.TypeRoomLeft, ""))
+	m.Disconnected(b, true)
+	if m.LiveRooms() != 0 || m.TrackedConnections() != 0 {
+		t.Fatalf("after everyone left: %d rooms, %d connections", m.LiveRooms(), m.TrackedConnections())
+	}
+}
+
+// A failed commit drops the head back to the committed document: the
+// sender hears internal, and the next batch gets the next durable version
+// (no gap, nothing of the failed batch left).
+func TestCommitFailureRollsBack(t *testing.T) {
+	m, st, _ := newSingle(t)
+	a := newSession("a", "ua")
+	var ca int
+	join(t, m, a, "r", &ca)
+	send(t, m, a, protocol.TypeRoomUpdateStorage, "s1", map[string]any{"room_id": "r", "ops": addOp("one", 1)})
+	a.wait(t, &ca, "ack v1", isType(protocol.TypeRoomStorageUpdated, "s1"))
+
+	st.mu.Lock()
+	st.fail = errors.New("disk on fire")
+	st.mu.Unlock()
+	send(t, m, a, protocol.TypeRoomUpdateStorage, "s2", map[string]any{"room_id": "r", "ops": addOp("two", 2)})
+	f := a.wait(t, &ca, "error for s2", func(f frame) bool { return f.ID == "s2" })
+	if f.Type != "error" || f.Err.Code != protocol.CodeInternal {
+		t.Fatalf("s2: %+v", f)
+	}
+	st.mu.Lock()
+	st.fail = nil
+	st.mu.Unlock()
+	send(t, m, a, protocol.TypeRoomUpdateStorage, "s3", map[string]any{"room_id": "r", "ops": addOp("three", 3)})
+	f = a.wait(t, &ca, "ack s3", func(f frame) bool { return f.ID == "s3" })
+	var v versionMsg
+	_ = json.Unmarshal(f.Data, &v)
+	if f.Type != protocol.TypeRoomStorageUpdated || v.Version != 2 {
+		t.Fatalf("s3: %s %s", f.Type, f.Data)
+	}
+	_, data, err := m.Snapshot(context.Background(), "r")
+	if err != nil || string(data) != `{"one":1,"three":3}` {
+		t.Fatalf("snapshot %s %v", data, err)
+	}
+}
+
+func TestClusterMembershipPresenceBroadcast(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2", "n3")
+	a, b, c := newSession("a", "ua"), newSession("b", "ub"), newSession("c", "uc")
+	var ca, cb, cc int
+	join(t, tc.m["n1"], a, "r", &ca)
+	stB := join(t, tc.m["n2"], b, "r", &cb)
+	stC := join(t, tc.m["n3"], c, "r", &cc)
+	if !memberIDs(stB)["a"] || stC.MemberCount != 3 {
+		t.Fatalf("states: b %+v c %+v", stB, stC)
+	}
+	a.wait(t, &ca, "room:joined b", isType(protocol.TypeRoomJoined, ""))
+	a.wait(t, &ca, "room:joined c", isType(protocol.TypeRoomJoined, ""))
+	b.wait(t, &cb, "room:joined c", isType(protocol.TypeRoomJoined, ""))
+
+	send(t, tc.m["n2"], b, protocol.TypeRoomUpdatePresence, "p", map[string]any{"room_id": "r", "presence": map[string]any{"cursor": 7}})
+	b.wait(t, &cb, "presence reply", isType(protocol.TypeRoomPresenceUpdated, "p"))
+	a.wait(t, &ca, "presence on n1", isType(protocol.TypeRoomPresenceUpdated, ""))
+	c.wait(t, &cc, "presence on n3", isType(protocol.TypeRoomPresenceUpdated, ""))
+
+	send(t, tc.m["n3"], c, protocol.TypeRoomBroadcast, "e", map[string]any{"room_id": "r", "event": "hello"})
+	c.wait(t, &cc, "broadcast ack", isType(protocol.TypeAck, "e"))
+	a.wait(t, &ca, "event on n1", isType(protocol.TypeRoomEvent, ""))
+	b.wait(t, &cb, "event on n2", isType(protocol.TypeRoomEvent, ""))
+	for _, f := range c.all() {
+		if f.Type == protocol.TypeRoomEvent {
+			t.Fatalf("the sender got its own room:event")
+		}
+	}
+
+	send(t, tc.m["n2"], b, protocol.TypeRoomLeave, "l", map[string]any{"room_id": "r"})
+	b.wait(t, &cb, "own room:left", isType(protocol.TypeRoomLeft, "l"))
+	a.wait(t, &ca, "room:left b on n1", isType(protocol.TypeRoomLeft, ""))
+	c.wait(t, &cc, "room:left b on n3", isType(protocol.TypeRoomLeft, ""))
+	if subs := tc.net.subscribers("r"); fmt.Sprint(subs) != "[n1 n3]" {
+		t.Fatalf("subscribers after n2's only client left: %v", subs)
+	}
+	tc.m["n3"].Disconnected(c, true)
+	a.wait(t, &ca, "room:left c on disconnect", isType(protocol.TypeRoomLeft, ""))
+}
+
+// Three writers on three nodes: one order, no gap, every batch
+// acknowledged, every client sees every version once.
+func TestClusterStorageOneOrder(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2", "n3")
+	nodes := []string{"n1", "n2", "n3"}
+	sess := map[string]*fakeSession{}
+	cur := map[string]*int{}
+	for _, n := range nodes {
+		s := newSession("c"+n, "u"+n)
+		sess[n], cur[n] = s, new(int)
+		join(t, tc.m[n], s, "r", cur[n])
+	}
+	const per = 50
+	for i := 0; i < per; i++ {
+		for _, n := range nodes {
+			send(t, tc.m[n], sess[n], protocol.TypeRoomUpdateStorage, fmt.Sprintf("%s-%d", n, i),
+				map[string]any{"room_id": "r", "ops": addOp(fmt.Sprintf("%s_%d", n, i), i)})
+		}
+	}
+	for _, n := range nodes {
+		s := sess[n]
+		acks := 0
+		for v := int64(1); v <= 3*per; v++ {
+			f := s.wait(t, cur[n], fmt.Sprint("version ", v), func(f frame) bool {
+				return f.Type == protocol.TypeRoomStorageUpdated || f.Type == "error"
+			})
+			if f.Type == "error" {
+				t.Fatalf("%s: error %+v", n, f.Err)
+			}
+			var vm versionMsg
+			_ = json.Unmarshal(f.Data, &vm)
+			if vm.Version != v {
+				t.Fatalf("%s: got version %d, want %d", n, vm.Version, v)
+			}
+			if f.ID != "" {
+				acks++
+			}
+		}
+		if acks != per {
+			t.Fatalf("%s: %d acks, want %d", n, acks, per)
+		}
+	}
+	if got := tc.store.versions("r"); got != 3*per {
+		t.Fatalf("store has %d versions", got)
+	}
+}
+
+// kill -9 of the owner: the survivors get room:left for its client, find a
+// new owner, get a fresh room:state with every acknowledged version, and
+// go on writing.
+func TestClusterOwnerDies(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2", "n3")
+	a, b, c := newSession("a", "ua"), newSession("b", "ub"), newSession("c", "uc")
+	var ca, cb, cc int
+	join(t, tc.m["n1"], a, "r", &ca) // n1 takes the lease
+	join(t, tc.m["n2"], b, "r", &cb)
+	join(t, tc.m["n3"], c, "r", &cc)
+	for i := 1; i <= 5; i++ {
+		send(t, tc.m["n2"], b, protocol.TypeRoomUpdateStorage, fmt.Sprint("w", i), map[string]any{"room_id": "r", "ops": addOp(fmt.Sprint("k", i), i)})
+		b.wait(t, &cb, "ack", isType(protocol.TypeRoomStorageUpdated, fmt.Sprint("w", i)))
+	}
+	tc.net.kill("n1")
+	b.wait(t, &cb, "room:left a", func(f frame) bool {
+		return f.Type == protocol.TypeRoomLeft && json.Valid(f.Data) && string(f.Data) != "" && containsClient(f.Data, "a")
+	})
+	c.wait(t, &cc, "room:left a", func(f frame) bool { return f.Type == protocol.TypeRoomLeft && containsClient(f.Data, "a") })
+	st := decodeState(t, b.wait(t, &cb, "fresh room:state", isType(protocol.TypeRoomState, "")))
+	if st.Storage.Version != 5 {
+		t.Fatalf("fresh state at version %d, want 5 (acknowledged)", st.Storage.Version)
+	}
+	c.wait(t, &cc, "fresh room:state", isType(protocol.TypeRoomState, ""))
+	send(t, tc.m["n3"], c, protocol.TypeRoomUpdateStorage, "after", map[string]any{"room_id": "r", "ops": addOp("after", 6)})
+	f := c.wait(t, &cc, "ack after failover", func(f frame) bool { return f.ID == "after" })
+	var v versionMsg
+	_ = json.Unmarshal(f.Data, &v)
+	if f.Type != protocol.TypeRoomStorageUpdated || v.Version != 6 {
+		t.Fatalf("after failover: %s %s %+v", f.Type, f.Data, f.Err)
+	}
+	b.wait(t, &cb, "v6 on n2", isType(protocol.TypeRoomStorageUpdated, ""))
+}
+
+// eventually waits (up to 5 s) for cond.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func containsClient(data json.RawMessage, id string) bool {
+	var d struct {
+		ClientID string `json:"client_id"`
+	}
+	return json.Unmarshal(data, &d) == nil && d.ClientID == id
+}
+
+// A fenced owner (another node took the lease and fenced the store) can no
+// longer commit: its batch fails, and its clients move to the new owner.
+func TestClusterDeposedOwnerIsFenced(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2")
+	a, b := newSession("a", "ua"), newSession("b", "ub")
+	var ca, cb int
+	join(t, tc.m["n1"], a, "r", &ca)
+	join(t, tc.m["n2"], b, "r", &cb)
+	// n2 takes the room behind n1's back (n1 looked dead to it).
+	l, _, _ := tc.net.nodes["n2"].Lease(context.Background(), "r")
+	nl, err := tc.net.nodes["n2"].Acquire(context.Background(), "r", &l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := tc.m["n2"].takeRoom(context.Background(), "r", nl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.m["n2"].release(r)
+	send(t, tc.m["n1"], a, protocol.TypeRoomUpdateStorage, "s", map[string]any{"room_id": "r", "ops": addOp("x", 1)})
+	f := a.wait(t, &ca, "answer", func(f frame) bool { return f.ID == "s" })
+	if f.Type != "error" {
+		t.Fatalf("a deposed owner committed: %s %s", f.Type, f.Data)
+	}
+	if n := tc.store.versions("r"); n != 0 {
+		t.Fatalf("store has %d versions after a fenced commit", n)
+	}
+	// a ends up at the new owner with a fresh state and can write.
+	a.wait(t, &ca, "fresh state", isType(protocol.TypeRoomState, ""))
+	send(t, tc.m["n1"], a, protocol.TypeRoomUpdateStorage, "s2", map[string]any{"room_id": "r", "ops": addOp("y", 1)})
+	f = a.wait(t, &ca, "ack", func(f frame) bool { return f.ID == "s2" })
+	if f.Type != protocol.TypeRoomStorageUpdated {
+		t.Fatalf("after moving: %s %+v", f.Type, f.Err)
+	}
+}
+
+func TestClusterHandover(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2", "n3")
+	b, c := newSession("b", "ub"), newSession("c", "uc")
+	var cb, cc int
+	a := newSession("a", "ua")
+	var ca int
+	join(t, tc.m["n1"], a, "r", &ca)
+	join(t, tc.m["n2"], b, "r", &cb)
+	join(t, tc.m["n3"], c, "r", &cc)
+	send(t, tc.m["n2"], b, protocol.TypeRoomUpdateStorage, "w", map[string]any{"room_id": "r", "ops": addOp("k", 1)})
+	b.wait(t, &cb, "ack", isType(protocol.TypeRoomStorageUpdated, "w"))
+	// Drain n1: its client leaves, then it hands the room over.
+	tc.m["n1"].Disconnected(a, true)
+	b.wait(t, &cb, "room:left a", isType(protocol.TypeRoomLeft, ""))
+	tc.m["n1"].Handover(context.Background())
+	st := decodeState(t, b.wait(t, &cb, "fresh state from the new owner", isType(protocol.TypeRoomState, "")))
+	if st.Storage.Version != 1 {
+		t.Fatalf("after handover: %+v", st)
+	}
+	// c's node syncs with the new owner too: b learns of c from the state
+	// or from a room:joined right after it (the new owner takes each
+	// node's clients as that node's sync arrives).
+	if !memberIDs(st)["c"] {
+		b.wait(t, &cb, "room:joined c", func(f frame) bool { return f.Type == protocol.TypeRoomJoined && containsClient(f.Data, "c") })
+	}
+	send(t, tc.m["n3"], c, protocol.TypeRoomUpdateStorage, "w2", map[string]any{"room_id": "r", "ops": addOp("k2", 2)})
+	f := c.wait(t, &cc, "ack after handover", func(f frame) bool { return f.ID == "w2" })
+	if f.Type != protocol.TypeRoomStorageUpdated {
+		t.Fatalf("after handover: %s %+v", f.Type, f.Err)
+	}
+	if l, ok, _ := tc.net.nodes["n2"].Lease(context.Background(), "r"); !ok || l.Node == "n1" {
+		t.Fatalf("lease after handover: %+v %v", l, ok)
+	}
+}
+
+// Events reach only nodes with clients in the room.
+func TestClusterInterest(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2", "n3")
+	a, b := newSession("a", "ua"), newSession("b", "ub")
+	var ca, cb int
+	join(t, tc.m["n1"], a, "r", &ca)
+	join(t, tc.m["n2"], b, "r", &cb)
+	if subs := tc.net.subscribers("r"); fmt.Sprint(subs) != "[n1 n2]" {
+		t.Fatalf("subscribers: %v", subs)
+	}
+	tc.net.mu.Lock()
+	before := tc.net.sent["r"]
+	tc.net.mu.Unlock()
+	send(t, tc.m["n1"], a, protocol.TypeRoomBroadcast, "", map[string]any{"room_id": "r", "event": 1})
+	b.wait(t, &cb, "event", isType(protocol.TypeRoomEvent, ""))
+	tc.net.mu.Lock()
+	after := tc.net.sent["r"]
+	tc.net.mu.Unlock()
+	// The owner (n1) publishes once; only n2 has other clients... n1 is
+	// subscribed too (it has a client) and ignores its own publication.
+	if after-before != 2 {
+		t.Fatalf("one room event was delivered to %d nodes, want 2 (the nodes with clients)", after-before)
+	}
+}
+
+// A lost event shows as a gap: the node resyncs and its clients get a
+// fresh room:state.
+func TestClusterGapResyncs(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2")
+	a, b := newSession("a", "ua"), newSession("b", "ub")
+	var ca, cb int
+	join(t, tc.m["n1"], a, "r", &ca)
+	join(t, tc.m["n2"], b, "r", &cb)
+	// Make n2 miss one event: pretend it delivered one more than it did.
+	e, _ := tc.m["n2"].edgeFor("r", false)
+	e.mu.Lock()
+	e.seq--
+	e.mu.Unlock()
+	send(t, tc.m["n1"], a, protocol.TypeRoomBroadcast, "", map[string]any{"room_id": "r", "event": 1})
+	st := decodeState(t, b.wait(t, &cb, "fresh room:state", isType(protocol.TypeRoomState, "")))
+	if st.MemberCount != 2 {
+		t.Fatalf("fresh state: %+v", st)
+	}
+	send(t, tc.m["n1"], a, protocol.TypeRoomBroadcast, "", map[string]any{"room_id": "r", "event": 2})
+	b.wait(t, &cb, "event after resync", isType(protocol.TypeRoomEvent, ""))
+}
+
+// REST storage through a node that does not own the room goes through the
+// owner: clients everywhere see it, and later writes still work.
+func TestClusterRESTThroughOtherNode(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2", "n3")
+	a, b := newSession("a", "ua"), newSession("b", "ub")
+	var ca, cb int
+	join(t, tc.m["n1"], a, "r", &ca)
+	join(t, tc.m["n2"], b, "r", &cb)
+	v, err := tc.m["n3"].Patch(context.Background(), "r", "api", json.RawMessage(`[{"op":"add","path":"/rest","value":1}]`), nil)
+	if err != nil || v != 1 {
+		t.Fatalf("patch through n3: %d %v", v, err)
+	}
+	a.wait(t, &ca, "rest update on n1", isType(protocol.TypeRoomStorageUpdated, ""))
+	b.wait(t, &cb, "rest update on n2", isType(protocol.TypeRoomStorageUpdated, ""))
+	ver, data, err := tc.m["n3"].Snapshot(context.Background(), "r")
+	if err != nil || ver != 1 || string(data) != `{"rest":1}` {
+		t.Fatalf("snapshot through n3: %d %s %v", ver, data, err)
+	}
+	send(t, tc.m["n2"], b, protocol.TypeRoomUpdateStorage, "w", map[string]any{"room_id": "r", "ops": addOp("ws", 2)})
+	f := b.wait(t, &cb, "ack", func(f frame) bool { return f.ID == "w" })
+	if f.Type != protocol.TypeRoomStorageUpdated {
+		t.Fatalf("write after REST: %s %+v", f.Type, f.Err)
+	}
+	// REST on a room nobody is in: this node loads it, then lets it go.
+	if _, _, err := tc.m["n3"].Snapshot(context.Background(), "idle"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the idle room's lease released after a REST read", func() bool {
+		_, ok, _ := tc.net.nodes["n3"].Lease(context.Background(), "idle")
+		return !ok
+	})
+}
+
+// A permission change decided on one node reaches the user's clients on
+// every node.
+func TestClusterRefreshUser(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2", "n3")
+	a, b := newSession("a", "ua"), newSession("b", "ub")
+	var ca, cb int
+	join(t, tc.m["n1"], a, "r", &ca)
+	join(t, tc.m["n2"], b, "r", &cb)
+	tc.acc.deny("ub", access.Read|access.Write|access.Presence)
+	tc.m["n3"].RefreshUser(context.Background(), "r", "ub")
+	b.wait(t, &cb, "own room:left", func(f frame) bool { return f.Type == protocol.TypeRoomLeft && containsClient(f.Data, "b") })
+	a.wait(t, &ca, "room:left b", func(f frame) bool { return f.Type == protocol.TypeRoomLeft && containsClient(f.Data, "b") })
+	send(t, tc.m["n2"], b, protocol.TypeRoomUpdateStorage, "w", map[string]any{"room_id": "r", "ops": addOp("x", 1)})
+	f := b.wait(t, &cb, "refusal", func(f frame) bool { return f.ID == "w" })
+	if f.Type != "error" || f.Err.Code != protocol.CodeNotFound {
+		t.Fatalf("removed client wrote: %s %+v", f.Type, f.Err)
+	}
+	// Write lost, read kept: the client stays but cannot write.
+	tc.acc.deny("ua", access.Write)
+	tc.m["n3"].RefreshUser(context.Background(), "r", "ua")
+	deadline := 0
+	for {
+		send(t, tc.m["n1"], a, protocol.TypeRoomUpdateStorage, fmt.Sprint("wa", deadline), map[string]any{"room_id": "r", "ops": addOp("y", deadline)})
+		f := a.wait(t, &ca, "answer", func(f frame) bool { return f.ID == fmt.Sprint("wa", deadline) })
+		if f.Type == "error" && f.Err.Code == protocol.CodeForbidden {
+			break
+		}
+		if deadline++; deadline > 200 {
+			t.Fatalf("write permission never taken away: %s", f.Type)
+		}
+	}
+}
