@@ -78,9 +78,12 @@ type pending struct {
 // returned (say, its updates replayed from the last durable version) is
 // written normally. Updates of other rooms are unaffected, except by a
 // failure they share: when the group commit fails with ErrConflict (one
-// room's version was already written, e.g. by another node), each room's
+// room's version was already written, e.g. by another node) or ErrFenced
+// (one room's epoch is stale: a newer owner fenced it), each room's
 // updates are written again in a transaction of their own, so only the
-// conflicting room fails.
+// conflicting or fenced room fails (with that error). Both errors mean the
+// store refused the call before writing anything, so the retry cannot
+// write an update twice.
 //
 // A panic in a callback (or in OnBatch or AppendUpdates) is contained,
 // logged and counted (CommitterOptions.Panics): the other callbacks are still
@@ -91,7 +94,7 @@ type pending struct {
 // The queue is not bounded: callers that can outrun the disk should watch
 // Stats().Pending.
 type Committer struct {
-	s       Store
+	s       Appender
 	max     int
 	timeout time.Duration
 	log     *slog.Logger
@@ -109,9 +112,9 @@ type Committer struct {
 	stopped chan struct{} // closed when run returns
 }
 
-// NewCommitter starts a Committer writing into s. Close it to stop it; it
-// does not close s.
-func NewCommitter(s Store, opts CommitterOptions) *Committer {
+// NewCommitter starts a Committer writing into s (a Store, or anything that
+// appends updates). Close it to stop it; it does not close s.
+func NewCommitter(s Appender, opts CommitterOptions) *Committer {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = DefaultMaxBatch
 	}
@@ -218,9 +221,9 @@ func manyRooms(updates []DocUpdate) bool {
 	return false
 }
 
-// writeEachRoom writes updates (whose group commit failed with ErrConflict,
-// so none of them was written) again, one transaction per room, so that one
-// room's conflict does not fail the others. It returns each room's error
+// writeEachRoom writes updates (whose group commit failed with ErrConflict
+// or ErrFenced, so none of them was written) again, one transaction per room, so that one
+// room's conflict or fencing does not fail the others. It returns each room's error
 // (nil: written) and counts the extra calls in Stats and OnBatch.
 func (c *Committer) writeEachRoom(updates []DocUpdate) map[string]error {
 	var rooms []string
@@ -246,6 +249,14 @@ func (c *Committer) writeEachRoom(updates []DocUpdate) map[string]error {
 func (c *Committer) call(f func()) {
 	defer safe.Recover(c.log, c.panics, safe.CommitCallback, nil)
 	f()
+}
+
+// isolable reports whether a failed group commit is worth writing again
+// room by room: the store refused one room's updates (a version already
+// written, a stale epoch), which says nothing about the other rooms.
+// Other failures (I/O, timeouts) would fail the retries too.
+func isolable(err error) bool {
+	return errors.Is(err, ErrConflict) || errors.Is(err, ErrFenced)
 }
 
 func skipped(err error) error { return fmt.Errorf("%w: %w", ErrSkipped, err) }
@@ -303,7 +314,7 @@ func (c *Committer) run() {
 		if len(updates) > 0 {
 			err = c.write(updates)
 			c.observe(len(updates))
-			if errors.Is(err, ErrConflict) && manyRooms(updates) {
+			if isolable(err) && manyRooms(updates) {
 				roomErrs = c.writeEachRoom(updates)
 			}
 		}

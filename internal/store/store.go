@@ -17,6 +17,10 @@ import (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict") // unique key taken (username, room id), or version already written
+	// ErrFenced: a room's update or Fence carried an epoch lower than the
+	// room's stored epoch, so a newer owner holds the room (see
+	// Documents.Fence). The caller lost the room; retrying cannot succeed.
+	ErrFenced = errors.New("fenced: a newer owner epoch holds the room")
 	// ErrRefreshTokenReused wraps ErrNotFound: the refresh token was already
 	// used (or revoked by logout). Its owner is returned with it so that the
 	// caller can revoke the user's other tokens (the token may be stolen).
@@ -36,6 +40,12 @@ type DocUpdate struct {
 	// KeepUpdates is how many updates at or below a new Snapshot's version
 	// to keep for catch-up; older ones are deleted. Ignored without Snapshot.
 	KeepUpdates int64 `json:"-"`
+	// Epoch is the writer's ownership epoch of the room (a fencing token,
+	// at most MaxEpoch): the store refuses the update (ErrFenced) when the
+	// room's stored epoch is greater, and raises it when Epoch is greater.
+	// 0 is a single node's: it passes on a room never fenced. Not stored
+	// with the update (loaded updates have Epoch 0).
+	Epoch uint64 `json:"-"`
 }
 
 // Document is a room's latest snapshot plus the updates written after it.
@@ -85,25 +95,70 @@ type Message struct {
 	DeletedAt *time.Time `json:"-"`
 }
 
-// Store is everything Parley keeps on disk. Every method is safe for
-// concurrent use. Methods that block take a context.
+// Store is everything Parley keeps on disk: every part below in one value,
+// which the implementations provide, the server wires and the conformance
+// suite (storetest) checks. Consumers take the smallest part they need
+// (Documents, Accounts, Statuses, RoomReader or RoomRecords, Messages,
+// Pinger; the Committer an Appender). Every method is safe for concurrent
+// use. Methods that block take a context.
 type Store interface {
-	// --- room storage documents ---
+	Documents
+	Accounts
+	Statuses
+	RoomRecords
+	Messages
+	Pinger
+	// Close flushes and closes the store.
+	Close() error
+}
 
+// Appender writes room document updates: all the Committer needs.
+type Appender interface {
+	// AppendUpdates is Documents.AppendUpdates.
+	AppendUpdates(ctx context.Context, updates []DocUpdate) error
+}
+
+// Documents is the rooms' storage documents: what a room's owner loads,
+// commits and serves catch-up from, and the fencing of deposed owners.
+type Documents interface {
 	// LoadDocument returns the room's snapshot and the updates after it.
 	// A room never written is version 0 with data {} and no updates.
+	// Loaded updates have Epoch 0 (epochs are kept per room, not per
+	// update).
 	LoadDocument(ctx context.Context, roomID string) (Document, error)
 	// AppendUpdates writes all updates (of any rooms) in ONE transaction
 	// and returns only after it is durable (fsync'd). Updates of one room
-	// arrive in version order with no gaps; an update whose (room, version)
-	// already exists fails the whole call with ErrConflict.
+	// arrive in version order with no gaps. The whole call fails, writing
+	// nothing (epochs included), when any update fails:
+	//   - ErrConflict: an update's (room, version) already exists (or is
+	//     at or below the room's snapshot);
+	//   - ErrFenced: an update's Epoch is lower than its room's stored
+	//     epoch (see Fence), or lower than an earlier update of the same
+	//     room in this call. When a call is both fenced and conflicting,
+	//     either error may be reported; callers that must tell rooms apart
+	//     write each room on its own (the Committer does).
+	// An update whose Epoch is greater than its room's stored epoch raises
+	// it, in the same transaction. Epoch 0 (single node) passes on a room
+	// never fenced and stores nothing. An Epoch above MaxEpoch fails the
+	// call with an error that is neither of the two.
 	AppendUpdates(ctx context.Context, updates []DocUpdate) error
 	// UpdatesSince returns the room's updates with version > since, in
 	// order, or ok=false when some of them are no longer kept.
 	UpdatesSince(ctx context.Context, roomID string, since int64) (updates []DocUpdate, ok bool, err error)
+	// Fence raises the room's stored epoch to epoch, durably, so that a
+	// deposed owner's later AppendUpdates with a lower epoch fail with
+	// ErrFenced. A new owner calls it with its lease's epoch BEFORE
+	// loading the room: whatever the old owner committed is then in what
+	// it loads, and nothing the old owner commits afterwards is accepted.
+	// Fencing with the stored epoch again is a no-op (nil); with a lower
+	// one it fails with ErrFenced (a newer owner holds the room) and
+	// changes nothing. An epoch above MaxEpoch is refused (not ErrFenced).
+	Fence(ctx context.Context, roomID string, epoch uint64) error
+}
 
-	// --- users, refresh tokens, user status ---
-
+// Accounts is user accounts and their refresh tokens (REST accounts, the
+// server's expiry sweep).
+type Accounts interface {
 	CreateUser(ctx context.Context, u User) error // ErrConflict when the username is taken
 	UserByUsername(ctx context.Context, username string) (User, error)
 	UserByID(ctx context.Context, id string) (User, error)
@@ -121,24 +176,36 @@ type Store interface {
 	// DeleteExpiredRefreshTokens removes tokens (used or not) that expired
 	// at or before now and returns how many.
 	DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error)
+}
 
+// Statuses is the users' chosen statuses (chat presence).
+type Statuses interface {
 	// SetUserStatus stores the user's chosen status (online, idle, dnd,
 	// invisible, offline); GetUserStatus returns "" when never set.
 	SetUserStatus(ctx context.Context, userID, status string) error
 	GetUserStatus(ctx context.Context, userID string) (string, error)
+}
 
-	// --- rooms and membership ---
-
-	CreateRoom(ctx context.Context, r Room) error // creator is added as member; ErrConflict when the id exists
-	GetRoom(ctx context.Context, id string) (Room, error)
+// RoomReader reads room records and their stored membership (chat, the
+// access policy).
+type RoomReader interface {
+	GetRoom(ctx context.Context, id string) (Room, error) // ErrNotFound when none
 	RoomsOfUser(ctx context.Context, userID string) ([]Room, error)
-	AddMember(ctx context.Context, roomID, userID string) error    // idempotent
-	RemoveMember(ctx context.Context, roomID, userID string) error // idempotent
 	IsMember(ctx context.Context, roomID, userID string) (bool, error)
 	Members(ctx context.Context, roomID string) ([]string, error)
+}
 
-	// --- messages ---
+// RoomRecords is room records and membership, read and written (the REST
+// rooms endpoints).
+type RoomRecords interface {
+	RoomReader
+	CreateRoom(ctx context.Context, r Room) error                  // creator is added as member; ErrConflict when the id exists
+	AddMember(ctx context.Context, roomID, userID string) error    // idempotent
+	RemoveMember(ctx context.Context, roomID, userID string) error // idempotent
+}
 
+// Messages is the rooms' chat messages.
+type Messages interface {
 	CreateMessage(ctx context.Context, m Message) error
 	GetMessage(ctx context.Context, roomID, id string) (Message, error) // deleted messages are ErrNotFound
 	// ListMessages returns up to limit non-deleted messages of the room with
@@ -146,9 +213,9 @@ type Store interface {
 	ListMessages(ctx context.Context, roomID, before string, limit int) ([]Message, error)
 	UpdateMessage(ctx context.Context, roomID, id, content string, at time.Time) (Message, error)
 	DeleteMessage(ctx context.Context, roomID, id string, at time.Time) error // soft delete
+}
 
-	// Ping checks the store is usable (for /healthz).
+// Pinger checks the store is usable (for /healthz).
+type Pinger interface {
 	Ping(ctx context.Context) error
-	// Close flushes and closes the store.
-	Close() error
 }

@@ -86,6 +86,14 @@ var migrations = []migration{
 	{name: "refresh token reuse detection", stmts: []string{
 		`ALTER TABLE refresh_tokens ADD COLUMN used_at timestamptz`,
 	}},
+	// The highest owner epoch seen per room (fencing, store.Documents.Fence).
+	// Rooms only ever written with epoch 0 (a single node) have no row.
+	{name: "room owner epochs", stmts: []string{
+		`CREATE TABLE room_epochs (
+			room_id text COLLATE "C" PRIMARY KEY,
+			epoch   bigint NOT NULL CHECK (epoch >= 0)
+		)`,
+	}},
 }
 
 // migrateLockKey names the advisory lock that serializes migrations of

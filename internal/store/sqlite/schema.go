@@ -89,6 +89,14 @@ var migrations = []migration{
 	{name: "refresh token reuse detection", stmts: []string{
 		`ALTER TABLE refresh_tokens ADD COLUMN used_at TEXT`,
 	}},
+	// The highest owner epoch seen per room (fencing, store.Documents.Fence).
+	// Rooms only ever written with epoch 0 (a single node) have no row.
+	{name: "room owner epochs", stmts: []string{
+		`CREATE TABLE room_epochs (
+			room_id TEXT NOT NULL PRIMARY KEY,
+			epoch   INTEGER NOT NULL CHECK (epoch >= 0)
+		) WITHOUT ROWID`,
+	}},
 }
 
 // migrate brings the schema up to date in one transaction. BEGIN IMMEDIATE

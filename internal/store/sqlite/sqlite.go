@@ -55,6 +55,8 @@ type Store struct {
 	insUpdate  *sql.Stmt
 	upsertSnap *sql.Stmt
 	trim       *sql.Stmt
+	roomEpoch  *sql.Stmt // and Fence
+	raiseEpoch *sql.Stmt
 
 	// Read statements prepared once (database/sql prepares each on every
 	// pool connection the first time it runs there): parsing the SQL was a
@@ -178,6 +180,8 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		{&s.insUpdate, sqlInsertUpdate},
 		{&s.upsertSnap, sqlUpsertSnapshot},
 		{&s.trim, sqlTrimUpdates},
+		{&s.roomEpoch, sqlRoomEpoch},
+		{&s.raiseEpoch, sqlRaiseEpoch},
 	} {
 		if *p.st, err = s.w.PrepareContext(ctx, p.sql); err != nil {
 			return fail(fmt.Errorf("sqlite: prepare: %w", err))
@@ -229,7 +233,7 @@ func (s *Store) Close() error {
 			return true
 		})
 		errs = append(errs, s.r.Close())
-		for _, st := range []*sql.Stmt{s.insUpdate, s.upsertSnap, s.trim} {
+		for _, st := range []*sql.Stmt{s.insUpdate, s.upsertSnap, s.trim, s.roomEpoch, s.raiseEpoch} {
 			errs = append(errs, st.Close())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
