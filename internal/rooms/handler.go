@@ -542,6 +542,11 @@ func (m *Manager) Handover(ctx context.Context) {
 	}
 	m.mu.Unlock()
 	for _, r := range owned {
+		r.mu.Lock()
+		r.closing = true
+		r.mu.Unlock()
+	}
+	for _, r := range owned {
 		m.waitCommitted(ctx, r)
 		r.mu.Lock()
 		r.gone = true

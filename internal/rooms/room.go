@@ -86,6 +86,10 @@ type Room struct {
 	// epoch fenced a commit, or this node handed it over): it answers
 	// requests with errNotOwner and leaves memory.
 	gone bool
+	// closing is set while this node hands the room over (drain): new
+	// requests are answered with errNotOwner, commits already queued
+	// complete and are announced as usual.
+	closing bool
 }
 
 // errResetting is returned to requests that reach a broken room.
@@ -246,7 +250,7 @@ func (r *Room) usable() *protocol.Error {
 	switch {
 	case r.broken:
 		return errResetting(r.id)
-	case r.gone:
+	case r.gone, r.closing:
 		return errNotOwner(r.id)
 	}
 	return nil
