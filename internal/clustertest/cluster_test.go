@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -48,35 +48,15 @@ func TestClusterSingleNodeSanity(t *testing.T) {
 			t.Fatalf("write after NATS restart acknowledged at %d", v)
 		}
 	})
-	t.Run("kill-9-and-restart", func(t *testing.T) {
-		a := n1.Dial("A@n1", "alice", AllRooms)
-		a.Join("durable", nil)
-		for i := 1; i <= 3; i++ {
-			a.Patch("durable", fmt.Sprintf(`[{"op":"add","path":"/k%d","value":%d}]`, i, i))
-		}
-		n1.Kill()
-		if _, err := a.WaitClosed(soon); err != nil {
-			t.Fatal(err)
-		}
-		if code, ok := n1.WaitExit(soon); !ok || code != -1 {
-			t.Fatalf("n1 after kill -9: exit %d (%s)", code, n1.ExitStatus())
+	t.Run("kill-9-failover", func(t *testing.T) {
+		scenarioFailover(t, c, []*Node{n1, n1, n1}, n1, c.Node("n2"), false)
+		if code, _ := n1.WaitExit(0); code != -1 {
+			t.Fatalf("n1 after kill -9: %s", n1.ExitStatus())
 		}
 		n1.Restart()
-		if v, doc := n1.Storage("durable"); v != 3 || len(doc) != 3 {
-			t.Fatalf("after kill -9 and restart: version %d %v", v, doc)
-		}
 	})
-	t.Run("sigterm", func(t *testing.T) {
-		a := n1.Dial("A@n1", "alice", AllRooms)
-		a.Join("drain", nil)
-		n1.Term()
-		code, err := a.WaitClosed(soon)
-		if err != nil || code != CloseGoingAway {
-			t.Fatalf("close on SIGTERM: code %d, %v; want 1001", code, err)
-		}
-		if code, ok := n1.WaitExit(20 * time.Second); !ok || code != 0 {
-			t.Fatalf("exit after SIGTERM: %d, exited %v (%s)", code, ok, n1.ExitStatus())
-		}
+	t.Run("drain-failover", func(t *testing.T) {
+		scenarioFailover(t, c, []*Node{n1, n1, n1}, n1, c.Node("n2"), true)
 		n1.Restart()
 	})
 }
@@ -137,139 +117,13 @@ func TestClusterPermissionChange(t *testing.T) {
 	scenarioPermissionChange(t, n1, n2, n3)
 }
 
-// failoverSetup: A joins first on n1 (so n1 owns the room), then B on n2
-// and C on n3; a writer on each; every writer acknowledged a few times.
-func failoverSetup(t *testing.T, c *Cluster, room string) (clients []*Client, ws []*writer) {
-	t.Helper()
-	for i, n := range c.Nodes[:3] {
-		name := []string{"A", "B", "C"}[i]
-		cl := n.Dial(label(name, n), strings.ToLower(name)+"-user", AllRooms)
-		cl.Join(room, nil)
-		clients = append(clients, cl)
-	}
-	for _, cl := range clients {
-		ws = append(ws, startWriter(room, strings.ReplaceAll(cl.Label, "@", "_"), cl))
-	}
-	t.Cleanup(func() {
-		for _, w := range ws {
-			w.halt()
-		}
-	})
-	waitWriters(t, 30*time.Second, "20 acknowledgements each before the fault", ws, func(w *writer) bool {
-		acks, _ := w.snapshot()
-		return len(acks) >= 20
-	})
-	for _, w := range ws {
-		if _, errs := w.snapshot(); len(errs) > 0 {
-			t.Fatalf("%s: refused before any fault: %s (first: %s)", w.label, summarizeErrs(errs), errs[0].msg)
-		}
-	}
-	return clients, ws
-}
-
-// converge stops the writers, then requires the same version and document
-// on every running node, every acknowledged batch in it, each client told
-// that version, and a sound version stream for every client.
-func converge(t *testing.T, c *Cluster, room string, ws []*writer, clients []*Client, all []*Client) {
-	t.Helper()
-	for _, w := range ws {
-		w.halt()
-	}
-	var refV int64 = -1
-	var refDoc map[string]any
-	var ref string
-	for _, n := range c.Nodes {
-		if !n.Running() {
-			continue
-		}
-		v, doc := n.Storage(room)
-		if refV >= 0 && (v != refV || !reflect.DeepEqual(doc, refDoc)) {
-			t.Fatalf("nodes disagree: %s serves version %d (%d keys), %s version %d (%d keys)", ref, refV, len(refDoc), n.ID, v, len(doc))
-		}
-		refV, refDoc, ref = v, doc, n.ID
-		checkAcked(t, "GET storage on "+n.ID, doc, ws...)
-	}
-	t.Logf("final: version %d, %d keys", refV, len(refDoc))
-	for _, cl := range clients {
-		if err := cl.WaitUntilE(soon, fmt.Sprintf("version %d", refV), func(fs []Frame) bool {
-			for i := len(fs) - 1; i >= 0; i-- {
-				if v := fs[i].Version(); v >= 0 {
-					return v >= refV
-				}
-			}
-			return false
-		}); err != nil {
-			t.Error(err)
-		}
-		if v := cl.LastVersion(); v > refV {
-			t.Errorf("%s was told version %d, beyond the stored %d", cl.Label, v, refV)
-		}
-	}
-	for _, cl := range all {
-		if p := checkVersionStream(cl); len(p) > 0 {
-			t.Errorf("%s: version stream:\n  %s", cl.Label, strings.Join(p, "\n  "))
-		}
-	}
-}
-
-// 8. kill -9 of the room's owner node in the middle of writes.
+// 8. kill -9 of the room's owner node (n1: A joined there first) in the
+// middle of writes from every node.
 func TestClusterOwnerKilled(t *testing.T) {
 	t.Parallel()
 	c := New(t, Options{})
-	n1, n2, _ := nodes3(c)
-	room := "failover"
-	clients, ws := failoverSetup(t, c, room)
-	a, b, cc := clients[0], clients[1], clients[2]
-
-	killedAt := time.Now()
-	n1.Kill()
-	if _, err := a.WaitClosed(soon); err != nil {
-		t.Fatal(err)
-	}
-	ws[0].halt()
-
-	// A's client reconnects to n2 from the last version it saw: it is never
-	// told a version older than one it was acknowledged.
-	since, ackedA := a.LastVersion(), ws[0].maxAck()
-	a2 := n2.Dial("A'@n2", "a-user", AllRooms)
-	st, err := a2.JoinE(room, map[string]any{"since_version": since})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Storage.Version < ackedA {
-		t.Errorf("%s: rejoined at version %d, but A was acknowledged version %d by n1 before the kill", a2.Label, st.Storage.Version, ackedA)
-	}
-	if len(st.Storage.Updates) > 0 {
-		var vs []int64
-		for _, u := range st.Storage.Updates {
-			vs = append(vs, u.Version)
-		}
-		if msg := checkSequence(vs, since+1, st.Storage.Version); msg != "" {
-			t.Errorf("%s: catch-up from %d: %s", a2.Label, since, msg)
-		}
-	}
-	wA2 := startWriter(room, "A2_n2", a2)
-	ws = append(ws, wA2)
-
-	// The survivors see A leave within 15 s of the kill.
-	for _, x := range []*Client{b, cc} {
-		f, err := x.WaitForE(time.Until(killedAt.Add(deadAfter)), "room:left for "+a.Label+" (killed with n1)", About(TypeLeft, a.ConnID))
-		if err != nil {
-			t.Error(err)
-			continue
-		}
-		t.Logf("%s saw %s leave %v after the kill", x.Label, a.Label, f.At.Sub(killedAt).Round(time.Millisecond))
-	}
-	// Writes recover on every surviving node.
-	waitWriters(t, 30*time.Second, "10 acknowledgements for batches sent after the kill", ws[1:], func(w *writer) bool {
-		return w.acksSince(killedAt) >= 10
-	})
-	for _, w := range ws[1:] {
-		if _, errs := w.snapshot(); len(errs) > 0 {
-			t.Logf("%s: refused during the failover: %s", w.label, summarizeErrs(errs))
-		}
-	}
-	converge(t, c, room, ws, []*Client{b, cc, a2}, []*Client{a, b, cc, a2})
+	n1, n2, n3 := nodes3(c)
+	scenarioFailover(t, c, []*Node{n1, n2, n3}, n1, n2, false)
 }
 
 // 9. SIGTERM of the owner's node: its clients get 1001, the others keep
@@ -278,55 +132,8 @@ func TestClusterOwnerKilled(t *testing.T) {
 func TestClusterDrain(t *testing.T) {
 	t.Parallel()
 	c := New(t, Options{})
-	n1, _, _ := nodes3(c)
-	room := "drain"
-	clients, ws := failoverSetup(t, c, room)
-	a, b, cc := clients[0], clients[1], clients[2]
-
-	termAt := time.Now()
-	n1.Term()
-	code, err := a.WaitClosed(soon)
-	if err != nil || code != CloseGoingAway {
-		t.Fatalf("%s on SIGTERM of n1: close code %d (%v), want 1001", a.Label, code, err)
-	}
-	ws[0].halt()
-	if code, ok := n1.WaitExit(20 * time.Second); !ok || code != 0 {
-		t.Errorf("n1 after SIGTERM: exit code %d, exited %v (%s)", code, ok, n1.ExitStatus())
-	}
-	for _, x := range []*Client{b, cc} {
-		if _, err := x.WaitForE(time.Until(termAt.Add(deadAfter)), "room:left for "+a.Label+" (drained with n1)", About(TypeLeft, a.ConnID)); err != nil {
-			t.Error(err)
-		}
-	}
-	waitWriters(t, 30*time.Second, "20 acknowledgements for batches sent after the SIGTERM", ws[1:], func(w *writer) bool {
-		return w.acksSince(termAt) >= 20
-	})
-	for _, w := range ws[1:] {
-		w.halt()
-		acks, errs := w.snapshot()
-		// Failover time: the longest wait for an acknowledgement around
-		// the SIGTERM.
-		var worst time.Duration
-		prev := termAt
-		for _, a := range acks {
-			if a.at.After(termAt) {
-				worst = max(worst, a.at.Sub(prev))
-				prev = a.at
-			}
-		}
-		t.Logf("%s: failover time (longest gap between acknowledgements after SIGTERM) %v; errors %s", w.label, worst.Round(time.Millisecond), summarizeErrs(errs))
-		for _, e := range errs {
-			if e.code == CodeInternal && e.at.After(termAt.Add(drainRetryWindow)) {
-				t.Errorf("%s: `internal` %v after the SIGTERM (retry window %v): %s", w.label, e.at.Sub(termAt).Round(time.Millisecond), drainRetryWindow, e.msg)
-				break
-			}
-			if e.code != CodeInternal {
-				t.Errorf("%s: refused %v after the SIGTERM: %s", w.label, e.at.Sub(termAt).Round(time.Millisecond), e.msg)
-				break
-			}
-		}
-	}
-	converge(t, c, room, ws, []*Client{b, cc}, []*Client{a, b, cc})
+	n1, n2, n3 := nodes3(c)
+	scenarioFailover(t, c, []*Node{n1, n2, n3}, n1, n2, true)
 }
 
 // 10. Restart of NATS: /healthz 503 while it is down, 200 after; rooms
@@ -344,20 +151,12 @@ func TestClusterNATSRestart(t *testing.T) {
 	}
 
 	c.NATS.Stop()
-	for _, n := range c.Nodes {
-		if took, err := n.PollHealthz(503, 10*time.Second); err != nil {
-			t.Errorf("NATS down: %v", err)
-		} else {
-			t.Logf("%s: /healthz 503 %v after NATS stopped", n.ID, took.Round(time.Millisecond))
-		}
+	for _, err := range pollAll(c.Nodes, 503, 10*time.Second, "after NATS stopped", t) {
+		t.Errorf("NATS down: %v", err)
 	}
 	c.NATS.Start()
-	for _, n := range c.Nodes {
-		if took, err := n.PollHealthz(200, 30*time.Second); err != nil {
-			t.Fatalf("NATS back: %v", err)
-		} else {
-			t.Logf("%s: /healthz 200 %v after NATS restarted", n.ID, took.Round(time.Millisecond))
-		}
+	if errs := pollAll(c.Nodes, 200, 30*time.Second, "after NATS restarted", t); len(errs) > 0 {
+		t.Fatalf("NATS back: %v", errs)
 	}
 
 	// Membership: C joins on n3 and sees A and B; A and B learn of C by
@@ -381,6 +180,30 @@ func TestClusterNATSRestart(t *testing.T) {
 	}
 }
 
+// pollAll polls every node's /healthz at once until it answers want.
+func pollAll(nodes []*Node, want int, within time.Duration, when string, t *testing.T) []error {
+	errs := make([]error, len(nodes))
+	took := make([]time.Duration, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			took[i], errs[i] = n.PollHealthz(want, within)
+		}()
+	}
+	wg.Wait()
+	var out []error
+	for i, err := range errs {
+		if err != nil {
+			out = append(out, err)
+		} else {
+			t.Logf("%s: /healthz %d %v %s", nodes[i].ID, want, took[i].Round(time.Millisecond), when)
+		}
+	}
+	return out
+}
+
 // 11. A second node with an id already in the cluster refuses to start.
 func TestClusterDuplicateNodeID(t *testing.T) {
 	t.Parallel()
@@ -390,10 +213,10 @@ func TestClusterDuplicateNodeID(t *testing.T) {
 	if err := dup.Start(); err != nil {
 		t.Fatal(err)
 	}
-	code, exited := dup.WaitExit(15 * time.Second)
+	code, exited := dup.WaitExit(10 * time.Second)
 	if !exited {
 		hc, _, _ := dup.Healthz()
-		t.Fatalf("a second process with PARLEY_NODE_ID=n1 in cluster %s is still running 15 s after start (its /healthz: %d); it must refuse to start", c.Name, hc)
+		t.Fatalf("a second process with PARLEY_NODE_ID=n1 in cluster %s is still running 10 s after start (its /healthz: %d); it must refuse to start", c.Name, hc)
 	}
 	var out []string
 	for _, l := range strings.Split(dup.Log(), "\n") {

@@ -570,11 +570,19 @@ func (w *writer) run() {
 		default:
 			w.errs = append(w.errs, werr{code: f.ErrorCode(), msg: f.String(), sent: sent, at: f.At})
 		}
+		failed := err != nil || f.Type != TypeStorage
 		w.mu.Unlock()
 		select {
 		case <-w.c.Closed():
 			return // the node went away: the test reconnects elsewhere
 		default:
+		}
+		if failed { // a client backs off before retrying
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
 		}
 	}
 }
@@ -617,13 +625,19 @@ func (w *writer) maxAck() int64 {
 }
 
 // waitWriters waits until cond holds for every writer, polling their
-// records (they change on every reply).
-func waitWriters(t *testing.T, within time.Duration, what string, ws []*writer, cond func(*writer) bool) {
+// records (they change on every reply); abort (may be nil) ends the wait
+// at once with the problem it names.
+func waitWriters(t *testing.T, within time.Duration, what string, ws []*writer, cond func(*writer) bool, abort func(*writer) string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		var behind []string
 		for _, w := range ws {
+			if abort != nil {
+				if msg := abort(w); msg != "" {
+					t.Fatalf("writers: before %s: %s: %s", what, w.label, msg)
+				}
+			}
 			if !cond(w) {
 				acks, errs := w.snapshot()
 				behind = append(behind, fmt.Sprintf("%s (%d acks, %d errors%s)", w.label, len(acks), len(errs), lastErr(errs)))
@@ -722,4 +736,203 @@ func checkVersionStream(c *Client) []string {
 		}
 	}
 	return problems
+}
+
+// ------------------------------------------------------------ failover --
+
+// scenarioFailover: clients A, B, C on placement's nodes join one room in
+// that order (the first joiner's node owns the room in the design), each
+// writing continuously. Once every writer has 20 acknowledgements (and no
+// refusal), the victim node is killed (kill -9) or drained (SIGTERM, then
+// its clients must get close 1001). Clients of the victim reconnect to
+// rescue with since_version = the last version they saw and are never told
+// a version older than one they were acknowledged; the others see them
+// leave within 15 s and keep writing (after a drain, no `internal` beyond
+// drainRetryWindow); in the end every running node serves the same
+// document holding every acknowledged batch, and every client converges
+// to its version.
+func scenarioFailover(t *testing.T, c *Cluster, placement []*Node, victim, rescue *Node, drain bool) {
+	room, fault := "failover", "kill -9"
+	if drain {
+		room, fault = "drain", "SIGTERM"
+	}
+	names := []string{"A", "B", "C"}
+	var clients []*Client
+	var ws []*writer
+	for i, n := range placement {
+		cl := n.Dial(label(names[i], n), strings.ToLower(names[i])+"-user", AllRooms)
+		cl.Join(room, nil)
+		clients = append(clients, cl)
+	}
+	for _, cl := range clients {
+		ws = append(ws, startWriter(room, writerLabel(cl), cl))
+	}
+	t.Cleanup(func() {
+		for _, w := range ws {
+			w.halt()
+		}
+	})
+	waitWriters(t, 30*time.Second, "20 acknowledgements each before the "+fault, ws, func(w *writer) bool {
+		acks, _ := w.snapshot()
+		return len(acks) >= 20
+	}, func(w *writer) string {
+		if _, errs := w.snapshot(); len(errs) > 0 {
+			return fmt.Sprintf("refused before any fault (%s): %s", summarizeErrs(errs), errs[0].msg)
+		}
+		return ""
+	})
+
+	faultAt := time.Now()
+	if drain {
+		victim.Term()
+	} else {
+		victim.Kill()
+	}
+	var victims, survivors []int
+	for i, n := range placement {
+		if n == victim {
+			victims = append(victims, i)
+		} else {
+			survivors = append(survivors, i)
+		}
+	}
+	for _, i := range victims {
+		code, err := clients[i].WaitClosed(soon)
+		if err != nil {
+			t.Fatalf("after %s of %s: %v", fault, victim.ID, err)
+		}
+		if drain && code != CloseGoingAway {
+			t.Errorf("%s on SIGTERM of %s: close code %d, want 1001", clients[i].Label, victim.ID, code)
+		}
+		ws[i].halt()
+	}
+	if code, ok := victim.WaitExit(20 * time.Second); !ok || (drain && code != 0) {
+		t.Errorf("%s after %s: exit code %d, exited %v (%s)", victim.ID, fault, code, ok, victim.ExitStatus())
+	}
+
+	// The victim's clients reconnect elsewhere from the last version seen.
+	var rescued []*Client
+	for _, i := range victims {
+		old := clients[i]
+		since, acked := old.LastVersion(), ws[i].maxAck()
+		nc := rescue.Dial(names[i]+"'@"+rescue.ID, old.UserID, AllRooms)
+		st, err := nc.JoinE(room, map[string]any{"since_version": since})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Storage.Version < acked {
+			t.Errorf("%s: rejoined at version %d, but %s was acknowledged version %d by %s before the %s",
+				nc.Label, st.Storage.Version, old.Label, acked, victim.ID, fault)
+		}
+		if len(st.Storage.Updates) > 0 {
+			var vs []int64
+			for _, u := range st.Storage.Updates {
+				vs = append(vs, u.Version)
+			}
+			if msg := checkSequence(vs, since+1, st.Storage.Version); msg != "" {
+				t.Errorf("%s: catch-up from version %d: %s", nc.Label, since, msg)
+			}
+		}
+		rescued = append(rescued, nc)
+		ws = append(ws, startWriter(room, writerLabel(nc), nc))
+	}
+
+	// The others see the victim's clients leave within 15 s.
+	var live []*Client
+	var active []*writer
+	for _, si := range survivors {
+		live = append(live, clients[si])
+		active = append(active, ws[si])
+		for _, vi := range victims {
+			f, err := clients[si].WaitForE(time.Until(faultAt.Add(deadAfter)),
+				fmt.Sprintf("room:left for %s (%s of %s)", clients[vi].Label, fault, victim.ID), About(TypeLeft, clients[vi].ConnID))
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			t.Logf("%s saw %s leave %v after the %s", clients[si].Label, clients[vi].Label, f.At.Sub(faultAt).Round(time.Millisecond), fault)
+		}
+	}
+	live = append(live, rescued...)
+	active = append(active, ws[len(placement):]...)
+
+	// Writes go on everywhere.
+	waitWriters(t, 30*time.Second, "10 acknowledgements for batches sent after the "+fault, active, func(w *writer) bool {
+		return w.acksSince(faultAt) >= 10
+	}, nil)
+	for _, w := range active {
+		w.halt()
+		acks, errs := w.snapshot()
+		var worst time.Duration // the longest wait for an acknowledgement after the fault
+		prev := faultAt
+		for _, a := range acks {
+			if a.at.After(faultAt) {
+				worst = max(worst, a.at.Sub(prev))
+				prev = a.at
+			}
+		}
+		t.Logf("%s: failover time (longest wait for an acknowledgement after the %s) %v; refusals: %s",
+			w.label, fault, worst.Round(time.Millisecond), summarizeErrs(errs))
+		if !drain {
+			continue
+		}
+		for _, e := range errs {
+			if e.code == CodeInternal && e.at.After(faultAt.Add(drainRetryWindow)) {
+				t.Errorf("%s: `internal` %v after the SIGTERM (retry window %v): %s", w.label, e.at.Sub(faultAt).Round(time.Millisecond), drainRetryWindow, e.msg)
+				break
+			}
+			if e.code != CodeInternal {
+				t.Errorf("%s: refused %v after the SIGTERM: %s", w.label, e.at.Sub(faultAt).Round(time.Millisecond), e.msg)
+				break
+			}
+		}
+	}
+	converge(t, c, room, ws, live, append(clients, rescued...))
+}
+
+func writerLabel(c *Client) string { return strings.NewReplacer("@", "_", "'", "2").Replace(c.Label) }
+
+// converge stops the writers, then requires the same version and document
+// on every running node, every acknowledged batch in it, each live client
+// told that version, and a sound version stream for every client.
+func converge(t *testing.T, c *Cluster, room string, ws []*writer, live []*Client, all []*Client) {
+	t.Helper()
+	for _, w := range ws {
+		w.halt()
+	}
+	var refV int64 = -1
+	var refDoc map[string]any
+	var ref string
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		v, doc := n.Storage(room)
+		if refV >= 0 && (v != refV || !reflect.DeepEqual(doc, refDoc)) {
+			t.Fatalf("nodes disagree: %s serves version %d (%d keys), %s version %d (%d keys)", ref, refV, len(refDoc), n.ID, v, len(doc))
+		}
+		refV, refDoc, ref = v, doc, n.ID
+		checkAcked(t, "GET storage on "+n.ID, doc, ws...)
+	}
+	t.Logf("final: version %d, %d keys", refV, len(refDoc))
+	for _, cl := range live {
+		if err := cl.WaitUntilE(soon, fmt.Sprintf("version %d", refV), func(fs []Frame) bool {
+			for i := len(fs) - 1; i >= 0; i-- {
+				if v := fs[i].Version(); v >= 0 {
+					return v >= refV
+				}
+			}
+			return false
+		}); err != nil {
+			t.Error(err)
+		}
+		if v := cl.LastVersion(); v > refV {
+			t.Errorf("%s was told version %d, beyond the stored %d", cl.Label, v, refV)
+		}
+	}
+	for _, cl := range all {
+		if p := checkVersionStream(cl); len(p) > 0 {
+			t.Errorf("%s: version stream:\n  %s", cl.Label, strings.Join(p, "\n  "))
+		}
+	}
 }
