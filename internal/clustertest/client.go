@@ -166,18 +166,18 @@ type Client struct {
 }
 
 // Dial connects as user with the given grants and waits for `connected`.
-func (n *Node) Dial(label, user string, rooms map[string]auth.Perm) *Client {
-	n.c.T.Helper()
-	c, err := n.DialToken(label, n.c.Token(user, rooms))
+func (n *Node) Dial(t testing.TB, label, user string, rooms map[string]auth.Perm) *Client {
+	t.Helper()
+	c, err := n.DialToken(t, label, n.c.Token(user, rooms))
 	if err != nil {
-		n.c.T.Fatalf("%s: %v", label, err)
+		t.Fatalf("%s: %v", label, err)
 	}
 	return c
 }
 
 // DialToken connects with token and waits for `connected`. The connection
-// is closed when the test ends.
-func (n *Node) DialToken(label, token string) (*Client, error) {
+// is closed when t ends; the client's failing helpers fail t.
+func (n *Node) DialToken(t testing.TB, label, token string) (*Client, error) {
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	ws, resp, err := d.Dial(n.WSURL()+"?token="+token, nil)
 	if err != nil {
@@ -187,9 +187,9 @@ func (n *Node) DialToken(label, token string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("dial %s: %v", n.ID, err)
 	}
-	c := &Client{T: n.c.T, Node: n, Label: label, ws: ws, changed: make(chan struct{}), closed: make(chan struct{})}
+	c := &Client{T: t, Node: n, Label: label, ws: ws, changed: make(chan struct{}), closed: make(chan struct{})}
 	go c.read()
-	n.c.T.Cleanup(func() { _ = ws.Close() })
+	t.Cleanup(func() { _ = ws.Close() })
 	f, err := c.WaitForE(10*time.Second, "connected", OfType(TypeConnected))
 	if err != nil {
 		return nil, err
@@ -235,8 +235,10 @@ func (c *Client) read() {
 		}
 		var f Frame
 		if err := json.Unmarshal(b, &f); err != nil {
-			c.T.Errorf("%s: server sent invalid JSON %q: %v", c.Label, b, err)
-			f = Frame{Type: "<invalid>", Data: json.RawMessage(`null`)}
+			// Kept in the log (and shown by failing waits) rather than
+			// reported from this goroutine, which may outlive the test.
+			raw, _ := json.Marshal(string(b))
+			f = Frame{Type: "<invalid JSON>", Data: raw}
 		}
 		f.At = now
 		c.mu.Lock()

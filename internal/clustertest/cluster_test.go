@@ -36,29 +36,38 @@ func TestClusterSingleNodeSanity(t *testing.T) {
 	t.Run("rest-storage", func(t *testing.T) { scenarioRESTStorage(t, n1, n1, n1) })
 	t.Run("permission-change", func(t *testing.T) { scenarioPermissionChange(t, n1, n1, n1) })
 	t.Run("nats-restart", func(t *testing.T) {
-		c.NATS.Restart()
+		if err := c.NATS.Restart(); err != nil {
+			t.Fatal(err)
+		}
 		for _, n := range c.Nodes {
 			if _, err := n.PollHealthz(200, 30*time.Second); err != nil {
 				t.Fatal(err)
 			}
 		}
-		a := n1.Dial("A@n1", "alice", AllRooms)
+		a := n1.Dial(t, "A@n1", "alice", AllRooms)
 		a.Join("after-nats", nil)
 		if v := a.Patch("after-nats", `[{"op":"add","path":"/x","value":1}]`); v != 1 {
 			t.Fatalf("write after NATS restart acknowledged at %d", v)
 		}
 	})
+	// Rooms move to n2 after n1 goes away. After kill -9 the scenario
+	// waits for n1's PostgreSQL sessions to end first: a COMMIT n1 had sent
+	// may still land, and without fencing (issue 10) n2 would load the room
+	// under it. The cluster tests do not wait.
 	t.Run("kill-9-failover", func(t *testing.T) {
-		scenarioFailover(t, c, []*Node{n1, n1, n1}, n1, c.Node("n2"), false)
-		if code, _ := n1.WaitExit(0); code != -1 {
-			t.Fatalf("n1 after kill -9: %s", n1.ExitStatus())
-		}
-		n1.Restart()
+		defer restartIfStopped(t, n1)
+		scenarioFailover(t, c, failover{placement: []*Node{n1, n1, n1}, victim: n1, rescue: c.Node("n2"), settle: true})
 	})
 	t.Run("drain-failover", func(t *testing.T) {
-		scenarioFailover(t, c, []*Node{n1, n1, n1}, n1, c.Node("n2"), true)
-		n1.Restart()
+		defer restartIfStopped(t, n1)
+		scenarioFailover(t, c, failover{placement: []*Node{n1, n1, n1}, victim: n1, rescue: c.Node("n2"), drain: true})
 	})
+}
+
+func restartIfStopped(t *testing.T, n *Node) {
+	if !n.Running() {
+		n.Restart(t)
+	}
 }
 
 // 1. Membership across nodes (PROTOCOL §3 room:join/leave, §9).
@@ -123,7 +132,7 @@ func TestClusterOwnerKilled(t *testing.T) {
 	t.Parallel()
 	c := New(t, Options{})
 	n1, n2, n3 := nodes3(c)
-	scenarioFailover(t, c, []*Node{n1, n2, n3}, n1, n2, false)
+	scenarioFailover(t, c, failover{placement: []*Node{n1, n2, n3}, victim: n1, rescue: n2})
 }
 
 // 9. SIGTERM of the owner's node: its clients get 1001, the others keep
@@ -133,7 +142,7 @@ func TestClusterDrain(t *testing.T) {
 	t.Parallel()
 	c := New(t, Options{})
 	n1, n2, n3 := nodes3(c)
-	scenarioFailover(t, c, []*Node{n1, n2, n3}, n1, n2, true)
+	scenarioFailover(t, c, failover{placement: []*Node{n1, n2, n3}, victim: n1, rescue: n2, drain: true})
 }
 
 // 10. Restart of NATS: /healthz 503 while it is down, 200 after; rooms
@@ -143,8 +152,8 @@ func TestClusterNATSRestart(t *testing.T) {
 	c := New(t, Options{})
 	n1, n2, n3 := nodes3(c)
 	room := "nats"
-	a := n1.Dial("A@n1", "alice", AllRooms)
-	b := n2.Dial("B@n2", "bob", AllRooms)
+	a := n1.Dial(t, "A@n1", "alice", AllRooms)
+	b := n2.Dial(t, "B@n2", "bob", AllRooms)
 	a.Join(room, nil)
 	if st := b.Join(room, nil); len(st.Members) != 2 {
 		t.Errorf("before the restart: %s's room:state lists %d members, want 2 (A@n1, B@n2)", b.Label, len(st.Members))
@@ -154,14 +163,16 @@ func TestClusterNATSRestart(t *testing.T) {
 	for _, err := range pollAll(c.Nodes, 503, 10*time.Second, "after NATS stopped", t) {
 		t.Errorf("NATS down: %v", err)
 	}
-	c.NATS.Start()
+	if err := c.NATS.Start(); err != nil {
+		t.Fatal(err)
+	}
 	if errs := pollAll(c.Nodes, 200, 30*time.Second, "after NATS restarted", t); len(errs) > 0 {
 		t.Fatalf("NATS back: %v", errs)
 	}
 
 	// Membership: C joins on n3 and sees A and B; A and B learn of C by
 	// room:joined or by a fresh room:state.
-	cc := n3.Dial("C@n3", "carol", AllRooms)
+	cc := n3.Dial(t, "C@n3", "carol", AllRooms)
 	expectMembers(t, cc, cc.Join(room, nil), a, b, cc)
 	for _, x := range []*Client{a, b} {
 		x.WaitFor(soon, "room:joined (or a fresh room:state) showing "+cc.Label, func(f Frame) bool {
@@ -231,7 +242,7 @@ func TestClusterDuplicateNodeID(t *testing.T) {
 	if hc, body, err := n1.Healthz(); err != nil || hc != 200 {
 		t.Fatalf("n1 after the duplicate: /healthz %d %s %v", hc, body, err)
 	}
-	a := n1.Dial("A@n1", "alice", AllRooms)
+	a := n1.Dial(t, "A@n1", "alice", AllRooms)
 	a.Join("dup", nil)
 	if v := a.Patch("dup", `[{"op":"add","path":"/x","value":1}]`); v != 1 {
 		t.Fatalf("n1 after the duplicate: write acknowledged at %d", v)
@@ -253,9 +264,9 @@ func TestClusterTwoNames(t *testing.T) {
 	mk := func(c *Cluster) side {
 		n1, n2 := c.Node("n1"), c.Node("n2")
 		s := side{name: c.Name,
-			x: n1.Dial("X@"+c.Name+".n1", c.Name+"-xavier", AllRooms),
-			z: n1.Dial("Z@"+c.Name+".n1", c.Name+"-zoe", AllRooms),
-			y: n2.Dial("Y@"+c.Name+".n2", c.Name+"-yara", AllRooms)}
+			x: n1.Dial(t, "X@"+c.Name+".n1", c.Name+"-xavier", AllRooms),
+			z: n1.Dial(t, "Z@"+c.Name+".n1", c.Name+"-zoe", AllRooms),
+			y: n2.Dial(t, "Y@"+c.Name+".n2", c.Name+"-yara", AllRooms)}
 		for _, cl := range []*Client{s.x, s.z, s.y} {
 			cl.Join(room, nil)
 		}
@@ -303,7 +314,7 @@ func TestClusterTwoNames(t *testing.T) {
 		name string
 	}{{c1, "c1"}, {c2, "c2"}} {
 		for _, n := range s.c.Nodes {
-			v, doc := n.Storage(room)
+			v, doc := n.Storage(t, room)
 			if v != 1 || len(doc) != 1 || doc[s.name] != true {
 				t.Errorf("cluster %s, %s: storage of %s is version %d %v, want version 1 {%s: true}", s.name, n.ID, room, v, doc, s.name)
 			}
@@ -330,7 +341,7 @@ func TestClusterHealthzPostgresDown(t *testing.T) {
 	c := New(t, Options{Nodes: []string{}, PostgresURL: schemaURL})
 	n1 := c.AddNode("n1", map[string]string{"PARLEY_POSTGRES_URL": u.String()})
 	n2 := c.AddNode("n2", nil)
-	c.StartAll(n1, n2)
+	StartAll(t, n1, n2)
 
 	proxy.Cut()
 	took, err := n1.PollHealthz(503, 15*time.Second)
@@ -346,7 +357,7 @@ func TestClusterHealthzPostgresDown(t *testing.T) {
 		t.Fatalf("PostgreSQL restored: %v", err)
 	}
 	t.Logf("n1: /healthz 200 %v after PostgreSQL was restored", took.Round(time.Millisecond))
-	a := n1.Dial("A@n1", "alice", AllRooms)
+	a := n1.Dial(t, "A@n1", "alice", AllRooms)
 	a.Join("pg", nil)
 	if v := a.Patch("pg", `[{"op":"add","path":"/x","value":1}]`); v != 1 {
 		t.Fatalf("write after PostgreSQL came back acknowledged at %d", v)

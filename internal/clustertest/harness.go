@@ -121,7 +121,6 @@ func FreeAddr(t testing.TB) string {
 // NATS is a private NATS server (JetStream on) embedded in the test
 // process. Stop and Start keep its port and its JetStream store.
 type NATS struct {
-	t        testing.TB
 	mu       sync.Mutex
 	srv      *natsserver.Server
 	port     int
@@ -131,8 +130,10 @@ type NATS struct {
 // StartNATS starts a NATS server on a free port until the test ends.
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
-	n := &NATS{t: t, port: -1, storeDir: t.TempDir()}
-	n.Start()
+	n := &NATS{port: -1, storeDir: t.TempDir()}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(n.Stop)
 	return n
 }
@@ -145,12 +146,11 @@ func (n *NATS) URL() string {
 }
 
 // Start starts the server (again), on the same port as before.
-func (n *NATS) Start() {
-	n.t.Helper()
+func (n *NATS) Start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.srv != nil {
-		return
+		return nil
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -159,17 +159,17 @@ func (n *NATS) Start() {
 			JetStream: true, StoreDir: n.storeDir,
 		})
 		if err != nil {
-			n.t.Fatalf("nats: %v", err)
+			return fmt.Errorf("nats: %w", err)
 		}
 		go srv.Start()
 		if srv.ReadyForConnections(5 * time.Second) {
 			n.srv = srv
 			n.port = srv.Addr().(*net.TCPAddr).Port
-			return
+			return nil
 		}
 		srv.Shutdown()
 		if time.Now().After(deadline) {
-			n.t.Fatalf("nats did not start on port %d", n.port)
+			return fmt.Errorf("nats did not start on port %d", n.port)
 		}
 	}
 }
@@ -187,10 +187,9 @@ func (n *NATS) Stop() {
 }
 
 // Restart is Stop then Start.
-func (n *NATS) Restart() {
-	n.t.Helper()
+func (n *NATS) Restart() error {
 	n.Stop()
-	n.Start()
+	return n.Start()
 }
 
 // ------------------------------------------------------------ Postgres --
@@ -292,20 +291,20 @@ func New(t testing.TB, o Options) *Cluster {
 			}
 		}
 	})
-	c.StartAll(c.Nodes...)
+	StartAll(t, c.Nodes...)
 	return c
 }
 
 // StartAll starts nodes at once and waits until every one is healthy.
-func (c *Cluster) StartAll(nodes ...*Node) {
-	c.T.Helper()
+func StartAll(t testing.TB, nodes ...*Node) {
+	t.Helper()
 	for _, n := range nodes {
 		if err := n.Start(); err != nil {
-			c.T.Fatalf("start %s: %v", n.ID, err)
+			t.Fatalf("start %s: %v", n.ID, err)
 		}
 	}
 	for _, n := range nodes {
-		n.WaitHealthy(30 * time.Second)
+		n.WaitHealthy(t, 30*time.Second)
 	}
 }
 
@@ -325,8 +324,12 @@ func (c *Cluster) Node(id string) *Node {
 // one with an id). It is killed when the test ends.
 func (c *Cluster) AddNode(id string, env map[string]string) *Node {
 	c.T.Helper()
-	n := &Node{c: c, ID: id, Addr: FreeAddr(c.T),
-		LogPath: filepath.Join(c.dir, fmt.Sprintf("%s-%s-%d.log", c.Name, id, rand.Uint32()))}
+	tag := fmt.Sprintf("%s-%s-%d", c.Name, id, rand.Uint32())
+	n := &Node{c: c, ID: id, Addr: FreeAddr(c.T), LogPath: filepath.Join(c.dir, tag+".log"), AppName: "parley-" + tag}
+	sep := "?"
+	if strings.Contains(c.PostgresURL, "?") {
+		sep = "&"
+	}
 	n.env = map[string]string{
 		"PARLEY_HTTP_ADDR":        n.Addr,
 		"PARLEY_DATA_DIR":         filepath.Join(c.dir, "data-"+id),
@@ -335,7 +338,7 @@ func (c *Cluster) AddNode(id string, env map[string]string) *Node {
 		"PARLEY_BROKER":           "nats",
 		"PARLEY_NATS_URL":         c.NATS.URL(),
 		"PARLEY_STORE":            "postgres",
-		"PARLEY_POSTGRES_URL":     c.PostgresURL,
+		"PARLEY_POSTGRES_URL":     c.PostgresURL + sep + "application_name=" + n.AppName,
 		"PARLEY_NODE_ID":          id,
 		"PARLEY_CLUSTER_NAME":     c.Name,
 		"PARLEY_NODE_HEARTBEAT":   "200ms",
@@ -367,10 +370,9 @@ func (c *Cluster) AddNode(id string, env map[string]string) *Node {
 // Token mints an HS256 token for user (name "Name <user>", one hour) with
 // these room grants (nil: none).
 func (c *Cluster) Token(user string, rooms map[string]auth.Perm) string {
-	c.T.Helper()
 	tok, _, err := c.signer.Mint(user, "Name "+user, time.Hour, rooms)
 	if err != nil {
-		c.T.Fatal(err)
+		panic(err) // only for grants that are not permissions
 	}
 	return tok
 }
@@ -386,6 +388,7 @@ type Node struct {
 	ID      string
 	Addr    string // 127.0.0.1:port, kept across restarts
 	LogPath string // stdout and stderr of every run, appended
+	AppName string // its PostgreSQL application_name (unless Env overrides the URL)
 
 	env map[string]string
 
@@ -473,14 +476,14 @@ func (n *Node) Exited() <-chan struct{} {
 
 // WaitHealthy polls /healthz until it answers 200; it fails the test when
 // the process exits first or the deadline passes.
-func (n *Node) WaitHealthy(within time.Duration) {
-	n.c.T.Helper()
+func (n *Node) WaitHealthy(t testing.TB, within time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	last := "no answer"
 	for {
 		select {
 		case <-n.Exited():
-			n.c.T.Fatalf("%s exited before it was healthy (%s); log:\n%s", n.ID, n.ExitStatus(), n.LogTail(30))
+			t.Fatalf("%s exited before it was healthy (%s); log:\n%s", n.ID, n.ExitStatus(), n.LogTail(30))
 		default:
 		}
 		code, body, err := n.Healthz()
@@ -493,7 +496,7 @@ func (n *Node) WaitHealthy(within time.Duration) {
 			last = fmt.Sprintf("%d %s", code, body)
 		}
 		if time.Now().After(deadline) {
-			n.c.T.Fatalf("%s not healthy within %v (last /healthz: %s); log:\n%s", n.ID, within, last, n.LogTail(30))
+			t.Fatalf("%s not healthy within %v (last /healthz: %s); log:\n%s", n.ID, within, last, n.LogTail(30))
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
@@ -549,16 +552,16 @@ func (n *Node) Kill() {
 }
 
 // Term sends SIGTERM (graceful drain) and returns at once.
-func (n *Node) Term() {
-	n.c.T.Helper()
+func (n *Node) Term(t testing.TB) {
+	t.Helper()
 	n.mu.Lock()
 	cmd := n.cmd
 	n.mu.Unlock()
 	if cmd == nil {
-		n.c.T.Fatalf("%s: not started", n.ID)
+		t.Fatalf("%s: not started", n.ID)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		n.c.T.Fatalf("%s: SIGTERM: %v", n.ID, err)
+		t.Fatalf("%s: SIGTERM: %v", n.ID, err)
 	}
 }
 
@@ -589,15 +592,15 @@ func (n *Node) ExitStatus() string {
 
 // Restart starts the node again (on the same address, with the same id)
 // after it stopped, and waits until it is healthy.
-func (n *Node) Restart() {
-	n.c.T.Helper()
+func (n *Node) Restart(t testing.TB) {
+	t.Helper()
 	if n.Running() {
-		n.c.T.Fatalf("%s: restart while running", n.ID)
+		t.Fatalf("%s: restart while running", n.ID)
 	}
 	if err := n.Start(); err != nil {
-		n.c.T.Fatalf("restart %s: %v", n.ID, err)
+		t.Fatalf("restart %s: %v", n.ID, err)
 	}
-	n.WaitHealthy(30 * time.Second)
+	n.WaitHealthy(t, 30*time.Second)
 }
 
 // Log returns everything the node wrote so far.
@@ -619,11 +622,11 @@ func (n *Node) LogTail(lines int) string {
 // Do performs a REST request with an optional bearer credential and body
 // (string, []byte or anything JSON-encodable); it fails the test only when
 // the request cannot be made.
-func (n *Node) Do(method, path, bearer string, body any) (int, []byte) {
-	n.c.T.Helper()
+func (n *Node) Do(t testing.TB, method, path, bearer string, body any) (int, []byte) {
+	t.Helper()
 	code, out, err := n.DoE(method, path, bearer, body)
 	if err != nil {
-		n.c.T.Fatalf("%s %s on %s: %v", method, path, n.ID, err)
+		t.Fatalf("%s %s on %s: %v", method, path, n.ID, err)
 	}
 	return code, out
 }
@@ -666,20 +669,43 @@ func (n *Node) DoE(method, path, bearer string, body any) (int, []byte, error) {
 }
 
 // Storage is GET /api/rooms/{room}/storage with the API key.
-func (n *Node) Storage(room string) (version int64, data map[string]any) {
-	n.c.T.Helper()
-	code, body := n.Do("GET", "/api/rooms/"+room+"/storage", APIKey, nil)
+func (n *Node) Storage(t testing.TB, room string) (version int64, data map[string]any) {
+	t.Helper()
+	code, body := n.Do(t, "GET", "/api/rooms/"+room+"/storage", APIKey, nil)
 	if code != 200 {
-		n.c.T.Fatalf("GET storage of %s on %s: %d %s", room, n.ID, code, body)
+		t.Fatalf("GET storage of %s on %s: %d %s", room, n.ID, code, body)
 	}
 	var st struct {
 		Version int64          `json:"version"`
 		Data    map[string]any `json:"data"`
 	}
 	if err := json.Unmarshal(body, &st); err != nil {
-		n.c.T.Fatalf("GET storage of %s on %s: %v in %s", room, n.ID, err, body)
+		t.Fatalf("GET storage of %s on %s: %v in %s", room, n.ID, err, body)
 	}
 	return st.Version, st.Data
+}
+
+// WaitPostgresSessionsGone polls pg_stat_activity until no session of the
+// node (by application_name) is left, e.g. after kill -9: a COMMIT the dead
+// process had already sent may still be applied until then.
+func (n *Node) WaitPostgresSessionsGone(within time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, os.Getenv(PostgresEnv))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	for {
+		var k int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, n.AppName).Scan(&k); err != nil {
+			return fmt.Errorf("%s: PostgreSQL sessions still open after %v (%w)", n.ID, within, err)
+		}
+		if k == 0 {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
 }
 
 // ----------------------------------------------------------- TCP proxy --

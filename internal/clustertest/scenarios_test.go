@@ -110,9 +110,9 @@ func jsonEqual(a, b json.RawMessage) bool {
 // a disconnect reach everyone as room:left.
 func scenarioMembership(t *testing.T, nA, nB, nC *Node) {
 	room := "members"
-	a := nA.Dial(label("A", nA), "alice", AllRooms)
-	b := nB.Dial(label("B", nB), "bob", AllRooms)
-	c := nC.Dial(label("C", nC), "carol", AllRooms)
+	a := nA.Dial(t, label("A", nA), "alice", AllRooms)
+	b := nB.Dial(t, label("B", nB), "bob", AllRooms)
+	c := nC.Dial(t, label("C", nC), "carol", AllRooms)
 
 	expectMembers(t, a, a.Join(room, nil), a)
 	expectMembers(t, b, b.Join(room, nil), a, b)
@@ -144,7 +144,7 @@ func scenarioMembership(t *testing.T, nA, nB, nC *Node) {
 			t.Fatalf("%s got %d room:left for %s, want 1", a.Label, n, x.Label)
 		}
 	}
-	d := nB.Dial(label("D", nB), "dave", AllRooms)
+	d := nB.Dial(t, label("D", nB), "dave", AllRooms)
 	expectMembers(t, d, d.Join(room, nil), a, d)
 	expectJoined(t, a, d)
 }
@@ -154,9 +154,9 @@ func scenarioMembership(t *testing.T, nA, nB, nC *Node) {
 // room:state shows the merged presence.
 func scenarioPresence(t *testing.T, nA, nB, nC *Node) {
 	room := "presence"
-	a := nA.Dial(label("A", nA), "alice", AllRooms)
-	b := nB.Dial(label("B", nB), "bob", AllRooms)
-	c := nC.Dial(label("C", nC), "carol", AllRooms)
+	a := nA.Dial(t, label("A", nA), "alice", AllRooms)
+	b := nB.Dial(t, label("B", nB), "bob", AllRooms)
+	c := nC.Dial(t, label("C", nC), "carol", AllRooms)
 	a.Join(room, map[string]any{"presence": map[string]any{"color": "red"}})
 	b.Join(room, map[string]any{"presence": map[string]any{"color": "blue", "cursor": nil}})
 	expectJoined(t, a, b)
@@ -211,9 +211,9 @@ func scenarioPresence(t *testing.T, nA, nB, nC *Node) {
 // C gets an ack and no room:event of its own.
 func scenarioBroadcast(t *testing.T, nA, nB, nC *Node) {
 	room := "broadcast"
-	a := nA.Dial(label("A", nA), "alice", AllRooms)
-	b := nB.Dial(label("B", nB), "bob", AllRooms)
-	c := nC.Dial(label("C", nC), "carol", AllRooms)
+	a := nA.Dial(t, label("A", nA), "alice", AllRooms)
+	b := nB.Dial(t, label("B", nB), "bob", AllRooms)
+	c := nC.Dial(t, label("C", nC), "carol", AllRooms)
 	for _, x := range []*Client{a, b, c} {
 		x.Join(room, nil)
 	}
@@ -256,7 +256,7 @@ func scenarioStorageOrder(t *testing.T, cl *Cluster, nodes []*Node, batches int)
 	room := "order"
 	var ws []*Client
 	for i, n := range nodes {
-		w := n.Dial(label(fmt.Sprintf("W%d", i+1), n), fmt.Sprintf("writer%d", i+1), AllRooms)
+		w := n.Dial(t, label(fmt.Sprintf("W%d", i+1), n), fmt.Sprintf("writer%d", i+1), AllRooms)
 		if st := w.Join(room, nil); st.Storage.Version != 0 {
 			t.Fatalf("%s joined at version %d, want 0", w.Label, st.Storage.Version)
 		}
@@ -372,7 +372,7 @@ func scenarioStorageOrder(t *testing.T, cl *Cluster, nodes []*Node, batches int)
 		if !n.Running() {
 			continue
 		}
-		v, doc := n.Storage(room)
+		v, doc := n.Storage(t, room)
 		if v != total || len(doc) != int(total) {
 			t.Fatalf("GET storage on %s: version %d with %d keys, want %d", n.ID, v, len(doc), total)
 		}
@@ -410,7 +410,7 @@ func checkSequence(vs []int64, from, to int64) string {
 // a client on nR joins with since_version 3 and gets updates 4 and 5.
 func scenarioCatchUp(t *testing.T, nW, nR *Node) {
 	room := "catchup"
-	w := nW.Dial(label("W", nW), "walt", AllRooms)
+	w := nW.Dial(t, label("W", nW), "walt", AllRooms)
 	w.Join(room, nil)
 	ops := func(i int) string { return fmt.Sprintf(`[{"op":"add","path":"/v%d","value":%d}]`, i, i) }
 	for i := 1; i <= 5; i++ {
@@ -419,7 +419,7 @@ func scenarioCatchUp(t *testing.T, nW, nR *Node) {
 		}
 	}
 	w.Close()
-	r := nR.Dial(label("R", nR), "walt", AllRooms)
+	r := nR.Dial(t, label("R", nR), "walt", AllRooms)
 	st := r.Join(room, map[string]any{"since_version": 3})
 	var got []int64
 	for _, u := range st.Storage.Updates {
@@ -440,11 +440,11 @@ func scenarioCatchUp(t *testing.T, nW, nR *Node) {
 // WebSocket writes afterwards still succeed and reach the others.
 func scenarioRESTStorage(t *testing.T, nA, nB, nR *Node) {
 	room := "rest"
-	a := nA.Dial(label("A", nA), "alice", AllRooms)
-	b := nB.Dial(label("B", nB), "bob", AllRooms)
+	a := nA.Dial(t, label("A", nA), "alice", AllRooms)
+	b := nB.Dial(t, label("B", nB), "bob", AllRooms)
 	a.Join(room, nil)
 	b.Join(room, nil)
-	code, body := nR.Do("PATCH", "/api/rooms/"+room+"/storage", APIKey, `[{"op":"add","path":"/title","value":"hello"}]`)
+	code, body := nR.Do(t, "PATCH", "/api/rooms/"+room+"/storage", APIKey, `[{"op":"add","path":"/title","value":"hello"}]`)
 	if code != 200 || !strings.Contains(string(body), `"version":1`) {
 		t.Fatalf("PATCH storage through %s: %d %s", nR.ID, code, body)
 	}
@@ -464,7 +464,7 @@ func scenarioRESTStorage(t *testing.T, nA, nB, nR *Node) {
 		t.Fatalf("%s: WebSocket write acknowledged at version %d, want 3", b.Label, v)
 	}
 	a.WaitFor(soon, "version 3 from "+b.Label, func(f Frame) bool { return f.Type == TypeStorage && f.Version() == 3 })
-	if v, doc := nR.Storage(room); v != 3 || doc["title"] != "bye" || doc["n"] != float64(1) {
+	if v, doc := nR.Storage(t, room); v != 3 || doc["title"] != "bye" || doc["n"] != float64(1) {
 		t.Fatalf("GET storage on %s: version %d %v, want 3 {title: bye, n: 1}", nR.ID, v, doc)
 	}
 }
@@ -474,22 +474,22 @@ func scenarioRESTStorage(t *testing.T, nA, nB, nR *Node) {
 // (so does carol's), his later writes and joins are refused.
 func scenarioPermissionChange(t *testing.T, nM, nO, nR *Node) {
 	room := "perm"
-	if code, body := nR.Do("POST", "/api/rooms", APIKey, map[string]any{"id": room, "name": "Perm"}); code != 201 {
+	if code, body := nR.Do(t, "POST", "/api/rooms", APIKey, map[string]any{"id": room, "name": "Perm"}); code != 201 {
 		t.Fatalf("POST /api/rooms: %d %s", code, body)
 	}
 	for _, u := range []string{"bob", "carol"} {
-		if code, body := nO.Do("POST", "/api/rooms/"+room+"/members", APIKey, map[string]any{"user_id": u}); code != 204 && code != 200 && code != 201 {
+		if code, body := nO.Do(t, "POST", "/api/rooms/"+room+"/members", APIKey, map[string]any{"user_id": u}); code != 204 && code != 200 && code != 201 {
 			t.Fatalf("add member %s: %d %s", u, code, body)
 		}
 	}
-	bob := nM.Dial(label("bob", nM), "bob", nil) // no grant: membership only
-	carol := nO.Dial(label("carol", nO), "carol", nil)
+	bob := nM.Dial(t, label("bob", nM), "bob", nil) // no grant: membership only
+	carol := nO.Dial(t, label("carol", nO), "carol", nil)
 	bob.Join(room, nil)
 	carol.Join(room, nil)
 	if v := bob.Patch(room, `[{"op":"add","path":"/a","value":1}]`); v != 1 {
 		t.Fatalf("%s: member write acknowledged at version %d", bob.Label, v)
 	}
-	if code, body := nR.Do("DELETE", "/api/rooms/"+room+"/members/bob", APIKey, nil); code != 204 && code != 200 {
+	if code, body := nR.Do(t, "DELETE", "/api/rooms/"+room+"/members/bob", APIKey, nil); code != 204 && code != 200 {
 		t.Fatalf("DELETE member bob through %s: %d %s", nR.ID, code, body)
 	}
 	expectLeft(t, bob, bob, soon)
@@ -507,7 +507,7 @@ func scenarioPermissionChange(t *testing.T, nM, nO, nR *Node) {
 	if v := carol.Patch(room, `[{"op":"add","path":"/c","value":3}]`); v != 2 {
 		t.Fatalf("%s: write acknowledged at version %d, want 2", carol.Label, v)
 	}
-	if v, doc := nR.Storage(room); v != 2 || doc["b"] != nil {
+	if v, doc := nR.Storage(t, room); v != 2 || doc["b"] != nil {
 		t.Fatalf("GET storage on %s: version %d %v", nR.ID, v, doc)
 	}
 }
@@ -751,7 +751,16 @@ func checkVersionStream(c *Client) []string {
 // drainRetryWindow); in the end every running node serves the same
 // document holding every acknowledged batch, and every client converges
 // to its version.
-func scenarioFailover(t *testing.T, c *Cluster, placement []*Node, victim, rescue *Node, drain bool) {
+type failover struct {
+	placement []*Node // of A, B, C
+	victim    *Node   // killed or drained
+	rescue    *Node   // where the victim's clients reconnect
+	drain     bool    // SIGTERM instead of kill -9
+	settle    bool    // after kill -9, wait for the victim's PostgreSQL sessions to end
+}
+
+func scenarioFailover(t *testing.T, c *Cluster, o failover) {
+	placement, victim, rescue, drain := o.placement, o.victim, o.rescue, o.drain
 	room, fault := "failover", "kill -9"
 	if drain {
 		room, fault = "drain", "SIGTERM"
@@ -760,7 +769,7 @@ func scenarioFailover(t *testing.T, c *Cluster, placement []*Node, victim, rescu
 	var clients []*Client
 	var ws []*writer
 	for i, n := range placement {
-		cl := n.Dial(label(names[i], n), strings.ToLower(names[i])+"-user", AllRooms)
+		cl := n.Dial(t, label(names[i], n), strings.ToLower(names[i])+"-user", AllRooms)
 		cl.Join(room, nil)
 		clients = append(clients, cl)
 	}
@@ -784,7 +793,7 @@ func scenarioFailover(t *testing.T, c *Cluster, placement []*Node, victim, rescu
 
 	faultAt := time.Now()
 	if drain {
-		victim.Term()
+		victim.Term(t)
 	} else {
 		victim.Kill()
 	}
@@ -806,8 +815,13 @@ func scenarioFailover(t *testing.T, c *Cluster, placement []*Node, victim, rescu
 		}
 		ws[i].halt()
 	}
-	if code, ok := victim.WaitExit(20 * time.Second); !ok || (drain && code != 0) {
+	if code, ok := victim.WaitExit(20 * time.Second); !ok || (drain && code != 0) || (!drain && code != -1) {
 		t.Errorf("%s after %s: exit code %d, exited %v (%s)", victim.ID, fault, code, ok, victim.ExitStatus())
+	}
+	if o.settle {
+		if err := victim.WaitPostgresSessionsGone(soon); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// The victim's clients reconnect elsewhere from the last version seen.
@@ -815,7 +829,7 @@ func scenarioFailover(t *testing.T, c *Cluster, placement []*Node, victim, rescu
 	for _, i := range victims {
 		old := clients[i]
 		since, acked := old.LastVersion(), ws[i].maxAck()
-		nc := rescue.Dial(names[i]+"'@"+rescue.ID, old.UserID, AllRooms)
+		nc := rescue.Dial(t, names[i]+"'@"+rescue.ID, old.UserID, AllRooms)
 		st, err := nc.JoinE(room, map[string]any{"since_version": since})
 		if err != nil {
 			t.Fatal(err)
@@ -907,7 +921,7 @@ func converge(t *testing.T, c *Cluster, room string, ws []*writer, live []*Clien
 		if !n.Running() {
 			continue
 		}
-		v, doc := n.Storage(room)
+		v, doc := n.Storage(t, room)
 		if refV >= 0 && (v != refV || !reflect.DeepEqual(doc, refDoc)) {
 			t.Fatalf("nodes disagree: %s serves version %d (%d keys), %s version %d (%d keys)", ref, refV, len(refDoc), n.ID, v, len(doc))
 		}
