@@ -126,13 +126,21 @@ func TestClusterPermissionChange(t *testing.T) {
 	scenarioPermissionChange(t, n1, n2, n3)
 }
 
-// 8. kill -9 of the room's owner node (n1: A joined there first) in the
-// middle of writes from every node.
+// 8. kill -9 in the middle of writes from every node: of the room's owner
+// (n1, where A joined first), then, in a fresh cluster, of a node that
+// only has a client of the room (n3).
 func TestClusterOwnerKilled(t *testing.T) {
 	t.Parallel()
-	c := New(t, Options{})
-	n1, n2, n3 := nodes3(c)
-	scenarioFailover(t, c, failover{placement: []*Node{n1, n2, n3}, victim: n1, rescue: n2})
+	t.Run("owner", func(t *testing.T) {
+		c := New(t, Options{})
+		n1, n2, n3 := nodes3(c)
+		scenarioFailover(t, c, failover{placement: []*Node{n1, n2, n3}, victim: n1, rescue: n2})
+	})
+	t.Run("non-owner", func(t *testing.T) {
+		c := New(t, Options{})
+		n1, n2, n3 := nodes3(c)
+		scenarioFailover(t, c, failover{placement: []*Node{n1, n2, n3}, victim: n3, rescue: n2})
+	})
 }
 
 // 9. SIGTERM of the owner's node: its clients get 1001, the others keep

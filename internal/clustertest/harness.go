@@ -609,14 +609,34 @@ func (n *Node) Log() string {
 	return string(b)
 }
 
-// LogTail returns the last lines of the node's output.
+// LogTail returns the last lines of the node's output; a run of lines
+// that differ only in their time= prefix is shown once with its count.
 func (n *Node) LogTail(lines int) string {
-	s := strings.TrimRight(n.Log(), "\n")
-	parts := strings.Split(s, "\n")
-	if len(parts) > lines {
-		parts = parts[len(parts)-lines:]
+	var out []string
+	var runs []int
+	prevKey := ""
+	for _, l := range strings.Split(strings.TrimRight(n.Log(), "\n"), "\n") {
+		key := l
+		if strings.HasPrefix(l, "time=") {
+			if i := strings.IndexByte(l, ' '); i > 0 {
+				key = l[i:]
+			}
+		}
+		if len(out) > 0 && key == prevKey {
+			runs[len(runs)-1]++
+			continue
+		}
+		out, runs, prevKey = append(out, l), append(runs, 1), key
 	}
-	return strings.Join(parts, "\n")
+	if len(out) > lines {
+		out, runs = out[len(out)-lines:], runs[len(runs)-lines:]
+	}
+	for i, k := range runs {
+		if k > 1 {
+			out[i] += fmt.Sprintf("   [×%d from this time on]", k)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // Do performs a REST request with an optional bearer credential and body
