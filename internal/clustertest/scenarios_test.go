@@ -492,8 +492,9 @@ func scenarioPermissionChange(t *testing.T, nM, nO, nR *Node) {
 	if code, body := nR.Do(t, "DELETE", "/api/rooms/"+room+"/members/bob", APIKey, nil); code != 204 && code != 200 {
 		t.Fatalf("DELETE member bob through %s: %d %s", nR.ID, code, body)
 	}
-	expectLeft(t, bob, bob, soon)
-	expectLeft(t, carol, bob, soon)
+	for _, x := range []*Client{bob, carol} {
+		x.WaitFor(soon, fmt.Sprintf("room:left for %s after DELETE /api/rooms/%s/members/bob through %s", bob.Label, room, nR.ID), About(TypeLeft, bob.ConnID))
+	}
 	f, err := bob.PatchE(room, `[{"op":"add","path":"/b","value":2}]`, soon)
 	if err != nil {
 		t.Fatal(err)
