@@ -233,7 +233,7 @@ func Join(ctx context.Context, o Options) (*Node, error) {
 	}
 	if o.Hub != nil {
 		if n.allSub, err = nc.ChanSubscribe(n.subj.all, n.inbox); err != nil {
-			w.Stop()
+			w.stop()
 			return nil, fmt.Errorf("cluster: subscribe %s: %w", n.subj.all, err)
 		}
 		o.Hub.OnUser(n.syncUser)
@@ -243,12 +243,12 @@ func Join(ctx context.Context, o Options) (*Node, error) {
 	}
 	if o.Rooms != nil {
 		if err := n.installHandler(o.Rooms); err != nil {
-			w.Stop()
+			w.stop()
 			return nil, err
 		}
 	}
 	if err := nc.FlushWithContext(ctx); err != nil {
-		w.Stop()
+		w.stop()
 		return nil, fmt.Errorf("cluster: flush NATS subscriptions: %w", err)
 	}
 	ok = true

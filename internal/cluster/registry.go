@@ -211,32 +211,64 @@ func (n *Node) answerPing(m *nats.Msg) {
 	_ = m.Respond([]byte(n.instance))
 }
 
-// watchRegistry starts a watch of every key of <cluster>_nodes and applies
-// its initial values (the last entry of each key). Known nodes whose key is
-// gone altogether count as deleted. Then dead detection resumes, each
-// known node having a full DeadAfter to show a heartbeat.
-func (n *Node) watchRegistry(ctx context.Context) (jetstream.KeyWatcher, error) {
-	w, err := n.nodesKV.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: watch KV bucket %s: %w", n.subj.nodesBucket, err)
+// watch is a running watch of the registry bucket. The NATS client ties a
+// watch to the context it was started with: it ends when that is done.
+type watch struct {
+	w      jetstream.KeyWatcher
+	cancel context.CancelFunc
+}
+
+func (w *watch) stop() {
+	_ = w.w.Stop()
+	w.cancel()
+}
+
+// watchRegistry starts a watch of every key of <cluster>_nodes (it lives
+// until stopped or Close) and applies its initial values (the last entry
+// of each key), waiting for them at most until wait is done. Known nodes
+// whose key is gone altogether count as deleted. Then dead detection
+// resumes, each known node having a full DeadAfter to show a heartbeat.
+func (n *Node) watchRegistry(wait context.Context) (*watch, error) {
+	wctx, cancel := context.WithCancel(n.ctx)
+	type started struct {
+		w   jetstream.KeyWatcher
+		err error
+	}
+	ch := make(chan started, 1)
+	go func() {
+		w, err := n.nodesKV.WatchAll(wctx)
+		ch <- started{w, err}
+	}()
+	var w *watch
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			cancel()
+			return nil, fmt.Errorf("cluster: watch KV bucket %s: %w", n.subj.nodesBucket, r.err)
+		}
+		w = &watch{r.w, cancel}
+	case <-wait.Done():
+		cancel() // ends the request, and the watch if it started
+		return nil, fmt.Errorf("cluster: watch KV bucket %s: %w", n.subj.nodesBucket, wait.Err())
 	}
 	seen := map[string]bool{}
+initial:
 	for {
 		select {
-		case e, ok := <-w.Updates():
+		case e, ok := <-w.w.Updates():
 			if !ok {
+				w.stop()
 				return nil, fmt.Errorf("cluster: watch of KV bucket %s ended", n.subj.nodesBucket)
 			}
-			if e != nil {
-				seen[e.Key()] = true
-				n.onEntry(e, time.Now())
-				continue
+			if e == nil {
+				break initial
 			}
-		case <-ctx.Done():
-			_ = w.Stop()
-			return nil, fmt.Errorf("cluster: watch KV bucket %s: %w", n.subj.nodesBucket, ctx.Err())
+			seen[e.Key()] = true
+			n.onEntry(e, time.Now())
+		case <-wait.Done():
+			w.stop()
+			return nil, fmt.Errorf("cluster: watch KV bucket %s: initial values: %w", n.subj.nodesBucket, wait.Err())
 		}
-		break
 	}
 	now := time.Now()
 	n.reg.mu.Lock()
@@ -350,20 +382,20 @@ func (n *Node) sweep(now time.Time) {
 
 // registryLoop follows the registry: watch updates, the dead-node sweep,
 // and a new watch after every reconnect (or when one failed).
-func (n *Node) registryLoop(w jetstream.KeyWatcher) {
+func (n *Node) registryLoop(w *watch) {
 	defer n.wg.Done()
 	var updates <-chan jetstream.KeyValueEntry
 	if w != nil {
-		updates = w.Updates()
+		updates = w.w.Updates()
 	}
 	defer func() {
 		if w != nil {
-			_ = w.Stop()
+			w.stop()
 		}
 	}()
 	stopWatch := func() {
 		if w != nil {
-			_ = w.Stop()
+			w.stop()
 		}
 		w, updates = nil, nil
 		n.reg.blind()
@@ -379,7 +411,7 @@ func (n *Node) registryLoop(w jetstream.KeyWatcher) {
 			n.log.Debug("watching the registry", "err", err)
 			return
 		}
-		w, updates = nw, nw.Updates()
+		w, updates = nw, nw.w.Updates()
 	}
 	t := time.NewTicker(n.sweepEvery())
 	defer t.Stop()
