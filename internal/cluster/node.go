@@ -35,6 +35,9 @@ const (
 // ClusterHandler.Resync.
 const InboxSize = 1 << 16
 
+// joinTimeout bounds Join when its context has no deadline.
+const joinTimeout = 30 * time.Second
+
 // flushTimeout bounds the round trip that makes the NATS server confirm a
 // new subscription (SubscribeRoom, a user's first connection).
 const flushTimeout = 2 * time.Second
@@ -153,6 +156,7 @@ var (
 // registry, starts heartbeating, and subscribes to <cluster>.all and to the
 // user subjects of the users connected to o.Hub.
 //
+// It takes at most until ctx's deadline, or 30 s when ctx has none.
 // Errors: an invalid option; NATS unreachable or without JetStream; a node
 // with the same id that answers its ping (it is alive in this cluster). A
 // registered node with the same id that does not answer (no responders,
@@ -194,9 +198,15 @@ func Join(ctx context.Context, o Options) (*Node, error) {
 	n.nodeRoomsSubj = n.subj.nodeRooms(n.id)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.reg.init()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, joinTimeout)
+		defer cancel()
+	}
 	ok := false
 	defer func() {
 		if !ok {
+			n.closed.Store(true) // the hub hook, if installed, does nothing more
 			n.cancel()
 			if n.nc != nil {
 				n.nc.Close()

@@ -123,6 +123,12 @@ func TestRegistryLeaveWithoutDrain(t *testing.T) {
 	a, ra := join(t, url, cluster, "a", slow)
 	b, _ := join(t, url, cluster, "b", slow)
 	waitFor(t, 5*time.Second, "b alive on a", func() bool { return a.Alive("b") })
+	// Join with a context without deadline (as server.New may pass).
+	c, err := Join(context.Background(), Options{URL: url, ClusterName: cluster, NodeID: "c", Log: testLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	_ = b.Close()
 	waitFor(t, 2*time.Second, "NodeDown(b) on a", func() bool { return ra.count("down:b") == 1 })
 	if a.Alive("b") {
