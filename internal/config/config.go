@@ -100,7 +100,7 @@ type Config struct {
 	StoreDriver string `flag:"store" env:"PARLEY_STORE" default:"sqlite" usage:"store: sqlite (embedded) or postgres"`
 	PostgresURL string `flag:"postgres-url" secret:"true" env:"PARLEY_POSTGRES_URL" default:"" usage:"PostgreSQL URL when store=postgres"`
 	Broker      string `flag:"broker" env:"PARLEY_BROKER" default:"local" usage:"fan-out broker: local (one process) or nats (cluster)"`
-	NATSURL     string `flag:"nats-url" env:"PARLEY_NATS_URL" default:"nats://127.0.0.1:4222" usage:"NATS URL when broker=nats"`
+	NATSURL     string `flag:"nats-url" env:"PARLEY_NATS_URL" default:"nats://127.0.0.1:4222" usage:"NATS URL when broker=nats (the server must run JetStream, NATS 2.9 or later: the cluster registry and room leases are KV buckets)"`
 	NodeID      string `flag:"node-id" env:"PARLEY_NODE_ID" default:"" usage:"this node's id in a cluster, 1-64 characters of A-Z a-z 0-9 _ - (default: random); a second node with the id of a live one refuses to start"`
 	ClusterName string `flag:"cluster-name" env:"PARLEY_CLUSTER_NAME" default:"parley" usage:"cluster name, 1-32 characters of A-Z a-z 0-9 _ -: prefixes every NATS subject and KV bucket of the deployment, so several can share one NATS"`
 
