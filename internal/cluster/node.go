@@ -138,8 +138,9 @@ type Node struct {
 
 	reg registry
 
-	recvUser atomic.Int64 // messages received on user subjects (tests)
-	recvRoom atomic.Int64 // messages received on room subjects (tests)
+	skipBeats atomic.Bool  // tests: heartbeat writes fail
+	recvUser  atomic.Int64 // messages received on user subjects (tests)
+	recvRoom  atomic.Int64 // messages received on room subjects (tests)
 }
 
 type handlerBox struct{ h rooms.ClusterHandler }
@@ -207,10 +208,13 @@ func Join(ctx context.Context, o Options) (*Node, error) {
 	defer func() {
 		if !ok {
 			n.closed.Store(true) // the hub hook, if installed, does nothing more
-			n.cancel()
 			if n.nc != nil {
+				lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_ = n.Leave(lctx) // registered already? then not anymore
+				cancel()
 				n.nc.Close()
 			}
+			n.cancel()
 		}
 	}()
 

@@ -48,7 +48,9 @@ type registry struct {
 
 	mu        sync.Mutex
 	peers     map[string]*peer
-	sighted   bool // connected and watching, initial values read
+	sighted   bool      // connected and watching, initial values read
+	lastEcho  time.Time // when this node's own entry last came back through the watch
+	echoLost  bool      // it has not for DeadAfter-Heartbeat: the registry is not trusted
 	rev       uint64
 	state     string
 	started   time.Time
@@ -64,6 +66,16 @@ func (r *registry) init() {
 	r.state = stateAlive
 	r.started = time.Now().UTC()
 	r.rewatch = make(chan struct{}, 1)
+}
+
+// refresh gives every known node a full DeadAfter from now, after a time
+// this node could not hear them. mu is held.
+func (r *registry) refresh(now time.Time) {
+	for _, p := range r.peers {
+		if p.lastSeen.Before(now) {
+			p.lastSeen = now
+		}
+	}
 }
 
 func (r *registry) displacedErr() error {
@@ -281,10 +293,8 @@ initial:
 			delete(n.reg.peers, id)
 			continue
 		}
-		if p.lastSeen.Before(now) {
-			p.lastSeen = now
-		}
 	}
+	n.reg.refresh(now)
 	n.reg.sighted = true
 	n.reg.mu.Unlock()
 	return w, nil
@@ -293,11 +303,22 @@ initial:
 // onEntry applies one registry entry received at now.
 func (n *Node) onEntry(e jetstream.KeyValueEntry, now time.Time) {
 	id := e.Key()
-	if id == n.id {
-		return // this node's own key: the heartbeat keeps it
-	}
 	n.reg.mu.Lock()
 	defer n.reg.mu.Unlock()
+	if id == n.id {
+		// This node's own entry (the heartbeat writes it): proof that
+		// writes and the watch work, so silence from others means
+		// something.
+		if e.Operation() == jetstream.KeyValuePut {
+			n.reg.lastEcho = now
+			if n.reg.echoLost {
+				n.reg.echoLost = false
+				n.log.Info("own heartbeats come back through the registry again; judging other nodes again")
+				n.reg.refresh(now)
+			}
+		}
+		return
+	}
 	switch e.Operation() {
 	case jetstream.KeyValuePut:
 		var v nodeValue
@@ -340,8 +361,11 @@ func (n *Node) sweepEvery() time.Duration {
 // sweep declares dead every node silent for more than DeadAfter: it
 // reports NodeDown once and deletes the node's key if it is still the
 // entry last seen (KV Delete with LastRevision), so the registry cleans
-// itself. Nothing is declared while this node is blind (disconnected, or
-// its watch is being restarted).
+// itself. Nothing is declared while this node is blind: disconnected, its
+// watch being restarted, or its own heartbeats not coming back through the
+// watch for DeadAfter-Heartbeat (JetStream unavailable while core NATS
+// works, or a broken watch): then everyone's silence proves nothing, and
+// once it hears itself again every node gets a full DeadAfter.
 func (n *Node) sweep(now time.Time) {
 	if !n.nc.IsConnected() {
 		return
@@ -354,6 +378,15 @@ func (n *Node) sweep(now time.Time) {
 	var found []dead
 	n.reg.mu.Lock()
 	if !n.reg.sighted {
+		n.reg.mu.Unlock()
+		return
+	}
+	if now.Sub(n.reg.lastEcho) > n.opts.DeadAfter-n.opts.Heartbeat && !n.reg.left && n.reg.displaced == nil {
+		if !n.reg.echoLost {
+			n.reg.echoLost = true
+			n.log.Warn("own heartbeats are not coming back through the registry; not judging other nodes until they do",
+				"since", now.Sub(n.reg.lastEcho).Round(time.Millisecond))
+		}
 		n.reg.mu.Unlock()
 		return
 	}
@@ -471,7 +504,7 @@ func (n *Node) heartbeatLoop() {
 
 // beat writes this node's entry again (KV Update with its last revision).
 func (n *Node) beat() {
-	if !n.nc.IsConnected() {
+	if !n.nc.IsConnected() || n.skipBeats.Load() {
 		return
 	}
 	n.reg.keyMu.Lock()

@@ -244,3 +244,36 @@ func TestJoinValidation(t *testing.T) {
 		}
 	}
 }
+
+// A node whose own heartbeats stop coming back through the registry
+// (JetStream unavailable to it while core NATS works) declares nobody dead:
+// everyone's silence proves nothing then. Once it hears itself again, a
+// node that really died is declared dead after a full DeadAfter.
+func TestNoVerdictWhileOwnHeartbeatsFail(t *testing.T) {
+	url := startEmbedded(t).url()
+	cluster := newCluster(t, url)
+	a, ra := join(t, url, cluster, "a")
+	b, _ := join(t, url, cluster, "b")
+	waitFor(t, 5*time.Second, "b alive on a", func() bool { return a.Alive("b") })
+	a.skipBeats.Store(true)
+	waitFor(t, 5*time.Second, "a to stop trusting the registry", func() bool {
+		a.reg.mu.Lock()
+		defer a.reg.mu.Unlock()
+		return a.reg.echoLost
+	})
+	kill(b)
+	// Three dead-after periods of b's silence, with a sweep every 30 ms.
+	deadline := time.Now().Add(3 * fastDeadAfter)
+	for time.Now().Before(deadline) {
+		if ra.count("down:b") != 0 {
+			t.Fatal("b declared dead by a node that cannot hear itself")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resumed := time.Now()
+	a.skipBeats.Store(false)
+	waitFor(t, 5*time.Second, "NodeDown(b) once a hears itself again", func() bool { return ra.count("down:b") == 1 })
+	if took := time.Since(resumed); took < fastDeadAfter-fastHeartbeat {
+		t.Fatalf("b declared dead %s after a heard itself again, before a full dead-after", took)
+	}
+}
