@@ -61,9 +61,18 @@
 // others report NodeDown at once and not again when it leaves (its key is
 // deleted). NATS 2.9 has no per-key TTL in KV, hence the heartbeat and the
 // sweep; the bucket's TTL only bounds leftovers. While this node is
-// disconnected, or re-establishing its watch after a reconnect, nobody is
-// declared dead; afterwards every known node gets a full dead-after to be
-// heard again.
+// disconnected, re-establishing its watch after a reconnect, or not
+// receiving its own heartbeats back through the watch (JetStream
+// unavailable to it), nobody is declared dead; afterwards every known node
+// gets a full dead-after to be heard again.
+//
+// A node id is unique in a cluster: Join pings the holder of its key on
+// <cluster>.node.<id>.ping and refuses to start when it answers; a holder
+// that does not answer (no responders, or 1 s) crashed, and its key is
+// taken over at once. A node that finds its key taken over by another
+// process stops heartbeating and reports it through Healthy; one that
+// finds its key deleted (declared dead while unreachable) registers again
+// and resyncs its rooms.
 //
 // # Leases
 //

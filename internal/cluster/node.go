@@ -79,6 +79,8 @@ type Options struct {
 	Hub *hub.Hub
 	// Rooms, when not nil, is installed as the room handler before any
 	// message is delivered (the same as calling SetHandler after Join).
+	// Its methods run on the goroutine that also delivers Broker traffic
+	// to the hub: they must not block (no network or store round trips).
 	Rooms rooms.ClusterHandler
 	// Panics counts panics contained per delivered message (may be nil).
 	Panics safe.Counter
@@ -385,7 +387,8 @@ func (n *Node) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 
 // SetHandler implements rooms.Cluster: it installs h and subscribes to
 // <cluster>.node.<id>.rooms; messages on it are delivered from then on.
-// Only the first call counts (Options.Rooms is a first call).
+// Only the first call counts (Options.Rooms is a first call). h's methods
+// must not block (see Options.Rooms).
 func (n *Node) SetHandler(h rooms.ClusterHandler) {
 	if err := n.installHandler(h); err != nil {
 		n.log.Error("installing the room handler", "err", err)
