@@ -1,8 +1,3 @@
-// Package cluster is the seam between one node and many: every delivery that
-// may concern connections on other nodes (a user's connections, a set of
-// users, everyone) goes through a Broker. Local delivers in-process (the
-// embedded default); NATS also publishes to the other nodes, which deliver to
-// their own connections. Handlers depend only on the interface.
 package cluster
 
 import (
@@ -13,8 +8,6 @@ import (
 // frame is encoded once by the caller and must not be modified afterwards.
 // Methods never block on a slow client.
 type Broker interface {
-	// ToConn delivers to one connection.
-	ToConn(connID string, frame []byte)
 	// ToUsers delivers to every connection of each listed user, except the
 	// connection named by exceptConn ("" for none).
 	ToUsers(userIDs []string, frame []byte, exceptConn string)
@@ -29,9 +22,6 @@ type Local struct{ hub *hub.Hub }
 
 // NewLocal returns a broker over h.
 func NewLocal(h *hub.Hub) *Local { return &Local{hub: h} }
-
-// ToConn implements Broker.
-func (l *Local) ToConn(connID string, frame []byte) { l.hub.SendToConn(connID, frame) }
 
 // ToUsers implements Broker.
 func (l *Local) ToUsers(userIDs []string, frame []byte, exceptConn string) {

@@ -2,14 +2,9 @@ package cluster
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
-
-	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/parleyhq/parley/internal/hub"
 )
@@ -84,22 +79,24 @@ func runBrokerSuite(t *testing.T, nodes []node) {
 		}
 	}
 	last := len(nodes) - 1
-	// From the first node to a connection on the last node.
-	nodes[0].broker.ToConn(fmt.Sprintf("b-%d", last), []byte("1"))
-	add("1", fmt.Sprintf("b-%d", last))
-	wait("ToConn", want)
 	// To every connection of user a, except one, sent from the last node.
 	nodes[last].broker.ToUsers([]string{"a"}, []byte("2"), "a-0")
 	for i := 1; i < len(nodes); i++ {
 		add("2", fmt.Sprintf("a-%d", i))
 	}
 	wait("ToUsers", want)
+	// Both users, one listed twice, from the first node.
+	nodes[0].broker.ToUsers([]string{"b", "a", "b"}, []byte("2b"), "")
+	for _, c := range conns {
+		add("2b", c.id)
+	}
+	wait("ToUsers two users", want)
+	nodes[0].broker.ToUsers([]string{"nobody", ""}, []byte("x"), "")
 	nodes[0].broker.ToAll([]byte("3"), "")
 	for _, c := range conns {
 		add("3", c.id)
 	}
 	wait("ToAll", want)
-	nodes[0].broker.ToConn("nobody", []byte("4"))
 	nodes[0].broker.ToAll([]byte("5"), fmt.Sprintf("b-%d", last))
 	for _, c := range conns {
 		if c.id != fmt.Sprintf("b-%d", last) {
@@ -114,27 +111,15 @@ func TestLocalBroker(t *testing.T) {
 	runBrokerSuite(t, []node{{h, NewLocal(h)}})
 }
 
+// The same suite over two nodes of one cluster (embedded NATS).
 func TestNATSBrokerTwoNodes(t *testing.T) {
-	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true}
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	url := startEmbedded(t).url()
+	cluster := newCluster(t, url)
 	var nodes []node
 	for i := 0; i < 2; i++ {
 		h := hub.New()
-		b, err := NewNATS(ns.ClientURL(), fmt.Sprintf("node%d", i), h, nil, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		nodes = append(nodes, node{h, b})
+		n, _ := join(t, url, cluster, fmt.Sprintf("node%d", i), func(o *Options) { o.Hub = h })
+		nodes = append(nodes, node{h, n})
 	}
 	runBrokerSuite(t, nodes)
 }
@@ -150,63 +135,9 @@ func TestDeliveryCodec(t *testing.T) {
 			t.Fatalf("truncated input of %d bytes accepted", i)
 		}
 	}
-}
-
-// A NATS server restart interrupts cross-node delivery; both brokers
-// reconnect by themselves and delivery resumes (fault test; it stops by
-// itself within its deadline).
-func TestNATSBrokerSurvivesServerRestart(t *testing.T) {
-	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true}
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	port := ns.Addr().(*net.TCPAddr).Port
-	url := ns.ClientURL()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h1, h2 := hub.New(), hub.New()
-	b1, err := NewNATS(url, "n1", h1, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b1.Close()
-	b2, err := NewNATS(url, "n2", h2, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b2.Close()
-	target := &rec{id: "c", user: "u"}
-	h2.Add(target)
-
-	// deliveredWithin sends until the target (on node 2) gets one from node 1.
-	deliveredWithin := func(what string, d time.Duration) {
-		t.Helper()
-		before := len(target.got())
-		deadline := time.Now().Add(d)
-		for len(target.got()) == before {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: nothing delivered within %s", what, d)
-			}
-			b1.ToUsers([]string{"u"}, []byte("x"), "")
-			time.Sleep(20 * time.Millisecond)
+	for _, kind := range []byte{0, 1, 4, 0xff} {
+		if _, err := decodeDelivery(encodeDelivery(kind, "n", "", nil, nil)); err == nil {
+			t.Fatalf("unknown kind %d accepted", kind)
 		}
 	}
-	deliveredWithin("before the restart", 5*time.Second)
-
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	ns2, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns2.Start()
-	if !ns2.ReadyForConnections(10 * time.Second) {
-		t.Fatal("restarted nats not ready")
-	}
-	defer ns2.Shutdown()
-	deliveredWithin("after the restart", 30*time.Second)
 }

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -99,8 +100,12 @@ type Config struct {
 	StoreDriver string `flag:"store" env:"PARLEY_STORE" default:"sqlite" usage:"store: sqlite (embedded) or postgres"`
 	PostgresURL string `flag:"postgres-url" secret:"true" env:"PARLEY_POSTGRES_URL" default:"" usage:"PostgreSQL URL when store=postgres"`
 	Broker      string `flag:"broker" env:"PARLEY_BROKER" default:"local" usage:"fan-out broker: local (one process) or nats (cluster)"`
-	NATSURL     string `flag:"nats-url" env:"PARLEY_NATS_URL" default:"nats://127.0.0.1:4222" usage:"NATS URL when broker=nats"`
-	NodeID      string `flag:"node-id" env:"PARLEY_NODE_ID" default:"" usage:"this node's id in a cluster (default: random)"`
+	NATSURL     string `flag:"nats-url" env:"PARLEY_NATS_URL" default:"nats://127.0.0.1:4222" usage:"NATS URL when broker=nats (the server must run JetStream, NATS 2.9 or later: the cluster registry and room leases are KV buckets)"`
+	NodeID      string `flag:"node-id" env:"PARLEY_NODE_ID" default:"" usage:"this node's id in a cluster, 1-64 characters of A-Z a-z 0-9 _ - (default: random); a second node with the id of a live one refuses to start"`
+	ClusterName string `flag:"cluster-name" env:"PARLEY_CLUSTER_NAME" default:"parley" usage:"cluster name, 1-32 characters of A-Z a-z 0-9 _ -: prefixes every NATS subject and KV bucket of the deployment, so several can share one NATS"`
+
+	NodeHeartbeat time.Duration `flag:"node-heartbeat" env:"PARLEY_NODE_HEARTBEAT" default:"2s" usage:"how often a node writes its heartbeat to the cluster registry (broker=nats)"`
+	NodeDeadAfter time.Duration `flag:"node-dead-after" env:"PARLEY_NODE_DEAD_AFTER" default:"10s" usage:"a node silent in the cluster registry this long is declared dead and its clients leave; more than twice node-heartbeat and less than 15s"`
 
 	MediaWorkers       int           `flag:"media-workers" env:"PARLEY_MEDIA_WORKERS" default:"0" usage:"SFU workers (0 = number of CPUs)"`
 	MediaListenIP      string        `flag:"media-listen-ip" env:"PARLEY_MEDIA_LISTEN_IP" default:"0.0.0.0" usage:"IP the SFU's UDP sockets bind to"`
@@ -327,6 +332,13 @@ type fieldInfo struct {
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
+// The cluster name and node id become NATS subject tokens and KV bucket
+// and key names (internal/cluster checks the same).
+var (
+	clusterNameRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+	nodeIDRe      = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+)
+
 func forEachField(fn func(fieldInfo)) {
 	t := reflect.TypeOf(Config{})
 	for i := 0; i < t.NumField(); i++ {
@@ -498,6 +510,21 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("broker", "must be local or nats, got %q", c.Broker)
+	}
+	if !clusterNameRe.MatchString(c.ClusterName) {
+		bad("cluster-name", "must be 1-32 characters of A-Z a-z 0-9 _ - (a NATS subject token), got %q", c.ClusterName)
+	}
+	if c.NodeID != "" && !nodeIDRe.MatchString(c.NodeID) {
+		bad("node-id", "must be 1-64 characters of A-Z a-z 0-9 _ - (a NATS subject token), got %q", c.NodeID)
+	}
+	if c.NodeHeartbeat <= 0 {
+		bad("node-heartbeat", "must be positive, got %s", c.NodeHeartbeat)
+	}
+	switch {
+	case c.NodeDeadAfter >= 15*time.Second:
+		bad("node-dead-after", "must be less than 15s (a dead node must be noticed within 15 s), got %s", c.NodeDeadAfter)
+	case c.NodeHeartbeat > 0 && c.NodeDeadAfter <= 2*c.NodeHeartbeat:
+		bad("node-dead-after", "must be more than twice node-heartbeat (%s), got %s", c.NodeHeartbeat, c.NodeDeadAfter)
 	}
 	if c.MediaWorkers < 0 {
 		bad("media-workers", "must not be negative")

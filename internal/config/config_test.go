@@ -79,12 +79,47 @@ func TestInvalidNamesField(t *testing.T) {
 		{[]string{"--turn-embedded"}, nil, "turn-shared-secret"},
 		{[]string{"--config", file}, nil, "no-such-setting"},
 		{[]string{"--config", "/does/not/exist.yaml"}, nil, "config file"},
+		{[]string{"--cluster-name", ""}, nil, "cluster-name"},
+		{[]string{"--cluster-name", "prod.eu"}, nil, "cluster-name"},
+		{nil, map[string]string{"PARLEY_CLUSTER_NAME": "a*"}, "cluster-name"},
+		{[]string{"--cluster-name", strings.Repeat("x", 33)}, nil, "cluster-name"},
+		{[]string{"--node-id", "node 1"}, nil, "node-id"},
+		{nil, map[string]string{"PARLEY_NODE_ID": "n.1"}, "node-id"},
+		{[]string{"--node-id", strings.Repeat("n", 65)}, nil, "node-id"},
+		{[]string{"--node-heartbeat", "0s"}, nil, "node-heartbeat"},
+		{[]string{"--node-dead-after", "15s"}, nil, "node-dead-after"},
+		{nil, map[string]string{"PARLEY_NODE_DEAD_AFTER": "4s"}, "node-dead-after"},
+		{[]string{"--node-heartbeat", "3s", "--node-dead-after", "6s"}, nil, "node-dead-after"},
 	}
 	for _, tc := range cases {
 		_, err := load(t, tc.args, tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.field) {
 			t.Errorf("%v %v: error %v, want it to name %q", tc.args, tc.env, err, tc.field)
 		}
+	}
+}
+
+// The cluster settings: defaults, the accepted extremes, and env names.
+func TestClusterSettings(t *testing.T) {
+	c, err := load(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ClusterName != "parley" || c.NodeID != "" || c.NodeHeartbeat != 2*time.Second || c.NodeDeadAfter != 10*time.Second {
+		t.Fatalf("defaults: cluster %q node %q heartbeat %s dead-after %s", c.ClusterName, c.NodeID, c.NodeHeartbeat, c.NodeDeadAfter)
+	}
+	env := map[string]string{"PARLEY_CLUSTER_NAME": "eu_West-1", "PARLEY_NODE_ID": strings.Repeat("n", 64),
+		"PARLEY_NODE_HEARTBEAT": "500ms", "PARLEY_NODE_DEAD_AFTER": "14.9s"}
+	c, err = load(t, nil, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ClusterName != "eu_West-1" || len(c.NodeID) != 64 || c.NodeHeartbeat != 500*time.Millisecond || c.NodeDeadAfter != 14900*time.Millisecond {
+		t.Fatalf("from env: %q %q %s %s", c.ClusterName, c.NodeID, c.NodeHeartbeat, c.NodeDeadAfter)
+	}
+	c, err = load(t, []string{"--cluster-name", strings.Repeat("c", 32), "--node-heartbeat", "1s", "--node-dead-after", "2001ms"}, nil)
+	if err != nil || len(c.ClusterName) != 32 || c.NodeDeadAfter != 2001*time.Millisecond {
+		t.Fatalf("from flags: %+v %v", c, err)
 	}
 }
 

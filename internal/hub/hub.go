@@ -44,6 +44,9 @@ type Hub struct {
 	nConns atomic.Int64
 	nUsers atomic.Int64
 	nSlots atomic.Int64 // reserved slots, all users (Reserve)
+
+	hookMu sync.Mutex                                         // serialises OnUser
+	onUser atomic.Pointer[[]func(userID string, online bool)] // copy on write
 }
 
 // New returns an empty hub.
@@ -85,6 +88,9 @@ func (h *Hub) Add(c Conn) (first bool) {
 	m[c.ID()] = c
 	first = len(m) == 1
 	us.mu.Unlock()
+	if first {
+		h.notifyUser(c.UserID(), true)
+	}
 	return first
 }
 
@@ -111,7 +117,40 @@ func (h *Hub) Remove(c Conn) (last bool) {
 		last = true
 	}
 	us.mu.Unlock()
+	if last {
+		h.notifyUser(c.UserID(), false)
+	}
 	return last
+}
+
+// OnUser registers fn to be told when a user comes online on this node
+// (Add added the user's first connection: online is true) or goes offline
+// here (Remove removed the last one: online is false). fn runs on the
+// goroutine that called Add or Remove, after the hub's locks are
+// released, so it may call the hub; it should not block for long.
+//
+// Because it runs outside the locks, the calls for one user may arrive out
+// of order when an Add and a Remove race on two goroutines: fn should read
+// the current state (UserOnline) under a lock of its own instead of
+// trusting online; the last call then always sees the final state.
+// Register hooks before connections are added.
+func (h *Hub) OnUser(fn func(userID string, online bool)) {
+	h.hookMu.Lock()
+	defer h.hookMu.Unlock()
+	var hooks []func(string, bool)
+	if p := h.onUser.Load(); p != nil {
+		hooks = append(hooks, *p...)
+	}
+	hooks = append(hooks, fn)
+	h.onUser.Store(&hooks)
+}
+
+func (h *Hub) notifyUser(userID string, online bool) {
+	if p := h.onUser.Load(); p != nil {
+		for _, fn := range *p {
+			fn(userID, online)
+		}
+	}
 }
 
 // Conn returns the connection with that id.

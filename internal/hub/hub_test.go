@@ -174,3 +174,30 @@ func TestReserveCaps(t *testing.T) {
 		t.Fatal("no caps: refused")
 	}
 }
+
+// OnUser hooks hear a user's first connection added and last removed, and
+// nothing in between; they run outside the hub's locks (they may call it).
+func TestOnUser(t *testing.T) {
+	h := New()
+	var mu sync.Mutex
+	var events []string
+	for _, tag := range []string{"1", "2"} {
+		h.OnUser(func(user string, online bool) {
+			now := h.UserOnline(user) // would deadlock under the hub's lock
+			mu.Lock()
+			events = append(events, fmt.Sprintf("%s:%s:%v:%v", tag, user, online, now))
+			mu.Unlock()
+		})
+	}
+	a1, a2 := &fakeConn{id: "a1", user: "a"}, &fakeConn{id: "a2", user: "a"}
+	h.Add(a1)
+	h.Add(a2)
+	h.Add(a2) // duplicate: nothing
+	h.Remove(a1)
+	h.Remove(a2)
+	h.Remove(a2) // unknown: nothing
+	want := "[1:a:true:true 2:a:true:true 1:a:false:false 2:a:false:false]"
+	if got := fmt.Sprint(events); got != want {
+		t.Fatalf("events %s, want %s", got, want)
+	}
+}

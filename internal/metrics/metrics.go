@@ -29,6 +29,9 @@ type Metrics struct {
 	StorageCommits    prometheus.Counter
 	StorageBatches    prometheus.Histogram
 	Panics            *prometheus.CounterVec // where: a fixed set (internal/safe)
+	NATSDisconnects   prometheus.Counter
+	NATSReconnects    prometheus.Counter
+	NATSSlowConsumers prometheus.Counter
 
 	// Pre-resolved counters for every label of the fixed sets in package
 	// protocol; read-only after New, so lookups take no lock and allocate
@@ -69,6 +72,12 @@ func New(gauges map[string]func() float64) *Metrics {
 		StorageBatches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_storage_commit_batch_size",
 			Help: "Updates per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
 		Panics: safe.NewCounterVec(),
+		NATSDisconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_nats_disconnects_total",
+			Help: "Times this node's NATS connection was lost (cluster mode)."}),
+		NATSReconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_nats_reconnects_total",
+			Help: "Times this node's NATS connection was re-established; each is followed by a resync of its rooms."}),
+		NATSSlowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_nats_slow_consumer_total",
+			Help: "Times this node's NATS inbox overflowed and dropped messages; each is followed by a resync of its rooms."}),
 	}
 	m.in = resolve(m.MessagesIn, protocol.ClientTypes)
 	m.inUnknown = m.MessagesIn.WithLabelValues(protocol.LabelUnknown)
@@ -82,7 +91,8 @@ func New(gauges map[string]func() float64) *Metrics {
 	}
 	m.closeOther = m.Closes.WithLabelValues(protocol.LabelOther)
 	r.MustRegister(m.Panics, m.ConnectionsTotal, m.AuthFailures, m.QueueOverflows, m.HeartbeatTimeouts, m.Closes,
-		m.MessagesIn, m.MessagesOut, m.Errors, m.StorageCommits, m.StorageBatches)
+		m.MessagesIn, m.MessagesOut, m.Errors, m.StorageCommits, m.StorageBatches,
+		m.NATSDisconnects, m.NATSReconnects, m.NATSSlowConsumers)
 	for name, fn := range gauges {
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: gaugeHelp[name]}, fn))
 	}
@@ -153,6 +163,28 @@ func (m *Metrics) Panic(where string) {
 		}
 	}
 	m.Panics.WithLabelValues("other").Inc()
+}
+
+// NATSDisconnect counts a lost NATS connection (implements
+// cluster.Metrics).
+func (m *Metrics) NATSDisconnect() {
+	if m != nil {
+		m.NATSDisconnects.Inc()
+	}
+}
+
+// NATSReconnect counts a re-established NATS connection.
+func (m *Metrics) NATSReconnect() {
+	if m != nil {
+		m.NATSReconnects.Inc()
+	}
+}
+
+// NATSSlowConsumer counts an overflow of the node's NATS inbox.
+func (m *Metrics) NATSSlowConsumer() {
+	if m != nil {
+		m.NATSSlowConsumers.Inc()
+	}
 }
 
 // Error counts an error reply; a code outside protocol.ErrorCodes is

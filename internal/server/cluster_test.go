@@ -26,7 +26,8 @@ func clusterEnv(t *testing.T) map[string]string {
 	if url == "" {
 		t.Skip("PARLEY_TEST_POSTGRES_URL not set: skipping PostgreSQL tests")
 	}
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: t.TempDir()}) // the cluster registry and leases are JetStream KV buckets
 	if err != nil {
 		t.Fatal(err)
 	}

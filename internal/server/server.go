@@ -43,6 +43,7 @@ type Server struct {
 	Store    store.Store
 	Hub      *hub.Hub
 	Broker   cluster.Broker
+	Cluster  *cluster.Node // this node's cluster membership when broker=nats (also Broker), else nil
 	Gateway  *gateway.Gateway
 	Metrics  *metrics.Metrics
 	Signer   *auth.Signer
@@ -126,12 +127,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 
 	switch cfg.Broker {
 	case "nats":
-		b, err := cluster.NewNATS(cfg.NATSURL, cfg.NodeID, s.Hub, s.Metrics, log)
+		n, err := cluster.Join(ctx, cluster.Options{URL: cfg.NATSURL, ClusterName: cfg.ClusterName, NodeID: cfg.NodeID,
+			Heartbeat: cfg.NodeHeartbeat, DeadAfter: cfg.NodeDeadAfter, Hub: s.Hub, Panics: s.Metrics, Metrics: s.Metrics, Log: log})
 		if err != nil {
 			s.closeAll(ctx)
-			return nil, fmt.Errorf("connect NATS: %w", err)
+			return nil, fmt.Errorf("join the cluster over NATS: %w", err)
 		}
-		s.Broker = b
+		s.Cluster, s.Broker = n, n
 	default:
 		s.Broker = cluster.NewLocal(s.Hub)
 	}
@@ -434,6 +436,13 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte(`{"status":"store unavailable"}`))
 		return
+	}
+	if s.Cluster != nil {
+		if err := s.Cluster.Healthy(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"status":"nats unavailable"}`))
+			return
+		}
 	}
 	_, _ = w.Write([]byte(`{"status":"ok"}`))
 }
