@@ -493,6 +493,9 @@ func (m *Manager) resyncOnce(e *edge) {
 			return Lease{}, backoff.Permanent(errNotOwner(e.id))
 		}
 		l, room, err := m.resolve(ctx, e.id)
+		if err != nil {
+			m.log.Info("room resync: finding the owner", "room", e.id, "err", err)
+		}
 		r = room
 		return l, err
 	}, backoff.WithBackOff(&backoff.ExponentialBackOff{InitialInterval: 20 * time.Millisecond, RandomizationFactor: 0.5,

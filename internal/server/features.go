@@ -105,4 +105,9 @@ func (g roomsGateway) Connected(gateway.Session, bool) {}
 func (g roomsGateway) Disconnected(s gateway.Session, last bool) { g.m.Disconnected(s, last) }
 
 // roomsCluster is the cluster rooms uses: nil on a single node.
-func (s *Server) roomsCluster() rooms.Cluster { return nil }
+func (s *Server) roomsCluster() rooms.Cluster {
+	if s.Cluster == nil {
+		return nil // not a typed nil in the interface
+	}
+	return s.Cluster
+}

@@ -449,11 +449,20 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 // Shutdown drains: /healthz answers 503, new connections are refused, every
 // connection gets close 1001, pending storage commits are flushed, the store
-// is closed. It returns within ctx's deadline.
+// is closed. In a cluster the rooms this node owns are then handed over
+// (each after its pending commits) and the node announces its drain, so
+// that the others take over at once (docs/cluster.md). It returns within
+// ctx's deadline.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	if err := s.Gateway.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("gateway: %w", err))
+	}
+	if s.Cluster != nil {
+		s.Rooms.Handover(ctx)
+		if err := s.Cluster.Drain(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("cluster drain: %w", err))
+		}
 	}
 	if s.httpSrv != nil {
 		if err := s.httpSrv.Shutdown(ctx); err != nil {
