@@ -190,7 +190,6 @@ func (m *Manager) resetRoom(r *Room) {
 	}
 }
 
-
 // Snapshot returns the committed document of a room, from its owner
 // (loading it on this node when no node has it live).
 func (m *Manager) Snapshot(ctx context.Context, roomID string) (int64, json.RawMessage, error) {
