@@ -116,6 +116,9 @@ type edge struct {
 	roster  map[string]rosterEntry
 	// resync is single-flight: again asks the running one for another pass.
 	resyncing, again bool
+	// syncWait, while a resync waits for the owner's answer, is closed
+	// when it arrives (deliverStates).
+	syncWait chan struct{}
 }
 
 // localClient is one of this node's connections in a room.
@@ -377,16 +380,31 @@ func (m *Manager) joinCluster(ctx context.Context, s Session, reqID string, d jo
 		e.mu.Unlock()
 		m.sendNode(l.Node, nodeMsg{Kind: kindJoin, Room: d.RoomID, Epoch: l.Epoch, Conn: s.ID(), User: s.UserID(),
 			Name: s.Name(), ReqID: reqID, Perms: perms, Presence: d.Presence, Since: d.SinceVersion})
+		// A lost join (at most once) is answered by a resync, which gives
+		// every joining client its room:state.
+		time.AfterFunc(m.syncTimeout, func() {
+			defer safe.Recover(m.log, m.metrics, safe.Background, nil)
+			e.mu.Lock()
+			still := e.clients[s.ID()] == lc && lc.joining
+			e.mu.Unlock()
+			if still {
+				m.resync(e)
+			}
+		})
 		return nil
 	}
 	defer m.release(r)
+	wasIn := m.isIn(s.ID(), d.RoomID)
+	m.track(s.ID(), d.RoomID) // before the client hears it is in
 	r.mu.Lock()
 	perr := r.addClient(localOrigin(s, reqID), perms, d.Presence, d.SinceVersion)
 	r.mu.Unlock()
 	if perr != nil {
+		if !wasIn {
+			m.untrack(s.ID(), d.RoomID)
+		}
 		return fail(perr)
 	}
-	m.track(s.ID(), d.RoomID)
 	return nil
 }
 

@@ -277,6 +277,9 @@ type fakeNet struct {
 	leases map[string]fakeLease
 	nodes  map[string]*fakeNode
 	sent   map[string]int // room events delivered per room (for interest checks)
+	// drop, when set, is asked about every node message: true loses it
+	// (core NATS is at most once).
+	drop func(from, to string, msg nodeMsg) bool
 }
 
 func newFakeNet() *fakeNet {
@@ -387,6 +390,14 @@ func (fn *fakeNode) SendNode(node string, msg []byte) error {
 	n.mu.Unlock()
 	if dead {
 		return nil // lost, like a publish nobody receives
+	}
+	n.mu.Lock()
+	drop := n.drop
+	n.mu.Unlock()
+	if drop != nil {
+		if dm, err := decodeNodeMsg(msg); err == nil && drop(fn.id, node, dm) {
+			return nil
+		}
 	}
 	msg = slices.Clone(msg)
 	to.enqueue(func() { to.h.NodeMessage(msg) })

@@ -201,6 +201,10 @@ func (m *Manager) deliverStates(roomID string, js joinState, l Lease, seq uint64
 		return // a later resync is under way
 	}
 	e.lease, e.known, e.synced, e.seq = l, true, true, seq
+	if e.syncWait != nil {
+		close(e.syncWait)
+		e.syncWait = nil
+	}
 	if roster != nil {
 		next := make(map[string]rosterEntry, len(roster))
 		for _, re := range roster {
@@ -215,14 +219,13 @@ func (m *Manager) deliverStates(roomID string, js joinState, l Lease, seq uint64
 	}
 	for id, lc := range e.clients {
 		st := js.state(roomID, id)
+		m.track(id, roomID) // before the client hears it is in
 		if lc.joining {
 			lc.joining = false
 			lc.s.Reply(protocol.TypeRoomState, lc.reqID, st)
-			m.track(id, roomID)
 			continue
 		}
 		lc.s.Send(protocol.Encode(protocol.TypeRoomState, "", st))
-		m.track(id, roomID)
 	}
 }
 
@@ -298,8 +301,9 @@ func (m *Manager) edgeMessage(msg nodeMsg) {
 		}
 		lc.joining = false
 		e.mu.Unlock()
-		lc.s.Reply(protocol.TypeRoomState, msg.ReqID, msg.State.state(msg.Room, msg.Conn))
+		// In the room before it hears so: its next request must find it.
 		m.track(msg.Conn, msg.Room)
+		lc.s.Reply(protocol.TypeRoomState, msg.ReqID, msg.State.state(msg.Room, msg.Conn))
 		if gap {
 			m.resync(e)
 		}
@@ -481,6 +485,11 @@ func (m *Manager) resync(e *edge) {
 	}, nil)
 }
 
+// DefaultSyncTimeout is how long a resync waits for the owner's answer
+// before it starts over; a join waits as long before it resyncs
+// (Manager.syncTimeout, shorter in tests).
+const DefaultSyncTimeout = 2 * time.Second
+
 func (m *Manager) resyncOnce(e *edge) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -494,7 +503,7 @@ func (m *Manager) resyncOnce(e *edge) {
 		}
 		l, room, err := m.resolve(ctx, e.id)
 		if err != nil {
-			m.log.Info("room resync: finding the owner", "room", e.id, "err", err)
+			m.log.Debug("room resync: finding the owner", "room", e.id, "err", err)
 		}
 		r = room
 		return l, err
@@ -517,7 +526,27 @@ func (m *Manager) resyncOnce(e *edge) {
 	}
 	e.mu.Unlock()
 	if r == nil {
+		// The owner's answer may never come (core NATS is at most once:
+		// say the owner was still reconnecting): without it in
+		// syncTimeout, the edge resyncs again.
+		wait := make(chan struct{})
+		e.mu.Lock()
+		e.syncWait = wait
+		e.mu.Unlock()
 		m.sendNode(l.Node, nodeMsg{Kind: kindSync, Room: e.id, Epoch: l.Epoch, Clients: clients})
+		t := time.NewTimer(m.syncTimeout)
+		defer t.Stop()
+		select {
+		case <-wait:
+		case <-t.C:
+			m.log.Info("room resync: no answer from the owner; retrying", "room", e.id, "owner", l.Node)
+			e.mu.Lock()
+			if e.syncWait == wait {
+				e.syncWait = nil
+			}
+			e.again = true
+			e.mu.Unlock()
+		}
 		return
 	}
 	if r != nil {

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/auth"
@@ -106,14 +107,15 @@ type Manager struct {
 	connRooms map[string]map[string]struct{} // connection id → rooms it is in
 
 	// cluster only (cluster.go)
-	edgeMu   sync.Mutex
-	edges    map[string]*edge // rooms with clients on this node
-	subMu    sync.Mutex
-	subbed   map[string]bool
-	callMu   sync.Mutex
-	nextCall uint64
-	calls    map[uint64]chan nodeMsg
-	draining atomic.Bool
+	edgeMu      sync.Mutex
+	edges       map[string]*edge // rooms with clients on this node
+	subMu       sync.Mutex
+	subbed      map[string]bool
+	callMu      sync.Mutex
+	nextCall    uint64
+	calls       map[uint64]chan nodeMsg
+	draining    atomic.Bool
+	syncTimeout time.Duration
 }
 
 // NewManager creates a manager writing storage through committer. cl is
@@ -132,6 +134,8 @@ func NewManager(opts Options, st Documents, committer Committer, acc Access, m *
 		edges:     map[string]*edge{},
 		subbed:    map[string]bool{},
 		calls:     map[uint64]chan nodeMsg{},
+
+		syncTimeout: DefaultSyncTimeout,
 	}
 	if cl != nil {
 		cl.SetHandler(mgr)
@@ -379,12 +383,16 @@ func (m *Manager) join(ctx context.Context, s Session, env protocol.Envelope) er
 		return err
 	}
 	defer m.release(r)
+	wasIn := m.isIn(s.ID(), d.RoomID)
+	m.track(s.ID(), r.id) // before the client hears it is in
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.addClient(localOrigin(s, env.ID), perms, d.Presence, d.SinceVersion); err != nil {
+		if !wasIn {
+			m.untrack(s.ID(), r.id)
+		}
 		return err
 	}
-	m.track(s.ID(), r.id)
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -202,6 +203,18 @@ func TestClusterStorageOneOrder(t *testing.T) {
 		join(t, tc.m[n], s, "r", cur[n])
 	}
 	const per = 50
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, n := range nodes {
+			for _, f := range sess[n].all() {
+				if f.Type == "error" {
+					t.Logf("%s: error %s %+v", n, f.ID, f.Err)
+				}
+			}
+		}
+	})
 	for i := 0; i < per; i++ {
 		for _, n := range nodes {
 			send(t, tc.m[n], sess[n], protocol.TypeRoomUpdateStorage, fmt.Sprintf("%s-%d", n, i),
@@ -309,6 +322,7 @@ func TestClusterDeposedOwnerIsFenced(t *testing.T) {
 	}
 	tc.m["n2"].release(r)
 	send(t, tc.m["n1"], a, protocol.TypeRoomUpdateStorage, "s", map[string]any{"room_id": "r", "ops": addOp("x", 1)})
+	fresh := ca // the fresh state may come before or after the refusal
 	f := a.wait(t, &ca, "answer", func(f frame) bool { return f.ID == "s" })
 	if f.Type != "error" {
 		t.Fatalf("a deposed owner committed: %s %s", f.Type, f.Data)
@@ -317,7 +331,7 @@ func TestClusterDeposedOwnerIsFenced(t *testing.T) {
 		t.Fatalf("store has %d versions after a fenced commit", n)
 	}
 	// a ends up at the new owner with a fresh state and can write.
-	a.wait(t, &ca, "fresh state", isType(protocol.TypeRoomState, ""))
+	a.wait(t, &fresh, "fresh state", isType(protocol.TypeRoomState, ""))
 	send(t, tc.m["n1"], a, protocol.TypeRoomUpdateStorage, "s2", map[string]any{"room_id": "r", "ops": addOp("y", 1)})
 	f = a.wait(t, &ca, "ack", func(f frame) bool { return f.ID == "s2" })
 	if f.Type != protocol.TypeRoomStorageUpdated {
@@ -471,4 +485,44 @@ func TestClusterRefreshUser(t *testing.T) {
 			t.Fatalf("write permission never taken away: %s", f.Type)
 		}
 	}
+}
+
+// Node messages are at most once: a join or a resync whose message or
+// answer is lost is retried (syncTimeout), and the client still gets its
+// room:state.
+func TestClusterLostMessagesRetried(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2")
+	for _, m := range tc.m {
+		m.syncTimeout = 50 * time.Millisecond
+	}
+	a, b := newSession("a", "ua"), newSession("b", "ub")
+	var ca, cb int
+	join(t, tc.m["n1"], a, "r", &ca)
+
+	// The first join message from n2 is lost: b still gets its answer.
+	lost := map[string]int{}
+	var mu sync.Mutex
+	tc.net.mu.Lock()
+	tc.net.drop = func(from, to string, msg nodeMsg) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if (msg.Kind == kindJoin || msg.Kind == kindSync) && lost[msg.Kind] == 0 {
+			lost[msg.Kind]++
+			return true
+		}
+		return false
+	}
+	tc.net.mu.Unlock()
+	st := join(t, tc.m["n2"], b, "r", &cb)
+	if st.MemberCount != 2 {
+		t.Fatalf("state after a lost join: %+v", st)
+	}
+	mu.Lock()
+	if lost[kindJoin] != 1 || lost[kindSync] != 1 {
+		t.Fatalf("lost: %v (want one join and one sync lost)", lost)
+	}
+	mu.Unlock()
+	a.wait(t, &ca, "room:joined b", isType(protocol.TypeRoomJoined, ""))
+	send(t, tc.m["n2"], b, protocol.TypeRoomBroadcast, "", map[string]any{"room_id": "r", "event": 1})
+	a.wait(t, &ca, "event from b", isType(protocol.TypeRoomEvent, ""))
 }
