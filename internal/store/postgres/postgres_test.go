@@ -318,7 +318,7 @@ func TestFenceWaitsForAppendInFlight(t *testing.T) {
 	if tag, err := tx.Exec(ctx, sqlRaiseEpochs, []string{"r"}, []int64{1}, []int64{1}); err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("raise: %v, %v", tag, err)
 	}
-	if tag, err := tx.Exec(ctx, sqlInsertUpdatesEpochs, []string{"r"}, []int64{2}, []string{"c"}, []string{"[]"}, []int64{1}); err != nil || tag.RowsAffected() != 1 {
+	if tag, err := tx.Exec(ctx, sqlInsertUpdatesEpochs, []string{"r"}, []int64{2}, []string{"c"}, []string{"[]"}, []string{}); err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("insert: %v, %v", tag, err)
 	}
 	fence := blocked(t, "Fence", func() error { return s.Fence(ctx, "r", 2) })
