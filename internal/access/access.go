@@ -121,7 +121,7 @@ func User(c *auth.Claims) Subject {
 func Key() Subject { return Subject{APIKey: true} }
 
 // Records is what the policy reads from the store: the room record and
-// stored membership (store.Store implements it).
+// stored membership (store.RoomReader, and so store.Store, implements it).
 type Records interface {
 	// GetRoom returns the room record, store.ErrNotFound when none.
 	GetRoom(ctx context.Context, id string) (store.Room, error)

@@ -24,8 +24,8 @@ import (
 // GET /api/me. Access tokens are the same JWTs the WebSocket takes.
 type Accounts struct {
 	*Base
-	Store      store.Store
-	Signer     *auth.Signer // nil when no HS256 secret is configured: accounts are disabled
+	Store      store.Accounts // users and refresh tokens
+	Signer     *auth.Signer   // nil when no HS256 secret is configured: accounts are disabled
 	AccessTTL  time.Duration
 	RefreshTTL time.Duration
 	// Limits against hostile clients; nil fields are off.

@@ -29,7 +29,7 @@ import (
 // and the answer does not tell whether the room exists).
 type ChatRooms struct {
 	*Base
-	Store  store.Store
+	Store  store.RoomRecords // room records and membership, read and written
 	Chat   *chat.Service
 	Access Decider
 }

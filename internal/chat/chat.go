@@ -49,9 +49,19 @@ type Access interface {
 	Decide(ctx context.Context, sub access.Subject, roomID string, a access.Action) error
 }
 
+// Store is what the chat service keeps in the store: messages, users'
+// chosen statuses, and the room records and membership it reads (message
+// and typing audiences, shared-room presence, and the default access
+// policy's access.Records). store.Store implements it.
+type Store interface {
+	store.Messages
+	store.Statuses
+	store.RoomReader
+}
+
 // Options configure the service (from config.Config).
 type Options struct {
-	Store  store.Store
+	Store  Store
 	Broker cluster.Broker
 	// Hub is read only to know whether a user is connected on this node
 	// and who owns a connection id; deliveries go through Broker.
@@ -83,7 +93,7 @@ type Options struct {
 // Service is the chat layer of one node.
 type Service struct {
 	opts   Options
-	st     store.Store
+	st     Store
 	broker cluster.Broker
 	hub    *hub.Hub
 	log    *slog.Logger

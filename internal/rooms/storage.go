@@ -142,9 +142,12 @@ func (m *Manager) applyCommitted(r *Room, u store.DocUpdate, doc jsonpatch.Doc, 
 			r.gen++
 			r.head, r.headVer = r.committed, r.committedVer
 			r.sinceSnap = 0
-			m.log.Error("storage commit failed", "room", r.id, "version", u.Version, "err", cerr)
 			if errors.Is(cerr, store.ErrConflict) || errors.Is(cerr, store.ErrFenced) {
+				// Expected in a cluster while a room changes owner.
+				m.log.Warn("storage commit refused: another node orders the room", "room", r.id, "version", u.Version, "err", cerr)
 				m.lostRoom(r)
+			} else {
+				m.log.Error("storage commit failed", "room", r.id, "version", u.Version, "err", cerr)
 			}
 		}
 		return StorageResult{Err: errNotSaved()}

@@ -81,9 +81,8 @@ type pending struct {
 // room's version was already written, e.g. by another node) or ErrFenced
 // (one room's epoch is stale: a newer owner fenced it), each room's
 // updates are written again in a transaction of their own, so only the
-// conflicting or fenced room fails (with that error). Both errors mean the
-// store refused the call before writing anything, so the retry cannot
-// write an update twice.
+// conflicting or fenced room fails (with that error). A failed call wrote
+// nothing (all or nothing), so the retry cannot write an update twice.
 //
 // A panic in a callback (or in OnBatch or AppendUpdates) is contained,
 // logged and counted (CommitterOptions.Panics): the other callbacks are still
@@ -222,9 +221,10 @@ func manyRooms(updates []DocUpdate) bool {
 }
 
 // writeEachRoom writes updates (whose group commit failed with ErrConflict
-// or ErrFenced, so none of them was written) again, one transaction per room, so that one
-// room's conflict or fencing does not fail the others. It returns each room's error
-// (nil: written) and counts the extra calls in Stats and OnBatch.
+// or ErrFenced, so none of them was written) again, one transaction per
+// room, so that one room's conflict or fencing does not fail the others. It
+// returns each room's error (nil: written) and counts the extra calls in
+// Stats and OnBatch.
 func (c *Committer) writeEachRoom(updates []DocUpdate) map[string]error {
 	var rooms []string
 	byRoom := make(map[string][]DocUpdate)

@@ -153,6 +153,10 @@ type Documents interface {
 	// Fencing with the stored epoch again is a no-op (nil); with a lower
 	// one it fails with ErrFenced (a newer owner holds the room) and
 	// changes nothing. An epoch above MaxEpoch is refused (not ErrFenced).
+	// Fence waits for appends of the room in flight, so they are ordered
+	// before it (and loaded) or after it (and refused); the one exception
+	// is PostgreSQL's epoch-0 updates of a room never fenced, which lock
+	// nothing (see postgres.Store.AppendUpdates).
 	Fence(ctx context.Context, roomID string, epoch uint64) error
 }
 

@@ -14,24 +14,27 @@ import (
 )
 
 // All updates in one statement. An update is refused (fewer rows than
-// updates) when its version is at or below the room's snapshot (such a
-// version was written once, even if trimmed since: ErrConflict) or when the
-// room's stored epoch is above the room's greatest epoch in the call
-// (ErrFenced; see refused). sqlInsertUpdates is the variant for calls whose
-// epochs are all 0: no fifth array, and the epoch test is one primary-key
-// probe of room_epochs, where such rooms have no row.
+// updates) when its version is at or below the room's snapshot: such a
+// version was written once, even if trimmed since (ErrConflict).
+//
+// Every update is refused (ErrFenced; see refused) when one of the rooms
+// written with epoch 0 ($1 in sqlInsertUpdates, where every epoch is 0; $5
+// in sqlInsertUpdatesEpochs, whose other rooms sqlRaiseEpochs checked) has
+// a stored epoch above 0. The test does not depend on the row: it runs once
+// per statement, one index probe per distinct room of room_epochs (where
+// single-node rooms have no row).
 const (
 	sqlInsertUpdates = `INSERT INTO doc_updates (room_id, version, client_id, ops)
 	SELECT u.room_id, u.version, u.client_id, u.ops::json
 	FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS u(room_id, version, client_id, ops)
 	WHERE NOT EXISTS (SELECT 1 FROM doc_snapshots s WHERE s.room_id = u.room_id AND s.version >= u.version)
-	AND NOT EXISTS (SELECT 1 FROM room_epochs e WHERE e.room_id = u.room_id AND e.epoch > 0)`
+	AND NOT EXISTS (SELECT 1 FROM room_epochs e WHERE e.room_id = ANY($1::text[]) AND e.epoch > 0)`
 
 	sqlInsertUpdatesEpochs = `INSERT INTO doc_updates (room_id, version, client_id, ops)
 	SELECT u.room_id, u.version, u.client_id, u.ops::json
-	FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) AS u(room_id, version, client_id, ops, max_epoch)
+	FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS u(room_id, version, client_id, ops)
 	WHERE NOT EXISTS (SELECT 1 FROM doc_snapshots s WHERE s.room_id = u.room_id AND s.version >= u.version)
-	AND NOT EXISTS (SELECT 1 FROM room_epochs e WHERE e.room_id = u.room_id AND e.epoch > u.max_epoch)`
+	AND NOT EXISTS (SELECT 1 FROM room_epochs e WHERE e.room_id = ANY($5::text[]) AND e.epoch > 0)`
 )
 
 // sqlRaiseEpochs checks and raises the epochs of a call's rooms that have
@@ -135,7 +138,13 @@ func (s *Store) AppendUpdates(ctx context.Context, updates []store.DocUpdate) er
 			}
 			var b pgx.Batch
 			b.Queue(sqlRaiseEpochs, eRooms, eMax, eMin)
-			b.Queue(sqlInsertUpdatesEpochs, rooms, versions, clients, ops, maxEpochs)
+			zeroRooms := []string{} // rooms of the call with epoch 0 only (repeats are harmless)
+			for i, r := range rooms {
+				if _, ok := spans[r]; !ok && (i == 0 || rooms[i-1] != r) {
+					zeroRooms = append(zeroRooms, r)
+				}
+			}
+			b.Queue(sqlInsertUpdatesEpochs, rooms, versions, clients, ops, zeroRooms)
 			res := tx.SendBatch(ctx, &b)
 			raised, rerr := res.Exec()
 			tag, ierr := res.Exec() // after rerr: "transaction aborted"

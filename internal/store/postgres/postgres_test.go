@@ -255,3 +255,197 @@ func BenchmarkPostgresCommitterParallel(b *testing.B) {
 		})
 	}
 }
+
+// rawConn is a connection of its own to the test schema, for holding locks
+// the way another node's transaction would.
+func rawConn(t *testing.T, url, schema string) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["search_path"] = schema
+	c, err := pgx.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// blocked runs f on a goroutine and checks it is still running after a
+// while; the returned channel yields f's result.
+func blocked(t *testing.T, what string, f func() error) <-chan error {
+	t.Helper()
+	ch := make(chan error, 1)
+	go func() { ch <- f() }()
+	select {
+	case err := <-ch:
+		t.Fatalf("%s returned (%v) while the other transaction held the room", what, err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	return ch
+}
+
+func result(t *testing.T, ch <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("still blocked after the other transaction ended")
+		return nil
+	}
+}
+
+// A Fence waits for an owner's append in flight (here: the statements
+// AppendUpdates runs, in a transaction another connection holds open), so
+// the new owner's load right after Fence sees the append.
+func TestFenceWaitsForAppendInFlight(t *testing.T) {
+	url := testURL(t)
+	schema := freshSchema(t, url)
+	s := openTest(t, url, schema)
+	ctx := t.Context()
+	if err := s.AppendUpdates(ctx, []store.DocUpdate{{RoomID: "r", Version: 1, ClientID: "c", Ops: json.RawMessage(`[]`), Epoch: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	old := rawConn(t, url, schema)
+	tx, err := old.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if tag, err := tx.Exec(ctx, sqlRaiseEpochs, []string{"r"}, []int64{1}, []int64{1}); err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("raise: %v, %v", tag, err)
+	}
+	if tag, err := tx.Exec(ctx, sqlInsertUpdatesEpochs, []string{"r"}, []int64{2}, []string{"c"}, []string{"[]"}, []string{}); err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("insert: %v, %v", tag, err)
+	}
+	fence := blocked(t, "Fence", func() error { return s.Fence(ctx, "r", 2) })
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := result(t, fence); err != nil {
+		t.Fatalf("Fence: %v", err)
+	}
+	doc, err := s.LoadDocument(ctx, "r")
+	if err != nil || len(doc.Updates) != 2 {
+		t.Fatalf("loaded after Fence: %d updates, %v; want the old owner's 2", len(doc.Updates), err)
+	}
+	err = s.AppendUpdates(ctx, []store.DocUpdate{{RoomID: "r", Version: 3, ClientID: "c", Ops: json.RawMessage(`[]`), Epoch: 1}})
+	if !errors.Is(err, store.ErrFenced) {
+		t.Errorf("old owner's append after Fence: %v, want ErrFenced", err)
+	}
+}
+
+// An append waits for a Fence in flight, then is refused by it; also on a
+// room's first Fence (the row is being inserted).
+func TestAppendWaitsForFenceInFlight(t *testing.T) {
+	url := testURL(t)
+	schema := freshSchema(t, url)
+	s := openTest(t, url, schema)
+	ctx := t.Context()
+	if err := s.AppendUpdates(ctx, []store.DocUpdate{{RoomID: "r", Version: 1, ClientID: "c", Ops: json.RawMessage(`[]`), Epoch: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, room := range []string{"r", "first"} {
+		t.Run(room, func(t *testing.T) {
+			other := rawConn(t, url, schema)
+			tx, err := other.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(context.Background())
+			if tag, err := tx.Exec(ctx, sqlFence, room, int64(3)); err != nil || tag.RowsAffected() != 1 {
+				t.Fatalf("fence: %v, %v", tag, err)
+			}
+			appended := blocked(t, "AppendUpdates", func() error {
+				return s.AppendUpdates(ctx, []store.DocUpdate{
+					{RoomID: "free", Version: 1, ClientID: "c", Ops: json.RawMessage(`[]`), Epoch: 1},
+					{RoomID: room, Version: 2, ClientID: "c", Ops: json.RawMessage(`[]`), Epoch: 1},
+				})
+			})
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := result(t, appended); !errors.Is(err, store.ErrFenced) {
+				t.Fatalf("AppendUpdates: %v, want ErrFenced", err)
+			}
+			if us, _, err := s.UpdatesSince(ctx, "free", 0); err != nil || len(us) != 0 {
+				t.Errorf("room free: %d updates (%v); the fenced call must write none", len(us), err)
+			}
+		})
+	}
+}
+
+// Single-node writes (epoch 0) store no epoch row; the first epoch does.
+func TestEpochZeroStoresNothing(t *testing.T) {
+	url := testURL(t)
+	s := openTest(t, url, freshSchema(t, url))
+	ctx := t.Context()
+	rows := func() (n int) {
+		t.Helper()
+		if err := s.withConn(ctx, func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, `SELECT count(*) FROM room_epochs`).Scan(&n)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for v := int64(1); v <= 3; v++ {
+		if err := s.AppendUpdates(ctx, []store.DocUpdate{{RoomID: "a", Version: v, ClientID: "c", Ops: json.RawMessage(`[]`)},
+			{RoomID: "b", Version: v, ClientID: "c", Ops: json.RawMessage(`[]`)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Fence(ctx, "a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 0 {
+		t.Errorf("room_epochs has %d rows after epoch-0 writes, want 0", n)
+	}
+	if err := s.AppendUpdates(ctx, []store.DocUpdate{{RoomID: "a", Version: 4, ClientID: "c", Ops: json.RawMessage(`[]`), Epoch: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 1 {
+		t.Errorf("room_epochs has %d rows, want 1", n)
+	}
+}
+
+// A database at schema version 2 (before epochs) is migrated to the
+// current version with its data kept, and fencing works on it.
+func TestMigrateFromVersion2(t *testing.T) {
+	url := testURL(t)
+	schema := freshSchema(t, url)
+	ctx := t.Context()
+	all := migrations
+	migrations = all[:2]
+	s, err := Open(ctx, url, testOptions(schema))
+	migrations = all
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.withConn(ctx, func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `INSERT INTO doc_updates (room_id, version, client_id, ops) VALUES ('r', 1, 'c', '[]')`)
+		return err
+	})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTest(t, url, schema)
+	if n, maxV := migrationRows(t, s); n != 3 || maxV != 3 || len(migrations) != 3 {
+		t.Errorf("schema_migrations has %d rows up to %d (binary knows %d), want 3", n, maxV, len(migrations))
+	}
+	if doc, err := s.LoadDocument(ctx, "r"); err != nil || len(doc.Updates) != 1 {
+		t.Fatalf("after migration: %d updates, %v", len(doc.Updates), err)
+	}
+	if err := s.Fence(ctx, "r", 2); err != nil {
+		t.Fatal(err)
+	}
+	err = s.AppendUpdates(ctx, []store.DocUpdate{{RoomID: "r", Version: 2, ClientID: "c", Ops: json.RawMessage(`[]`), Epoch: 1}})
+	if !errors.Is(err, store.ErrFenced) {
+		t.Errorf("append below the fence: %v, want ErrFenced", err)
+	}
+}

@@ -11,15 +11,19 @@ import (
 )
 
 // An update is refused (no row inserted) when its version is at or below
-// the room's snapshot (such a version was written once, even if trimmed
-// since: ErrConflict) or when the room's stored epoch is above ?5, the
-// room's greatest epoch in the call (ErrFenced). For epoch 0 the second
-// test is one primary-key probe of room_epochs, usually empty: the
-// single-node write stays one statement per update.
+// the room's snapshot: such a version was written once, even if trimmed
+// since (ErrConflict).
 const sqlInsertUpdate = `INSERT INTO doc_updates (room_id, version, client_id, ops)
 	SELECT ?1, ?2, ?3, ?4
-	WHERE NOT EXISTS (SELECT 1 FROM doc_snapshots WHERE room_id = ?1 AND version >= ?2)
-	AND NOT EXISTS (SELECT 1 FROM room_epochs WHERE room_id = ?1 AND epoch > ?5)`
+	WHERE NOT EXISTS (SELECT 1 FROM doc_snapshots WHERE room_id = ?1 AND version >= ?2)`
+
+// sqlInsertUpdateUnfenced also refuses the update when the room has a
+// stored epoch above 0 (ErrFenced; see refused): it writes the first
+// update of each run of a room's epoch-0 updates in a call. The test is one
+// primary-key probe of room_epochs (where single-node rooms have no row),
+// in the insert itself: no extra statement.
+const sqlInsertUpdateUnfenced = sqlInsertUpdate + `
+	AND NOT EXISTS (SELECT 1 FROM room_epochs WHERE room_id = ?1 AND epoch > 0)`
 
 const sqlRoomEpoch = `SELECT epoch FROM room_epochs WHERE room_id = ?`
 
@@ -58,8 +62,8 @@ func (s *Store) AppendUpdates(ctx context.Context, updates []store.DocUpdate) er
 		return fmt.Errorf("sqlite: append updates: %w", err)
 	}
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
-		// Rooms with epochs: check each once, then raise it, so that the
-		// inserts below (which test epoch > the room's Max) pass.
+		// Rooms with epochs: check each once against its least epoch in
+		// the call, then raise it to its greatest.
 		var epochOf, raise *sql.Stmt
 		if spans != nil {
 			epochOf, raise = tx.StmtContext(ctx, s.roomEpoch), tx.StmtContext(ctx, s.raiseEpoch)
@@ -78,18 +82,29 @@ func (s *Store) AppendUpdates(ctx context.Context, updates []store.DocUpdate) er
 				}
 			}
 		}
-		ins := tx.StmtContext(ctx, s.insUpdate)
-		var snap, trim *sql.Stmt
-		for _, u := range updates {
-			maxEpoch := int64(spans[u.RoomID].Max) // 0 when the room has no epochs (or spans is nil)
-			res, err := ins.ExecContext(ctx, u.RoomID, u.Version, u.ClientID, opsText(u.Ops), maxEpoch)
+		var ins, insUnfenced, snap, trim *sql.Stmt
+		for i, u := range updates {
+			// An epoch-0 room is checked against room_epochs at the start
+			// of each run of its updates (the first one of the call among
+			// them); rooms with epochs were checked above.
+			st := ins
+			if _, ok := spans[u.RoomID]; !ok && (i == 0 || updates[i-1].RoomID != u.RoomID) {
+				if insUnfenced == nil {
+					insUnfenced = tx.StmtContext(ctx, s.insUnfenced)
+				}
+				st = insUnfenced
+			} else if st == nil {
+				ins = tx.StmtContext(ctx, s.insUpdate)
+				st = ins
+			}
+			res, err := st.ExecContext(ctx, u.RoomID, u.Version, u.ClientID, opsText(u.Ops))
 			if err != nil {
 				return mapErr(err)
 			}
 			if n, err := res.RowsAffected(); err != nil {
 				return err
 			} else if n == 0 {
-				return s.refused(ctx, tx, u, maxEpoch)
+				return s.refused(ctx, tx, u, spans[u.RoomID].Max)
 			}
 			if u.Snapshot == nil {
 				continue
@@ -113,14 +128,15 @@ func (s *Store) AppendUpdates(ctx context.Context, updates []store.DocUpdate) er
 }
 
 // refused tells why the insert of u refused it: ErrFenced when the room's
-// epoch is above maxEpoch (only an epoch-0 room's can be, the others were
-// checked first), else ErrConflict.
-func (s *Store) refused(ctx context.Context, tx *sql.Tx, u store.DocUpdate, maxEpoch int64) error {
+// stored epoch is above maxEpoch, its greatest in the call (only an epoch-0
+// room's can be: the others were checked and raised before the inserts),
+// else ErrConflict.
+func (s *Store) refused(ctx context.Context, tx *sql.Tx, u store.DocUpdate, maxEpoch uint64) error {
 	stored, err := roomEpoch(ctx, tx.StmtContext(ctx, s.roomEpoch), u.RoomID)
 	if err != nil {
 		return err
 	}
-	if stored > uint64(maxEpoch) {
+	if stored > maxEpoch {
 		return fmt.Errorf("%w: room %q has epoch %d, version %d has %d", store.ErrFenced, u.RoomID, stored, u.Version, u.Epoch)
 	}
 	return fmt.Errorf("%w: room %q version %d is at or below its snapshot", store.ErrConflict, u.RoomID, u.Version)

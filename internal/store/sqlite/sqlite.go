@@ -52,11 +52,12 @@ type Store struct {
 	log  *slog.Logger
 
 	// Prepared on w (its only connection) for AppendUpdates, the hot path.
-	insUpdate  *sql.Stmt
-	upsertSnap *sql.Stmt
-	trim       *sql.Stmt
-	roomEpoch  *sql.Stmt // and Fence
-	raiseEpoch *sql.Stmt
+	insUpdate   *sql.Stmt
+	insUnfenced *sql.Stmt
+	upsertSnap  *sql.Stmt
+	trim        *sql.Stmt
+	roomEpoch   *sql.Stmt // and Fence
+	raiseEpoch  *sql.Stmt
 
 	// Read statements prepared once (database/sql prepares each on every
 	// pool connection the first time it runs there): parsing the SQL was a
@@ -178,6 +179,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		sql string
 	}{
 		{&s.insUpdate, sqlInsertUpdate},
+		{&s.insUnfenced, sqlInsertUpdateUnfenced},
 		{&s.upsertSnap, sqlUpsertSnapshot},
 		{&s.trim, sqlTrimUpdates},
 		{&s.roomEpoch, sqlRoomEpoch},
@@ -233,7 +235,7 @@ func (s *Store) Close() error {
 			return true
 		})
 		errs = append(errs, s.r.Close())
-		for _, st := range []*sql.Stmt{s.insUpdate, s.upsertSnap, s.trim, s.roomEpoch, s.raiseEpoch} {
+		for _, st := range []*sql.Stmt{s.insUpdate, s.insUnfenced, s.upsertSnap, s.trim, s.roomEpoch, s.raiseEpoch} {
 			errs = append(errs, st.Close())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -322,3 +322,75 @@ func BenchmarkSQLiteCommitterParallel(b *testing.B) {
 		})
 	}
 }
+
+// Single-node writes (epoch 0) store no epoch row; the first epoch does.
+func TestEpochZeroStoresNothing(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "parley.db"))
+	ctx := t.Context()
+	rows := func() (n int) {
+		t.Helper()
+		if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM room_epochs`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for v := int64(1); v <= 3; v++ {
+		if err := s.AppendUpdates(ctx, []store.DocUpdate{{RoomID: "a", Version: v, ClientID: "c", Ops: json.RawMessage(`[]`)},
+			{RoomID: "b", Version: v, ClientID: "c", Ops: json.RawMessage(`[]`)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Fence(ctx, "a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 0 {
+		t.Errorf("room_epochs has %d rows after epoch-0 writes, want 0", n)
+	}
+	if err := s.AppendUpdates(ctx, []store.DocUpdate{{RoomID: "a", Version: 4, ClientID: "c", Ops: json.RawMessage(`[]`), Epoch: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 1 {
+		t.Errorf("room_epochs has %d rows, want 1", n)
+	}
+}
+
+// A file at schema version 2 (before epochs) is migrated to the current
+// version with its data kept, and fencing works on it.
+func TestMigrateFromVersion2(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "parley.db")
+	ctx := t.Context()
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := migrations
+	migrations = all[:2]
+	err = migrate(ctx, raw, path, testOptions.Logger)
+	migrations = all
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = raw.ExecContext(ctx, `INSERT INTO doc_updates (room_id, version, client_id, ops) VALUES ('r', 1, 'c', '[]')`)
+	if cerr := raw.Close(); err != nil || cerr != nil {
+		t.Fatal(err, cerr)
+	}
+
+	s := openTest(t, path)
+	var n, maxV int
+	if err := s.w.QueryRowContext(ctx, `SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &maxV); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || maxV != 3 || len(migrations) != 3 {
+		t.Errorf("schema_migrations has %d rows up to %d (binary knows %d), want 3", n, maxV, len(migrations))
+	}
+	if doc, err := s.LoadDocument(ctx, "r"); err != nil || len(doc.Updates) != 1 {
+		t.Fatalf("after migration: %d updates, %v", len(doc.Updates), err)
+	}
+	if err := s.Fence(ctx, "r", 2); err != nil {
+		t.Fatal(err)
+	}
+	err = s.AppendUpdates(ctx, []store.DocUpdate{{RoomID: "r", Version: 2, ClientID: "c", Ops: json.RawMessage(`[]`), Epoch: 1}})
+	if !errors.Is(err, store.ErrFenced) {
+		t.Errorf("append below the fence: %v, want ErrFenced", err)
+	}
+}

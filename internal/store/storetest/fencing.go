@@ -129,10 +129,25 @@ func testAppendEpochStale(t *testing.T, s store.Store) {
 	wantFenced(t, "Fence(4) after an epoch-5 append", s.Fence(ctx(t), room, 4))
 	wantFenced(t, "AppendUpdates(epoch 4 after epoch 5)", appendErr(t, s, epd(room, 4, 4)))
 	checkVersions(t, s, room, seq(1, 3))
-	// A version conflict at a good epoch is still ErrConflict.
-	if err := appendErr(t, s, epd(room, 3, 5)); !errors.Is(err, store.ErrConflict) {
-		t.Errorf("AppendUpdates(duplicate version, current epoch) = %v, want ErrConflict", err)
+	// A version conflict at a good epoch is ErrConflict, not ErrFenced,
+	// also when a later update of the call raises the epoch (which the
+	// failed call then leaves as it was).
+	for _, batch := range [][]store.DocUpdate{
+		{epd(room, 3, 5)},
+		{epd(room, 3, 5), epd(room, 4, 6)},
+	} {
+		if err := appendErr(t, s, batch...); !errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrFenced) {
+			t.Errorf("AppendUpdates(duplicate version %d at epoch 5, %d updates) = %v, want ErrConflict", 3, len(batch), err)
+		}
 	}
+	snap := epd("stale-snap", 1, 2)
+	snap.Snapshot = json.RawMessage(`{}`)
+	mustAppend(t, s, snap) // version 1 is the snapshot's
+	if err := appendErr(t, s, epd("stale-snap", 1, 2), epd("stale-snap", 2, 3)); !errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrFenced) {
+		t.Errorf("AppendUpdates(version at the snapshot, epochs 2, 3) = %v, want ErrConflict", err)
+	}
+	mustFence(t, s, room, 5)
+	mustFence(t, s, "stale-snap", 2)
 }
 
 // Epochs are per room: fencing one room does not touch another.
