@@ -24,6 +24,9 @@ type Lease struct {
 	Epoch uint64
 }
 
+// errResyncing: the edge is between owners; the resync answers the caller.
+var errResyncing = errors.New("rooms: resync under way")
+
 // ErrLeaseTaken is returned by Cluster.Acquire when another node changed
 // the lease first (the compare-and-set lost); read it again with Lease.
 var ErrLeaseTaken = errors.New("rooms: room lease taken by another node")
@@ -325,6 +328,17 @@ func (m *Manager) afterUnlock(r *Room) {
 // room with a reference held when this node owns it.
 func (m *Manager) ownerOf(ctx context.Context, e *edge) (Lease, *Room, error) {
 	e.mu.Lock()
+	if e.resyncing {
+		// Its sync must carry every client: one joining now included.
+		for _, lc := range e.clients {
+			if !m.isIn(lc.s.ID(), e.id) {
+				lc.joining = true
+			}
+		}
+		e.again = true
+		e.mu.Unlock()
+		return Lease{}, nil, errResyncing
+	}
 	l, known := e.lease, e.known
 	e.mu.Unlock()
 	if known {
@@ -345,6 +359,16 @@ func (m *Manager) ownerOf(ctx context.Context, e *edge) (Lease, *Room, error) {
 	}
 	e.mu.Unlock()
 	return l, r, nil
+}
+
+// resyncIfIdle starts a resync unless one is under way.
+func (m *Manager) resyncIfIdle(e *edge) {
+	e.mu.Lock()
+	busy := e.resyncing
+	e.mu.Unlock()
+	if !busy {
+		m.resync(e)
+	}
 }
 
 // joinCluster is room:join in a cluster.
@@ -371,6 +395,11 @@ func (m *Manager) joinCluster(ctx context.Context, s Session, reqID string, d jo
 		return err
 	}
 	l, r, err := m.ownerOf(ctx, e)
+	if errors.Is(err, errResyncing) {
+		// The resync under way takes this client to the owner and answers
+		// its join (deliverStates); ownerOf asked it for another pass.
+		return nil
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -454,7 +483,9 @@ func (m *Manager) routeCluster(s Session, roomID, reqID string, msg nodeMsg, loc
 		return errNotInRoom(roomID)
 	}
 	if !known {
-		m.resync(e)
+		// Between owners: the resync under way (or started here) gives
+		// the client a fresh room:state; this request is not applied.
+		m.resyncIfIdle(e)
 		return errNotOwner(roomID)
 	}
 	if l.Node == m.cl.NodeID() {

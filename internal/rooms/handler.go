@@ -197,8 +197,8 @@ func (m *Manager) deliverStates(roomID string, js joinState, l Lease, seq uint64
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.known && e.lease != l {
-		return // a later resync is under way
+	if e.lease != l {
+		return // an answer from an owner this edge no longer syncs with
 	}
 	e.lease, e.known, e.synced, e.seq = l, true, true, seq
 	if e.syncWait != nil {
@@ -518,8 +518,11 @@ func (m *Manager) resyncOnce(e *edge) {
 		}
 		return
 	}
+	// The lease is the owner this edge syncs with; it is known (requests
+	// go to it) only once its answer arrived (deliverStates): a request
+	// sent before the sync would reach an owner without this client.
 	e.mu.Lock()
-	e.lease, e.known, e.synced = l, true, false
+	e.lease, e.known, e.synced = l, false, false
 	clients := make([]syncClient, 0, len(e.clients))
 	for id, lc := range e.clients {
 		clients = append(clients, syncClient{Conn: id, User: lc.s.UserID(), Name: lc.s.Name(), Perms: lc.perms, Presence: lc.presence})

@@ -364,6 +364,7 @@ func TestClusterHandover(t *testing.T) {
 	if !memberIDs(st)["c"] {
 		b.wait(t, &cb, "room:joined c", func(f frame) bool { return f.Type == protocol.TypeRoomJoined && containsClient(f.Data, "c") })
 	}
+	c.wait(t, &cc, "fresh state on n3", isType(protocol.TypeRoomState, ""))
 	send(t, tc.m["n3"], c, protocol.TypeRoomUpdateStorage, "w2", map[string]any{"room_id": "r", "ops": addOp("k2", 2)})
 	f := c.wait(t, &cc, "ack after handover", func(f frame) bool { return f.ID == "w2" })
 	if f.Type != protocol.TypeRoomStorageUpdated {
