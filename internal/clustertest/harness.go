@@ -281,6 +281,22 @@ func New(t testing.TB, o Options) *Cluster {
 	if ids == nil {
 		ids = []string{"n1", "n2", "n3"}
 	}
+	// Registered first, so it runs last, after every node stopped: a data
+	// race (a node built with -race, see .ci/run) or an uncontained panic
+	// in any node's output fails the test.
+	t.Cleanup(func() {
+		for _, n := range c.Nodes {
+			b, err := os.ReadFile(n.LogPath)
+			if err != nil {
+				continue
+			}
+			for _, bad := range []string{"WARNING: DATA RACE", "\npanic: ", "fatal error: "} {
+				if bytes.Contains(b, []byte(bad)) {
+					t.Errorf("%s's output has %q; log: %s", n.ID, strings.TrimSpace(bad), n.LogPath)
+				}
+			}
+		}
+	})
 	for _, id := range ids {
 		c.AddNode(id, nil)
 	}
