@@ -278,50 +278,67 @@ func (m *Manager) releaseLease(roomID string, l Lease) {
 	}, nil)
 }
 
-// lostRoom gives up a room this node can no longer order (the store
-// refused a commit: another epoch holds it). Needs r.mu.
+// lostRoom handles a commit the store refused because another writer got
+// there first (ErrConflict) or a newer owner holds the room (ErrFenced).
+// Needs r.mu. In a cluster the room is given up: it leaves memory and this
+// node's clients resync with the new owner. On one node nobody else can
+// own the room, so it is reloaded from the store in place and every client
+// gets a fresh room:state (never a rollback to a stale copy).
 func (m *Manager) lostRoom(r *Room) {
 	if m.cl == nil {
-		// One node: nobody else can hold the room; reload it from the
-		// store once its pending commits are done (resetRoom's path).
-		m.log.Error("storage conflict on a single node: resetting the room", "room", r.id)
-		r.gone = true
-		m.afterUnlock(r)
+		m.log.Error("storage conflict on a single node: reloading the room from the store", "room", r.id)
+		r.reloading = true
+		safe.Go(m.log, m.metrics, safe.Background, func() { m.reloadRoom(r) }, nil)
 		return
 	}
 	m.log.Warn("room lost to another owner", "room", r.id, "epoch", r.lease.Epoch)
 	r.gone = true
-	m.afterUnlock(r)
+	safe.Go(m.log, m.metrics, safe.Background, func() { m.giveUp(r) }, nil)
 }
 
-// afterUnlock finishes giving up r once its lock is free: it leaves memory
-// and this node's clients in it resync with the new owner.
-func (m *Manager) afterUnlock(r *Room) {
-	safe.Go(m.log, m.metrics, safe.Background, func() {
-		r.mu.Lock()
-		clients := append([]*client(nil), r.order...)
-		if m.cl == nil {
-			for _, c := range clients {
-				r.removeLocked(c.id, "", true)
+// reloadRoom (one node) waits until the room's queued commits are done
+// (they fail: the committer skips a failed room's later updates), reloads
+// the document from the store and sends every client a fresh room:state. A
+// room that cannot be reloaded is reset (its clients get room:left).
+func (m *Manager) reloadRoom(r *Room) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m.waitCommitted(ctx, r)
+	r.mu.Lock()
+	err := r.load(ctx)
+	if err == nil {
+		r.reloading = false
+		r.gen++
+		js := r.snapshotState(nil)
+		for _, c := range r.order {
+			if c.sink != nil {
+				c.sink.Send(protocol.Encode(protocol.TypeRoomState, "", js.state(r.id, c.id)))
 			}
 		}
-		r.mu.Unlock()
-		m.mu.Lock()
-		if m.rooms[r.id] == r {
-			delete(m.rooms, r.id)
-		}
-		m.mu.Unlock()
-		if m.cl == nil {
-			for _, c := range clients {
-				m.untrack(c.id, r.id)
-			}
-			return
-		}
-		m.publishCtl(r.id, evMoved, r.lease.Epoch, "")
-		if e, _ := m.edgeFor(r.id, false); e != nil {
-			m.resync(e)
-		}
-	}, nil)
+	}
+	r.mu.Unlock()
+	if err != nil {
+		m.log.Error("reload room after a storage conflict", "room", r.id, "err", err)
+		m.resetRoom(r)
+	}
+}
+
+// giveUp finishes giving up a room this node lost (cluster): it leaves
+// memory, its subscribers are told (evMoved) and this node's clients in it
+// resync with the new owner.
+func (m *Manager) giveUp(r *Room) {
+	r.mu.Lock()
+	epoch := r.lease.Epoch
+	r.mu.Unlock()
+	m.mu.Lock()
+	if m.rooms[r.id] == r {
+		delete(m.rooms, r.id)
+	}
+	m.mu.Unlock()
+	m.publishCtl(r.id, evMoved, epoch, "")
+	if e, _ := m.edgeFor(r.id, false); e != nil {
+		m.resync(e)
+	}
 }
 
 // ownerOf returns the edge's owner, resolving it when not known, and the

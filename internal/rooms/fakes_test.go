@@ -258,6 +258,13 @@ func dump(fs []frame) string {
 	return string(b)
 }
 
+// unsolicited matches a frame of type typ that answers no request (no id).
+func unsolicited(typ string) func(frame) bool {
+	return func(f frame) bool { return f.Type == typ && f.ID == "" }
+}
+
+// isType matches a frame of type typ with the id, or with any id when id
+// is "".
 func isType(typ, id string) func(frame) bool {
 	return func(f frame) bool { return f.Type == typ && (id == "" || f.ID == id) }
 }

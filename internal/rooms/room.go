@@ -86,6 +86,9 @@ type Room struct {
 	// epoch fenced a commit, or this node handed it over): it answers
 	// requests with errNotOwner and leaves memory.
 	gone bool
+	// reloading is set (one node) while the room is reloaded from the
+	// store after a commit conflict: requests are refused (retry).
+	reloading bool
 	// closing is set while this node hands the room over (drain): new
 	// requests are answered with errNotOwner, commits already queued
 	// complete and are announced as usual.
@@ -248,7 +251,7 @@ func (r *Room) fail(o origin, err *protocol.Error) {
 // usable refuses requests to a room that cannot take them. Needs r.mu.
 func (r *Room) usable() *protocol.Error {
 	switch {
-	case r.broken:
+	case r.broken, r.reloading:
 		return errResetting(r.id)
 	case r.gone, r.closing:
 		return errNotOwner(r.id)

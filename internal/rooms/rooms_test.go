@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/store"
 )
 
 // Unit tests of the rooms logic over the in-memory fakes (fakes_test.go):
@@ -268,11 +270,11 @@ func TestClusterOwnerDies(t *testing.T) {
 		return f.Type == protocol.TypeRoomLeft && json.Valid(f.Data) && string(f.Data) != "" && containsClient(f.Data, "a")
 	})
 	c.wait(t, &cc, "room:left a", func(f frame) bool { return f.Type == protocol.TypeRoomLeft && containsClient(f.Data, "a") })
-	st := decodeState(t, b.wait(t, &cb, "fresh room:state", isType(protocol.TypeRoomState, "")))
+	st := decodeState(t, b.wait(t, &cb, "fresh room:state", unsolicited(protocol.TypeRoomState)))
 	if st.Storage.Version != 5 {
 		t.Fatalf("fresh state at version %d, want 5 (acknowledged)", st.Storage.Version)
 	}
-	c.wait(t, &cc, "fresh room:state", isType(protocol.TypeRoomState, ""))
+	c.wait(t, &cc, "fresh room:state", unsolicited(protocol.TypeRoomState))
 	send(t, tc.m["n3"], c, protocol.TypeRoomUpdateStorage, "after", map[string]any{"room_id": "r", "ops": addOp("after", 6)})
 	f := c.wait(t, &cc, "ack after failover", func(f frame) bool { return f.ID == "after" })
 	var v versionMsg
@@ -331,7 +333,7 @@ func TestClusterDeposedOwnerIsFenced(t *testing.T) {
 		t.Fatalf("store has %d versions after a fenced commit", n)
 	}
 	// a ends up at the new owner with a fresh state and can write.
-	a.wait(t, &fresh, "fresh state", isType(protocol.TypeRoomState, ""))
+	a.wait(t, &fresh, "fresh state", unsolicited(protocol.TypeRoomState))
 	send(t, tc.m["n1"], a, protocol.TypeRoomUpdateStorage, "s2", map[string]any{"room_id": "r", "ops": addOp("y", 1)})
 	f = a.wait(t, &ca, "ack", func(f frame) bool { return f.ID == "s2" })
 	if f.Type != protocol.TypeRoomStorageUpdated {
@@ -354,7 +356,7 @@ func TestClusterHandover(t *testing.T) {
 	tc.m["n1"].Disconnected(a, true)
 	b.wait(t, &cb, "room:left a", isType(protocol.TypeRoomLeft, ""))
 	tc.m["n1"].Handover(context.Background())
-	st := decodeState(t, b.wait(t, &cb, "fresh state from the new owner", isType(protocol.TypeRoomState, "")))
+	st := decodeState(t, b.wait(t, &cb, "fresh state from the new owner", unsolicited(protocol.TypeRoomState)))
 	if st.Storage.Version != 1 {
 		t.Fatalf("after handover: %+v", st)
 	}
@@ -364,7 +366,7 @@ func TestClusterHandover(t *testing.T) {
 	if !memberIDs(st)["c"] {
 		b.wait(t, &cb, "room:joined c", func(f frame) bool { return f.Type == protocol.TypeRoomJoined && containsClient(f.Data, "c") })
 	}
-	c.wait(t, &cc, "fresh state on n3", isType(protocol.TypeRoomState, ""))
+	c.wait(t, &cc, "fresh state on n3", unsolicited(protocol.TypeRoomState))
 	send(t, tc.m["n3"], c, protocol.TypeRoomUpdateStorage, "w2", map[string]any{"room_id": "r", "ops": addOp("k2", 2)})
 	f := c.wait(t, &cc, "ack after handover", func(f frame) bool { return f.ID == "w2" })
 	if f.Type != protocol.TypeRoomStorageUpdated {
@@ -414,7 +416,7 @@ func TestClusterGapResyncs(t *testing.T) {
 	e.seq--
 	e.mu.Unlock()
 	send(t, tc.m["n1"], a, protocol.TypeRoomBroadcast, "", map[string]any{"room_id": "r", "event": 1})
-	st := decodeState(t, b.wait(t, &cb, "fresh room:state", isType(protocol.TypeRoomState, "")))
+	st := decodeState(t, b.wait(t, &cb, "fresh room:state", unsolicited(protocol.TypeRoomState)))
 	if st.MemberCount != 2 {
 		t.Fatalf("fresh state: %+v", st)
 	}
@@ -526,4 +528,45 @@ func TestClusterLostMessagesRetried(t *testing.T) {
 	a.wait(t, &ca, "room:joined b", isType(protocol.TypeRoomJoined, ""))
 	send(t, tc.m["n2"], b, protocol.TypeRoomBroadcast, "", map[string]any{"room_id": "r", "event": 1})
 	a.wait(t, &ca, "event from b", isType(protocol.TypeRoomEvent, ""))
+}
+
+// On one node a commit conflict (the store already has the version: some
+// other writer) reloads the room from the store: the sender hears
+// internal, every client gets a fresh room:state with the stored version,
+// and writing goes on from there (no rollback to a stale copy).
+func TestSingleNodeConflictReloads(t *testing.T) {
+	m, st, _ := newSingle(t)
+	a, b := newSession("a", "ua"), newSession("b", "ub")
+	var ca, cb int
+	join(t, m, a, "r", &ca)
+	join(t, m, b, "r", &cb)
+	send(t, m, a, protocol.TypeRoomUpdateStorage, "s1", map[string]any{"room_id": "r", "ops": addOp("one", 1)})
+	a.wait(t, &ca, "ack v1", isType(protocol.TypeRoomStorageUpdated, "s1"))
+	// Another writer stores version 2 behind the room's back.
+	if err := st.append(store.DocUpdate{RoomID: "r", Version: 2, ClientID: "other",
+		Ops: json.RawMessage(`[{"op":"add","path":"/other","value":2}]`)}); err != nil {
+		t.Fatal(err)
+	}
+	send(t, m, a, protocol.TypeRoomUpdateStorage, "s2", map[string]any{"room_id": "r", "ops": addOp("two", 2)})
+	f := a.wait(t, &ca, "refusal of s2", func(f frame) bool { return f.ID == "s2" })
+	if f.Type != "error" || f.Err.Code != protocol.CodeInternal {
+		t.Fatalf("s2: %+v", f)
+	}
+	for _, s := range []*fakeSession{a, b} {
+		cur := 0
+		st := decodeState(t, s.wait(t, &cur, "fresh room:state", func(f frame) bool {
+			return f.Type == protocol.TypeRoomState && f.ID == ""
+		}))
+		if st.Storage.Version != 2 || !strings.Contains(string(st.Storage.Data), `"other":2`) {
+			t.Fatalf("%s: fresh state %+v %s", s.id, st.Storage, st.Storage.Data)
+		}
+	}
+	eventually(t, "room reloaded", func() bool {
+		send(t, m, a, protocol.TypeRoomUpdateStorage, "s3", map[string]any{"room_id": "r", "ops": addOp("three", 3)})
+		f := a.wait(t, &ca, "answer to s3", func(f frame) bool { return f.ID == "s3" })
+		return f.Type == protocol.TypeRoomStorageUpdated
+	})
+	if n := st.versions("r"); n != 3 {
+		t.Fatalf("store has %d versions, want 3", n)
+	}
 }
