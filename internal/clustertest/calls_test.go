@@ -139,7 +139,13 @@ func roomClosed(room string) func(Frame) bool {
 // everywhere.
 func TestClusterCallAcrossNodes(t *testing.T) {
 	t.Parallel()
-	c := New(t, Options{})
+	// Each node announces its own (documentation) address, so the
+	// candidates tell which node created a transport.
+	c := New(t, Options{Nodes: []string{}})
+	for i, id := range []string{"n1", "n2", "n3"} {
+		c.AddNode(id, map[string]string{"PARLEY_MEDIA_ANNOUNCED_IP": announced(i + 1)})
+	}
+	StartAll(t, c.Nodes...)
 	n1, n2, n3 := nodes3(c)
 	const room = "call-x"
 	setupCallRoom(t, c, n1, room, "alice", "bob", "carol")
@@ -163,7 +169,8 @@ func TestClusterCallAcrossNodes(t *testing.T) {
 	}
 
 	t.Log("media:join + connect_transport from n2, answered by n1's SFU")
-	bSend, _ := mediaJoin(t, b, room)
+	bSend, bRecv := mediaJoin(t, b, room)
+	requireCandidate(t, b, announced(1), bSend, bRecv)
 	connectTransport(t, b, room, bSend.ID)
 	for _, m := range members {
 		waitCount(t, m, room, 1)
@@ -237,8 +244,23 @@ func TestClusterCallAcrossNodes(t *testing.T) {
 		t.Fatalf("restart: %s", body)
 	}
 	a.WaitFor(10*time.Second, "the second room:call_started", OfType(typeCallStarted))
-	mediaJoin(t, a, room)
+	aSend, aRecv := mediaJoin(t, a, room)
+	requireCandidate(t, a, announced(2), aSend, aRecv)
 	waitCount(t, cc, room, 1)
+}
+
+func announced(i int) string { return fmt.Sprintf("198.51.100.%d", i) }
+
+// requireCandidate checks that the transports were created by the node
+// announcing ip (the call's media node), whatever node cl is on.
+func requireCandidate(t *testing.T, cl *Client, ip string, ts ...transportInfo) {
+	t.Helper()
+	for _, tr := range ts {
+		raw, _ := json.Marshal(tr.ICECandidates)
+		if !strings.Contains(string(raw), `"`+ip+`"`) {
+			t.Fatalf("%s on %s: transport %s candidates %s do not announce the media node's %s", cl.Label, cl.Node.ID, tr.ID, raw, ip)
+		}
+	}
 }
 
 // TestClusterCallNodeFailure: kill -9 of a caller's node makes the media
