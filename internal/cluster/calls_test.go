@@ -68,8 +68,10 @@ func (r *callRec) CallRequest(req CallRequest) CallReply {
 	}
 	return CallReply{Data: append([]byte("echo:"), req.Data...)}
 }
-func (r *callRec) ConnFrame(connID string, frame []byte) { r.add("conn:" + connID + ":" + string(frame)) }
-func (r *callRec) NodeDown(node string)                  { r.add("down:" + node) }
+func (r *callRec) ConnFrame(connID string, frame []byte) {
+	r.add("conn:" + connID + ":" + string(frame))
+}
+func (r *callRec) NodeDown(node string) { r.add("down:" + node) }
 
 func startCalls(t *testing.T, n *Node) *callRec {
 	t.Helper()

@@ -504,6 +504,7 @@ func (r *callRelay) JoinCall(ctx context.Context, roomID, connID, userID string)
 		return r.sfu.JoinCall(roomID, connID, userID)
 	}
 	r.track(connID, mn, "", false)
+	defer r.forgetIfClosed(connID)
 	if _, err := r.request(ctx, mn, cluster.CallRequest{Op: opJoin, RoomID: roomID, ConnID: connID, UserID: userID}); err != nil {
 		return err
 	}
@@ -585,6 +586,7 @@ func (r *callRelay) Handle(ctx context.Context, connID, userID, typ, reqID, room
 		return r.sfu.Handle(ctx, connID, userID, typ, reqID, data)
 	}
 	r.track(connID, mn, "", false)
+	defer r.forgetIfClosed(connID)
 	_, err = r.request(ctx, mn, cluster.CallRequest{Op: opMedia, RoomID: roomID, ConnID: connID, UserID: userID,
 		Type: typ, ID: reqID, Data: data})
 	if errors.Is(err, errMoved) {
@@ -627,6 +629,15 @@ func (r *callRelay) Disconnected(connID string) {
 		if err := r.node.NotifyCall(node, cluster.CallRequest{Op: opDisconnect, ConnID: connID}); err != nil {
 			r.log.Warn("telling a media node about a closed connection", "node", node, "err", err)
 		}
+	}
+}
+
+// forgetIfClosed repeats Disconnected for a connection that closed while
+// one of its requests was being relayed (the notice may have gone out
+// before the request was tracked, or reached the media node before it).
+func (r *callRelay) forgetIfClosed(connID string) {
+	if _, ok := r.s.Hub.Conn(connID); !ok {
+		r.Disconnected(connID)
 	}
 }
 
