@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -11,12 +12,33 @@ import (
 )
 
 // Calls serves the call endpoints under /api/rooms/{id}/call. Every one
-// needs access.Call (members; every user in dev mode; PROTOCOL.md §6, §7).
+// needs access.Call (members; every user in dev mode; PROTOCOL.md §6, §7),
+// decided here, on the node that received the request; the operation
+// itself runs wherever the call lives (CallService).
 type Calls struct {
 	*Base
-	SFU    *media.SFU
+	Calls  CallService
 	Hub    *hub.Hub
 	Access Decider
+}
+
+// CallService runs call operations on the room's call: the local SFU on
+// one node, the call's media node in a cluster (internal/server's relay).
+// Errors are *protocol.Error values (not_found: no call in the room).
+type CallService interface {
+	// StartCall starts the room's call unless one runs (anywhere) and
+	// returns the router's RTP capabilities.
+	StartCall(ctx context.Context, roomID, userID string) (json.RawMessage, error)
+	// JoinCall makes connID (a live connection of userID on this node) a
+	// participant without transports.
+	JoinCall(ctx context.Context, roomID, connID, userID string) error
+	// LeaveCall makes connID leave, or every connection of userID when
+	// connID is "".
+	LeaveCall(ctx context.Context, roomID, connID, userID string) error
+	// EndCall ends the call for everyone.
+	EndCall(ctx context.Context, roomID string) error
+	// Participants lists the call's participants in join order.
+	Participants(ctx context.Context, roomID string) ([]media.Participant, error)
 }
 
 // Register adds the routes to mux.
@@ -47,7 +69,7 @@ func (h *Calls) start(w http.ResponseWriter, r *http.Request) {
 		Error(w, err)
 		return
 	}
-	caps, _, err := h.SFU.StartCall(roomID, c.UserID())
+	caps, err := h.Calls.StartCall(r.Context(), roomID, c.UserID())
 	if err != nil {
 		Error(w, h.Internal(err, "start call"))
 		return
@@ -90,7 +112,7 @@ func (h *Calls) join(w http.ResponseWriter, r *http.Request) {
 		Error(w, err)
 		return
 	}
-	if err := h.SFU.JoinCall(roomID, b.ConnectionID, c.UserID()); err != nil {
+	if err := h.Calls.JoinCall(r.Context(), roomID, b.ConnectionID, c.UserID()); err != nil {
 		Error(w, h.Internal(err, "join call"))
 		return
 	}
@@ -110,18 +132,15 @@ func (h *Calls) leave(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !h.SFU.CallActive(roomID) {
-		Error(w, protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID))
-		return
-	}
 	if b.ConnectionID != "" {
 		if err := h.ownConnection(c, b.ConnectionID); err != nil {
 			Error(w, err)
 			return
 		}
-		h.SFU.LeaveCall(roomID, b.ConnectionID)
-	} else {
-		h.SFU.LeaveUser(roomID, c.UserID())
+	}
+	if err := h.Calls.LeaveCall(r.Context(), roomID, b.ConnectionID, c.UserID()); err != nil {
+		Error(w, h.Internal(err, "leave call"))
+		return
 	}
 	WriteJSON(w, http.StatusOK, map[string]bool{"left": true})
 }
@@ -132,8 +151,8 @@ func (h *Calls) end(w http.ResponseWriter, r *http.Request) {
 		Error(w, err)
 		return
 	}
-	if !h.SFU.EndCall(roomID) {
-		Error(w, protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID))
+	if err := h.Calls.EndCall(r.Context(), roomID); err != nil {
+		Error(w, h.Internal(err, "end call"))
 		return
 	}
 	WriteJSON(w, http.StatusOK, map[string]bool{"ended": true})
@@ -145,7 +164,7 @@ func (h *Calls) participants(w http.ResponseWriter, r *http.Request) {
 		Error(w, err)
 		return
 	}
-	ps, err := h.SFU.Participants(roomID)
+	ps, err := h.Calls.Participants(r.Context(), roomID)
 	if err != nil {
 		Error(w, h.Internal(err, "participants"))
 		return

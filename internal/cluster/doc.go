@@ -23,6 +23,9 @@
 //	<cluster>.all               core NATS: deliveries to every connection (Broker.ToAll)
 //	<cluster>_nodes             JetStream KV bucket: the node registry, key <id>, History 1, TTL 1 h
 //	<cluster>_rooms             JetStream KV bucket: room leases, key roomToken(room id), History 1
+//	<cluster>_calls             JetStream KV bucket: call leases (calls.go), key roomToken(room id), History 1
+//	<cluster>.node.<id>.calls   core NATS: call requests to node <id> as a call's media node (calls.go)
+//	<cluster>.node.<id>.conn    core NATS: a media node's frames for one connection on node <id> (calls.go)
 //
 // Node ids are 1–64 of [A-Za-z0-9_-]; room and user ids are encoded as
 // unpadded base64url, so any id is one subject token and a valid KV key.

@@ -140,6 +140,8 @@ type Node struct {
 
 	reg registry
 
+	calls atomic.Pointer[callsState] // StartCalls (calls.go)
+
 	skipBeats atomic.Bool  // tests: heartbeat writes fail
 	recvUser  atomic.Int64 // messages received on user subjects (tests)
 	recvRoom  atomic.Int64 // messages received on room subjects (tests)
@@ -429,6 +431,7 @@ func (n *Node) enqueueNodeDown(node string) {
 	n.ctl = append(n.ctl, node)
 	n.ctlMu.Unlock()
 	n.poke()
+	n.callsNodeDown(node)
 }
 
 // enqueueResync schedules one handler.Resync on the dispatch goroutine

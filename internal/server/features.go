@@ -7,7 +7,6 @@ import (
 	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/api"
 	"github.com/parleyhq/parley/internal/gateway"
-	"github.com/parleyhq/parley/internal/media"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/rooms"
 	"github.com/parleyhq/parley/internal/store"
@@ -43,8 +42,11 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 	if err := s.wireMedia(base); err != nil {
 		return fmt.Errorf("media: %w", err)
 	}
-	s.Access.State = append(s.Access.State, access.StateFunc(func(_ context.Context, roomID string) (bool, error) {
-		return s.SFU != nil && s.SFU.CallActive(roomID), nil
+	s.Access.State = append(s.Access.State, access.StateFunc(func(ctx context.Context, roomID string) (bool, error) {
+		if s.calls == nil {
+			return false, nil
+		}
+		return s.calls.CallActive(ctx, roomID) // on any node (media.go)
 	}))
 	if err := s.wireChat(base); err != nil {
 		return err
@@ -75,19 +77,8 @@ func (s *Server) wireAccess() {
 type callAccess struct{ s *Server }
 
 func (c callAccess) RefreshUser(ctx context.Context, roomID, userID string) {
-	sfu := c.s.SFU
-	if sfu == nil || !sfu.CallActive(roomID) {
-		return
-	}
-	if err := c.s.Access.Decide(ctx, access.Subject{UserID: userID}, roomID, access.Call); err != nil {
-		left := sfu.LeaveUser(roomID, userID)
-		if len(left) == 0 {
-			return
-		}
-		frame := protocol.Encode(media.TypeRoomClosed, "", map[string]string{"room_id": roomID})
-		for _, conn := range left {
-			c.s.Hub.SendToConn(conn, frame)
-		}
+	if c.s.calls != nil {
+		c.s.calls.RefreshUser(ctx, roomID, userID) // on the call's media node (media.go)
 	}
 }
 

@@ -50,6 +50,7 @@ type Server struct {
 	Verifier *auth.Verifier
 	Rooms    *rooms.Manager
 	SFU      *media.SFU
+	calls    *callRelay     // runs call operations where the call lives (media.go)
 	Access   *access.Policy // the one access policy (features.go)
 
 	mux       *http.ServeMux
@@ -459,6 +460,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("gateway: %w", err))
 	}
 	if s.Cluster != nil {
+		s.calls.EndAll(ctx) // calls this node runs end; participants elsewhere rejoin on a live node
 		s.Rooms.Handover(ctx)
 		if err := s.Cluster.Drain(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("cluster drain: %w", err))

@@ -8,6 +8,7 @@
 //
 // Inputs (environment):
 //   PARLEY_PAGE_URL   page serving web/media/dist (same origin as the WebSockets)
+//   PARLEY_PAGE_URL_B page B's (default PARLEY_PAGE_URL): another node's origin in the cluster test
 //   PARLEY_WS_A       WebSocket URL (with its token) for page A
 //   PARLEY_WS_B       WebSocket URL for page B
 //   PARLEY_ROOM       room id whose call is started
@@ -28,6 +29,7 @@ const { chromium } = require('playwright-core');
 
 const env = (k, d) => process.env[k] ?? d;
 const pageURL = env('PARLEY_PAGE_URL');
+const pageURLB = env('PARLEY_PAGE_URL_B', pageURL);
 const wsA = env('PARLEY_WS_A');
 const wsB = env('PARLEY_WS_B');
 const room = env('PARLEY_ROOM');
@@ -66,11 +68,11 @@ const context = await chromium.launchPersistentContext(userDataDir, {
 let failed = false;
 try {
   const pages = {};
-  for (const [name, ws] of [['A', wsA], ['B', wsB]]) {
+  for (const [name, ws, url] of [['A', wsA, pageURL], ['B', wsB, pageURLB]]) {
     const page = await context.newPage();
     page.on('console', (m) => { if (m.type() === 'error') log(`${name} console:`, m.text()); });
     page.on('pageerror', (e) => log(`${name} page error:`, e.message));
-    await page.goto(pageURL);
+    await page.goto(url);
     await page.waitForFunction(() => !!window.parleyMedia);
     pages[name] = page;
     const res = await page.evaluate(({ ws, room, policy }) => window.parleyMedia.start({
