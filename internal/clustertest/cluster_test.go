@@ -302,7 +302,9 @@ func TestClusterTwoNames(t *testing.T) {
 				cl.Sync()
 				for _, f := range cl.Frames() {
 					d := string(f.Data)
-					if strings.Contains(d, other.name+"-") || strings.Contains(d, other.x.ConnID) || strings.Contains(d, "from "+other.name) {
+					// `"c2-` starts a user id of the other cluster (a bare
+					// "c2-" also occurs inside random connection ids).
+					if strings.Contains(d, `"`+other.name+"-") || strings.Contains(d, other.x.ConnID) || strings.Contains(d, "from "+other.name) {
 						t.Errorf("%s (cluster %s) received a frame of cluster %s: %s", cl.Label, mine.name, other.name, f)
 						break
 					}
