@@ -122,6 +122,9 @@ type edge struct {
 	// syncWait, while a resync waits for the owner's answer, is closed
 	// when it arrives (deliverStates).
 	syncWait chan struct{}
+	// syncing is the set of clients the pending sync sent to the owner:
+	// only they are answered by its reply.
+	syncing map[string]bool
 }
 
 // localClient is one of this node's connections in a room.

@@ -217,7 +217,14 @@ func (m *Manager) deliverStates(roomID string, js joinState, l Lease, seq uint64
 		}
 		e.roster = next
 	}
+	sent := e.syncing
+	e.syncing = nil
 	for id, lc := range e.clients {
+		if sent != nil && !sent[id] {
+			// Joined after the sync was sent: the owner does not have it
+			// yet; the next pass (e.again) takes it and answers it.
+			continue
+		}
 		st := js.state(roomID, id)
 		m.track(id, roomID) // before the client hears it is in
 		if lc.joining {
@@ -524,8 +531,10 @@ func (m *Manager) resyncOnce(e *edge) {
 	e.mu.Lock()
 	e.lease, e.known, e.synced = l, false, false
 	clients := make([]syncClient, 0, len(e.clients))
+	e.syncing = make(map[string]bool, len(e.clients))
 	for id, lc := range e.clients {
 		clients = append(clients, syncClient{Conn: id, User: lc.s.UserID(), Name: lc.s.Name(), Perms: lc.perms, Presence: lc.presence})
+		e.syncing[id] = true
 	}
 	e.mu.Unlock()
 	if r == nil {

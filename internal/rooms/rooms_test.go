@@ -570,3 +570,41 @@ func TestSingleNodeConflictReloads(t *testing.T) {
 		t.Fatalf("store has %d versions, want 3", n)
 	}
 }
+
+// A client that joins while its node resyncs a room is answered only once
+// the owner has it: its first request right after room:state is applied,
+// never refused with not_found.
+func TestClusterJoinDuringResync(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2")
+	a, b := newSession("a", "ua"), newSession("b", "ub")
+	var ca, cb int
+	join(t, tc.m["n1"], a, "r", &ca)
+	join(t, tc.m["n2"], b, "r", &cb)
+	release := make(chan struct{})
+	var once sync.Once
+	held := make(chan struct{})
+	tc.net.mu.Lock()
+	tc.net.drop = func(from, to string, msg nodeMsg) bool {
+		if msg.Kind == kindSync && from == "n2" {
+			once.Do(func() { close(held); <-release }) // hold the first sync in flight
+		}
+		return false
+	}
+	tc.net.mu.Unlock()
+	e, _ := tc.m["n2"].edgeFor("r", false)
+	go tc.m["n2"].resync(e)
+	<-held
+	c := newSession("c", "uc")
+	var cc int
+	send(t, tc.m["n2"], c, protocol.TypeRoomJoin, "jc", map[string]any{"room_id": "r"})
+	close(release)
+	f := c.wait(t, &cc, "c's room:state", func(f frame) bool { return f.ID == "jc" })
+	if f.Type != protocol.TypeRoomState {
+		t.Fatalf("join during resync: %s %+v", f.Type, f.Err)
+	}
+	send(t, tc.m["n2"], c, protocol.TypeRoomUpdateStorage, "w", map[string]any{"room_id": "r", "ops": addOp("c", 1)})
+	f = c.wait(t, &cc, "answer to c's write", func(f frame) bool { return f.ID == "w" })
+	if f.Type != protocol.TypeRoomStorageUpdated {
+		t.Fatalf("first write after joining during a resync: %s %+v", f.Type, f.Err)
+	}
+}
