@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -203,6 +204,12 @@ func (m *Manager) syncSubscription(roomID string) error {
 // room is returned with a reference held (the caller releases it), so it
 // cannot leave memory before the caller uses it.
 func (m *Manager) resolve(ctx context.Context, roomID string) (Lease, *Room, error) {
+	// One resolution per room at a time on this node: two joins racing
+	// for a room nobody holds must not both take the lease (the second
+	// would take it over from the first and load a second copy).
+	mu := m.resolveLock(roomID)
+	mu.Lock()
+	defer mu.Unlock()
 	for attempt := 0; attempt < 8; attempt++ {
 		l, ok, err := m.cl.Lease(ctx, roomID)
 		if err != nil {
@@ -237,6 +244,14 @@ func (m *Manager) resolve(ctx context.Context, roomID string) (Lease, *Room, err
 		return nl, r, nil
 	}
 	return Lease{}, nil, protocol.Errorf(protocol.CodeInternal, "room %s: ownership is changing; retry", roomID)
+}
+
+// resolveLock is the stripe of resolveMu that serialises resolve for
+// roomID.
+func (m *Manager) resolveLock(roomID string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(roomID))
+	return &m.resolveMu[h.Sum32()%uint32(len(m.resolveMu))]
 }
 
 // takeRoom makes this node the owner of roomID under l: the store is

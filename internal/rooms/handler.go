@@ -24,10 +24,8 @@ func (m *Manager) NodeMessage(b []byte) {
 		m.log.Warn("bad node message", "err", err)
 		return
 	}
-	switch msg.Kind {
-	case kindReply, kindJoined, kindSynced, kindNotOwner:
-		m.edgeMessage(msg)
-	case kindResult:
+	switch {
+	case msg.Kind == kindResult || (msg.Kind == kindNotOwner && msg.Corr != 0):
 		m.callMu.Lock()
 		ch := m.calls[msg.Corr]
 		m.callMu.Unlock()
@@ -37,6 +35,8 @@ func (m *Manager) NodeMessage(b []byte) {
 			default:
 			}
 		}
+	case msg.Kind == kindReply || msg.Kind == kindJoined || msg.Kind == kindSynced || msg.Kind == kindNotOwner:
+		m.edgeMessage(msg)
 	default:
 		m.ownerMessage(msg)
 	}
@@ -319,6 +319,13 @@ func (m *Manager) edgeMessage(msg nodeMsg) {
 	case kindNotOwner:
 		e.mu.Lock()
 		lc := e.clients[msg.Conn]
+		if e.syncWait != nil && msg.Conn == "" {
+			// The answer to this edge's sync (say the new owner was still
+			// loading the room): try again now, not after syncTimeout.
+			close(e.syncWait)
+			e.syncWait = nil
+			e.again = true
+		}
 		e.mu.Unlock()
 		if lc != nil && !lc.joining && msg.ReqID != "" {
 			// A joining client gets its room:state from the resync.

@@ -114,6 +114,7 @@ type Manager struct {
 	callMu      sync.Mutex
 	nextCall    uint64
 	calls       map[uint64]chan nodeMsg
+	resolveMu   [64]sync.Mutex // stripes: one resolve per room at a time (cluster.go)
 	draining    atomic.Bool
 	syncTimeout time.Duration
 }

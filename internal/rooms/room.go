@@ -103,8 +103,10 @@ func errResetting(roomID string) *protocol.Error {
 // errNotOwner answers a request that reached a node that no longer orders
 // the room; the sender's node finds the new owner and resyncs.
 func errNotOwner(roomID string) *protocol.Error {
-	return protocol.Errorf(protocol.CodeInternal, "room %s moved to another node; retry", roomID)
+	return protocol.Errorf(protocol.CodeInternal, "room %s %s", roomID, notOwnerSuffix)
 }
+
+const notOwnerSuffix = "moved to another node; retry"
 
 func newRoom(m *Manager, id string) *Room {
 	return &Room{m: m, id: id, clients: map[string]*client{}}

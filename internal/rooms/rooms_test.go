@@ -608,3 +608,36 @@ func TestClusterJoinDuringResync(t *testing.T) {
 		t.Fatalf("first write after joining during a resync: %s %+v", f.Type, f.Err)
 	}
 }
+
+// Clients of one node joining a room nobody holds, all at once: one owner,
+// one copy of the room, everyone sees everyone.
+func TestClusterConcurrentFirstJoins(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2")
+	const n = 16
+	sess := make([]*fakeSession, n)
+	var wg sync.WaitGroup
+	for i := range sess {
+		sess[i] = newSession(fmt.Sprint("c", i), fmt.Sprint("u", i))
+		node := []string{"n1", "n2"}[i%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			send(t, tc.m[node], sess[i], protocol.TypeRoomJoin, "j", map[string]any{"room_id": "r"})
+		}()
+	}
+	wg.Wait()
+	for _, s := range sess {
+		cur := 0
+		if f := s.wait(t, &cur, "join answer", func(f frame) bool { return f.ID == "j" }); f.Type != protocol.TypeRoomState {
+			t.Fatalf("%s: join answered %s %+v", s.id, f.Type, f.Err)
+		}
+	}
+	if tc.m["n1"].LiveRooms()+tc.m["n2"].LiveRooms() != 1 {
+		t.Fatalf("live copies of the room: n1 %d, n2 %d", tc.m["n1"].LiveRooms(), tc.m["n2"].LiveRooms())
+	}
+	send(t, tc.m["n1"], sess[0], protocol.TypeRoomBroadcast, "", map[string]any{"room_id": "r", "event": "hi"})
+	for _, s := range sess[1:] {
+		cur := 0
+		s.wait(t, &cur, "the broadcast", isType(protocol.TypeRoomEvent, ""))
+	}
+}

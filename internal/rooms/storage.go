@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 
 	"github.com/parleyhq/parley/internal/access"
@@ -195,10 +196,26 @@ func (m *Manager) resetRoom(r *Room) {
 
 // Snapshot returns the committed document of a room, from its owner
 // (loading it on this node when no node has it live).
-func (m *Manager) Snapshot(ctx context.Context, roomID string) (int64, json.RawMessage, error) {
+func (m *Manager) Snapshot(ctx context.Context, roomID string) (v int64, data json.RawMessage, err error) {
 	if err := validRoom(roomID); err != nil {
 		return 0, nil, err
 	}
+	// A room changing owner answers "not the owner": find it again.
+	for attempt := 0; attempt < 3; attempt++ {
+		if v, data, err = m.snapshot(ctx, roomID); !isNotOwner(err) {
+			break
+		}
+	}
+	return v, data, err
+}
+
+// isNotOwner reports an errNotOwner answer (nothing was applied).
+func isNotOwner(err error) bool {
+	var perr *protocol.Error
+	return errors.As(err, &perr) && perr.Code == protocol.CodeInternal && strings.HasSuffix(perr.Message, notOwnerSuffix)
+}
+
+func (m *Manager) snapshot(ctx context.Context, roomID string) (int64, json.RawMessage, error) {
 	r, remote, err := m.ownerRoom(ctx, roomID)
 	if err != nil {
 		return 0, nil, err
@@ -225,7 +242,7 @@ func (m *Manager) Snapshot(ctx context.Context, roomID string) (int64, json.RawM
 // Patch applies a batch from the REST API (clientID names the caller, e.g.
 // "api" or "user:<id>") through the room's owner, waits until it is
 // durable and broadcast, and returns the new version.
-func (m *Manager) Patch(ctx context.Context, roomID, clientID string, ops json.RawMessage, base *int64) (int64, error) {
+func (m *Manager) Patch(ctx context.Context, roomID, clientID string, ops json.RawMessage, base *int64) (v int64, err error) {
 	if err := validRoom(roomID); err != nil {
 		return 0, err
 	}
@@ -233,6 +250,16 @@ func (m *Manager) Patch(ctx context.Context, roomID, clientID string, ops json.R
 	if perr != nil {
 		return 0, perr
 	}
+	// "Not the owner" means nothing was applied: find the owner again.
+	for attempt := 0; attempt < 3; attempt++ {
+		if v, err = m.patch(ctx, roomID, clientID, parsed, ops, base); !isNotOwner(err) {
+			break
+		}
+	}
+	return v, err
+}
+
+func (m *Manager) patch(ctx context.Context, roomID, clientID string, parsed []jsonpatch.Op, ops json.RawMessage, base *int64) (int64, error) {
 	r, remote, err := m.ownerRoom(ctx, roomID)
 	if err != nil {
 		return 0, err
