@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
 // What the suite measures from outside the nodes: the embedded NATS
@@ -53,8 +53,8 @@ type ConnCounters struct {
 // Counters is a snapshot of the embedded server's message counters.
 type Counters struct {
 	At      time.Time
-	InMsgs  int64 // Varz: messages received from every client (JetStream's internal clients included)
-	OutMsgs int64 // Varz: messages delivered to every client
+	InMsgs  int64                   // Varz: messages received from every client (JetStream's internal clients included)
+	OutMsgs int64                   // Varz: messages delivered to every client
 	Conns   map[string]ConnCounters // client connections by name (unnamed ones by "cid <n>")
 }
 
