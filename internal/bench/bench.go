@@ -62,7 +62,8 @@ scenarios:
 Several servers (the nodes of a cluster): --url takes a comma-separated list;
 client i connects to URL i mod n (round-robin; in room scenarios member 0,
 the first publisher or writer, is on the first URL and joins before the
-others, so the first URL's node owns the room). --server-pid and
+others, so the first URL's node owns the room; --first-join-alone does the
+same with one URL). --server-pid and
 --metrics-url then take one entry per URL, in the same order. The server
 figures (CPU, RSS, heap, syscalls) are the sum over the servers, and a
 per-server section (its clients' deliveries and latency, its own CPU and
@@ -124,6 +125,7 @@ type common struct {
 	room         string
 	connTimeout  time.Duration
 	quiet        bool
+	joinFirst    bool // member 0 joins alone first (always with several URLs)
 
 	stdout, stderr io.Writer
 	signer         *auth.Signer
@@ -147,6 +149,7 @@ func newCommon(name string, stdout, stderr io.Writer, defDuration time.Duration)
 	fs.StringVar(&c.room, "room", "", "room id (prefix) to use (default: bench-<scenario>-<random>)")
 	fs.DurationVar(&c.connTimeout, "connect-timeout", 10*time.Second, "timeout of one connect (TCP + upgrade + connected frame)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
+	fs.BoolVar(&c.joinFirst, "first-join-alone", false, "room scenarios: member 0 joins and gets its room:state before the others send their joins (so its server takes the room's lease in a cluster); always on with several --url")
 	c.fs = fs
 	return c
 }
@@ -194,6 +197,9 @@ func (c *common) parse(args []string) int {
 	}
 	if !allLoopback {
 		c.perSource = 0
+	}
+	if len(c.urls) > 1 {
+		c.joinFirst = true
 	}
 	if c.metricsURL == "" {
 		for _, raw := range c.urls {

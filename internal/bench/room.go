@@ -183,12 +183,13 @@ func (rr *roomRun) connectPeers(ctx context.Context, n int, prefix string, roomO
 		return ctx.Err()
 	}
 	// Join one at a time per room would be slow; join all, then wait.
-	// Against several servers (a cluster) member 0 joins first, alone:
-	// the node that takes a room's lease is the first to ask for it, so
-	// this makes the first URL's node the owner of the room(s) of member
-	// 0 instead of whichever node wins the race.
+	// Against several servers (a cluster), or with --first-join-alone,
+	// member 0 joins first, alone: the node that takes a room's lease is
+	// the first to ask for it, so this makes the first URL's node the
+	// owner of the room(s) of member 0 instead of whichever node wins the
+	// race, and the room is loaded before the other joins arrive.
 	first := 0
-	if len(c.urls) > 1 && len(rr.peers) > 0 {
+	if c.joinFirst && len(rr.peers) > 0 {
 		p := rr.peers[0]
 		msg := fmt.Sprintf(`{"type":"room:join","id":"j%d","data":{"room_id":%q}}`, p.idx, p.room)
 		if err := p.c.writeText([]byte(msg)); err != nil {

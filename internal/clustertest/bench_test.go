@@ -176,7 +176,11 @@ func TestClusterBenchFanout(t *testing.T) {
 					pids = append(pids, strconv.Itoa(n.PID()))
 				}
 				args := append([]string{"bench", "fanout", "--url", strings.Join(urls, ","), "--server-pid", strings.Join(pids, ","),
-					"--subscribers", strconv.Itoa(subs), "--publishers", "1", "--size", "100", "--duration", dur.String()}, wl.args...)
+					"--subscribers", strconv.Itoa(subs), "--publishers", "1", "--size", "100", "--duration", dur.String(),
+					// The publisher joins alone first everywhere (with several
+					// URLs the bench does it anyway): concurrent first joins on
+					// one node hit TestClusterConcurrentFirstJoins's bug.
+					"--first-join-alone"}, wl.args...)
 				t.Logf("command: PARLEY_AUTH_SECRET=%s %s %s", Secret, tasksetPrefix(clientCPUs), "parley "+strings.Join(args, " "))
 				args = append(args, "--json", "--quiet", "--secret", Secret)
 				r, other, wall := runBench(t, clientCPUs, args, nodes)
@@ -546,4 +550,54 @@ func spread(ds []time.Duration) string {
 	}
 	f := func(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
 	return fmt.Sprintf("%s s [%s–%s]", f(med), f(s[0]), f(s[len(s)-1]))
+}
+
+// ------------------------------------------------------------- serve --
+
+// TestClusterBenchServe starts a cluster for runs by hand and keeps it up
+// until the file it writes is removed (or PARLEY_CLUSTER_BENCH_HOLD, 30m):
+//
+//	PARLEY_CLUSTER_BENCH=1 PARLEY_CLUSTER_BENCH_NODES=3 go test -count=1 -timeout 0 -v -run TestClusterBenchServe ./internal/clustertest/ &
+//	cat /tmp/parley-cluster.env     # PARLEY_BENCH_URLS=ws://...,ws://...  PARLEY_BENCH_PIDS=...,...  PARLEY_AUTH_SECRET=...
+//	. /tmp/parley-cluster.env; taskset -c 1 parley bench fanout --url $PARLEY_BENCH_URLS --server-pid $PARLEY_BENCH_PIDS ...
+//	rm /tmp/parley-cluster.env      # stops the cluster
+//
+// The nodes and NATS are pinned like the other measurements. The file is
+// PARLEY_CLUSTER_BENCH_SERVE_FILE (default /tmp/parley-cluster.env).
+func TestClusterBenchServe(t *testing.T) {
+	benchEnabled(t)
+	serverCPUs, _ := pinning()
+	pin(t, os.Getpid(), serverCPUs)
+	var ids []string
+	for i := 1; i <= envInt("PARLEY_CLUSTER_BENCH_NODES", 3); i++ {
+		ids = append(ids, fmt.Sprintf("n%d", i))
+	}
+	c := New(t, Options{Nodes: ids})
+	var urls, pids []string
+	for _, n := range c.Nodes {
+		pin(t, n.PID(), serverCPUs)
+		urls = append(urls, n.WSURL())
+		pids = append(pids, strconv.Itoa(n.PID()))
+	}
+	file := os.Getenv("PARLEY_CLUSTER_BENCH_SERVE_FILE")
+	if file == "" {
+		file = "/tmp/parley-cluster.env"
+	}
+	env := fmt.Sprintf("export PARLEY_BENCH_URLS=%s PARLEY_BENCH_PIDS=%s PARLEY_AUTH_SECRET=%s PARLEY_BENCH_NATS=%s PARLEY_BENCH_CLUSTER=%s\n",
+		strings.Join(urls, ","), strings.Join(pids, ","), Secret, c.NATS.URL(), c.Name)
+	if err := os.WriteFile(file, []byte(env), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cluster up; %s: %s(remove the file to stop)", file, env)
+	deadline := time.Now().Add(envDuration("PARLEY_CLUSTER_BENCH_HOLD", 30*time.Minute))
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(file); err != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // polling for the file's removal
+	}
+	for _, n := range c.Nodes {
+		t.Logf("%s log: %s", n.ID, n.LogPath)
+	}
+	_ = os.Remove(file)
 }
