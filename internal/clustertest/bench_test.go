@@ -183,11 +183,11 @@ func TestClusterBenchFanout(t *testing.T) {
 					"--first-join-alone"}, wl.args...)
 				t.Logf("command: PARLEY_AUTH_SECRET=%s %s %s", Secret, tasksetPrefix(clientCPUs), "parley "+strings.Join(args, " "))
 				args = append(args, "--json", "--quiet", "--secret", Secret)
-				r, other, wall := runBench(t, clientCPUs, args, nodes)
+				r, cpu := runBench(t, clientCPUs, args, nodes)
 				lat := r.Latency
-				line := fmt.Sprintf("%-10s %-10s deliveries/s %9.0f  p50 %7.2f ms  p99 %7.2f ms  drops %d undelivered %d errors %d  server %.2f cores (%.0f ns/delivery)  client %.2f cpu-s  other load %.2f cores  loadavg %s",
+				line := fmt.Sprintf("%-10s %-10s deliveries/s %9.0f  p50 %7.2f ms  p99 %7.2f ms  drops %d undelivered %d errors %d  nodes %.2f cores (%.0f ns/delivery)  NATS %.2f cores  client %.2f cores  other %.2f cores  loadavg %s",
 					cf.name, wl.name, r.DeliveredPerSec, lat.P50/1000, lat.P99/1000, r.Drops, r.Undelivered, r.Errors,
-					cores(r.Server), nsPerDelivery(r.Server), r.ClientCPUSeconds, other/wall, loadavg())
+					cores(r.Server), nsPerDelivery(r.Server), cpu.nats/cpu.wall, r.ClientCPUSeconds/cpu.wall, cpu.other/cpu.wall, loadavg())
 				for _, n := range r.Nodes {
 					if n.Latency != nil {
 						line += fmt.Sprintf("\n    %s: %d clients, p50 %.2f ms p99 %.2f ms, %.2f cores", n.URL, n.Clients, n.Latency.P50/1000, n.Latency.P99/1000, cores(n.Server))
@@ -222,10 +222,14 @@ func tasksetPrefix(cpus string) string {
 	return "taskset -c " + cpus
 }
 
+// cpuUse is CPU time (s) over a bench run: wall time, this test process
+// (the embedded NATS server, nearly all of it) and everything that is
+// neither the nodes, this process nor the client.
+type cpuUse struct{ wall, nats, other float64 }
+
 // runBench runs the parley binary with args (pinned to cpus) and parses
-// its JSON result. other is the CPU time (s) the rest of the machine used
-// meanwhile: busy time minus the nodes, this process and the client.
-func runBench(t *testing.T, cpus string, args []string, nodes []*Node) (r bench.Result, other, wall float64) {
+// its JSON result.
+func runBench(t *testing.T, cpus string, args []string, nodes []*Node) (r bench.Result, use cpuUse) {
 	t.Helper()
 	name, full := binaryPath, args
 	if cpus != "" {
@@ -235,24 +239,25 @@ func runBench(t *testing.T, cpus string, args []string, nodes []*Node) (r bench.
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	ours := func() int64 {
-		v := procTicks(os.Getpid())
+		var v int64
 		for _, n := range nodes {
 			v += procTicks(n.PID())
 		}
 		return v
 	}
-	b0, o0, t0 := busyTicks(), ours(), time.Now()
+	b0, o0, s0, t0 := busyTicks(), ours(), procTicks(os.Getpid()), time.Now()
 	err := cmd.Run()
-	b1, o1 := busyTicks(), ours()
-	wall = time.Since(t0).Seconds()
+	b1, o1, s1 := busyTicks(), ours(), procTicks(os.Getpid())
+	use.wall = time.Since(t0).Seconds()
 	if err != nil {
 		t.Fatalf("parley bench: %v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
 	}
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		t.Fatalf("parley bench output %q: %v", out.String(), err)
 	}
-	other = float64(b1-b0-(o1-o0))/100 - r.ClientCPUSeconds
-	return r, other, wall
+	use.nats = float64(s1-s0) / 100
+	use.other = float64(b1-b0-(o1-o0)-(s1-s0))/100 - r.ClientCPUSeconds
+	return r, use
 }
 
 // -------------------------------------------------------- NATS cost --
