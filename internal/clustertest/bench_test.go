@@ -432,8 +432,8 @@ func TestClusterBenchFailover(t *testing.T) {
 			var st, wr, left, cont []time.Duration
 			for i := 0; i < rounds; i++ {
 				r := failoverRound(t, c, fmt.Sprintf("fo-%d", i), md.drain, md.linger)
-				t.Logf("round %d: state %v, write %v, left %v, continuous writer's longest wait %v; new owner %s",
-					i, r.state.Round(time.Millisecond), r.write.Round(time.Millisecond), r.left.Round(time.Millisecond), r.cont.Round(time.Millisecond), r.owner)
+				t.Logf("round %d: state %v, write %v, left %v, continuous writer's longest wait %v (its refusals: %s); new owner %s",
+					i, r.state.Round(time.Millisecond), r.write.Round(time.Millisecond), r.left.Round(time.Millisecond), r.cont.Round(time.Millisecond), r.refusals, r.owner)
 				st, wr, left, cont = append(st, r.state), append(wr, r.write), append(left, r.left), append(cont, r.cont)
 				n1 := c.Node("n1")
 				if _, ok := n1.WaitExit(30 * time.Second); !ok {
@@ -454,6 +454,7 @@ func TestClusterBenchFailover(t *testing.T) {
 type roundResult struct {
 	state, write, left, cont time.Duration
 	owner                    string
+	refusals                 string // C's unanswered or refused writes, by error code
 }
 
 func failoverRound(t *testing.T, c *Cluster, room string, drain, linger bool) roundResult {
@@ -479,6 +480,7 @@ func failoverRound(t *testing.T, c *Cluster, room string, drain, linger bool) ro
 	type sentAck struct{ sent, at time.Time }
 	var mu sync.Mutex
 	var acks []sentAck
+	refusals := map[string]int{}
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -494,8 +496,17 @@ func failoverRound(t *testing.T, c *Cluster, room string, drain, linger bool) ro
 				mu.Lock()
 				acks = append(acks, sentAck{sent, f.At})
 				mu.Unlock()
-			} else if err == nil {
-				time.Sleep(50 * time.Millisecond) // a refusal: back off a little
+			} else {
+				mu.Lock()
+				if err != nil {
+					refusals["no answer within 1s"]++
+				} else {
+					refusals[f.ErrorCode()]++
+				}
+				mu.Unlock()
+				if err == nil {
+					time.Sleep(50 * time.Millisecond) // a refusal: back off a little
+				}
 			}
 		}
 	}()
@@ -561,6 +572,9 @@ func failoverRound(t *testing.T, c *Cluster, room string, drain, linger bool) ro
 	}
 	mu.Unlock()
 	r.owner, _, _ = c.RoomOwner(t, room)
+	mu.Lock()
+	r.refusals = fmt.Sprint(refusals)
+	mu.Unlock()
 	b.Close()
 	cc.Close()
 	return r
