@@ -60,14 +60,14 @@ scenarios:
                and ack latency
 
 Several servers (the nodes of a cluster): --url takes a comma-separated list;
-client i connects to URL i mod n (round-robin; in room scenarios member 0,
+client i connects to URL i mod n (round-robin). In room scenarios member 0,
 the first publisher or writer, is on the first URL and joins before the
-others, so the first URL's node owns the room; --first-join-alone does the
-same with one URL). --server-pid and
---metrics-url then take one entry per URL, in the same order. The server
-figures (CPU, RSS, heap, syscalls) are the sum over the servers, and a
-per-server section (its clients' deliveries and latency, its own CPU and
-memory) follows; in --json it is "nodes".
+others, so the first URL's node owns the room (--first-join-alone does the
+same with one URL). --server-pid and --metrics-url then take one entry per
+URL, in the same order. The server figures (CPU, RSS, heap, syscalls) are
+the sum over the servers, and a per-server section (its clients'
+deliveries and latency, its own CPU and memory) follows; in --json it is
+"nodes".
 
 Run 'parley bench SCENARIO -h' for the flags of a scenario. The server
 limits messages per connection (--msg-rate 100/s by default): raise
