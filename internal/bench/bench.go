@@ -7,6 +7,10 @@
 //	parley bench fanout --subscribers 1000 --publishers 1 --size 100 --rate 0
 //	parley bench presence --clients 100 --rate 20
 //	parley bench storage --writers 16 --rooms 1 --inflight 8
+//	parley bench fanout --url ws://127.0.0.1:7881/ws,ws://127.0.0.1:7882/ws,ws://127.0.0.1:7883/ws
+//
+// With several --url (cluster nodes), client i connects to URL i mod n and
+// the servers' CPU and memory are summed, with a per-server breakdown.
 //
 // See docs/performance.md for the method and the figures.
 package bench
@@ -55,6 +59,16 @@ scenarios:
                each keeping --inflight requests outstanding; acked batches/s
                and ack latency
 
+Several servers (the nodes of a cluster): --url takes a comma-separated list;
+client i connects to URL i mod n (round-robin). In room scenarios member 0,
+the first publisher or writer, is on the first URL and joins before the
+others, so the first URL's node owns the room (--first-join-alone does the
+same with one URL). --server-pid and --metrics-url then take one entry per
+URL, in the same order. The server figures (CPU, RSS, heap, syscalls) are
+the sum over the servers, and a per-server section (its clients'
+deliveries and latency, its own CPU and memory) follows; in --json it is
+"nodes".
+
 Run 'parley bench SCENARIO -h' for the flags of a scenario. The server
 limits messages per connection (--msg-rate 100/s by default): raise
 --msg-rate/--msg-burst on the server for publishers and storage writers.
@@ -97,17 +111,21 @@ func init() {
 // common holds the flags every scenario has.
 type common struct {
 	name         string
-	url          string
+	url          string   // --url as given (one URL or a comma-separated list)
+	urls         []string // the servers, in --url order
 	secret       string
 	duration     time.Duration
 	jsonOut      bool
 	maxErrorRate float64
-	serverPID    int
+	serverPIDArg string
+	serverPIDs   []int // one per URL, or none
 	metricsURL   string
+	metricsURLs  []string // one per URL ("-" = none)
 	perSource    int
 	room         string
 	connTimeout  time.Duration
 	quiet        bool
+	joinFirst    bool // member 0 joins alone first (always with several URLs)
 
 	stdout, stderr io.Writer
 	signer         *auth.Signer
@@ -120,17 +138,18 @@ func newCommon(name string, stdout, stderr io.Writer, defDuration time.Duration)
 	c := &common{name: name, stdout: stdout, stderr: stderr}
 	fs := flag.NewFlagSet("parley bench "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.url, "url", "ws://127.0.0.1:7880/ws", "WebSocket URL of the server")
+	fs.StringVar(&c.url, "url", "ws://127.0.0.1:7880/ws", "WebSocket URL of the server; a comma-separated list spreads the clients round-robin over several servers (cluster nodes)")
 	fs.StringVar(&c.secret, "secret", "", "HS256 secret the server verifies tokens with (default $PARLEY_AUTH_SECRET)")
 	fs.DurationVar(&c.duration, "duration", defDuration, "how long to run (connections: how long to hold)")
 	fs.BoolVar(&c.jsonOut, "json", false, "print one JSON object instead of the table")
 	fs.Float64Var(&c.maxErrorRate, "max-error-rate", 0.01, "exit 1 when the error rate (see docs/performance.md) exceeds this; negative = never")
-	fs.IntVar(&c.serverPID, "server-pid", 0, "server process id: CPU and RSS are read from /proc/PID (default: the server's /metrics)")
-	fs.StringVar(&c.metricsURL, "metrics-url", "", "server metrics URL (default: derived from --url, /metrics)")
+	fs.StringVar(&c.serverPIDArg, "server-pid", "", "server process id: CPU and RSS are read from /proc/PID (default: the server's /metrics); with several --url, one pid per URL, comma-separated")
+	fs.StringVar(&c.metricsURL, "metrics-url", "", "server metrics URL (default: derived from --url, /metrics; - = none); with several --url, one per URL, comma-separated")
 	fs.IntVar(&c.perSource, "per-source", 10000, "client sockets per loopback source address 127.0.0.2, .3, ... (0 = let the kernel choose)")
 	fs.StringVar(&c.room, "room", "", "room id (prefix) to use (default: bench-<scenario>-<random>)")
 	fs.DurationVar(&c.connTimeout, "connect-timeout", 10*time.Second, "timeout of one connect (TCP + upgrade + connected frame)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
+	fs.BoolVar(&c.joinFirst, "first-join-alone", false, "room scenarios: member 0 joins and gets its room:state before the others send their joins (so its server takes the room's lease in a cluster); always on with several --url")
 	c.fs = fs
 	return c
 }
@@ -159,21 +178,63 @@ func (c *common) parse(args []string) int {
 		fmt.Fprintf(c.stderr, "parley bench %s: --duration must be positive\n", c.name)
 		return 2
 	}
-	u, err := url.Parse(c.url)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+	c.urls = splitList(c.url)
+	if len(c.urls) == 0 {
 		fmt.Fprintf(c.stderr, "parley bench %s: --url must be ws://host:port/path\n", c.name)
 		return 2
 	}
-	if c.metricsURL == "" {
-		scheme := "http"
-		if u.Scheme == "wss" {
-			scheme = "https"
+	allLoopback := true
+	for _, raw := range c.urls {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			fmt.Fprintf(c.stderr, "parley bench %s: --url must be ws://host:port/path (or a comma-separated list of them), got %q\n", c.name, raw)
+			return 2
 		}
-		c.metricsURL = scheme + "://" + u.Host + "/metrics"
+		// Spread source addresses only when talking to loopback addresses.
+		if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+			allLoopback = false
+		}
 	}
-	// Spread source addresses only when talking to a loopback address.
-	if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+	if !allLoopback {
 		c.perSource = 0
+	}
+	if len(c.urls) > 1 {
+		c.joinFirst = true
+	}
+	if c.metricsURL == "" {
+		for _, raw := range c.urls {
+			u, _ := url.Parse(raw)
+			scheme := "http"
+			if u.Scheme == "wss" {
+				scheme = "https"
+			}
+			c.metricsURLs = append(c.metricsURLs, scheme+"://"+u.Host+"/metrics")
+		}
+	} else {
+		c.metricsURLs = splitList(c.metricsURL)
+		if len(c.metricsURLs) == 1 && c.metricsURLs[0] == "-" {
+			for len(c.metricsURLs) < len(c.urls) {
+				c.metricsURLs = append(c.metricsURLs, "-")
+			}
+		}
+		if len(c.metricsURLs) != len(c.urls) {
+			fmt.Fprintf(c.stderr, "parley bench %s: --metrics-url has %d entries for %d --url entries (one per server, or -)\n", c.name, len(c.metricsURLs), len(c.urls))
+			return 2
+		}
+	}
+	if c.serverPIDArg != "" && c.serverPIDArg != "0" {
+		for _, f := range splitList(c.serverPIDArg) {
+			pid, err := strconv.Atoi(f)
+			if err != nil || pid <= 0 {
+				fmt.Fprintf(c.stderr, "parley bench %s: --server-pid: %q is not a process id\n", c.name, f)
+				return 2
+			}
+			c.serverPIDs = append(c.serverPIDs, pid)
+		}
+		if len(c.serverPIDs) != len(c.urls) {
+			fmt.Fprintf(c.stderr, "parley bench %s: --server-pid has %d entries for %d --url entries (one per server)\n", c.name, len(c.serverPIDs), len(c.urls))
+			return 2
+		}
 	}
 	if c.room == "" {
 		c.room = fmt.Sprintf("bench-%s-%d", c.name, time.Now().UnixNano()%1e9)
@@ -189,9 +250,26 @@ func (c *common) token(user string) (string, error) {
 	return tok, err
 }
 
-// dialOpts for connection number i (spread over source addresses).
+// splitList splits a comma-separated flag value, dropping empty entries
+// and surrounding spaces.
+func splitList(v string) []string {
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// nodeOf is the server (index into urls) that connection number i uses:
+// round-robin.
+func (c *common) nodeOf(i int) int { return i % len(c.urls) }
+
+// dialOpts for connection number i (on server nodeOf(i), spread over
+// source addresses).
 func (c *common) dialOpts(i int, readBuf int) dialOpts {
-	o := dialOpts{url: c.url, readBuf: readBuf, timeout: c.connTimeout}
+	o := dialOpts{url: c.urls[c.nodeOf(i)], readBuf: readBuf, timeout: c.connTimeout}
 	if c.perSource > 0 {
 		o.src = sourceIP(i / c.perSource)
 	}
@@ -280,6 +358,10 @@ type Result struct {
 	// ClientCPUSeconds is this process's own CPU time (user+system) over
 	// the whole run: the client shares the machine with the server.
 	ClientCPUSeconds float64 `json:"client_cpu_s,omitempty"`
+
+	// Nodes is the per-server breakdown of a run against several servers
+	// (--url a,b,c); Server is then their sum.
+	Nodes []NodeResult `json:"nodes,omitempty"`
 
 	// Between worker processes only.
 	ConnectHist *sparseHist `json:"connect_hist,omitempty"`
@@ -414,7 +496,11 @@ func (r *Result) printTable(w io.Writer) {
 		add("client cpu", fmt.Sprintf("%.2f s (this process, whole run)", r.ClientCPUSeconds))
 	}
 	if s := r.Server; s != nil {
-		add("server cpu", fmt.Sprintf("%.2f s (%.2f cores, from %s)", s.CPUSeconds, s.CPUCores, s.Source))
+		total := ""
+		if len(r.Nodes) > 1 {
+			total = fmt.Sprintf(", sum of %d servers", len(r.Nodes))
+		}
+		add("server cpu", fmt.Sprintf("%.2f s (%.2f cores, from %s%s)", s.CPUSeconds, s.CPUCores, s.Source, total))
 		if s.CPUNsPerDelivery > 0 {
 			add("server cpu/delivery", fmt.Sprintf("%.0f ns", s.CPUNsPerDelivery))
 		}
@@ -443,6 +529,22 @@ func (r *Result) printTable(w io.Writer) {
 		if s.GoroutinesAfter > 0 {
 			add("server goroutines", strconv.FormatInt(s.GoroutinesAfter, 10))
 		}
+	}
+	for k, n := range r.Nodes {
+		line := fmt.Sprintf("%s  clients %d", n.URL, n.Clients)
+		if n.Delivered > 0 {
+			line += fmt.Sprintf("  delivered %d (%.0f /s)", n.Delivered, n.DeliveredPerSec)
+		}
+		if s := n.Latency; s != nil && s.Count > 0 {
+			line += fmt.Sprintf("  latency p50 %s p99 %s", fmtUs(s.P50), fmtUs(s.P99))
+		}
+		if s := n.AckLatency; s != nil && s.Count > 0 {
+			line += fmt.Sprintf("  ack p50 %s p99 %s", fmtUs(s.P50), fmtUs(s.P99))
+		}
+		if s := n.Server; s != nil {
+			line += fmt.Sprintf("  cpu %.2f s (%.2f cores)  rss %.1f MiB", s.CPUSeconds, s.CPUCores, float64(s.RSSAfter)/(1<<20))
+		}
+		add(fmt.Sprintf("server %d", k+1), line)
 	}
 	width := 0
 	for _, r := range rows {
@@ -493,27 +595,61 @@ type serverSample struct {
 	stack      int64 // go_memstats_stack_inuse_bytes
 	syscr      int64 // read syscalls (/proc/PID/io), -1 when unknown
 	syscw      int64 // write syscalls
+
+	nodes []serverSample // with several servers: each one's sample (the fields above are their sums)
 }
 
 var metricsClient = &http.Client{Timeout: 3 * time.Second}
 
 // sampleServer reads the server's CPU time and RSS from /proc/PID when a
-// pid was given, and its Go heap from /metrics when reachable.
+// pid was given, and its Go heap from /metrics when reachable. With
+// several servers it samples each and sums: ok only when every one
+// answered, syscalls only when every one's are known.
 func (c *common) sampleServer() serverSample {
+	if len(c.urls) <= 1 {
+		return c.sampleNode(0)
+	}
+	s := serverSample{at: time.Now(), ok: true}
+	for k := range c.urls {
+		n := c.sampleNode(k)
+		s.nodes = append(s.nodes, n)
+		s.ok = s.ok && n.ok
+		s.cpu += n.cpu
+		s.rss += n.rss
+		s.heap += n.heap
+		s.goroutines += n.goroutines
+		s.stack += n.stack
+		if n.syscr < 0 || s.syscr < 0 {
+			s.syscr, s.syscw = -1, -1
+		} else {
+			s.syscr += n.syscr
+			s.syscw += n.syscw
+		}
+	}
+	return s
+}
+
+// sampleNode samples server k (its --metrics-url and --server-pid entry).
+func (c *common) sampleNode(k int) serverSample {
 	s := serverSample{at: time.Now()}
-	m := scrapeMetrics(c.metricsURL)
+	var metricsURL string
+	if k < len(c.metricsURLs) {
+		metricsURL = c.metricsURLs[k]
+	}
+	m := scrapeMetrics(metricsURL)
 	if m != nil {
 		s.heap = int64(m["go_memstats_heap_inuse_bytes"])
 		s.stack = int64(m["go_memstats_stack_inuse_bytes"])
 		s.goroutines = int64(m["go_goroutines"])
 	}
 	s.syscr, s.syscw = -1, -1
-	if c.serverPID > 0 {
-		cpu, rss, err := procUsage(c.serverPID)
+	if k < len(c.serverPIDs) {
+		pid := c.serverPIDs[k]
+		cpu, rss, err := procUsage(pid)
 		if err == nil {
 			s.ok, s.cpu, s.rss = true, cpu, rss
 		}
-		s.syscr, s.syscw = procIO(c.serverPID)
+		s.syscr, s.syscw = procIO(pid)
 		return s
 	}
 	if m != nil {
@@ -525,13 +661,14 @@ func (c *common) sampleServer() serverSample {
 }
 
 func (c *common) serverSource() string {
-	if c.serverPID > 0 {
+	if len(c.serverPIDs) > 0 {
 		return "proc"
 	}
 	return "metrics"
 }
 
-// usage turns two samples into a ServerUsage (nil when unavailable).
+// usage turns two samples into a ServerUsage (nil when unavailable). With
+// several servers it is the sum; nodeUsage gives each one's.
 func (c *common) usage(a, b serverSample) *ServerUsage {
 	if !a.ok || !b.ok {
 		return nil
@@ -544,6 +681,63 @@ func (c *common) usage(a, b serverSample) *ServerUsage {
 		u.CPUCores = math.Round(u.CPUSeconds/d*100) / 100
 	}
 	return u
+}
+
+// nodeUsage is server k's own usage between two samples of several
+// servers (nil when unavailable).
+func (c *common) nodeUsage(a, b serverSample, k int) *ServerUsage {
+	if k >= len(a.nodes) || k >= len(b.nodes) {
+		return nil
+	}
+	return c.usage(a.nodes[k], b.nodes[k])
+}
+
+// NodeResult is one server's share of a run against several servers
+// (--url a,b,c): its clients (connection i is on server i mod n), what
+// they received, and the server's own CPU and memory.
+type NodeResult struct {
+	URL             string       `json:"url"`
+	Clients         int          `json:"clients"`
+	Delivered       uint64       `json:"delivered,omitempty"`
+	DeliveredPerSec float64      `json:"delivered_per_s,omitempty"`
+	Latency         *Summary     `json:"latency,omitempty"`
+	AckLatency      *Summary     `json:"ack_latency,omitempty"`
+	Server          *ServerUsage `json:"server,omitempty"`
+}
+
+// nodeResults fills res.Nodes when there are several servers: per server,
+// the room members on it (rr may be nil: connections), their delivery and
+// acknowledgement latencies, and its usage between a and b. secs is the
+// span deliveries/s are computed over.
+func (c *common) nodeResults(res *Result, rr *roomRun, a, b serverSample, secs float64) {
+	if len(c.urls) <= 1 {
+		return
+	}
+	res.Nodes = make([]NodeResult, len(c.urls))
+	for k, u := range c.urls {
+		nr := NodeResult{URL: u, Server: c.nodeUsage(a, b, k)}
+		if rr != nil {
+			deliv, ack := NewHist(), NewHist()
+			for _, p := range rr.peers {
+				if p != nil && c.nodeOf(p.idx) == k {
+					nr.Clients++
+					deliv.Merge(p.hist)
+					ack.Merge(p.ack)
+				}
+			}
+			nr.Delivered = deliv.N
+			if secs > 0 && deliv.N > 0 {
+				nr.DeliveredPerSec = round1(float64(deliv.N) / secs)
+			}
+			if deliv.N > 0 {
+				nr.Latency = deliv.Summarize()
+			}
+			if ack.N > 0 {
+				nr.AckLatency = ack.Summarize()
+			}
+		}
+		res.Nodes[k] = nr
+	}
 }
 
 // procUsage reads utime+stime (clock ticks, 100 Hz on Linux) and VmRSS.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -376,5 +377,70 @@ func TestUsage(t *testing.T) {
 	errOut.Reset()
 	if Main([]string{"fanout", "--url", "ws://127.0.0.1:1/ws"}, &out, &errOut) != 2 {
 		t.Error("missing secret accepted")
+	}
+}
+
+// TestSeveralServers: --url a,b spreads the clients round-robin and
+// reports each server (two independent servers here; the cluster case is
+// internal/clustertest's TestClusterBenchFanout).
+func TestSeveralServers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real servers")
+	}
+	env := map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000"}
+	a, b := servertest.Start(t, env), servertest.Start(t, env)
+	urls := a.WSURL + "," + b.WSURL
+	run := func(args ...string) Result {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		full := append(args, "--url", urls, "--secret", servertest.Secret, "--json", "--quiet", "--max-error-rate", "0")
+		if code := Main(full, &out, &errOut); code != 0 {
+			t.Fatalf("%v: exit %d\nstdout: %s\nstderr: %s", args, code, out.String(), errOut.String())
+		}
+		var r Result
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			t.Fatalf("bad JSON %q: %v", out.String(), err)
+		}
+		if len(r.Nodes) != 2 || r.Nodes[0].URL != a.WSURL || r.Nodes[1].URL != b.WSURL {
+			t.Fatalf("%v: nodes %+v", args, r.Nodes)
+		}
+		return r
+	}
+
+	r := run("connections", "--n", "11", "--rate", "0", "--duration", "300ms", "--settle", "100ms")
+	if r.Connected != 11 || r.Nodes[0].Clients != 6 || r.Nodes[1].Clients != 5 {
+		t.Errorf("connections: %d connected, per server %d/%d; want 11, 6/5", r.Connected, r.Nodes[0].Clients, r.Nodes[1].Clients)
+	}
+	if r.Server == nil || r.Nodes[0].Server == nil || r.Nodes[1].Server == nil {
+		t.Fatalf("connections: no server usage: %+v %+v", r.Server, r.Nodes)
+	}
+	// Both servers run in this process: their /metrics each report it.
+	if sum := r.Nodes[0].Server.CPUSeconds + r.Nodes[1].Server.CPUSeconds; math.Abs(sum-r.Server.CPUSeconds) > 0.015 {
+		t.Errorf("server cpu %.2f is not the sum of %.2f and %.2f", r.Server.CPUSeconds, r.Nodes[0].Server.CPUSeconds, r.Nodes[1].Server.CPUSeconds)
+	}
+
+	// Independent servers: each writer's room lives on its own server,
+	// so every batch is acknowledged; writers 0 and 2 on a, 1 and 3 on b.
+	r = run("storage", "--writers", "4", "--rooms", "4", "--inflight", "2", "--duration", "500ms")
+	if r.Acked == 0 || r.Acked != r.Sent {
+		t.Errorf("storage: acked %d of %d", r.Acked, r.Sent)
+	}
+	for k, n := range r.Nodes {
+		if n.Clients != 2 || n.AckLatency == nil || n.AckLatency.Count == 0 {
+			t.Errorf("storage, server %d: %d clients, ack latency %+v", k, n.Clients, n.AckLatency)
+		}
+	}
+
+	// One pid or metrics URL per server.
+	for _, bad := range [][]string{
+		{"--server-pid", strconv.Itoa(os.Getpid())},
+		{"--metrics-url", a.URL + "/metrics"},
+		{"--server-pid", "1,x"},
+	} {
+		var out, errOut bytes.Buffer
+		args := append([]string{"fanout", "--url", urls, "--secret", servertest.Secret}, bad...)
+		if code := Main(args, &out, &errOut); code != 2 {
+			t.Errorf("%v: exit %d (%s), want 2", bad, code, errOut.String())
+		}
 	}
 }

@@ -126,6 +126,14 @@ func runConnections(ctx context.Context, args []string, stdout, stderr io.Writer
 		res.Server = u
 		res.Params["rss_at_ready_bytes"] = atReady.rss
 	}
+	c.nodeResults(res, nil, before, afterEnd, 0)
+	if res.Nodes != nil {
+		// Connection i went to server i mod n; what failed is not known
+		// per server, so this is the share attempted.
+		for k := range res.Nodes {
+			res.Nodes[k].Clients = (*n - k + len(c.urls) - 1) / len(c.urls)
+		}
+	}
 	res.computeErrorRate()
 	return res.finish(c)
 }

@@ -157,6 +157,7 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		res.Server = u
 	}
+	c.nodeResults(res, rr, before, after, span)
 	res.computeErrorRate()
 	return res.finish(c)
 }

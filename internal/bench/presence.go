@@ -163,6 +163,7 @@ func runPresence(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		}
 		res.Server = u
 	}
+	c.nodeResults(res, rr, before, after, sendSecs)
 	res.computeErrorRate()
 	return res.finish(c)
 }

@@ -183,7 +183,34 @@ func (rr *roomRun) connectPeers(ctx context.Context, n int, prefix string, roomO
 		return ctx.Err()
 	}
 	// Join one at a time per room would be slow; join all, then wait.
-	for _, p := range rr.peers {
+	// Against several servers (a cluster), or with --first-join-alone,
+	// member 0 joins first, alone: the node that takes a room's lease is
+	// the first to ask for it, so this makes the first URL's node the
+	// owner of the room(s) of member 0 instead of whichever node wins the
+	// race, and the room is loaded before the other joins arrive.
+	first := 0
+	if c.joinFirst && len(rr.peers) > 0 {
+		p := rr.peers[0]
+		msg := fmt.Sprintf(`{"type":"room:join","id":"j%d","data":{"room_id":%q}}`, p.idx, p.room)
+		if err := p.c.writeText([]byte(msg)); err != nil {
+			rr.closeAll()
+			return fmt.Errorf("join: %w", err)
+		}
+		select {
+		case <-p.joined:
+		case <-p.done:
+			rr.closeAll()
+			return fmt.Errorf("peer 0 disconnected while joining (close code %d)", p.c.closeCode)
+		case <-time.After(3 * c.connTimeout):
+			rr.closeAll()
+			return errors.New("timed out waiting for member 0's room:state")
+		case <-ctx.Done():
+			rr.closeAll()
+			return ctx.Err()
+		}
+		first = 1
+	}
+	for _, p := range rr.peers[first:] {
 		msg := fmt.Sprintf(`{"type":"room:join","id":"j%d","data":{"room_id":%q}}`, p.idx, p.room)
 		if err := p.c.writeText([]byte(msg)); err != nil {
 			rr.closeAll()

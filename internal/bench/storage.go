@@ -199,6 +199,7 @@ func runStorage(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 		res.Server = u
 	}
+	c.nodeResults(res, rr, before, after, window)
 	res.computeErrorRate()
 	return res.finish(c)
 }
