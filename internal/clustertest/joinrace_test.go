@@ -2,7 +2,6 @@ package clustertest
 
 import (
 	"fmt"
-	"os"
 	"testing"
 	"time"
 )
@@ -19,14 +18,9 @@ import (
 // (owned returns nil), falls through to Acquire with the lease it read as
 // prev, whose compare-and-set succeeds on this node's own fresh lease, and
 // takeRoom replaces X's room (marking it gone) while X's joiners are in it.
-//
-// Skipped unless PARLEY_CLUSTERTEST_JOIN_RACE=1 until rooms is fixed (it
-// fails about one round in 20–40 on the 2-core test machine); then it
-// should run always.
+// Fixed by serialising resolve per room on a node (rooms.Manager
+// resolveLock); internal/rooms has the unit test of the same race.
 func TestClusterConcurrentFirstJoins(t *testing.T) {
-	if os.Getenv("PARLEY_CLUSTERTEST_JOIN_RACE") != "1" {
-		t.Skip("known bug in internal/rooms (two instances of a room after concurrent first joins on one node): set PARLEY_CLUSTERTEST_JOIN_RACE=1 to run")
-	}
 	t.Parallel()
 	c := New(t, Options{Nodes: []string{"n1"}})
 	n1 := c.Node("n1")

@@ -479,8 +479,13 @@ func (c *Conn) readLoop() {
 		case kindPong:
 			continue
 		case kindClose:
+			// The peer's close frame ends the closing handshake (ours is
+			// queued or already sent): nothing more may follow it, so
+			// there is nothing to drain; serve closes the TCP connection
+			// once our close frame is written (RFC 6455 §7.1.1: the
+			// server closes first). Waiting here for the peer to drop the
+			// connection held a drain up to 2 s per client.
 			c.Close(f.closeCode, "")
-			c.drain(r)
 			return
 		}
 		if f.binary {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -404,5 +405,35 @@ func TestEveryWrittenFrameCounted(t *testing.T) {
 	})
 	if got := out(protocol.TypeConnected); got != 2 {
 		t.Fatalf("connected counted %v times, want 2", got)
+	}
+}
+
+// TestServerClosesAfterClosingHandshake: when the server closes (here a
+// shutdown, 1001) and the client answers with its close frame but keeps
+// the TCP connection open, the connection is over at once (RFC 6455
+// §7.1.1: the server closes the TCP connection first): the reader used to
+// keep reading until the client hung up, up to 2 s per connection, which
+// held Gateway.Shutdown and so a cluster node's room handover.
+func TestServerClosesAfterClosingHandshake(t *testing.T) {
+	e := start(t, defaultOpts())
+	rc := rawConnect(t, e, "u")
+	done := make(chan struct{})
+	go func() { _ = e.gw.Shutdown(context.Background()); close(done) }()
+	if code := rc.closeCode(); code != protocol.CloseGoingAway {
+		t.Fatalf("close code %d, want 1001", code)
+	}
+	reply := ws.MaskFrameInPlace(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusGoingAway, "")))
+	if err := ws.WriteFrame(rc.nc, reply); err != nil {
+		t.Fatal(err)
+	}
+	// Well under the 2 s the server gives a peer that never answers; the
+	// client keeps its side open all along.
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Fatal("Shutdown still waits for a client that completed the closing handshake")
+	}
+	if n, err := rc.br.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the closing handshake: read %d bytes, %v; want EOF", n, err)
 	}
 }
