@@ -474,19 +474,37 @@ func TestClusterRefreshUser(t *testing.T) {
 	if f.Type != "error" || f.Err.Code != protocol.CodeNotFound {
 		t.Fatalf("removed client wrote: %s %+v", f.Type, f.Err)
 	}
-	// Write lost, read kept: the client stays but cannot write.
+	// Write lost, read kept: the client stays but cannot write. The
+	// refresh reaches n1 asynchronously: wait until the owner holds a's
+	// new permissions, then write.
 	tc.acc.deny("ua", access.Write)
 	tc.m["n3"].RefreshUser(context.Background(), "r", "ua")
-	deadline := 0
-	for {
-		send(t, tc.m["n1"], a, protocol.TypeRoomUpdateStorage, fmt.Sprint("wa", deadline), map[string]any{"room_id": "r", "ops": addOp("y", deadline)})
-		f := a.wait(t, &ca, "answer", func(f frame) bool { return f.ID == fmt.Sprint("wa", deadline) })
-		if f.Type == "error" && f.Err.Code == protocol.CodeForbidden {
-			break
+	eventually(t, "a's write permission taken away at the owner", func() bool {
+		r := tc.m["n1"].owned("r", nil)
+		if r == nil {
+			return false
 		}
-		if deadline++; deadline > 200 {
-			t.Fatalf("write permission never taken away: %s", f.Type)
-		}
+		defer tc.m["n1"].release(r)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		c := r.clients["a"]
+		return c != nil && c.perms&access.Write == 0
+	})
+	send(t, tc.m["n1"], a, protocol.TypeRoomUpdateStorage, "wa", map[string]any{"room_id": "r", "ops": addOp("y", 1)})
+	f = a.wait(t, &ca, "answer", func(f frame) bool { return f.ID == "wa" })
+	if f.Type != "error" || f.Err.Code != protocol.CodeForbidden {
+		t.Fatalf("write after losing write permission: %s %+v", f.Type, f.Err)
+	}
+	r := tc.m["n1"].owned("r", nil)
+	if r == nil {
+		t.Fatal("room r left memory")
+	}
+	defer tc.m["n1"].release(r)
+	r.mu.Lock()
+	_, in := r.clients["a"]
+	r.mu.Unlock()
+	if !in {
+		t.Fatal("a left the room; it kept read permission")
 	}
 }
 
