@@ -329,7 +329,9 @@ func (s *Service) syncPresence(user, newConn string) {
 }
 
 // ensureOnline makes the user's status entry online: created from their
-// stored status when there is none (the audience is told), or a grace
+// stored status when there is none (the audience is told; the user's own
+// connections are not: the new one asks GET /api/presence, as on one
+// node), or a grace
 // turned back to online (nothing to tell: the others saw the chosen
 // status all along).
 func (s *Service) ensureOnline(ctx context.Context, user, newConn string) {
@@ -348,7 +350,7 @@ func (s *Service) ensureOnline(ctx context.Context, user, newConn string) {
 			if !ValidStatus(chosen) {
 				chosen = StatusOnline
 			}
-			_, ok, err := cl.CreateStatus(ctx, user, shownValue{State: shownOnline, Chosen: chosen, Own: true, Except: newConn}.encode())
+			_, ok, err := cl.CreateStatus(ctx, user, shownValue{State: shownOnline, Chosen: chosen}.encode())
 			if err != nil {
 				s.log.Error("chat: write user status entry", "user", user, "err", err)
 				return
