@@ -127,7 +127,7 @@ type Node struct {
 	ctlResync     bool
 	ctlPending    atomic.Bool
 	handler       atomic.Pointer[handlerBox]
-	handlerMu     sync.Mutex // serialises SetHandler
+	handlerMu     sync.Mutex                     // serialises SetHandler
 	downHooks     atomic.Pointer[[]func(string)] // OnNodeDown (status.go)
 	nodeSub       *nats.Subscription
 	nodeRoomsSubj string // <cluster>.node.<id>.rooms
