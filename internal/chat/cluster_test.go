@@ -354,6 +354,11 @@ func newTestCluster(t *testing.T, st Store, grace time.Duration, ids ...string) 
 		tc.broker.mu.Unlock()
 		tc.nodes[id] = &testNode{id: id, hub: h, svc: svc}
 	}
+	eventually(t, 5*time.Second, "every typing subscription running", func() bool {
+		tc.mem.mu.Lock()
+		defer tc.mem.mu.Unlock()
+		return len(tc.mem.typers) == len(ids)
+	})
 	for _, n := range tc.nodes { // every watch running
 		select {
 		case <-n.svc.cl.ready:

@@ -23,6 +23,8 @@
 //	<cluster>.all               core NATS: deliveries to every connection (Broker.ToAll)
 //	<cluster>_nodes             JetStream KV bucket: the node registry, key <id>, History 1, TTL 1 h
 //	<cluster>_rooms             JetStream KV bucket: room leases, key roomToken(room id), History 1
+//	<cluster>_presence          JetStream KV bucket: user connections per node and user status (Status), History 1
+//	<cluster>.typing            core NATS: typing events between nodes (Status)
 //
 // Node ids are 1–64 of [A-Za-z0-9_-]; room and user ids are encoded as
 // unpadded base64url, so any id is one subject token and a valid KV key.
