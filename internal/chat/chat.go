@@ -88,6 +88,9 @@ type Options struct {
 	// saving a store read on every first connection. Only safe when this
 	// node is the only writer of statuses (no cluster).
 	CacheStatus bool
+	// Cluster, when not nil, makes user status and typing cluster-wide
+	// (cluster.go); nil is one node, everything in this process.
+	Cluster Cluster
 }
 
 // Service is the chat layer of one node.
@@ -101,6 +104,7 @@ type Service struct {
 	seed    maphash.Seed
 	typing  typingState
 	pres    presenceState
+	cl      clusterState
 	status  statusCache
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -130,12 +134,21 @@ func New(opts Options) *Service {
 	}
 	s.typing.init()
 	s.pres.init()
+	s.cl.init()
 	return s
 }
 
 // Start runs the typing, presence grace and presence coalescing goroutines
 // until Close.
 func (s *Service) Start() {
+	if s.opts.Cluster != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.typing.remote.Run(s.stop, contained(s.log, s.opts.Panics, s.remoteExpired))
+		}()
+		s.startCluster()
+	}
 	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
@@ -199,8 +212,9 @@ func (s *Service) Connected(sess gateway.Session, first bool) {
 }
 
 // Disconnected implements gateway.Lifecycle: when the user's last
-// connection on this node closed, their typing ends at once and their
-// offline grace period starts.
+// connection on this node closed, their typing started through this node
+// ends at once and their offline grace period starts (in a cluster: when
+// they have no connection left on any node, decided at its end).
 func (s *Service) Disconnected(sess gateway.Session, last bool) {
 	if !last {
 		return

@@ -40,6 +40,13 @@ func ValidStatus(s string) bool {
 // stored: a change stores a new one.
 type userPresence struct {
 	chosen string // the stored status
+	// In a cluster (Options.Cluster), the status entry it comes from:
+	// its revision, state (shownOnline or shownGrace), and for a grace its
+	// end (Unix ms) and the node that started it.
+	rev   uint64
+	state string
+	until int64
+	by    string
 }
 
 // presenceState is the presence of this node's users. Transitions of one
@@ -143,6 +150,10 @@ func (s *Service) presenceLock(user string) *sync.Mutex {
 // it, invisible included).
 func (s *Service) presenceConnected(sess gateway.Session) {
 	user := sess.UserID()
+	if s.opts.Cluster != nil {
+		s.syncPresence(user, sess.ID())
+		return
+	}
 	mu := s.presenceLock(user)
 	mu.Lock()
 	defer mu.Unlock()
@@ -167,6 +178,10 @@ func (s *Service) presenceConnected(sess gateway.Session) {
 // presenceDisconnected starts the user's grace period (their last
 // connection here closed).
 func (s *Service) presenceDisconnected(user string) {
+	if s.opts.Cluster != nil {
+		s.syncPresence(user, "")
+		return
+	}
 	mu := s.presenceLock(user)
 	mu.Lock()
 	defer mu.Unlock()
@@ -178,6 +193,12 @@ func (s *Service) presenceDisconnected(user string) {
 
 // graceExpired: the user did not come back; they are offline.
 func (s *Service) graceExpired(user string) {
+	if s.opts.Cluster != nil {
+		if s.pres.grace.Settle(user) {
+			s.graceEnded(user)
+		}
+		return
+	}
 	mu := s.presenceLock(user)
 	mu.Lock()
 	defer mu.Unlock()
@@ -214,6 +235,9 @@ func (s *Service) handlePresence(ctx context.Context, sess gateway.Session, env 
 		return err
 	}
 	user := sess.UserID()
+	if s.opts.Cluster != nil {
+		return s.clusterSetStatus(ctx, sess, user, status)
+	}
 	mu := s.presenceLock(user)
 	mu.Lock()
 	defer mu.Unlock()
@@ -318,17 +342,20 @@ func (s *Service) send(ctx context.Context, user, own, others, exceptConn string
 		// Everyone, the user's own connections included, sees the same.
 		// (Not used when own is "": a connection of the user may be
 		// registering right now and must not see the others' view.)
-		s.broker.ToAll(protocol.Encode(protocol.TypePresenceUpdate, "", PresenceEvent{UserID: user, Presence: others}), exceptConn)
+		s.toAll(protocol.Encode(protocol.TypePresenceUpdate, "", PresenceEvent{UserID: user, Presence: others}), exceptConn)
 		return
 	}
 	if own != "" {
-		s.broker.ToUsers([]string{user}, protocol.Encode(protocol.TypePresenceUpdate, "",
+		s.toUsers([]string{user}, protocol.Encode(protocol.TypePresenceUpdate, "",
 			PresenceEvent{UserID: user, Presence: own}), exceptConn)
 	}
 	if others == "" {
 		return
 	}
 	var audience []string
+	if _, users := s.hub.Counts(); s.opts.Cluster != nil && users == 0 {
+		return // in a cluster each node tells its own connections only
+	}
 	if all {
 		// Every connected user but this one: the broker's ToAll cannot
 		// leave out one user's connections, and an invisible user's own
@@ -338,7 +365,7 @@ func (s *Service) send(ctx context.Context, user, own, others, exceptConn string
 		audience = s.sharingUsers(ctx, user)
 	}
 	if len(audience) > 0 {
-		s.broker.ToUsers(audience, protocol.Encode(protocol.TypePresenceUpdate, "",
+		s.toUsers(audience, protocol.Encode(protocol.TypePresenceUpdate, "",
 			PresenceEvent{UserID: user, Presence: others}), "")
 	}
 }

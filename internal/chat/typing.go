@@ -24,11 +24,51 @@ type typingState struct {
 
 	mu     sync.Mutex
 	byUser map[string]map[string]struct{} // user → rooms where they type
+
+	// In a cluster: the typers of other nodes (key → node), forgotten on
+	// their stop, or a typing timeout plus graceSlack after their last
+	// start (remote).
+	remote      *Timers[typingKey]
+	remoteMu    sync.Mutex
+	remoteNodes map[typingKey]string
 }
 
 func (t *typingState) init() {
 	t.timers = NewTimers[typingKey]()
 	t.byUser = make(map[string]map[string]struct{})
+	t.remote = NewTimers[typingKey]()
+	t.remoteNodes = make(map[typingKey]string)
+}
+
+func (t *typingState) remoteSet(k typingKey, node string) {
+	t.remoteMu.Lock()
+	defer t.remoteMu.Unlock()
+	t.remoteNodes[k] = node
+}
+
+// remoteDel forgets k if node ("" for any) holds it.
+func (t *typingState) remoteDel(k typingKey, node string) bool {
+	t.remoteMu.Lock()
+	defer t.remoteMu.Unlock()
+	if n, ok := t.remoteNodes[k]; ok && (node == "" || n == node) {
+		delete(t.remoteNodes, k)
+		return true
+	}
+	return false
+}
+
+// remoteOf takes node's typers out of the table.
+func (t *typingState) remoteOf(node string) []typingKey {
+	t.remoteMu.Lock()
+	defer t.remoteMu.Unlock()
+	var out []typingKey
+	for k, n := range t.remoteNodes {
+		if n == node {
+			out = append(out, k)
+			delete(t.remoteNodes, k)
+		}
+	}
+	return out
 }
 
 func (t *typingState) index(k typingKey, on bool) {
@@ -106,6 +146,9 @@ func (s *Service) handleTyping(ctx context.Context, sess gateway.Session, env pr
 		if s.typing.timers.Delete(k) {
 			s.typing.index(k, false)
 			s.sendTyping(ctx, protocol.TypeTypingStop, k)
+			s.publishTyping(typingOpStop, k)
+		} else {
+			s.publishTyping(typingOpEnd, k) // started through another node?
 		}
 		return nil
 	}
@@ -113,6 +156,7 @@ func (s *Service) handleTyping(ctx context.Context, sess gateway.Session, env pr
 		s.typing.index(k, true)
 		s.sendTyping(ctx, protocol.TypeTypingStart, k)
 	}
+	s.publishTyping(typingOpStart, k) // renewals too: the other nodes' table expires
 	return nil
 }
 
@@ -130,22 +174,34 @@ func (s *Service) sendTyping(ctx context.Context, typ string, k typingKey) {
 }
 
 // endTyping ends the user's typing in the room, if any, with a typing:stop
-// to the other members.
+// to the other members. In a cluster, typing started through another node
+// is ended by that node (one typing:stop): the end is published to it.
 func (s *Service) endTyping(ctx context.Context, roomID, userID string) {
 	k := typingKey{room: roomID, user: userID}
+	if !s.endTypingHere(ctx, k) {
+		s.publishTyping(typingOpEnd, k)
+	}
+}
+
+// endTypingHere ends typing started through this node; it reports
+// whether there was one.
+func (s *Service) endTypingHere(ctx context.Context, k typingKey) bool {
 	mu := s.typingLock(k)
 	mu.Lock()
 	defer mu.Unlock()
 	if s.typing.timers.Delete(k) {
 		s.typing.index(k, false)
 		s.sendTyping(ctx, protocol.TypeTypingStop, k)
+		s.publishTyping(typingOpStop, k)
+		return true
 	}
+	return false
 }
 
-// endUserTyping ends the user's typing everywhere.
+// endUserTyping ends the user's typing started through this node.
 func (s *Service) endUserTyping(ctx context.Context, userID string) {
 	for _, room := range s.typing.roomsOf(userID) {
-		s.endTyping(ctx, room, userID)
+		s.endTypingHere(ctx, typingKey{room: room, user: userID})
 	}
 }
 
@@ -161,4 +217,5 @@ func (s *Service) typingExpired(k typingKey) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	s.sendTyping(ctx, protocol.TypeTypingStop, k)
+	s.publishTyping(typingOpStop, k)
 }

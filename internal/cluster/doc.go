@@ -26,6 +26,8 @@
 //	<cluster>_calls             JetStream KV bucket: call leases (calls.go), key roomToken(room id), History 1
 //	<cluster>.node.<id>.calls   core NATS: call requests to node <id> as a call's media node (calls.go)
 //	<cluster>.node.<id>.conn    core NATS: a media node's frames for one connection on node <id> (calls.go)
+//	<cluster>_presence          JetStream KV bucket: user connections per node and user status (Status), History 1
+//	<cluster>.typing            core NATS: typing events between nodes (Status)
 //
 // Node ids are 1–64 of [A-Za-z0-9_-]; room and user ids are encoded as
 // unpadded base64url, so any id is one subject token and a valid KV key.

@@ -127,7 +127,8 @@ type Node struct {
 	ctlResync     bool
 	ctlPending    atomic.Bool
 	handler       atomic.Pointer[handlerBox]
-	handlerMu     sync.Mutex // serialises SetHandler
+	handlerMu     sync.Mutex                     // serialises SetHandler
+	downHooks     atomic.Pointer[[]func(string)] // OnNodeDown (status.go)
 	nodeSub       *nats.Subscription
 	nodeRoomsSubj string // <cluster>.node.<id>.rooms
 
@@ -476,6 +477,13 @@ func (n *Node) runControl() {
 	downs, resync := n.ctl, n.ctlResync
 	n.ctl, n.ctlResync = nil, false
 	n.ctlMu.Unlock()
+	if hooks := n.downHooks.Load(); hooks != nil {
+		for _, node := range downs {
+			for _, fn := range *hooks {
+				n.callHandler(func() { fn(node) })
+			}
+		}
+	}
 	h := n.roomHandler()
 	if h == nil {
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -17,7 +18,17 @@ import (
 // that stops the chat's expiry goroutines.
 func (s *Server) wireChat(base *api.Base) error {
 	cfg := s.cfg
-	svc := chat.New(chat.Options{
+	var cl chat.Cluster
+	if s.Cluster != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		st, err := s.Cluster.Status(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("chat: %w", err)
+		}
+		cl = st
+	}
+	svc := chat.New(chat.Options{Cluster: cl,
 		Store: s.Store, Broker: s.Broker, Hub: s.Hub, Rooms: s.Rooms, Calls: callAccess{s}, Access: s.Access, Log: s.log, Panics: s.Metrics,
 		TypingTimeout: cfg.TypingTimeout, PresenceOfflineGrace: cfg.PresenceOfflineGrace,
 		PresenceAudience: cfg.PresenceAudience, PresenceUpdateInterval: cfg.PresenceUpdateInterval,
