@@ -365,11 +365,6 @@ func (m *Manager) ownerOf(ctx context.Context, e *edge) (Lease, *Room, error) {
 	e.mu.Lock()
 	if e.resyncing {
 		// Its sync must carry every client: one joining now included.
-		for _, lc := range e.clients {
-			if !m.isIn(lc.s.ID(), e.id) {
-				lc.joining = true
-			}
-		}
 		e.again = true
 		e.mu.Unlock()
 		return Lease{}, nil, errResyncing
@@ -412,20 +407,29 @@ func (m *Manager) joinCluster(ctx context.Context, s Session, reqID string, d jo
 	if err != nil {
 		return err
 	}
+	// Tracked from now on, so that a leave or a disconnect before the
+	// answer finds the pending join and takes it back at the owner.
+	wasIn := m.isIn(s.ID(), d.RoomID)
+	m.track(s.ID(), d.RoomID)
 	e.mu.Lock()
 	lc := e.clients[s.ID()]
 	if lc == nil {
 		lc = &localClient{s: s, presence: d.Presence}
 		e.clients[s.ID()] = lc
 	}
-	lc.perms, lc.reqID, lc.since = perms, reqID, d.SinceVersion
+	// Joining until answered: a resync that carries it answers the join
+	// (deliverStates), and events are not delivered to it before.
+	lc.perms, lc.reqID, lc.since, lc.joining = perms, reqID, d.SinceVersion, true
 	e.mu.Unlock()
 	fail := func(err error) error {
-		e.mu.Lock()
-		if !m.isIn(s.ID(), d.RoomID) {
-			delete(e.clients, s.ID())
+		if !wasIn {
+			e.mu.Lock()
+			if e.clients[s.ID()] == lc {
+				delete(e.clients, s.ID())
+			}
+			e.mu.Unlock()
+			m.untrack(s.ID(), d.RoomID)
 		}
-		e.mu.Unlock()
 		m.dropEdgeIfEmpty(e)
 		return err
 	}
@@ -439,9 +443,6 @@ func (m *Manager) joinCluster(ctx context.Context, s Session, reqID string, d jo
 		return fail(err)
 	}
 	if r == nil {
-		e.mu.Lock()
-		lc.joining = true
-		e.mu.Unlock()
 		m.sendNode(l.Node, nodeMsg{Kind: kindJoin, Room: d.RoomID, Epoch: l.Epoch, Conn: s.ID(), User: s.UserID(),
 			Name: s.Name(), ReqID: reqID, Perms: perms, Presence: d.Presence, Since: d.SinceVersion})
 		// A lost join (at most once) is answered by a resync, which gives
@@ -458,22 +459,23 @@ func (m *Manager) joinCluster(ctx context.Context, s Session, reqID string, d jo
 		return nil
 	}
 	defer m.release(r)
-	wasIn := m.isIn(s.ID(), d.RoomID)
-	m.track(s.ID(), d.RoomID) // before the client hears it is in
+	e.mu.Lock()
+	lc.joining = false // answered below, before anything else can reach it
+	e.mu.Unlock()
 	r.mu.Lock()
 	perr := r.addClient(localOrigin(s, reqID), perms, d.Presence, d.SinceVersion)
 	r.mu.Unlock()
 	if perr != nil {
-		if !wasIn {
-			m.untrack(s.ID(), d.RoomID)
-		}
 		return fail(perr)
 	}
 	return nil
 }
 
 // leaveCluster is room:leave (or a disconnect) in a cluster: the leaver
-// gets its room:left here at once, the owner tells everyone else.
+// gets its room:left here at once, the owner (or the node a resync is
+// taking the room's clients to) tells everyone else. A pending join is
+// taken back the same way: the leave follows the join (or the sync that
+// carried the client) to the same node, in order.
 func (m *Manager) leaveCluster(s Session, roomID, reqID string) {
 	e, _ := m.edgeFor(roomID, false)
 	if e == nil {
@@ -482,24 +484,26 @@ func (m *Manager) leaveCluster(s Session, roomID, reqID string) {
 	e.mu.Lock()
 	_, in := e.clients[s.ID()]
 	delete(e.clients, s.ID())
-	l, known := e.lease, e.known
+	l := e.lease // the owner, or the one a resync is syncing with
 	e.mu.Unlock()
 	if !in {
 		return
 	}
-	if known && l.Node == m.cl.NodeID() {
+	leftCopy := true
+	switch {
+	case l.Node == m.cl.NodeID():
 		if r := m.owned(roomID, &l); r != nil {
 			r.mu.Lock()
-			r.removeLocked(s.ID(), reqID, false)
+			leftCopy = !r.removeLocked(s.ID(), reqID, leftByRequest)
 			r.mu.Unlock()
 			m.release(r)
 		}
-	} else {
+	case l.Node != "":
+		m.sendNode(l.Node, nodeMsg{Kind: kindLeave, Room: roomID, Epoch: l.Epoch, Conn: s.ID()})
+	}
+	if leftCopy {
 		s.Send(protocol.Encode(protocol.TypeRoomLeft, reqID,
 			map[string]string{"room_id": roomID, "client_id": s.ID(), "user_id": s.UserID()}))
-		if known {
-			m.sendNode(l.Node, nodeMsg{Kind: kindLeave, Room: roomID, Epoch: l.Epoch, Conn: s.ID()})
-		}
 	}
 	m.dropEdgeIfEmpty(e)
 }

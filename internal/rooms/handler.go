@@ -69,7 +69,7 @@ func (m *Manager) ownerMessage(msg nodeMsg) {
 	case kindLeave:
 		r.mu.Lock()
 		if c := r.clients[msg.Conn]; c != nil && c.node == msg.From {
-			r.removeLocked(msg.Conn, "", true)
+			r.removeLocked(msg.Conn, "", leftOnItsNode)
 		}
 		r.mu.Unlock()
 	case kindPresence:
@@ -141,7 +141,7 @@ func (r *Room) syncNode(node string, clients []syncClient) {
 			cnode = r.m.cl.NodeID()
 		}
 		if cnode == node && !want[c.id] {
-			r.removeLocked(c.id, "", true)
+			r.removeLocked(c.id, "", leftOnItsNode)
 		}
 	}
 	if r.usable() != nil {
@@ -289,6 +289,7 @@ func (m *Manager) edgeMessage(msg nodeMsg) {
 		if msg.Err != nil {
 			delete(e.clients, msg.Conn)
 			e.mu.Unlock()
+			m.untrack(msg.Conn, msg.Room)
 			lc.s.ReplyError(msg.ReqID, msg.Err)
 			m.dropEdgeIfEmpty(e)
 			return
@@ -390,8 +391,9 @@ func (m *Manager) RoomMessage(roomID string, b []byte) {
 			return // already told (its node died)
 		}
 		delete(e.roster, ev.client)
-		if lc := e.clients[ev.client]; lc != nil && ev.except == "" {
-			// The owner removed one of this node's clients.
+		if lc := e.clients[ev.client]; lc != nil && ev.except == "" && !lc.joining {
+			// The owner removed one of this node's clients (not a join of
+			// the same connection sent after it left).
 			lc.s.Send(ev.frame)
 			delete(e.clients, ev.client)
 			untrack = ev.client
@@ -419,7 +421,7 @@ func (m *Manager) NodeDown(node string) {
 		r.mu.Lock()
 		for _, c := range append([]*client(nil), r.order...) {
 			if c.node == node {
-				r.removeLocked(c.id, "", true)
+				r.removeLocked(c.id, "", removedByOwner)
 			}
 		}
 		r.mu.Unlock()

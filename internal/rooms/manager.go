@@ -410,7 +410,7 @@ func (m *Manager) leave(s Session, roomID, reqID string) {
 		return
 	}
 	r.mu.Lock()
-	r.removeLocked(s.ID(), reqID, false)
+	r.removeLocked(s.ID(), reqID, leftByRequest)
 	r.mu.Unlock()
 	m.release(r)
 }

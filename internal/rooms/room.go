@@ -363,13 +363,27 @@ func (r *Room) addLocked(c *client) {
 	r.emit(event{kind: evJoined, except: c.id, client: c.id, user: c.user, node: node, frame: joined})
 }
 
-// removeLocked takes connID out of the room. For a leave the client asked
-// for (owner == false) everyone else gets room:left and the leaver its own
-// copy carrying reqID (through its node when it is elsewhere); when the
-// owner removes a client (a reset, a dead node, a resync) everyone gets
-// the same room:left event, the leaver's node included. Needs r.mu.
-// Reports whether the client was in the room.
-func (r *Room) removeLocked(connID, reqID string, owner bool) bool {
+// leaveHow says who is told that a client left, and how.
+type leaveHow int
+
+const (
+	// leftByRequest: the client asked (room:leave, a disconnect) on this
+	// node. Everyone else gets room:left; the leaver its own copy carrying
+	// the request id.
+	leftByRequest leaveHow = iota
+	// leftOnItsNode: the client's node took it out and already gave it its
+	// copy (a leave forwarded by another node, a resync without it).
+	// Everyone else gets room:left.
+	leftOnItsNode
+	// removedByOwner: the owner removes the client (a reset, its node
+	// died). Everyone gets the same room:left, the client's node included,
+	// which untracks it there.
+	removedByOwner
+)
+
+// removeLocked takes connID out of the room and tells who how says.
+// Needs r.mu. Reports whether the client was in the room.
+func (r *Room) removeLocked(connID, reqID string, how leaveHow) bool {
 	c, ok := r.clients[connID]
 	if !ok {
 		return false
@@ -377,7 +391,7 @@ func (r *Room) removeLocked(connID, reqID string, owner bool) bool {
 	data := map[string]string{"room_id": r.id, "client_id": connID, "user_id": c.user}
 	frame := protocol.Encode(protocol.TypeRoomLeft, "", data)
 	except := connID
-	if owner {
+	if how == removedByOwner {
 		except = ""
 	}
 	r.emit(event{kind: evLeft, except: except, client: connID, user: c.user, frame: frame})
@@ -391,15 +405,9 @@ func (r *Room) removeLocked(connID, reqID string, owner bool) bool {
 	if c.sink == nil {
 		r.remote--
 	}
-	if !owner {
+	if how == leftByRequest && c.sink != nil {
 		enc, _ := protocol.Marshal(data)
-		switch {
-		case c.sink != nil:
-			c.sink.Send(protocol.Encode(protocol.TypeRoomLeft, reqID, json.RawMessage(enc)))
-		case c.node != "":
-			r.m.sendNode(c.node, nodeMsg{Kind: kindReply, Room: r.id, Conn: connID, Type: protocol.TypeRoomLeft,
-				ReqID: reqID, Data: enc})
-		}
+		c.sink.Send(protocol.Encode(protocol.TypeRoomLeft, reqID, json.RawMessage(enc)))
 	}
 	return true
 }

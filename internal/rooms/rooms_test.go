@@ -659,3 +659,72 @@ func TestClusterConcurrentFirstJoins(t *testing.T) {
 		s.wait(t, &cur, "the broadcast", isType(protocol.TypeRoomEvent, ""))
 	}
 }
+
+// ownerMembers returns the client ids the owner (on node) has in room.
+func ownerMembers(tc *testCluster, node, room string) []string {
+	r := tc.m[node].owned(room, nil)
+	if r == nil {
+		return nil
+	}
+	defer tc.m[node].release(r)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, c := range r.order {
+		out = append(out, c.id)
+	}
+	return out
+}
+
+// A connection that closes while its join is unanswered never stays a
+// member (the review found 54 of 100 such connections listed forever).
+func TestClusterDisconnectDuringJoin(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2")
+	a := newSession("a", "ua")
+	var ca int
+	join(t, tc.m["n1"], a, "r", &ca)
+	for i := 0; i < 20; i++ {
+		b := newSession(fmt.Sprint("b", i), "ub")
+		send(t, tc.m["n2"], b, protocol.TypeRoomJoin, "j", map[string]any{"room_id": "r"})
+		tc.m["n2"].Disconnected(b, true)
+	}
+	// A barrier: d's join from n2 is answered after every join above
+	// (node messages are ordered).
+	d := newSession("d", "ud")
+	var cd int
+	join(t, tc.m["n2"], d, "r", &cd)
+	eventually(t, "only a and d in the room", func() bool {
+		return fmt.Sprint(ownerMembers(tc, "n1", "r")) == "[a d]"
+	})
+	if n := tc.m["n2"].TrackedConnections(); n != 1 {
+		t.Fatalf("n2 tracks %d connections, want 1 (d)", n)
+	}
+}
+
+// A leave and a join sent back to back by one connection: every join is
+// answered, the connection ends in the room exactly once, and it is gone
+// everywhere after it disconnects (the review found unanswered joins and
+// permanent ghosts).
+func TestClusterRapidLeaveJoin(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2")
+	a, c, b := newSession("a", "ua"), newSession("c", "uc"), newSession("b", "ub")
+	var ca, cc, cb int
+	join(t, tc.m["n1"], a, "r", &ca)
+	join(t, tc.m["n2"], c, "r", &cc) // a companion on b's node
+	join(t, tc.m["n2"], b, "r", &cb)
+	for i := 0; i < 30; i++ {
+		send(t, tc.m["n2"], b, protocol.TypeRoomLeave, fmt.Sprint("l", i), map[string]any{"room_id": "r"})
+		id := fmt.Sprint("j", i)
+		send(t, tc.m["n2"], b, protocol.TypeRoomJoin, id, map[string]any{"room_id": "r"})
+		if f := b.wait(t, &cb, "answer to "+id, func(f frame) bool { return f.ID == id }); f.Type != protocol.TypeRoomState {
+			t.Fatalf("%s: %s %+v", id, f.Type, f.Err)
+		}
+	}
+	send(t, tc.m["n2"], b, protocol.TypeRoomUpdatePresence, "p", map[string]any{"room_id": "r", "presence": map[string]any{"k": 1}})
+	if f := b.wait(t, &cb, "presence answer", func(f frame) bool { return f.ID == "p" }); f.Type != protocol.TypeRoomPresenceUpdated {
+		t.Fatalf("presence after the joins: %s %+v", f.Type, f.Err)
+	}
+	eventually(t, "b once at the owner", func() bool { return fmt.Sprint(ownerMembers(tc, "n1", "r")) == "[a c b]" })
+	tc.m["n2"].Disconnected(b, true)
+	eventually(t, "b gone at the owner", func() bool { return fmt.Sprint(ownerMembers(tc, "n1", "r")) == "[a c]" })
+}

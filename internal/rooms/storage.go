@@ -183,7 +183,7 @@ func (m *Manager) resetRoom(r *Room) {
 	r.gen++
 	clients := append([]*client(nil), r.order...)
 	for _, c := range clients {
-		r.removeLocked(c.id, "", true)
+		r.removeLocked(c.id, "", removedByOwner)
 	}
 	r.mu.Unlock()
 	m.log.Error("room reset after a panic in its commit callback", "room", r.id, "clients", len(clients))
