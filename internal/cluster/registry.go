@@ -38,6 +38,7 @@ type peer struct {
 	lastSeen time.Time // local receive time of its last entry
 	rev      uint64    // KV revision of that entry
 	down     bool      // NodeDown reported since it was last seen alive
+	instance string    // the process behind the id (nodeValue.Instance)
 }
 
 // registry is the node's view of <cluster>_nodes and of its own key.
@@ -331,7 +332,14 @@ func (n *Node) onEntry(e jetstream.KeyValueEntry, now time.Time) {
 			p = &peer{}
 			n.reg.peers[id] = p
 		}
-		p.lastSeen, p.rev, p.state = now, e.Revision(), v.State
+		if p.instance != "" && v.Instance != p.instance && !p.down {
+			// A new process took the id over (a crashed node restarted
+			// with the same id before it was declared dead): the previous
+			// one is gone with its connections, rooms and calls.
+			n.log.Warn("node restarted under the same id: the previous process is down", "peer", id)
+			n.enqueueNodeDown(id)
+		}
+		p.lastSeen, p.rev, p.state, p.instance = now, e.Revision(), v.State, v.Instance
 		switch {
 		case v.State == stateDraining && !p.down:
 			p.down = true

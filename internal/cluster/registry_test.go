@@ -277,3 +277,19 @@ func TestNoVerdictWhileOwnHeartbeatsFail(t *testing.T) {
 		t.Fatalf("b declared dead %s after a heard itself again, before a full dead-after", took)
 	}
 }
+
+// A crashed node restarted under its id before it was declared dead (a
+// supervisor restarts it at once): every other node is told the previous
+// process is down (NodeDown) as soon as the new one registers, not after
+// DeadAfter, so its clients leave their rooms and its rooms move.
+func TestRestartedNamesakeReportsDown(t *testing.T) {
+	url := startEmbedded(t).url()
+	cluster := newCluster(t, url)
+	a, _ := join(t, url, cluster, "twin", func(o *Options) { o.DeadAfter = time.Minute; o.Heartbeat = time.Second })
+	_, rec := join(t, url, cluster, "observer", func(o *Options) { o.DeadAfter = time.Minute; o.Heartbeat = time.Second })
+	waitFor(t, 5*time.Second, "observer sees the twin", func() bool { return rec.count("down:twin") == 0 && a.Alive("observer") })
+	kill(a)
+	join(t, url, cluster, "twin", func(o *Options) { o.DeadAfter = time.Minute; o.Heartbeat = time.Second })
+	// Far below DeadAfter (a minute): the new registration is the signal.
+	waitFor(t, 10*time.Second, "NodeDown for the previous twin", func() bool { return rec.count("down:twin") == 1 })
+}

@@ -347,7 +347,19 @@ func (fn *fakeNode) enqueue(f func()) {
 }
 
 func (fn *fakeNode) NodeID() string              { return fn.id }
-func (fn *fakeNode) SetHandler(h ClusterHandler) { fn.h = h }
+func (fn *fakeNode) SetHandler(h ClusterHandler) {
+	fn.net.mu.Lock()
+	defer fn.net.mu.Unlock()
+	fn.h = h
+}
+
+// handler is fn's handler, nil until SetHandler (messages to a node
+// without one are lost, as with a node not yet subscribed).
+func (fn *fakeNode) handler() ClusterHandler {
+	fn.net.mu.Lock()
+	defer fn.net.mu.Unlock()
+	return fn.h
+}
 
 func (fn *fakeNode) Lease(_ context.Context, room string) (Lease, bool, error) {
 	fn.net.mu.Lock()
@@ -407,7 +419,11 @@ func (fn *fakeNode) SendNode(node string, msg []byte) error {
 		}
 	}
 	msg = slices.Clone(msg)
-	to.enqueue(func() { to.h.NodeMessage(msg) })
+	to.enqueue(func() {
+		if h := to.handler(); h != nil {
+			h.NodeMessage(msg)
+		}
+	})
 	return nil
 }
 
@@ -422,7 +438,12 @@ func (fn *fakeNode) PublishRoom(room string, msg []byte) error {
 	for _, to := range n.nodes {
 		if to.subs[room] && !to.dead {
 			n.sent[room]++
-			to.enqueue(func() { to.h.RoomMessage(room, msg) })
+			h := to.h
+			to.enqueue(func() {
+				if h != nil {
+					h.RoomMessage(room, msg)
+				}
+			})
 		}
 	}
 	return nil
@@ -455,7 +476,11 @@ func (n *fakeNet) kill(id string) {
 	}
 	n.mu.Unlock()
 	for _, o := range others {
-		o.enqueue(func() { o.h.NodeDown(id) })
+		o.enqueue(func() {
+			if h := o.handler(); h != nil {
+				h.NodeDown(id)
+			}
+		})
 	}
 }
 
@@ -498,10 +523,24 @@ func newTestCluster(t *testing.T, nodes ...string) *testCluster {
 	tc := &testCluster{net: newFakeNet(), store: newFakeStore(), acc: &fakeAccess{}, m: map[string]*Manager{}}
 	com := newFakeCommitter(t, tc.store)
 	for _, id := range nodes {
-		fn := tc.net.node(t, id)
-		tc.m[id] = NewManager(testOptions, tc.store, com, tc.acc, metrics.New(nil), quietLog(), fn)
+		tc.m[id] = tc.newManager(t, id, com)
 	}
 	return tc
+}
+
+// testSyncTimeout is the resync answer timeout in these tests: short, so
+// that a lost message is retried quickly.
+const testSyncTimeout = 100 * time.Millisecond
+
+// newManager starts a node id on the fake network (again, for a restart)
+// with a manager configured before it receives anything.
+func (tc *testCluster) newManager(t *testing.T, id string, com Committer) *Manager {
+	fn := tc.net.node(t, id)
+	m := NewManager(testOptions, tc.store, com, tc.acc, metrics.New(nil), quietLog(), nil)
+	m.syncTimeout = testSyncTimeout
+	m.cl = fn
+	fn.SetHandler(m)
+	return m
 }
 
 // send hands one client message to m as the gateway would, and turns a

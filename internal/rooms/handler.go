@@ -47,6 +47,10 @@ func (m *Manager) ownerMessage(msg nodeMsg) {
 	l := Lease{Node: m.cl.NodeID(), Epoch: msg.Epoch}
 	r := m.owned(msg.Room, &l)
 	if r == nil {
+		// The lease may name this node from a previous life (it crashed
+		// and restarted under its id): take the room, so that the sender,
+		// retrying, finds a live owner instead of this answer forever.
+		m.adoptStaleLease(msg.Room)
 		if msg.Kind == kindLeave || msg.Kind == kindPerms {
 			return // the new owner gets the sender's clients by resync
 		}
@@ -123,6 +127,42 @@ func (m *Manager) ownerMessage(msg nodeMsg) {
 	if perr != nil && msg.Conn != "" {
 		r.fail(o, perr)
 	}
+}
+
+// adoptStaleLease, in the background, makes this node the owner of roomID
+// when the room's lease names this node but this process does not hold
+// the room (resolve takes it over by compare-and-set and loads it; a room
+// with no clients then leaves memory and frees the lease). One adoption
+// per room at a time.
+func (m *Manager) adoptStaleLease(roomID string) {
+	if m.draining.Load() {
+		return
+	}
+	if _, busy := m.adopting.LoadOrStore(roomID, true); busy {
+		return
+	}
+	safe.Go(m.log, m.metrics, safe.Background, func() {
+		defer m.adopting.Delete(roomID)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		l, ok, err := m.cl.Lease(ctx, roomID)
+		if err != nil || !ok || l.Node != m.cl.NodeID() {
+			return
+		}
+		if r := m.owned(roomID, &l); r != nil {
+			m.release(r)
+			return
+		}
+		_, r, err := m.resolve(ctx, roomID)
+		if err != nil {
+			m.log.Warn("adopt a stale room lease", "room", roomID, "err", err)
+			return
+		}
+		if r != nil {
+			m.log.Info("adopted a room lease left by a previous process of this node", "room", roomID)
+			m.release(r)
+		}
+	}, nil)
 }
 
 // syncNode makes node's clients in the room exactly clients: the others

@@ -115,6 +115,7 @@ type Manager struct {
 	nextCall    uint64
 	calls       map[uint64]chan nodeMsg
 	resolveMu   [64]sync.Mutex // stripes: one resolve per room at a time (cluster.go)
+	adopting    sync.Map       // room id → adoption of a stale lease under way (handler.go)
 	draining    atomic.Bool
 	syncTimeout time.Duration
 }

@@ -512,10 +512,7 @@ func TestClusterRefreshUser(t *testing.T) {
 // answer is lost is retried (syncTimeout), and the client still gets its
 // room:state.
 func TestClusterLostMessagesRetried(t *testing.T) {
-	tc := newTestCluster(t, "n1", "n2")
-	for _, m := range tc.m {
-		m.syncTimeout = 50 * time.Millisecond
-	}
+	tc := newTestCluster(t, "n1", "n2") // syncTimeout: testSyncTimeout
 	a, b := newSession("a", "ua"), newSession("b", "ub")
 	var ca, cb int
 	join(t, tc.m["n1"], a, "r", &ca)
@@ -727,4 +724,33 @@ func TestClusterRapidLeaveJoin(t *testing.T) {
 	eventually(t, "b once at the owner", func() bool { return fmt.Sprint(ownerMembers(tc, "n1", "r")) == "[a c b]" })
 	tc.m["n2"].Disconnected(b, true)
 	eventually(t, "b gone at the owner", func() bool { return fmt.Sprint(ownerMembers(tc, "n1", "r")) == "[a c]" })
+}
+
+// A node that crashed and came back under the same id before anyone took
+// its rooms: the lease still names it, but the new process does not hold
+// the room. It adopts the lease when asked, so the others' clients go on
+// (the review found them refused "moved to another node" forever).
+func TestClusterRestartedOwnerAdoptsItsLease(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2")
+	a, b := newSession("a", "ua"), newSession("b", "ub")
+	var ca, cb int
+	join(t, tc.m["n1"], a, "r", &ca) // n1 owns r
+	join(t, tc.m["n2"], b, "r", &cb)
+	send(t, tc.m["n2"], b, protocol.TypeRoomUpdateStorage, "w1", map[string]any{"room_id": "r", "ops": addOp("one", 1)})
+	b.wait(t, &cb, "ack w1", isType(protocol.TypeRoomStorageUpdated, "w1"))
+
+	tc.net.kill("n1")
+	// The restarted process: same id, nothing in memory.
+	tc.m["n1"] = tc.newManager(t, "n1", newFakeCommitter(t, tc.store))
+
+	b.wait(t, &cb, "room:left a", func(f frame) bool { return f.Type == protocol.TypeRoomLeft && containsClient(f.Data, "a") })
+	st := decodeState(t, b.wait(t, &cb, "fresh state", unsolicited(protocol.TypeRoomState)))
+	if st.Storage.Version != 1 {
+		t.Fatalf("fresh state at version %d, want 1", st.Storage.Version)
+	}
+	send(t, tc.m["n2"], b, protocol.TypeRoomUpdateStorage, "w2", map[string]any{"room_id": "r", "ops": addOp("two", 2)})
+	f := b.wait(t, &cb, "answer w2", func(f frame) bool { return f.ID == "w2" })
+	if f.Type != protocol.TypeRoomStorageUpdated {
+		t.Fatalf("write after the owner restarted: %s %+v", f.Type, f.Err)
+	}
 }
