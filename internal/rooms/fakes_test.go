@@ -346,7 +346,7 @@ func (fn *fakeNode) enqueue(f func()) {
 	}
 }
 
-func (fn *fakeNode) NodeID() string              { return fn.id }
+func (fn *fakeNode) NodeID() string { return fn.id }
 func (fn *fakeNode) SetHandler(h ClusterHandler) {
 	fn.net.mu.Lock()
 	defer fn.net.mu.Unlock()
