@@ -16,10 +16,13 @@ import (
 
 // Lease is a room's ownership in a cluster: the node that orders the room
 // (membership, presence, storage versions, broadcasts) and the epoch of its
-// tenure. Epochs only grow for a room (the cluster package uses the NATS KV
-// revision of the lease key), so the store can refuse a commit from an
-// owner that lost the room (a fencing token: store.DocUpdate.Epoch,
-// store.ErrFenced).
+// tenure, which only grows while the lease bucket lives (the cluster
+// package uses the NATS KV revision of the lease key). It names the tenure
+// in node messages and room events. Storage fencing does not rest on it:
+// a new owner claims the next epoch from the store itself
+// (store.Documents.Claim) and commits with that, so a deposed owner's
+// commits are refused (store.ErrFenced) even if the lease bucket was lost
+// and its revisions started again.
 type Lease struct {
 	Node  string
 	Epoch uint64
@@ -254,9 +257,10 @@ func (m *Manager) resolveLock(roomID string) *sync.Mutex {
 	return &m.resolveMu[h.Sum32()%uint32(len(m.resolveMu))]
 }
 
-// takeRoom makes this node the owner of roomID under l: the store is
-// fenced with l's epoch first (a deposed owner cannot commit after this),
-// then the room is loaded, so it holds every batch anyone acknowledged.
+// takeRoom makes this node the owner of roomID under l: it claims the
+// room's next epoch from the store first (a deposed owner cannot commit
+// after this), then loads the room, so it holds every batch anyone
+// acknowledged.
 func (m *Manager) takeRoom(ctx context.Context, roomID string, l Lease) (*Room, error) {
 	r := newRoom(m, roomID)
 	r.lease = l
@@ -270,8 +274,9 @@ func (m *Manager) takeRoom(ctx context.Context, roomID string, l Lease) (*Room, 
 	m.rooms[roomID] = r
 	r.refs++
 	m.mu.Unlock()
-	err := m.store.Fence(ctx, roomID, l.Epoch)
+	fence, err := m.store.Claim(ctx, roomID)
 	if err == nil {
+		r.fence = fence
 		err = r.load(ctx)
 	}
 	if err != nil {
@@ -280,7 +285,7 @@ func (m *Manager) takeRoom(ctx context.Context, roomID string, l Lease) (*Room, 
 		m.release(r)
 		return nil, fmt.Errorf("take room %s: %w", roomID, err)
 	}
-	m.log.Debug("room owned", "room", roomID, "epoch", l.Epoch, "version", r.committedVer)
+	m.log.Debug("room owned", "room", roomID, "lease", l.Epoch, "fence", r.fence, "version", r.committedVer)
 	r.mu.Unlock()
 	return r, nil
 }
@@ -618,6 +623,10 @@ func (m *Manager) publishRefresh(roomID, userID string) { m.publishCtl(roomID, e
 
 // call sends a REST request to the owner and waits for its result.
 func (m *Manager) call(ctx context.Context, l Lease, msg nodeMsg) (nodeMsg, error) {
+	// Bounded whatever the caller's context: an answer lost with a dead
+	// owner must not hold a REST request open.
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	ch := make(chan nodeMsg, 1)
 	m.callMu.Lock()
 	m.nextCall++

@@ -69,15 +69,12 @@ func (s *fakeStore) UpdatesSince(_ context.Context, room string, since int64) ([
 	return out, true, nil
 }
 
-func (s *fakeStore) Fence(_ context.Context, room string, epoch uint64) error {
+func (s *fakeStore) Claim(_ context.Context, room string) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := s.doc(room)
-	if d.epoch > epoch {
-		return store.ErrFenced
-	}
-	d.epoch = epoch
-	return nil
+	d.epoch++
+	return d.epoch, nil
 }
 
 func (s *fakeStore) append(u store.DocUpdate) error {

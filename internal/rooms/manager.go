@@ -65,12 +65,12 @@ type Access interface {
 }
 
 // Documents is what rooms reads from the store (writes go through the
-// Committer): a room's document, its kept updates, and the fence that
-// makes a new owner's epoch the only one allowed to commit.
+// Committer): a room's document, its kept updates, and the claim that
+// gives a new owner the epoch only it may commit with (store.Documents).
 type Documents interface {
 	LoadDocument(ctx context.Context, roomID string) (store.Document, error)
 	UpdatesSince(ctx context.Context, roomID string, since int64) ([]store.DocUpdate, bool, error)
-	Fence(ctx context.Context, roomID string, epoch uint64) error
+	Claim(ctx context.Context, roomID string) (uint64, error)
 }
 
 // Committer queues storage updates for durable group commits

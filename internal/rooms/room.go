@@ -58,6 +58,7 @@ type Room struct {
 	refs    int // guarded by m.mu
 	loaded  bool
 	lease   Lease              // this node's tenure (zero on a single node)
+	fence   uint64             // the store epoch claimed for it: commits carry it (store.DocUpdate.Epoch)
 	clients map[string]*client // by connection id
 	order   []*client          // join order, for stable member lists
 	remote  int                // clients on other nodes: events are published

@@ -62,7 +62,7 @@ func (m *Manager) submitOps(r *Room, o origin, clientID string, ops []jsonpatch.
 	ver := r.headVer
 	gen := r.gen
 	r.pending++
-	u := store.DocUpdate{RoomID: r.id, Version: ver, ClientID: clientID, Ops: compact, Epoch: r.lease.Epoch}
+	u := store.DocUpdate{RoomID: r.id, Version: ver, ClientID: clientID, Ops: compact, Epoch: r.fence}
 	r.sinceSnap++
 	if r.sinceSnap >= m.opts.SnapshotEvery {
 		snap, _ := next.MarshalJSON()

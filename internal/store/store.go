@@ -158,6 +158,15 @@ type Documents interface {
 	// is PostgreSQL's epoch-0 updates of a room never fenced, which lock
 	// nothing (see postgres.Store.AppendUpdates).
 	Fence(ctx context.Context, roomID string, epoch uint64) error
+	// Claim makes the caller the room's newest owner: it raises the
+	// room's stored epoch by one (from 0 for a room never fenced) and
+	// returns it, durably, in one statement, with the same ordering
+	// against appends in flight as Fence. The store, not NATS, is the
+	// source of the epoch, so it keeps growing when the cluster's lease
+	// bucket is lost or recreated (its revisions start again at 1). A
+	// cluster owner calls it before loading the room and commits with
+	// the returned epoch.
+	Claim(ctx context.Context, roomID string) (uint64, error)
 }
 
 // Accounts is user accounts and their refresh tokens (REST accounts, the

@@ -248,6 +248,20 @@ func (s *Store) Fence(ctx context.Context, roomID string, epoch uint64) error {
 	return nil
 }
 
+// Claim implements store.Documents. The upsert takes the room's epoch row
+// lock, so it waits for an append of the room in flight (as Fence does).
+func (s *Store) Claim(ctx context.Context, roomID string) (uint64, error) {
+	var epoch int64
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, `INSERT INTO room_epochs (room_id, epoch) VALUES ($1, 1)
+			ON CONFLICT (room_id) DO UPDATE SET epoch = room_epochs.epoch + 1 RETURNING epoch`, roomID).Scan(&epoch)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: claim %q: %w", roomID, err)
+	}
+	return uint64(epoch), nil
+}
+
 // LoadDocument returns the room's snapshot and the updates after it, read in
 // one repeatable-read transaction.
 func (s *Store) LoadDocument(ctx context.Context, roomID string) (store.Document, error) {

@@ -177,6 +177,19 @@ func (s *Store) Fence(ctx context.Context, roomID string, epoch uint64) error {
 	return nil
 }
 
+// Claim implements store.Documents.
+func (s *Store) Claim(ctx context.Context, roomID string) (uint64, error) {
+	var epoch int64
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `INSERT INTO room_epochs (room_id, epoch) VALUES (?, 1)
+			ON CONFLICT (room_id) DO UPDATE SET epoch = room_epochs.epoch + 1 RETURNING epoch`, roomID).Scan(&epoch)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: claim %q: %w", roomID, err)
+	}
+	return uint64(epoch), nil
+}
+
 // LoadDocument returns the room's snapshot and the updates after it, read in
 // one transaction.
 func (s *Store) LoadDocument(ctx context.Context, roomID string) (store.Document, error) {

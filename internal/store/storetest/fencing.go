@@ -296,3 +296,37 @@ func testFenceConcurrentAppend(t *testing.T, s store.Store) {
 	checkVersions(t, s, room, seq(1, n))
 	mustAppend(t, s, epd(room, n+1, 2)) // the new owner goes on
 }
+
+// Claim hands out the room's next epoch: 1 for a room never fenced, then
+// one more each time, above whatever Fence set; a deposed owner (an older
+// claim) can no longer append, the newest can. Rooms are independent.
+func testClaim(t *testing.T, s store.Store) {
+	const room, other = "claim", "claim-other"
+	claim := func(room string) uint64 {
+		t.Helper()
+		e, err := s.Claim(ctx(t), room)
+		if err != nil {
+			t.Fatalf("Claim(%s): %v", room, err)
+		}
+		return e
+	}
+	if e := claim(room); e != 1 {
+		t.Fatalf("first claim = %d, want 1", e)
+	}
+	old := claim(room)
+	mustAppend(t, s, epd(room, 1, old))
+	newer := claim(room)
+	if newer != old+1 {
+		t.Fatalf("claims %d then %d, want consecutive", old, newer)
+	}
+	wantFenced(t, "AppendUpdates by the deposed owner", appendErr(t, s, epd(room, 2, old)))
+	mustAppend(t, s, epd(room, 2, newer))
+	mustFence(t, s, room, 10)
+	if e := claim(room); e != 11 {
+		t.Fatalf("claim after Fence(10) = %d, want 11", e)
+	}
+	if e := claim(other); e != 1 {
+		t.Fatalf("another room's first claim = %d, want 1", e)
+	}
+	checkVersions(t, s, room, []int64{1, 2})
+}

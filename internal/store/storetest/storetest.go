@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EpochsWithinCall", testEpochsWithinCall},
 		{"EpochTooLarge", testEpochTooLarge},
 		{"FenceConcurrentAppend", testFenceConcurrentAppend},
+		{"Claim", testClaim},
 		{"Users", testUsers},
 		{"RefreshTokens", testRefreshTokens},
 		{"RefreshTokenSweep", testRefreshTokenSweep},
