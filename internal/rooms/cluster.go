@@ -664,3 +664,6 @@ func (m *Manager) ownerRoom(ctx context.Context, roomID string) (*Room, Lease, e
 	l, r, err := m.resolve(ctx, roomID)
 	return r, l, err
 }
+
+// callTimeout bounds a REST call relayed to a room's owner.
+const callTimeout = 10 * time.Second
