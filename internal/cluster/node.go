@@ -304,6 +304,9 @@ func (n *Node) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstr
 			kv, err = n.js.KeyValue(ctx, cfg.Bucket)
 		}
 	}
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return nil, fmt.Errorf("cluster: KV bucket %s: %w (is JetStream enabled on the NATS server? run nats-server -js)", cfg.Bucket, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cluster: KV bucket %s: %w", cfg.Bucket, err)
 	}
