@@ -447,16 +447,33 @@ func (m *Manager) RoomMessage(roomID string, b []byte) {
 	}
 }
 
+// ownedRooms returns the rooms this node owns now.
+func (m *Manager) ownedRooms() []*Room {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Room, 0, len(m.rooms))
+	for _, r := range m.rooms {
+		out = append(out, r)
+	}
+	return out
+}
+
+// allEdges returns the rooms this node has clients in now.
+func (m *Manager) allEdges() []*edge {
+	m.edgeMu.Lock()
+	defer m.edgeMu.Unlock()
+	out := make([]*edge, 0, len(m.edges))
+	for _, e := range m.edges {
+		out = append(out, e)
+	}
+	return out
+}
+
 // NodeDown implements ClusterHandler: node died or drains. Its clients
 // leave every room (this node's clients get room:left), and rooms it owned
 // find a new owner.
 func (m *Manager) NodeDown(node string) {
-	m.mu.Lock()
-	owned := make([]*Room, 0, len(m.rooms))
-	for _, r := range m.rooms {
-		owned = append(owned, r)
-	}
-	m.mu.Unlock()
+	owned := m.ownedRooms()
 	for _, r := range owned {
 		r.mu.Lock()
 		for _, c := range append([]*client(nil), r.order...) {
@@ -467,12 +484,7 @@ func (m *Manager) NodeDown(node string) {
 		r.mu.Unlock()
 		m.maybeUnload(r)
 	}
-	m.edgeMu.Lock()
-	edges := make([]*edge, 0, len(m.edges))
-	for _, e := range m.edges {
-		edges = append(edges, e)
-	}
-	m.edgeMu.Unlock()
+	edges := m.allEdges()
 	for _, e := range edges {
 		e.mu.Lock()
 		if e.known && e.lease.Node == m.cl.NodeID() {
@@ -496,12 +508,7 @@ func (m *Manager) NodeDown(node string) {
 // Resync implements ClusterHandler: after a reconnect, every room with
 // clients here is re-read from its owner.
 func (m *Manager) Resync() {
-	m.edgeMu.Lock()
-	edges := make([]*edge, 0, len(m.edges))
-	for _, e := range m.edges {
-		edges = append(edges, e)
-	}
-	m.edgeMu.Unlock()
+	edges := m.allEdges()
 	for _, e := range edges {
 		m.resync(e)
 	}
@@ -628,12 +635,7 @@ func (m *Manager) Handover(ctx context.Context) {
 		return
 	}
 	m.draining.Store(true)
-	m.mu.Lock()
-	owned := make([]*Room, 0, len(m.rooms))
-	for _, r := range m.rooms {
-		owned = append(owned, r)
-	}
-	m.mu.Unlock()
+	owned := m.ownedRooms()
 	for _, r := range owned {
 		r.mu.Lock()
 		r.closing = true
