@@ -594,7 +594,11 @@ func (s *Service) typingEvent(b []byte) {
 	switch m.Op {
 	case typingOpStart:
 		s.typing.remoteSet(k, m.Node)
-		s.typing.remote.Set(k, time.Now().Add(s.opts.TypingTimeout+graceSlack))
+		// Kept past the typing timeout until the typer's node says stop:
+		// if that node dies instead, it is declared dead up to 15 s later
+		// (node-dead-after < 15 s), and nodeDown must still find the typer
+		// to send its typing:stop (the review found none with defaults).
+		s.typing.remote.Set(k, time.Now().Add(s.opts.TypingTimeout+remoteTyperHorizon))
 	case typingOpStop:
 		if s.typing.remoteDel(k, m.Node) {
 			s.typing.remote.Delete(k)
@@ -606,8 +610,15 @@ func (s *Service) typingEvent(b []byte) {
 	}
 }
 
-// remoteExpired forgets a remote typer whose node said nothing for a
-// typing timeout (its stop was lost): nothing is sent.
+// remoteTyperHorizon is how long past the typing timeout a remote typer is
+// remembered without a word from its node: longer than the longest
+// node-dead-after (15 s) plus slack, so a dead node's typers are still
+// known when it is declared dead.
+const remoteTyperHorizon = 20 * time.Second
+
+// remoteExpired forgets a remote typer whose node said nothing for the
+// typing timeout plus remoteTyperHorizon (its stop was lost while it stayed
+// alive): nothing is sent.
 func (s *Service) remoteExpired(k typingKey) {
 	if s.typing.remote.Settle(k) {
 		s.typing.remoteDel(k, "")

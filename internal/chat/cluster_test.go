@@ -341,11 +341,16 @@ type testCluster struct {
 }
 
 func newTestCluster(t *testing.T, st Store, grace time.Duration, ids ...string) *testCluster {
+	return newTestClusterTyping(t, st, grace, time.Hour, ids...)
+}
+
+// newTestClusterTyping is newTestCluster with a typing timeout.
+func newTestClusterTyping(t *testing.T, st Store, grace, typing time.Duration, ids ...string) *testCluster {
 	tc := &testCluster{t: t, mem: newMemCluster(), broker: &meshBroker{hubs: map[*hub.Hub]bool{}}, nodes: map[string]*testNode{}}
 	for _, id := range ids {
 		h := hub.New()
 		svc := New(Options{Store: st, Broker: tc.broker, Hub: h, Cluster: tc.mem.node(id),
-			TypingTimeout: time.Hour, PresenceOfflineGrace: grace,
+			TypingTimeout: typing, PresenceOfflineGrace: grace,
 			Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		svc.Start()
 		t.Cleanup(svc.Close)
@@ -661,4 +666,43 @@ func TestClusterTypingDeadNode(t *testing.T) {
 			t.Fatalf("%s got %d typing:stop", c.id, n)
 		}
 	}
+}
+
+// A node killed while one of its users types is declared dead up to 15 s
+// later: its typer must still get typing:stop then, even though the
+// typing timeout (plus slack) passed on the survivors meanwhile (the
+// review: no typing:stop with the default 6 s timeout and 10 s dead-after).
+func TestClusterTypingNodeDeclaredDeadLate(t *testing.T) {
+	const typing = 200 * time.Millisecond
+	tc := newTestClusterTyping(t, presenceStore(), time.Second, typing, "n1", "n2")
+	ctx := context.Background()
+	bob := tc.connect("n2", "b2", "bob")
+	a1 := tc.connect("n1", "a1", "alice")
+	data, _ := json.Marshal(map[string]string{"room_id": "r"})
+	if err := tc.nodes["n1"].svc.Handle(ctx, a1, protocol.Envelope{Type: protocol.TypeTypingStart, Data: data}); err != nil {
+		t.Fatal(err)
+	}
+	svc2 := tc.nodes["n2"].svc
+	eventually(t, 5*time.Second, "n2 knows the remote typer", func() bool {
+		svc2.typing.remoteMu.Lock()
+		defer svc2.typing.remoteMu.Unlock()
+		return svc2.typing.remoteNodes[typingKey{"r", "alice"}] == "n1"
+	})
+	// n1 dies at once (its own timer never fires), but the others hear of
+	// it only later, past the typing timeout and its slack.
+	n1 := tc.nodes["n1"]
+	tc.broker.mu.Lock()
+	tc.broker.hubs[n1.hub] = false
+	tc.broker.mu.Unlock()
+	n1.svc.Close()
+	delete(tc.nodes, "n1")
+	deadline := time.Now().Add(typing + graceSlack + 500*time.Millisecond)
+	eventually(t, 10*time.Second, "the typing timeout and its slack to pass", func() bool { return time.Now().After(deadline) })
+	if n := len(bob.about(protocol.TypeTypingStop, "alice")); n != 0 {
+		t.Fatalf("typing:stop before n1 was declared dead: %d", n)
+	}
+	tc.mem.nodeDown("n1")
+	eventually(t, 5*time.Second, "typing:stop after n1 was declared dead", func() bool {
+		return len(bob.about(protocol.TypeTypingStop, "alice")) == 1
+	})
 }
