@@ -650,6 +650,9 @@ func (m *Manager) call(ctx context.Context, l Lease, msg nodeMsg) (nodeMsg, erro
 		}
 		return res, nil
 	case <-ctx.Done():
+		if msg.Kind == kindPatch {
+			return nodeMsg{}, errOutcomeUnknown(msg.Room)
+		}
 		return nodeMsg{}, fmt.Errorf("waiting for the owner of room %s: %w", msg.Room, ctx.Err())
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"sync/atomic"
 
@@ -273,6 +272,10 @@ func (m *Manager) patch(ctx context.Context, roomID, clientID string, parsed []j
 		return res.Version, nil
 	}
 	defer m.release(r)
+	// Bounded like a relayed call, so that the answer does not depend on
+	// the node the request reached.
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	ch := make(chan StorageResult, 1)
 	if err := m.submitOps(r, origin{}, clientID, parsed, ops, base, func(res StorageResult) { ch <- res }); err != nil {
 		return 0, err
@@ -284,7 +287,15 @@ func (m *Manager) patch(ctx context.Context, roomID, clientID string, parsed []j
 		}
 		return res.Version, nil
 	case <-ctx.Done():
-		// The batch may still commit; the caller cannot know.
-		return 0, fmt.Errorf("waiting for commit: %w", ctx.Err())
+		return 0, errOutcomeUnknown(r.id)
 	}
+}
+
+// errOutcomeUnknown answers a REST storage request whose commit was not
+// confirmed within callTimeout (a slow database, an owner that died): the
+// batch may still be applied. The same answer whichever node the request
+// reached.
+func errOutcomeUnknown(roomID string) *protocol.Error {
+	return protocol.Errorf(protocol.CodeInternal, "the update of room %s was not confirmed in time and may still be applied;"+
+		" read the storage (or send base_version) before retrying", roomID)
 }
