@@ -137,7 +137,14 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  connect: ws://%s/ws?token=%s\n", addr, devToken)
 	}
 
-	<-ctx.Done()
+	code := 0
+	select {
+	case <-ctx.Done():
+	case <-srv.Stopping():
+		// Another process serves this node id now (docs/cluster.md).
+		log.Error("another process took over this node id: shutting down")
+		code = 1
+	}
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
@@ -146,7 +153,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("stopped")
-	return 0
+	return code
 }
 
 // warnSecretFlags logs one warning per secret setting given as a flag: its

@@ -58,11 +58,14 @@ type registry struct {
 	joined    bool
 	left      bool
 	displaced error // set when another process took this node's key
+	// displacedC is closed when displaced is set (Node.Displaced).
+	displacedC chan struct{}
 
 	rewatch chan struct{}
 }
 
 func (r *registry) init() {
+	r.displacedC = make(chan struct{})
 	r.peers = map[string]*peer{}
 	r.state = stateAlive
 	r.started = time.Now().UTC()
@@ -571,11 +574,21 @@ func (n *Node) writeOwn(ctx context.Context, state string) error {
 	derr := fmt.Errorf("cluster: another process took over node id %q in cluster %q (registry key revision %d); this node stopped heartbeating",
 		n.id, n.subj.cluster, e.Revision())
 	n.reg.mu.Lock()
+	if n.reg.displaced == nil {
+		close(n.reg.displacedC)
+	}
 	n.reg.displaced = derr
 	n.reg.mu.Unlock()
 	n.log.Error("node displaced by a namesake", "err", derr)
 	return derr
 }
+
+// Displaced is closed when another process took over this node's id in
+// the registry (this one was unreachable and did not answer the new one's
+// ping in time): this process must stop serving, since the cluster now
+// routes the id's rooms and calls to the other one. Healthy reports the
+// same error from then on.
+func (n *Node) Displaced() <-chan struct{} { return n.reg.displacedC }
 
 // Alive implements rooms.Cluster: node is registered, its last entry
 // arrived within DeadAfter and says alive (not draining). For this node

@@ -194,6 +194,11 @@ func TestDisplacedNode(t *testing.T) {
 		err := a.Healthy()
 		return err != nil && strings.Contains(err.Error(), "another process took over node id")
 	})
+	select {
+	case <-a.Displaced():
+	default:
+		t.Fatal("Displaced not closed for a displaced node")
+	}
 	if a.Alive("twin") {
 		t.Fatal("a displaced node is alive")
 	}

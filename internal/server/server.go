@@ -448,6 +448,17 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(`{"status":"ok"}`))
 }
 
+// Stopping is closed when the server must stop on its own: in a cluster,
+// when another process took over this node's id (cluster.Node.Displaced).
+// nil (never closed) on a single node. The caller shuts the server down as
+// for SIGTERM and exits with an error.
+func (s *Server) Stopping() <-chan struct{} {
+	if s.Cluster == nil {
+		return nil
+	}
+	return s.Cluster.Displaced()
+}
+
 // Shutdown drains: /healthz answers 503, new connections are refused, every
 // connection gets close 1001, pending storage commits are flushed, the store
 // is closed. In a cluster the rooms this node owns are then handed over
