@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -93,6 +94,8 @@ type Config struct {
 	PresenceAudience     string        `flag:"presence-audience" env:"PARLEY_PRESENCE_AUDIENCE" default:"all" usage:"who receives user status changes: all (every connected user) or shared (users who are members of a common room created over REST; token grants and live room:join do not count)"`
 	MessageMaxChars      int           `flag:"message-max-chars" env:"PARLEY_MESSAGE_MAX_CHARS" default:"4000" usage:"longest chat message, in characters"`
 	RESTMaxBodyBytes     int64         `flag:"rest-max-body-bytes" env:"PARLEY_REST_MAX_BODY_BYTES" default:"1048576" usage:"largest REST request body"`
+	// Browsers on other origins calling the REST API (issue 13).
+	CORSOrigins string `flag:"cors-origins" env:"PARLEY_CORS_ORIGINS" default:"" usage:"origins allowed to call the REST API from a browser page (CORS), comma-separated, e.g. https://app.example.com; * allows any origin; empty allows none (same-origin pages only), except under --dev, where it is *"`
 
 	// Coalesces user status broadcasts per user (issue 9 hardening).
 	PresenceUpdateInterval time.Duration `flag:"presence-update-interval" env:"PARLEY_PRESENCE_UPDATE_INTERVAL" default:"1s" usage:"at most one user status broadcast (presence:update to others) per user per interval, the last value winning; 0 sends every change at once"`
@@ -484,6 +487,15 @@ func (c *Config) Validate() error {
 	if c.MaxConnsPerIP < 0 {
 		bad("max-connections-per-ip", "must not be negative")
 	}
+	for _, o := range c.CORSOriginList() {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			bad("cors-origins", "%q is not an origin (scheme://host[:port]) or *", o)
+		}
+	}
 	if c.RESTMaxBodyBytes <= 0 {
 		bad("rest-max-body-bytes", "must be positive")
 	}
@@ -548,4 +560,19 @@ func (c *Config) Validate() error {
 		bad("turn-shared-secret", "required by turn-embedded (credentials use the shared-secret scheme)")
 	}
 	return errors.Join(errs...)
+}
+
+// CORSOriginList is cors-origins as a list (trimmed, empty entries
+// dropped); under --dev an empty setting is ["*"].
+func (c *Config) CORSOriginList() []string {
+	var out []string
+	for _, o := range strings.Split(c.CORSOrigins, ",") {
+		if o = strings.TrimSuffix(strings.TrimSpace(o), "/"); o != "" {
+			out = append(out, o)
+		}
+	}
+	if len(out) == 0 && c.Dev {
+		out = []string{"*"}
+	}
+	return out
 }

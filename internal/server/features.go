@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/http"
+
+	"github.com/rs/cors"
 
 	"github.com/parleyhq/parley/internal/access"
 	"github.com/parleyhq/parley/internal/api"
@@ -37,7 +40,7 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 	s.Gateway.OnLifecycle(roomsGateway{s.Rooms})
 
 	base := &api.Base{APIKey: cfg.APIKey, Verifier: s.Verifier, MaxBodySize: cfg.RESTMaxBodyBytes, Log: s.log}
-	s.handler = base.WriteLimit(api.NewLoginLimiter(cfg.RESTRate, cfg.RESTBurst), s.mux)
+	s.handler = withCORS(cfg.CORSOriginList(), base.WriteLimit(api.NewLoginLimiter(cfg.RESTRate, cfg.RESTBurst), s.mux))
 	(&api.Storage{Base: base, Rooms: s.Rooms, Access: s.Access}).Register(s.mux)
 	if err := s.wireMedia(base); err != nil {
 		return fmt.Errorf("media: %w", err)
@@ -101,4 +104,22 @@ func (s *Server) roomsCluster() rooms.Cluster {
 		return nil // not a typed nil in the interface
 	}
 	return s.Cluster
+}
+
+// withCORS lets browser pages on the listed origins call the REST API
+// (rs/cors handles preflights and the Access-Control-* headers, per the
+// Fetch standard's CORS protocol). Tokens travel in the Authorization
+// header, not in cookies, so credentials mode is not enabled. No origins:
+// h unchanged (same-origin pages only). WebSocket upgrades are not
+// subject to CORS; /ws checks the token instead.
+func withCORS(origins []string, h http.Handler) http.Handler {
+	if len(origins) == 0 {
+		return h
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
+		AllowedHeaders: []string{"Authorization", "Content-Type"},
+		MaxAge:         600, // seconds a browser may cache a preflight answer
+	}).Handler(h)
 }
