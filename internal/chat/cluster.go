@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/safe"
 )
 
 // Cluster is the replicated state behind user status and typing when the
@@ -157,6 +158,23 @@ func (c *clusterState) isDown(node string) bool {
 
 func (s *Service) opLock(user string) *sync.Mutex { return s.stripe(s.cl.ops[:], user) }
 
+// keepRunning calls run until ctx ends, again a second after each early
+// return (a watch or subscription that ended, say with the NATS
+// connection).
+func (s *Service) keepRunning(ctx context.Context, what string, run func() error) {
+	for ctx.Err() == nil {
+		err := run()
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("chat: "+what+" ended; restarting", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // startCluster runs the watch of the status entries, the typing
 // subscription, the NodeDown hook and the reconcile loop (Start).
 func (s *Service) startCluster() {
@@ -177,6 +195,7 @@ func (s *Service) startCluster() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer safe.Recover(s.log, s.opts.Panics, safe.Chat, nil)
 			s.nodeDown(node)
 		}()
 	})
@@ -184,8 +203,8 @@ func (s *Service) startCluster() {
 	go func() {
 		defer s.wg.Done()
 		first := true
-		for ctx.Err() == nil {
-			err := cl.WatchStatus(ctx, func(user string, value []byte, rev uint64) {
+		s.keepRunning(ctx, "user status watch", func() error {
+			return cl.WatchStatus(ctx, func(user string, value []byte, rev uint64) {
 				if value == nil && user == "" { // end of the current entries
 					if first {
 						first = false
@@ -195,36 +214,16 @@ func (s *Service) startCluster() {
 				}
 				s.applyShown(user, value, rev)
 			})
-			if ctx.Err() != nil {
-				return
-			}
-			s.log.Warn("chat: user status watch ended; restarting", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
+		})
 	}()
 	go func() {
 		defer s.wg.Done()
-		for ctx.Err() == nil {
-			err := cl.SubscribeTyping(ctx, func(msg []byte) {
-				defer func() {
-					if r := recover(); r != nil {
-						s.log.Error("chat: panic in a typing event", "panic", r)
-					}
-				}()
+		s.keepRunning(ctx, "typing subscription", func() error {
+			return cl.SubscribeTyping(ctx, func(msg []byte) {
+				defer safe.Recover(s.log, s.opts.Panics, safe.Chat, nil)
 				s.typingEvent(msg)
 			})
-			if ctx.Err() != nil {
-				return
-			}
-			s.log.Warn("chat: typing subscription ended; restarting", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
+		})
 	}()
 	go func() {
 		defer s.wg.Done()
