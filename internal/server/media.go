@@ -276,6 +276,21 @@ func (r *callRelay) where(ctx context.Context, roomID string) (string, error) {
 	return "", nil
 }
 
+// callNode is where: the media node of roomID's call, or not_found when
+// the room has no call.
+func (r *callRelay) callNode(ctx context.Context, roomID string) (string, error) {
+	mn, err := r.where(ctx, roomID)
+	if err == nil && mn == "" {
+		err = errNoCall(roomID)
+	}
+	return mn, err
+}
+
+// errNoCall is the not_found of a room without a call.
+func errNoCall(roomID string) *protocol.Error {
+	return protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
+}
+
 func (r *callRelay) holds(roomID string, l cluster.CallLease) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -439,7 +454,7 @@ func (r *callRelay) endHeld(ctx context.Context, roomID string) error {
 		r.release(ctx, roomID)
 	}
 	if !ended {
-		return protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
+		return errNoCall(roomID)
 	}
 	return nil
 }
@@ -469,22 +484,20 @@ func (r *callRelay) EndAll(ctx context.Context) {
 func (r *callRelay) EndCall(ctx context.Context, roomID string) error {
 	if r.node == nil {
 		if !r.sfu.EndCall(roomID) {
-			return protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
+			return errNoCall(roomID)
 		}
 		return nil
 	}
-	mn, err := r.where(ctx, roomID)
+	mn, err := r.callNode(ctx, roomID)
 	switch {
 	case err != nil:
 		return err
-	case mn == "":
-		return protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
 	case mn == r.self:
 		return r.endHeld(ctx, roomID)
 	}
 	_, err = r.request(ctx, mn, cluster.CallRequest{Op: opEnd, RoomID: roomID})
 	if errors.Is(err, errMoved) {
-		return protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
+		return errNoCall(roomID)
 	}
 	return err
 }
@@ -494,12 +507,10 @@ func (r *callRelay) JoinCall(ctx context.Context, roomID, connID, userID string)
 	if r.node == nil {
 		return r.sfu.JoinCall(roomID, connID, userID)
 	}
-	mn, err := r.where(ctx, roomID)
+	mn, err := r.callNode(ctx, roomID)
 	switch {
 	case err != nil:
 		return err
-	case mn == "":
-		return protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
 	case mn == r.self:
 		return r.sfu.JoinCall(roomID, connID, userID)
 	}
@@ -514,7 +525,7 @@ func (r *callRelay) JoinCall(ctx context.Context, roomID, connID, userID string)
 
 func (r *callRelay) leaveLocal(roomID, connID, userID string) error {
 	if !r.sfu.CallActive(roomID) {
-		return protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
+		return errNoCall(roomID)
 	}
 	if connID != "" {
 		r.sfu.LeaveCall(roomID, connID)
@@ -529,12 +540,10 @@ func (r *callRelay) LeaveCall(ctx context.Context, roomID, connID, userID string
 	if r.node == nil {
 		return r.leaveLocal(roomID, connID, userID)
 	}
-	mn, err := r.where(ctx, roomID)
+	mn, err := r.callNode(ctx, roomID)
 	switch {
 	case err != nil:
 		return err
-	case mn == "":
-		return protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
 	case mn == r.self:
 		return r.leaveLocal(roomID, connID, userID)
 	}
@@ -552,12 +561,10 @@ func (r *callRelay) Participants(ctx context.Context, roomID string) ([]media.Pa
 	if r.node == nil {
 		return r.sfu.Participants(roomID)
 	}
-	mn, err := r.where(ctx, roomID)
+	mn, err := r.callNode(ctx, roomID)
 	switch {
 	case err != nil:
 		return nil, err
-	case mn == "":
-		return nil, protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
 	case mn == r.self:
 		return r.sfu.Participants(roomID)
 	}
@@ -590,7 +597,7 @@ func (r *callRelay) Handle(ctx context.Context, connID, userID, typ, reqID, room
 	_, err = r.request(ctx, mn, cluster.CallRequest{Op: opMedia, RoomID: roomID, ConnID: connID, UserID: userID,
 		Type: typ, ID: reqID, Data: data})
 	if errors.Is(err, errMoved) {
-		err = protocol.Errorf(protocol.CodeNotFound, "no call in room %s", roomID)
+		err = errNoCall(roomID)
 	}
 	if err != nil {
 		return err
