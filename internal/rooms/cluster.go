@@ -138,7 +138,6 @@ type localClient struct {
 	presence map[string]json.RawMessage
 	joining  bool   // join sent to a remote owner, no room:state yet
 	reqID    string // the join's request id while joining
-	since    *int64
 }
 
 // edgeFor returns the room's edge, creating it (and subscribing to the
@@ -424,7 +423,7 @@ func (m *Manager) joinCluster(ctx context.Context, s Session, reqID string, d jo
 	}
 	// Joining until answered: a resync that carries it answers the join
 	// (deliverStates), and events are not delivered to it before.
-	lc.perms, lc.reqID, lc.since, lc.joining = perms, reqID, d.SinceVersion, true
+	lc.perms, lc.reqID, lc.joining = perms, reqID, true
 	e.mu.Unlock()
 	fail := func(err error) error {
 		if !wasIn {
