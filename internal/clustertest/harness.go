@@ -104,16 +104,47 @@ func moduleRoot() (string, error) {
 	}
 }
 
+// handedOut holds every port FreeAddr has returned in this test process:
+// the kernel may give a just-closed ephemeral port to the next bind(0), so
+// two nodes of one cluster once got the same port (CI, TestClusterRESTStorage:
+// "bind: address already in use").
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago (the node binds it; restarts reuse it).
+// ago and that no earlier call in this process returned (the node binds it;
+// restarts reuse it).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	// Keep the refused listeners open while looking, so the kernel cannot
+	// hand the same port back at once.
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, ln)
+		port := ln.Addr().(*net.TCPAddr).Port
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return ln.Addr().String()
+		}
+	}
+	t.Fatal("no unused port in 100 tries")
+	return ""
 }
 
 // ---------------------------------------------------------------- NATS --
