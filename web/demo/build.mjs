@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+// Bundles the demo app with the SDK (web/client/src, TypeScript, from
+// source) and mediasoup-client into dist/: index.html plus content-hashed
+// assets/app-<hash>.js and .css. dist/ is committed; embed.go serves it.
+//
+//   node build.mjs                    # the real SDK from ../client/src
+//   PARLEY_DEMO_SDK=shim node build.mjs  # sdk-shim/ (only before the SDK exists; never commit that build)
+import * as esbuild from 'esbuild';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const shim = process.env.PARLEY_DEMO_SDK === 'shim';
+const sdk = shim ? path.join(here, 'sdk-shim') : path.resolve(here, '..', 'client', 'src');
+for (const f of ['index.ts', 'calls.ts']) {
+  if (!existsSync(path.join(sdk, f))) {
+    console.error(`web/demo: ${path.join(sdk, f)} is missing (the SDK lives in web/client/src)`);
+    process.exit(1);
+  }
+}
+if (shim) console.warn('web/demo: building against sdk-shim/, not the real SDK: do not commit this dist/');
+
+const dist = path.join(here, 'dist');
+rmSync(dist, { recursive: true, force: true });
+mkdirSync(path.join(dist, 'assets'), { recursive: true });
+
+const result = await esbuild.build({
+  absWorkingDir: here,
+  entryPoints: { app: path.join(here, 'app.ts') },
+  bundle: true,
+  format: 'esm',
+  target: 'es2020',
+  minify: true,
+  legalComments: 'none',
+  outdir: path.join(dist, 'assets'),
+  entryNames: '[name]-[hash]',
+  metafile: true,
+  // The SDK's own package names resolve to its source; mediasoup-client,
+  // imported by web/client/src/calls.ts, resolves from here when
+  // web/client has no node_modules of its own.
+  alias: { '@parley/client/calls': path.join(sdk, 'calls.ts'), '@parley/client': path.join(sdk, 'index.ts') },
+  nodePaths: [path.join(here, 'node_modules')],
+  define: { 'process.env.NODE_ENV': '"production"' },
+  logLevel: 'warning',
+});
+
+const outputs = Object.keys(result.metafile.outputs).map((p) => path.relative(dist, path.resolve(here, p)));
+const js = outputs.find((p) => p.endsWith('.js'));
+const css = outputs.find((p) => p.endsWith('.css'));
+if (!js || !css) throw new Error(`web/demo: expected one .js and one .css output, got ${outputs}`);
+const html = readFileSync(path.join(here, 'index.html'), 'utf8')
+  .replace('<!--css-->', `<link rel="stylesheet" href="/${css}">`)
+  .replace('<!--js-->', `<script type="module" src="/${js}"></script>`);
+writeFileSync(path.join(dist, 'index.html'), html);
+copyFileSync(path.join(here, 'favicon.svg'), path.join(dist, 'favicon.svg'));
+console.log(`web/demo: built dist/index.html, dist/${js}, dist/${css}${shim ? ' (shim SDK)' : ''}`);
