@@ -194,6 +194,15 @@ try {
     }, other, 40000);
   }
   await shot('call');
+
+  // 8. A reload keeps A signed in (sessionStorage) and back in the room.
+  await B.click(tid('call-leave'));
+  await A.reload();
+  await inRoom('A');
+  await waitFor('A', 'the to-do list after a reload', () => document.querySelectorAll('[data-testid="todo-item"]').length === 2);
+  await waitFor('A', 'the chat history after a reload', () => document.querySelectorAll('[data-testid="chat-message"]').length === 2);
+  await waitFor('B', "Alice's cursor gone after her reload", () => !document.querySelector('[data-testid="cursor"][data-name="Alice"]'));
+  await shot('reloaded');
   log('PASS');
 } catch (e) {
   failed = true;

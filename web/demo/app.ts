@@ -7,7 +7,7 @@ import { Call } from '@parley/client/calls';
 import './style.css';
 
 type Status = 'online' | 'idle' | 'dnd' | 'offline' | 'invisible';
-interface Session { access: string; refresh: string; exp: number; user: { id: string; username: string; display_name: string } }
+interface Session { access: string; refresh: string; exp: number; ttl: number; user: { id: string; username: string; display_name: string } }
 interface Todo { text: string; done: boolean; by: string; at: number }
 
 const $ = <T extends Element = HTMLElement>(sel: string, root: ParentNode = document) => root.querySelector(sel) as T;
@@ -46,13 +46,14 @@ const authApi = new ParleyAPI({ baseUrl: base });
 let refreshing: Promise<string> | null = null;
 
 function saveSession(p: { access_token: string; refresh_token: string; expires_in: number; user?: Session['user'] }) {
-  session = { access: p.access_token, refresh: p.refresh_token, exp: Date.now() + p.expires_in * 1000, user: p.user ?? session!.user };
+  session = { access: p.access_token, refresh: p.refresh_token, exp: Date.now() + p.expires_in * 1000, ttl: p.expires_in * 1000, user: p.user ?? session!.user };
   sessionStorage.setItem('parley.session', JSON.stringify(session));
 }
 
 async function getToken(): Promise<string> {
   if (!session) throw new ParleyError('unauthorized', 'signed out');
-  if (session.exp - Date.now() > 30_000) return session.access;
+  // Refresh when less than a quarter of the lifetime (at most 30 s) is left.
+  if (session.exp - Date.now() > Math.min(30_000, (session.ttl ?? 0) / 4)) return session.access;
   refreshing ??= authApi.refresh(session.refresh)
     .then((p: any) => { saveSession(p); return session!.access; })
     .catch((e: unknown) => { signOut(); throw e; })
@@ -157,7 +158,9 @@ function showAuth(signup: boolean) {
   const v = mount('tpl-auth');
   v.querySelector('.auth')!.classList.toggle('signup', signup);
   $('[data-testid="auth-title"]', v).textContent = signup ? 'Create your account' : 'Welcome back';
-  $('[data-testid="auth-subtitle"]', v).textContent = signup ? 'Rooms, chat and calls in one place.' : 'Sign in to your rooms.';
+  const invited = sessionStorage.getItem('parley.next')?.startsWith('/rooms/');
+  $('[data-testid="auth-subtitle"]', v).textContent = invited ? `${signup ? 'Create an account' : 'Sign in'} to join the room you were invited to.`
+    : signup ? 'Rooms, chat and calls in one place.' : 'Sign in to your rooms.';
   $('[data-testid="auth-submit"]', v).textContent = signup ? 'Create account' : 'Sign in';
   $('[data-testid="auth-switch-text"]', v).textContent = signup ? 'Have an account?' : 'New here?';
   const sw = $<HTMLAnchorElement>('[data-testid="auth-switch"]', v);

@@ -4,9 +4,11 @@
 // assets/app-<hash>.js and .css. dist/ is committed; embed.go serves it.
 //
 //   node build.mjs                    # the real SDK from ../client/src
+//   node build.mjs --check            # build into a temporary directory; fail if dist/ differs (stale)
 //   PARLEY_DEMO_SDK=shim node build.mjs  # sdk-shim/ (only before the SDK exists; never commit that build)
 import * as esbuild from 'esbuild';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, copyFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -21,7 +23,9 @@ for (const f of ['index.ts', 'calls.ts']) {
 }
 if (shim) console.warn('web/demo: building against sdk-shim/, not the real SDK: do not commit this dist/');
 
-const dist = path.join(here, 'dist');
+const check = process.argv.includes('--check');
+const committed = path.join(here, 'dist');
+const dist = check ? mkdtempSync(path.join(os.tmpdir(), 'parley-demo-')) : committed;
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(path.join(dist, 'assets'), { recursive: true });
 
@@ -54,4 +58,17 @@ const html = readFileSync(path.join(here, 'index.html'), 'utf8')
   .replace('<!--js-->', `<script type="module" src="/${js}"></script>`);
 writeFileSync(path.join(dist, 'index.html'), html);
 copyFileSync(path.join(here, 'favicon.svg'), path.join(dist, 'favicon.svg'));
+if (check) {
+  const list = (d) => readdirSync(d, { recursive: true }).map(String).filter((f) => statSync(path.join(d, f)).isFile()).sort();
+  const want = list(dist), got = existsSync(committed) ? list(committed) : [];
+  const stale = JSON.stringify(want) !== JSON.stringify(got) ||
+    want.some((f) => !readFileSync(path.join(dist, f)).equals(readFileSync(path.join(committed, f))));
+  rmSync(dist, { recursive: true, force: true });
+  if (stale) {
+    console.error(`web/demo: dist/ is stale (built ${want.join(', ')}; committed ${got.join(', ')}): run go generate ./web/demo and commit dist/`);
+    process.exit(1);
+  }
+  console.log('web/demo: dist/ is up to date');
+  process.exit(0);
+}
 console.log(`web/demo: built dist/index.html, dist/${js}, dist/${css}${shim ? ' (shim SDK)' : ''}`);
