@@ -296,7 +296,7 @@ async function showRoom(roomId: string) {
   const loadStatuses = async (ids: string[]) => {
     if (!ids.length) return;
     const res: any = await api.presence(ids).catch(() => null);
-    for (const it of res?.items ?? []) if (it.user_id !== me.id) statuses.set(it.user_id, it.presence);
+    for (const it of (Array.isArray(res) ? res : res?.items) ?? []) if (it.user_id !== me.id) statuses.set(it.user_id, it.presence);
     renderPeople();
   };
   statusListeners.add(renderPeople);
@@ -435,7 +435,7 @@ async function showRoom(roomId: string) {
 // --- calls: one tile per participant (camera + mic), one per screen share.
 class CallUI {
   call: Call | null = null;
-  producers = new Map<string, { close(): void }>();
+  producers = new Map<string, { id: string; close(): unknown }>();
   local = new MediaStream();
   tiles = new Map<string, { tile: HTMLElement; stream: MediaStream; video: HTMLVideoElement }>();
   remote = new Map<string, { key: string; track: MediaStreamTrack }>(); // producer id → its track
@@ -509,7 +509,8 @@ class CallUI {
         const cid = d.connectionId ?? d.connection_id;
         for (const t of this.tiles.values()) t.tile.classList.toggle('speaking', t.tile.dataset.connectionId === cid);
       });
-      call.on('closed', () => void this.leave());
+      call.on('local_track_ended', (d: any) => { if (this.producers.get(d.source)?.id === d.producerId) this.dropLocal(d.source); });
+      call.on('closed', (d: any) => { toast(d?.reason === 'disconnected' ? 'Connection lost: you left the call.' : 'The call has ended.'); void this.leave(); });
       await call.join();
       this.setInCall(true);
       this.refresh(this.tile(this.c.connectionId!, me.id, this.c.connectionId!, true));
@@ -523,15 +524,11 @@ class CallUI {
     }
   }
   async toggle(source: 'webcam' | 'mic' | 'screen') {
-    const testid = { webcam: 'toggle-camera', mic: 'toggle-mic', screen: 'toggle-screen' }[source];
     const existing = this.producers.get(source);
     const key = source === 'screen' ? `${this.c.connectionId}:screen` : this.c.connectionId!;
     if (existing) {
-      existing.close();
-      this.producers.delete(source);
-      const t = this.tiles.get(key);
-      t?.stream.getTracks().forEach((x) => { if (source === 'screen' || x.kind === (source === 'mic' ? 'audio' : 'video')) { x.stop(); t.stream.removeTrack(x); } });
-      if (source === 'screen') this.dropTile(key); else if (t) this.refresh(t);
+      this.dropLocal(source);
+      await Promise.resolve(existing.close()).catch(() => {});
     } else if (this.call) {
       try {
         const media = source === 'screen' ? await navigator.mediaDevices.getDisplayMedia({ video: true })
@@ -545,14 +542,26 @@ class CallUI {
         track.addEventListener('ended', () => { if (this.producers.get(source) === p) void this.toggle(source); });
       } catch (e) { toast(`${source === 'screen' ? 'Screen share' : source === 'mic' ? 'Microphone' : 'Camera'} unavailable: ${errText(e)}`); }
     }
-    const b = this.btn(testid);
-    b.classList.toggle('on', this.producers.has(source));
-    b.setAttribute('aria-pressed', String(this.producers.has(source)));
+    this.pressed(source);
+  }
+  pressed(source: string) {
+    const b = this.btn({ webcam: 'toggle-camera', mic: 'toggle-mic', screen: 'toggle-screen' }[source] ?? '');
+    b?.classList.toggle('on', this.producers.has(source));
+    b?.setAttribute('aria-pressed', String(this.producers.has(source)));
+  }
+  // dropLocal forgets my producer of source and stops its track.
+  dropLocal(source: string) {
+    this.producers.delete(source);
+    const key = source === 'screen' ? `${this.c.connectionId}:screen` : this.c.connectionId!;
+    const t = this.tiles.get(key);
+    t?.stream.getTracks().forEach((x) => { if (source === 'screen' || x.kind === (source === 'mic' ? 'audio' : 'video')) { x.stop(); t.stream.removeTrack(x); } });
+    if (source === 'screen') this.dropTile(key); else if (t) this.refresh(t);
+    this.pressed(source);
   }
   async leave() {
     const call = this.call;
     this.call = null;
-    this.producers.forEach((p) => p.close());
+    this.producers.forEach((p) => void Promise.resolve(p.close()).catch(() => {}));
     this.producers.clear();
     this.local.getTracks().forEach((x) => { x.stop(); this.local.removeTrack(x); });
     for (const t of this.tiles.values()) t.stream.getTracks().forEach((x) => x.stop());

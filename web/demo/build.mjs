@@ -13,15 +13,17 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const shim = process.env.PARLEY_DEMO_SDK === 'shim';
-const sdk = shim ? path.join(here, 'sdk-shim') : path.resolve(here, '..', 'client', 'src');
+// PARLEY_DEMO_SDK: unset = ../client/src; 'shim' = sdk-shim/; else a directory holding the SDK's src.
+const shim = !!process.env.PARLEY_DEMO_SDK;
+const sdk = process.env.PARLEY_DEMO_SDK === 'shim' ? path.join(here, 'sdk-shim')
+  : process.env.PARLEY_DEMO_SDK ? path.resolve(process.env.PARLEY_DEMO_SDK) : path.resolve(here, '..', 'client', 'src');
 for (const f of ['index.ts', 'calls.ts']) {
   if (!existsSync(path.join(sdk, f))) {
     console.error(`web/demo: ${path.join(sdk, f)} is missing (the SDK lives in web/client/src)`);
     process.exit(1);
   }
 }
-if (shim) console.warn('web/demo: building against sdk-shim/, not the real SDK: do not commit this dist/');
+if (shim) console.warn(`web/demo: building against ${sdk}, not ../client/src: do not commit this dist/`);
 
 const check = process.argv.includes('--check');
 const committed = path.join(here, 'dist');
@@ -71,4 +73,4 @@ if (check) {
   console.log('web/demo: dist/ is up to date');
   process.exit(0);
 }
-console.log(`web/demo: built dist/index.html, dist/${js}, dist/${css}${shim ? ' (shim SDK)' : ''}`);
+console.log(`web/demo: built dist/index.html, dist/${js}, dist/${css}${shim ? ` (SDK from ${sdk})` : ''}`);
