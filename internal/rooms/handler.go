@@ -62,7 +62,7 @@ func (m *Manager) ownerMessage(msg nodeMsg) {
 	switch msg.Kind {
 	case kindJoin:
 		r.mu.Lock()
-		perr = r.addClient(o, msg.Perms, msg.Presence, msg.Since)
+		perr = r.addClient(o, msg.Perms, msg.Presence, msg.Since, msg.WantRoster)
 		r.mu.Unlock()
 		if perr != nil {
 			m.sendNode(msg.From, nodeMsg{Kind: kindJoined, Room: r.id, Epoch: msg.Epoch, Conn: msg.Conn, ReqID: msg.ReqID,
@@ -340,6 +340,10 @@ func (m *Manager) edgeMessage(msg nodeMsg) {
 		gap := false
 		switch {
 		case msg.Epoch != e.lease.Epoch:
+			gap = true
+		case !e.synced && len(msg.Roster) == 0:
+			// Answered without the roster (this node had a baseline when
+			// it asked, lost it since): the resync gets one.
 			gap = true
 		case !e.synced:
 			e.synced, e.seq = true, msg.Seq

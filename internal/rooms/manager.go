@@ -407,7 +407,7 @@ func (m *Manager) join(ctx context.Context, s Session, env protocol.Envelope) er
 	m.track(s.ID(), r.id) // before the client hears it is in
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.addClient(localOrigin(s, env.ID), perms, d.Presence, d.SinceVersion); err != nil {
+	if err := r.addClient(localOrigin(s, env.ID), perms, d.Presence, d.SinceVersion, false); err != nil {
 		if !wasIn {
 			m.untrack(s.ID(), r.id)
 		}

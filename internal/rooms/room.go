@@ -332,7 +332,7 @@ func (r *Room) roster() []rosterEntry {
 // addClient takes the origin's connection into the room (or refreshes its
 // permissions when it is already in) and answers with room:state; the
 // others get room:joined. Needs r.mu.
-func (r *Room) addClient(o origin, perms access.Set, presence map[string]json.RawMessage, since *int64) *protocol.Error {
+func (r *Room) addClient(o origin, perms access.Set, presence map[string]json.RawMessage, since *int64, wantRoster bool) *protocol.Error {
 	if err := r.usable(); err != nil {
 		return err
 	}
@@ -349,8 +349,12 @@ func (r *Room) addClient(o origin, perms access.Set, presence map[string]json.Ra
 		o.sink.Reply(protocol.TypeRoomState, o.reqID, js.state(r.id, o.conn))
 		return nil
 	}
+	var roster []rosterEntry
+	if wantRoster {
+		roster = r.roster()
+	}
 	r.m.sendNode(o.node, nodeMsg{Kind: kindJoined, Room: r.id, Epoch: r.lease.Epoch, Seq: r.seq, Conn: o.conn,
-		ReqID: o.reqID, State: &js, Roster: r.roster()})
+		ReqID: o.reqID, State: &js, Roster: roster})
 	return nil
 }
 

@@ -19,7 +19,7 @@ import (
 // Node message kinds.
 const (
 	// edge → owner
-	kindJoin     = "join"     // Conn, User, Name, ReqID, Perms, Presence, Since
+	kindJoin     = "join"     // Conn, User, Name, ReqID, Perms, Presence, Since, WantRoster
 	kindLeave    = "leave"    // Conn
 	kindPresence = "presence" // Conn, ReqID, Presence (a patch)
 	kindStorage  = "storage"  // Conn, ReqID, Ops, Base
@@ -31,7 +31,7 @@ const (
 	kindMembers  = "members"  // Conn, ReqID, After, Limit (room:members)
 	// owner → edge
 	kindReply    = "reply"     // Conn, Type, ReqID, Data or Err: one frame for one client
-	kindJoined   = "joined"    // Conn, ReqID, Epoch, Seq, State, Roster: a join's room:state
+	kindJoined   = "joined"    // Conn, ReqID, Epoch, Seq, State, Roster (when asked for): a join's room:state
 	kindSynced   = "synced"    // Epoch, Seq, State, Roster: answer to sync
 	kindResult   = "result"    // Corr, Version, Data or Err (REST)
 	kindNotOwner = "not_owner" // Conn, ReqID or Corr: the room is not the receiver's to order
@@ -65,6 +65,9 @@ type nodeMsg struct {
 	Clients  []syncClient               `json:"cs,omitempty"`
 	After    string                     `json:"af,omitempty"`
 	Limit    int                        `json:"l,omitempty"`
+	// WantRoster: the joiner's node has no baseline for the room and needs
+	// its roster in the answer (otherwise it is left out: O(members)).
+	WantRoster bool `json:"wr,omitempty"`
 }
 
 // rosterEntry is one client of a room as other nodes track it: enough to
