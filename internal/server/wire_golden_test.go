@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -481,6 +482,11 @@ func (w *wireRec) check() {
 		}
 	}
 
+	// types.json: the Go type lists, for web/client/test/wire-types.mjs
+	// (which checks that ServerMessages and ClientMessages name exactly
+	// these types). Compared by value, not shape.
+	files["types.json"] = wireTypeLists()
+
 	if *updateWire {
 		w.write(files)
 		return
@@ -500,6 +506,12 @@ func (w *wireRec) check() {
 			continue
 		}
 		want := decodeNumbers(t, raw)
+		if name == "types.json" {
+			if !reflect.DeepEqual(want, files[name]) {
+				problems = append(problems, name+": the type lists of internal/protocol/types.go or this test changed (run with -update)")
+			}
+			continue
+		}
 		var diffs []string
 		shapeDiff("$", want, files[name], &diffs)
 		for _, d := range diffs {
@@ -545,9 +557,41 @@ func (w *wireRec) write(files map[string]any) {
 	t.Logf("wrote %d golden files under %s", len(files), wireDir)
 }
 
-// goldenFiles lists the existing golden files as "kind/name.json".
+// wireTypeLists is types.json: protocol.ServerTypes and ClientTypes and the
+// "not yet" lists with their issues, as decoded JSON.
+func wireTypeLists() any {
+	strs := func(list []string) []any {
+		sorted := append([]string(nil), list...)
+		sort.Strings(sorted)
+		out := make([]any, len(sorted))
+		for i, s := range sorted {
+			out[i] = s
+		}
+		return out
+	}
+	serverNotYet := map[string]any{}
+	for typ, issue := range wireServerNotSentYet {
+		serverNotYet[typ] = issue
+	}
+	clientNotYet := map[string]any{}
+	for typ, v := range wireClientNotAcceptedYet {
+		clientNotYet[typ] = v.issue
+	}
+	return map[string]any{
+		"server":                  strs(protocol.ServerTypes),
+		"client":                  strs(protocol.ClientTypes),
+		"server_not_sent_yet":     serverNotYet,
+		"client_not_accepted_yet": clientNotYet,
+	}
+}
+
+// goldenFiles lists the existing golden files as "kind/name.json" (and
+// types.json).
 func goldenFiles(t *testing.T) []string {
 	var out []string
+	if _, err := os.Stat(filepath.Join(wireDir, "types.json")); err == nil {
+		out = append(out, "types.json")
+	}
 	for _, kind := range []string{"server", "client", "rest"} {
 		m, err := filepath.Glob(filepath.Join(wireDir, kind, "*.json"))
 		if err != nil {
