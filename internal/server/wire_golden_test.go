@@ -278,6 +278,12 @@ func TestWireGolden(t *testing.T) {
 		"ops": []any{map[string]any{"op": "add", "path": "/items/-", "value": map[string]any{"text": "first"}}}}, "")
 	w.server(w.await(a, protocol.TypeRoomStorageUpdated, "us1"), "")
 	w.await(b, protocol.TypeRoomStorageUpdated, "")
+	// A batch written over REST: its client_id is "user:<user_id>", not a
+	// connection id.
+	w.alias["user:"+aliceID] = "user:<user:alice>"
+	w.call(s, "PATCH", "/api/rooms/team/storage", alice, `[{"op":"add","path":"/owner","value":"alice"}]`, http.StatusOK)
+	w.server(w.await(b, protocol.TypeRoomStorageUpdated, ""), "rest")
+	w.await(a, protocol.TypeRoomStorageUpdated, "")
 
 	w.send(a, protocol.TypeRoomBroadcast, "bc1", map[string]any{"room_id": "team", "event": map[string]any{"kind": "emoji", "value": "wave"}}, "")
 	w.server(w.await(a, protocol.TypeAck, "bc1"), "")
@@ -290,7 +296,7 @@ func TestWireGolden(t *testing.T) {
 	w.send(a, protocol.TypeRoomUpdateStorage, "us2", map[string]any{"room_id": "team",
 		"ops": []any{map[string]any{"op": "replace", "path": "/title", "value": "Plan B"}}}, "-")
 	w.await(a, protocol.TypeRoomStorageUpdated, "us2")
-	w.send(b, protocol.TypeRoomJoin, "j3", map[string]any{"room_id": "team", "since_version": 2, "presence": map[string]any{"status": "back"}}, "since_version")
+	w.send(b, protocol.TypeRoomJoin, "j3", map[string]any{"room_id": "team", "since_version": 3, "presence": map[string]any{"status": "back"}}, "since_version")
 	w.server(w.await(b, protocol.TypeRoomState, "j3"), "updates")
 	w.await(a, protocol.TypeRoomJoined, "")
 
