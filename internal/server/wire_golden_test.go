@@ -48,8 +48,6 @@ const wireDir = "../protocol/testdata/wire"
 // sent, capture it in the scenario and remove it here (the test fails until
 // both are done).
 var wireServerNotSentYet = map[string]string{
-	protocol.TypeRoomMembersPage:            "issue 15 (large rooms: paged room:state members)",
-	protocol.TypeRoomMembersChanged:         "issue 15 (large rooms: coalesced joins and leaves)",
 	protocol.TypeMediaProducerPaused:        "issue 12 (v1.1 media: pause/resume)",
 	protocol.TypeMediaProducerResumed:       "issue 12 (v1.1 media: pause/resume)",
 	protocol.TypeMediaConsumerLayersChanged: "issue 12 (v1.1 media: simulcast layers)",
@@ -68,7 +66,6 @@ var wireClientNotAcceptedYet = map[string]struct {
 	issue, code string
 	data        map[string]any
 }{
-	protocol.TypeRoomMembers:             {"issue 15 (large rooms)", protocol.CodeBadRequest, map[string]any{"room_id": "team", "after": "x", "limit": 10}},
 	protocol.TypeMediaProducerPause:      {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
 	protocol.TypeMediaProducerResume:     {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
 	protocol.TypeMediaConsumerPause:      {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
@@ -299,6 +296,24 @@ func TestWireGolden(t *testing.T) {
 	w.send(b, protocol.TypeRoomJoin, "j3", map[string]any{"room_id": "team", "since_version": 3, "presence": map[string]any{"status": "back"}}, "since_version")
 	w.server(w.await(b, protocol.TypeRoomState, "j3"), "updates")
 	w.await(a, protocol.TypeRoomJoined, "")
+
+	// A large room (a second server whose rooms are large above one
+	// member): room:state's first page and members_next, room:members
+	// pages, joins coalesced into room:members_changed, presence into
+	// room:presence_batch.
+	s2 := servertest.Start(t, map[string]string{"PARLEY_LARGE_ROOM_MEMBERS": "1", "PARLEY_LARGE_ROOM_INTERVAL": "20ms"})
+	a2, b2 := s2.Dial(s2.Token("alice2", servertest.AllRooms)), s2.Dial(s2.Token("bob2", servertest.AllRooms))
+	w.alias[a2.ConnID], w.alias[b2.ConnID] = "<conn:alice2>", "<conn:bob2>"
+	w.send(a2, protocol.TypeRoomJoin, "lj1", map[string]any{"room_id": "big"}, "-")
+	w.await(a2, protocol.TypeRoomState, "lj1")
+	w.send(b2, protocol.TypeRoomJoin, "lj2", map[string]any{"room_id": "big", "presence": map[string]any{"cursor": map[string]any{"x": 0, "y": 0}}}, "-")
+	w.server(w.await(b2, protocol.TypeRoomState, "lj2"), "large")
+	w.server(w.await(a2, protocol.TypeRoomMembersChanged, ""), "")
+	w.send(b2, protocol.TypeRoomMembers, "lm1", map[string]any{"room_id": "big", "limit": 10}, "")
+	w.server(w.await(b2, protocol.TypeRoomMembersPage, "lm1"), "")
+	w.send(b2, protocol.TypeRoomUpdatePresence, "lp1", map[string]any{"room_id": "big", "presence": map[string]any{"cursor": map[string]any{"x": 5, "y": 6}}}, "-")
+	w.await(b2, protocol.TypeRoomPresenceUpdated, "lp1")
+	w.server(w.await(a2, protocol.TypeRoomPresenceBatch, ""), "")
 
 	// A refusal: an error frame carrying the request id.
 	w.send(a, protocol.TypeRoomJoin, "j4", map[string]any{"room_id": "elsewhere"}, "-")
