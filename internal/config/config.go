@@ -86,7 +86,11 @@ type Config struct {
 	SnapshotEvery      int `flag:"snapshot-every" env:"PARLEY_SNAPSHOT_EVERY" default:"500" usage:"write a full storage snapshot every N updates of a room"`
 	MaxRoomsPerConn    int `flag:"max-rooms-per-connection" env:"PARLEY_MAX_ROOMS_PER_CONNECTION" default:"100" usage:"most rooms one connection may be in at once"`
 	PresenceMaxBytes   int `flag:"presence-max-bytes" env:"PARLEY_PRESENCE_MAX_BYTES" default:"4096" usage:"largest per-client room presence object"`
-	CommitMaxBatch     int `flag:"commit-max-batch" env:"PARLEY_COMMIT_MAX_BATCH" default:"1024" usage:"most storage updates per group commit"`
+	// Large rooms (issue 15, PROTOCOL.md v1.1 §3).
+	LargeRoomMembers  int           `flag:"large-room-members" env:"PARLEY_LARGE_ROOM_MEMBERS" default:"100" usage:"a room with more members than this is large: room:state lists this many members (the rest by room:members pages) and joins and leaves go out as room:members_changed once per large-room-interval"`
+	LargeRoomInterval time.Duration `flag:"large-room-interval" env:"PARLEY_LARGE_ROOM_INTERVAL" default:"100ms" usage:"how often a large room sends its collected joins and leaves (and, with presence-coalesce, presence)"`
+	PresenceCoalesce  bool          `flag:"presence-coalesce" env:"PARLEY_PRESENCE_COALESCE" default:"true" usage:"in large rooms, send the others each client's latest presence once per large-room-interval as room:presence_batch instead of a room:presence_updated per change (the sender's own reply is unchanged)"`
+	CommitMaxBatch    int           `flag:"commit-max-batch" env:"PARLEY_COMMIT_MAX_BATCH" default:"1024" usage:"most storage updates per group commit"`
 	// Bounds the catch-up replay kept in memory per room in bytes (issue 9 §5).
 	StorageKeepUpdatesBytes int `flag:"storage-keep-updates-bytes" env:"PARLEY_STORAGE_KEEP_UPDATES_BYTES" default:"1048576" usage:"most bytes of recent storage updates (ops and client ids) kept in memory per room for catch-up; a since_version older than that gets the full document"`
 
@@ -433,6 +437,9 @@ func (c *Config) Validate() error {
 	if c.PresenceOfflineGrace < 0 {
 		bad("presence-offline-grace", "must not be negative")
 	}
+	if c.LargeRoomInterval < 10*time.Millisecond || c.LargeRoomInterval > 10*time.Second {
+		bad("large-room-interval", "must be between 10ms and 10s, got %s", c.LargeRoomInterval)
+	}
 	if c.PresenceUpdateInterval < 0 {
 		bad("presence-update-interval", "must not be negative")
 	}
@@ -448,8 +455,8 @@ func (c *Config) Validate() error {
 		"storage-max-bytes": c.StorageMaxBytes, "storage-max-ops": c.StorageMaxOps, "storage-max-depth": c.StorageMaxDepth,
 		"storage-keep-updates": c.StorageKeepUpdates, "storage-keep-updates-bytes": c.StorageKeepUpdatesBytes, "snapshot-every": c.SnapshotEvery,
 		"presence-max-bytes": c.PresenceMaxBytes, "commit-max-batch": c.CommitMaxBatch,
-		"max-rooms-per-connection": c.MaxRoomsPerConn,
-		"message-max-chars":        c.MessageMaxChars, "login-burst": c.LoginBurst,
+		"max-rooms-per-connection": c.MaxRoomsPerConn, "large-room-members": c.LargeRoomMembers,
+		"message-max-chars": c.MessageMaxChars, "login-burst": c.LoginBurst,
 		"login-ip-burst": c.LoginIPBurst, "login-user-burst": c.LoginUserBurst, "register-burst": c.RegisterBurst,
 		"password-hash-concurrency": c.PasswordHashConcurrency,
 	}

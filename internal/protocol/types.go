@@ -55,6 +55,9 @@ const (
 	TypeRoomMembers        = "room:members"
 	TypeRoomMembersPage    = "room:members_page"
 	TypeRoomMembersChanged = "room:members_changed"
+	// TypeRoomPresenceBatch is a large room's coalesced presence
+	// (docs/protocol.md "Large rooms"; not in PROTOCOL.md v1.1).
+	TypeRoomPresenceBatch = "room:presence_batch"
 )
 
 // ClientTypes is every client → server message type some handler accepts
@@ -73,7 +76,7 @@ var ClientTypes = []string{
 var ServerTypes = []string{
 	TypeConnected, TypeError, TypeAck, TypePong,
 	TypeRoomState, TypeRoomJoined, TypeRoomLeft, TypeRoomPresenceUpdated, TypeRoomStorageUpdated, TypeRoomEvent,
-	TypeRoomMembersPage, TypeRoomMembersChanged,
+	TypeRoomMembersPage, TypeRoomMembersChanged, TypeRoomPresenceBatch,
 	TypeRoomCallStarted, TypeRoomCallUpdated, TypeRoomCallEnded,
 	TypeTypingStart, TypeTypingStop, TypePresenceUpdate,
 	TypeMessageCreate, TypeMessageUpdate, TypeMessageDelete,

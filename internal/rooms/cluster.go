@@ -447,8 +447,11 @@ func (m *Manager) joinCluster(ctx context.Context, s Session, reqID string, d jo
 		return fail(err)
 	}
 	if r == nil {
+		e.mu.Lock()
+		wantRoster := !e.synced
+		e.mu.Unlock()
 		m.sendNode(l.Node, nodeMsg{Kind: kindJoin, Room: d.RoomID, Epoch: l.Epoch, Conn: s.ID(), User: s.UserID(),
-			Name: s.Name(), ReqID: reqID, Perms: perms, Presence: d.Presence, Since: d.SinceVersion})
+			Name: s.Name(), ReqID: reqID, Perms: perms, Presence: d.Presence, Since: d.SinceVersion, WantRoster: wantRoster})
 		// A lost join (at most once) is answered by a resync, which gives
 		// every joining client its room:state.
 		time.AfterFunc(m.syncTimeout, func() {
@@ -467,7 +470,7 @@ func (m *Manager) joinCluster(ctx context.Context, s Session, reqID string, d jo
 	lc.joining = false // answered below, before anything else can reach it
 	e.mu.Unlock()
 	r.mu.Lock()
-	perr := r.addClient(localOrigin(s, reqID), perms, d.Presence, d.SinceVersion)
+	perr := r.addClient(localOrigin(s, reqID), perms, d.Presence, d.SinceVersion, false)
 	r.mu.Unlock()
 	if perr != nil {
 		return fail(perr)

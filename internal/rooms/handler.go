@@ -3,7 +3,6 @@ package rooms
 import (
 	"context"
 	"encoding/json"
-	"maps"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -63,7 +62,7 @@ func (m *Manager) ownerMessage(msg nodeMsg) {
 	switch msg.Kind {
 	case kindJoin:
 		r.mu.Lock()
-		perr = r.addClient(o, msg.Perms, msg.Presence, msg.Since)
+		perr = r.addClient(o, msg.Perms, msg.Presence, msg.Since, msg.WantRoster)
 		r.mu.Unlock()
 		if perr != nil {
 			m.sendNode(msg.From, nodeMsg{Kind: kindJoined, Room: r.id, Epoch: msg.Epoch, Conn: msg.Conn, ReqID: msg.ReqID,
@@ -83,6 +82,10 @@ func (m *Manager) ownerMessage(msg nodeMsg) {
 	case kindEvent:
 		r.mu.Lock()
 		perr = r.broadcast(o, msg.Event)
+		r.mu.Unlock()
+	case kindMembers:
+		r.mu.Lock()
+		perr = r.membersPage(o, msg.After, msg.Limit)
 		r.mu.Unlock()
 	case kindStorage:
 		ops, e := parseBatch(msg.Ops, m.limits)
@@ -338,6 +341,10 @@ func (m *Manager) edgeMessage(msg nodeMsg) {
 		switch {
 		case msg.Epoch != e.lease.Epoch:
 			gap = true
+		case !e.synced && len(msg.Roster) == 0:
+			// Answered without the roster (this node had a baseline when
+			// it asked, lost it since): the resync gets one.
+			gap = true
 		case !e.synced:
 			e.synced, e.seq = true, msg.Seq
 			e.roster = make(map[string]rosterEntry, len(msg.Roster))
@@ -425,6 +432,14 @@ func (m *Manager) RoomMessage(roomID string, b []byte) {
 	switch ev.kind {
 	case evJoined:
 		e.roster[ev.client] = rosterEntry{Client: ev.client, User: ev.user, Node: ev.node}
+	case evMembers:
+		for _, re := range ev.roster {
+			if re.Node == "" {
+				delete(e.roster, re.Client)
+			} else {
+				e.roster[re.Client] = re
+			}
+		}
 	case evLeft:
 		if _, ok := e.roster[ev.client]; !ok {
 			e.mu.Unlock()
@@ -478,7 +493,7 @@ func (m *Manager) NodeDown(node string) {
 		r.mu.Lock()
 		for _, c := range append([]*client(nil), r.order...) {
 			if c.node == node {
-				r.removeLocked(c.id, "", removedByOwner)
+				r.removeLocked(c.id, "", removedNodeDown)
 			}
 		}
 		r.mu.Unlock()
@@ -491,12 +506,7 @@ func (m *Manager) NodeDown(node string) {
 			e.mu.Unlock()
 			continue // this node owns the room: done above
 		}
-		for id, re := range maps.Clone(e.roster) {
-			if re.Node == node {
-				delete(e.roster, id)
-				e.deliverLocked(leftFrame(e.id, id, re.User), "")
-			}
-		}
+		m.edgeNodeDownLocked(e, node)
 		ownerDown := e.known && e.lease.Node == node
 		e.mu.Unlock()
 		if ownerDown {

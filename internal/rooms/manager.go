@@ -50,6 +50,14 @@ type Options struct {
 	KeepUpdatesBytes int
 	SnapshotEvery    int // write a full snapshot every N versions
 	MaxRoomsPerConn  int // rooms one connection may be in at once (0 = no limit)
+	// Large rooms (large.go): above LargeRoomMembers members (0 =
+	// DefaultLargeRoomMembers) room:state lists a first page and joins and
+	// leaves go out as room:members_changed every LargeRoomInterval (0 =
+	// DefaultLargeRoomInterval); with PresenceCoalesce, presence to the
+	// others goes out as room:presence_batch on the same tick.
+	LargeRoomMembers  int
+	LargeRoomInterval time.Duration
+	PresenceCoalesce  bool
 }
 
 // DefaultKeepUpdatesBytes is Options.KeepUpdatesBytes when unset (1 MiB,
@@ -318,6 +326,16 @@ func (m *Manager) Handle(ctx context.Context, s Session, env protocol.Envelope) 
 		return m.route(s, d.RoomID, env.ID, nodeMsg{Kind: kindStorage, Ops: d.Ops, Base: d.BaseVersion}, func(r *Room, o origin) *protocol.Error {
 			return m.submitOps(r, o, o.conn, ops, d.Ops, d.BaseVersion, nil)
 		})
+	case protocol.TypeRoomMembers:
+		d, limit, perr := decodeMembers(env.Data, m.pageSize())
+		if perr != nil {
+			return perr
+		}
+		return m.route(s, d.RoomID, env.ID, nodeMsg{Kind: kindMembers, After: d.After, Limit: limit}, func(r *Room, o origin) *protocol.Error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.membersPage(o, d.After, limit)
+		})
 	case protocol.TypeRoomBroadcast:
 		d, perr := decodeBroadcast(env.Data)
 		if perr != nil {
@@ -389,7 +407,7 @@ func (m *Manager) join(ctx context.Context, s Session, env protocol.Envelope) er
 	m.track(s.ID(), r.id) // before the client hears it is in
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.addClient(localOrigin(s, env.ID), perms, d.Presence, d.SinceVersion); err != nil {
+	if err := r.addClient(localOrigin(s, env.ID), perms, d.Presence, d.SinceVersion, false); err != nil {
 		if !wasIn {
 			m.untrack(s.ID(), r.id)
 		}

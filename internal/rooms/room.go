@@ -46,6 +46,7 @@ type client struct {
 	perms          access.Set
 	presence       map[string]json.RawMessage
 	joinedAt       time.Time
+	seq            uint64 // join order in the room (member list cursors, large.go)
 }
 
 // Room is a live room owned by this node. All fields are guarded by mu
@@ -63,6 +64,14 @@ type Room struct {
 	order   []*client          // join order, for stable member lists
 	remote  int                // clients on other nodes: events are published
 	seq     uint64             // last event sequence number of this tenure
+	joinSeq uint64             // last client.seq given
+
+	// Large rooms (large.go): the cached first page of room:state's
+	// members (nil when stale), and the batches waiting for the next tick.
+	pageEnc         []byte
+	pendingMembers  *memberBatch
+	pendingPresence *presenceBatch
+	tickArmed       bool
 
 	// committed is what clients may see; head includes batches still being
 	// committed. pending counts those batches.
@@ -191,7 +200,8 @@ type event struct {
 	except string // connection id that does not get frame ("" for none)
 	client string // evJoined/evLeft: the client
 	user   string
-	node   string // evJoined: the client's node
+	node   string        // evJoined: the client's node
+	roster []rosterEntry // evMembers: the roster delta (Node "" for a client that left)
 	frame  []byte
 }
 
@@ -269,6 +279,7 @@ func (r *Room) usable() *protocol.Error {
 type joinState struct {
 	MemberCount int             `json:"member_count"`
 	Members     json.RawMessage `json:"members"`
+	MembersNext string          `json:"members_next,omitempty"` // a large room's first page ends here (large.go)
 	Storage     json.RawMessage `json:"storage"`
 }
 
@@ -280,6 +291,10 @@ func (js joinState) state(roomID, clientID string) json.RawMessage {
 	b = jsonpatch.AppendString(b, clientID)
 	b = fmt.Appendf(b, `,"member_count":%d,"members":`, js.MemberCount)
 	b = append(b, js.Members...)
+	if js.MembersNext != "" {
+		b = append(b, `,"members_next":`...)
+		b = jsonpatch.AppendString(b, js.MembersNext)
+	}
 	b = append(b, `,"storage":`...)
 	b = append(b, js.Storage...)
 	return append(b, '}')
@@ -295,13 +310,9 @@ type storageState struct {
 // snapshotState returns the room's members and storage for a joiner.
 // Needs r.mu.
 func (r *Room) snapshotState(since *int64) joinState {
-	ms := make([]member, 0, len(r.order))
-	for _, c := range r.order {
-		ms = append(ms, c.wire())
-	}
-	members, _ := protocol.Marshal(ms)
+	members, next := r.firstPage()
 	storage, _ := protocol.Marshal(r.storageFor(since))
-	return joinState{MemberCount: len(r.order), Members: members, Storage: storage}
+	return joinState{MemberCount: len(r.order), Members: members, MembersNext: next, Storage: storage}
 }
 
 // roster is every client's id, user and node (for other nodes' rosters).
@@ -321,7 +332,7 @@ func (r *Room) roster() []rosterEntry {
 // addClient takes the origin's connection into the room (or refreshes its
 // permissions when it is already in) and answers with room:state; the
 // others get room:joined. Needs r.mu.
-func (r *Room) addClient(o origin, perms access.Set, presence map[string]json.RawMessage, since *int64) *protocol.Error {
+func (r *Room) addClient(o origin, perms access.Set, presence map[string]json.RawMessage, since *int64, wantRoster bool) *protocol.Error {
 	if err := r.usable(); err != nil {
 		return err
 	}
@@ -338,17 +349,30 @@ func (r *Room) addClient(o origin, perms access.Set, presence map[string]json.Ra
 		o.sink.Reply(protocol.TypeRoomState, o.reqID, js.state(r.id, o.conn))
 		return nil
 	}
+	var roster []rosterEntry
+	if wantRoster {
+		roster = r.roster()
+	}
 	r.m.sendNode(o.node, nodeMsg{Kind: kindJoined, Room: r.id, Epoch: r.lease.Epoch, Seq: r.seq, Conn: o.conn,
-		ReqID: o.reqID, State: &js, Roster: r.roster()})
+		ReqID: o.reqID, State: &js, Roster: roster})
 	return nil
 }
 
 // addLocked adds c and tells everyone else. Needs r.mu.
 func (r *Room) addLocked(c *client) {
+	r.joinSeq++
+	c.seq = r.joinSeq
 	r.clients[c.id] = c
 	r.order = append(r.order, c)
 	if c.sink == nil {
 		r.remote++
+	}
+	if len(r.order) <= r.largeLimit() {
+		r.pageEnc = nil
+	}
+	if r.coalescesMembers() {
+		r.batchMember(c, true)
+		return
 	}
 	joined := protocol.Encode(protocol.TypeRoomJoined, "", struct {
 		RoomID   string                     `json:"room_id"`
@@ -376,10 +400,13 @@ const (
 	// copy (a leave forwarded by another node, a resync without it).
 	// Everyone else gets room:left.
 	leftOnItsNode
-	// removedByOwner: the owner removes the client (a reset, its node
-	// died). Everyone gets the same room:left, the client's node included,
-	// which untracks it there.
+	// removedByOwner: the owner removes the client (a reset, a refused
+	// permission). Everyone gets the same room:left, the client's node
+	// included, which untracks it there.
 	removedByOwner
+	// removedNodeDown: the owner removes a client of a node that died.
+	// Everyone gets room:left (there is no node of the client to tell).
+	removedNodeDown
 )
 
 // removeLocked takes connID out of the room and tells who how says.
@@ -389,19 +416,26 @@ func (r *Room) removeLocked(connID, reqID string, how leaveHow) bool {
 	if !ok {
 		return false
 	}
-	data := map[string]string{"room_id": r.id, "client_id": connID, "user_id": c.user}
-	frame := protocol.Encode(protocol.TypeRoomLeft, "", data)
-	except := connID
-	if how == removedByOwner {
-		except = ""
+	if r.onFirstPage(c) {
+		r.pageEnc = nil
 	}
-	r.emit(event{kind: evLeft, except: except, client: connID, user: c.user, frame: frame})
-	delete(r.clients, connID)
-	for i, oc := range r.order {
-		if oc == c {
-			r.order = append(r.order[:i], r.order[i+1:]...)
-			break
+	data := map[string]string{"room_id": r.id, "client_id": connID, "user_id": c.user}
+	if how != removedByOwner && r.coalescesMembers() {
+		r.batchMember(c, false)
+	} else {
+		if r.pendingMembers != nil {
+			r.flushMembers() // an individual frame never overtakes the batch
 		}
+		frame := protocol.Encode(protocol.TypeRoomLeft, "", data)
+		except := connID
+		if how == removedByOwner || how == removedNodeDown {
+			except = ""
+		}
+		r.emit(event{kind: evLeft, except: except, client: connID, user: c.user, frame: frame})
+	}
+	delete(r.clients, connID)
+	if i := r.indexAfter(c.seq - 1); i < len(r.order) && r.order[i] == c {
+		r.order = append(r.order[:i], r.order[i+1:]...)
 	}
 	if c.sink == nil {
 		r.remote--
@@ -437,15 +471,16 @@ func (r *Room) updatePresence(o origin, patch map[string]json.RawMessage) (map[s
 		return nil, perr
 	}
 	c.presence = merged
-	out := struct {
-		RoomID    string          `json:"room_id"`
-		ClientID  string          `json:"client_id"`
-		UserID    string          `json:"user_id"`
-		Presence  json.RawMessage `json:"presence"`
-		Timestamp string          `json:"timestamp"`
-	}{r.id, o.conn, o.user, enc, protocol.Now()}
-	data, _ := protocol.Marshal(out)
-	r.deliver(protocol.Encode(protocol.TypeRoomPresenceUpdated, "", json.RawMessage(data)), o.conn)
+	if r.onFirstPage(c) {
+		r.pageEnc = nil
+	}
+	e := presenceEntry{ClientID: o.conn, UserID: o.user, Presence: enc, Timestamp: protocol.Now()}
+	data, frame := presenceFrame(r.id, e)
+	if r.coalescesPresence() {
+		r.batchPresence(c, enc, e.Timestamp)
+	} else {
+		r.deliver(frame, o.conn)
+	}
 	r.reply(o, protocol.TypeRoomPresenceUpdated, data)
 	return merged, nil
 }

@@ -19,7 +19,7 @@ import (
 // Node message kinds.
 const (
 	// edge → owner
-	kindJoin     = "join"     // Conn, User, Name, ReqID, Perms, Presence, Since
+	kindJoin     = "join"     // Conn, User, Name, ReqID, Perms, Presence, Since, WantRoster
 	kindLeave    = "leave"    // Conn
 	kindPresence = "presence" // Conn, ReqID, Presence (a patch)
 	kindStorage  = "storage"  // Conn, ReqID, Ops, Base
@@ -28,9 +28,10 @@ const (
 	kindSync     = "sync"     // Clients: every client of the sender in the room
 	kindPatch    = "patch"    // Corr, Client, Ops, Base (REST)
 	kindSnapshot = "snapshot" // Corr (REST)
+	kindMembers  = "members"  // Conn, ReqID, After, Limit (room:members)
 	// owner → edge
 	kindReply    = "reply"     // Conn, Type, ReqID, Data or Err: one frame for one client
-	kindJoined   = "joined"    // Conn, ReqID, Epoch, Seq, State, Roster: a join's room:state
+	kindJoined   = "joined"    // Conn, ReqID, Epoch, Seq, State, Roster (when asked for): a join's room:state
 	kindSynced   = "synced"    // Epoch, Seq, State, Roster: answer to sync
 	kindResult   = "result"    // Corr, Version, Data or Err (REST)
 	kindNotOwner = "not_owner" // Conn, ReqID or Corr: the room is not the receiver's to order
@@ -62,6 +63,11 @@ type nodeMsg struct {
 	State    *joinState                 `json:"st,omitempty"`
 	Roster   []rosterEntry              `json:"ro,omitempty"`
 	Clients  []syncClient               `json:"cs,omitempty"`
+	After    string                     `json:"af,omitempty"`
+	Limit    int                        `json:"l,omitempty"`
+	// WantRoster: the joiner's node has no baseline for the room and needs
+	// its roster in the answer (otherwise it is left out: O(members)).
+	WantRoster bool `json:"wr,omitempty"`
 }
 
 // rosterEntry is one client of a room as other nodes track it: enough to
@@ -96,7 +102,7 @@ func decodeNodeMsg(b []byte) (nodeMsg, error) {
 	}
 	switch m.Kind {
 	case kindJoin, kindLeave, kindPresence, kindStorage, kindEvent, kindPerms, kindSync, kindPatch, kindSnapshot,
-		kindReply, kindJoined, kindSynced, kindResult, kindNotOwner:
+		kindMembers, kindReply, kindJoined, kindSynced, kindResult, kindNotOwner:
 	default:
 		return m, fmt.Errorf("node message: unknown kind %q", m.Kind)
 	}
@@ -105,6 +111,9 @@ func decodeNodeMsg(b []byte) (nodeMsg, error) {
 	}
 	if m.From == "" {
 		return m, errors.New("node message: no sender")
+	}
+	if m.Kind == kindMembers && (m.Limit < 1 || m.Limit > MaxMembersPage) {
+		return m, errors.New("node message: members limit out of range")
 	}
 	if (m.Kind == kindJoined || m.Kind == kindSynced) && m.State == nil {
 		return m, errors.New("node message: no state")
@@ -119,6 +128,7 @@ const (
 	evLeft                    // frame is room:left; client leaves the roster
 	evMoved                   // the owner gave the room up: find the new owner (not sequenced)
 	evRefresh                 // user's permissions changed: re-decide them (not sequenced; any node)
+	evMembers                 // frame is room:members_changed; roster is its delta (large.go)
 )
 
 // wireEvent is a room event as published: who published it, in which
@@ -145,6 +155,9 @@ func encodeEvent(e wireEvent) []byte {
 	b = appendStr(b, e.client)
 	b = appendStr(b, e.user)
 	b = appendStr(b, e.node)
+	if e.kind == evMembers {
+		b = appendRoster(b, e.roster)
+	}
 	return append(b, e.frame...)
 }
 
@@ -159,7 +172,7 @@ func decodeEvent(b []byte) (wireEvent, error) {
 		return e, errTruncated
 	}
 	e.kind, b = b[0], b[1:]
-	if e.kind < evFrame || e.kind > evRefresh {
+	if e.kind < evFrame || e.kind > evMembers {
 		return e, fmt.Errorf("room event: unknown kind %d", e.kind)
 	}
 	str := func() (string, error) {
@@ -192,6 +205,27 @@ func decodeEvent(b []byte) (wireEvent, error) {
 	for _, p := range []*string{&e.except, &e.client, &e.user, &e.node} {
 		if *p, err = str(); err != nil {
 			return e, err
+		}
+	}
+	if e.kind == evMembers {
+		n, err := num()
+		if err != nil {
+			return e, err
+		}
+		// Each entry takes at least 3 bytes: n is bounded by what is left
+		// before anything is allocated for it.
+		if n > uint64(len(b))/3 {
+			return e, errTruncated
+		}
+		e.roster = make([]rosterEntry, 0, n)
+		for range n {
+			var re rosterEntry
+			for _, p := range []*string{&re.Client, &re.User, &re.Node} {
+				if *p, err = str(); err != nil {
+					return e, err
+				}
+			}
+			e.roster = append(e.roster, re)
 		}
 	}
 	e.frame = b

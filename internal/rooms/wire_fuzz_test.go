@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 )
 
@@ -13,6 +14,9 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add(encodeEvent(wireEvent{event: event{kind: evJoined, except: "c1", client: "c1", user: "u", node: "n1",
 		frame: []byte(`{"type":"room:joined"}`)}, from: "n1", epoch: 7, seq: 3}))
 	f.Add(encodeEvent(wireEvent{event: event{kind: evRefresh, user: "u"}, from: "n2"}))
+	f.Add(encodeEvent(wireEvent{event: event{kind: evMembers, roster: []rosterEntry{{"c1", "u1", "n1"}, {"c2", "u2", ""}},
+		frame: []byte(`{"type":"room:members_changed"}`)}, from: "n1", epoch: 2, seq: 9}))
+	f.Add([]byte{evMembers, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{})
 	f.Add([]byte{evFrame, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -24,7 +28,8 @@ func FuzzDecodeEvent(f *testing.F) {
 		again, err := decodeEvent(encodeEvent(ev))
 		if err != nil || again.from != ev.from || again.epoch != ev.epoch || again.seq != ev.seq ||
 			again.event.kind != ev.kind || again.except != ev.except || again.client != ev.client ||
-			again.user != ev.user || again.node != ev.node || !bytes.Equal(again.frame, ev.frame) {
+			again.user != ev.user || again.node != ev.node || !bytes.Equal(again.frame, ev.frame) ||
+			!slices.Equal(again.roster, ev.roster) {
 			t.Fatalf("round trip of %x: %+v became %+v (%v)", b, ev, again, err)
 		}
 	})

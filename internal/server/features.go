@@ -34,6 +34,7 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 		PresenceMaxBytes: cfg.PresenceMaxBytes, StorageMaxBytes: cfg.StorageMaxBytes,
 		StorageMaxOps: cfg.StorageMaxOps, StorageMaxDepth: cfg.StorageMaxDepth,
 		KeepUpdates: cfg.StorageKeepUpdates, KeepUpdatesBytes: cfg.StorageKeepUpdatesBytes, SnapshotEvery: cfg.SnapshotEvery, MaxRoomsPerConn: cfg.MaxRoomsPerConn,
+		LargeRoomMembers: cfg.LargeRoomMembers, LargeRoomInterval: cfg.LargeRoomInterval, PresenceCoalesce: cfg.PresenceCoalesce,
 	}, s.Store, committer, s.Access, s.Metrics, s.log, s.roomsCluster())
 	s.Access.State = append(s.Access.State, s.Rooms)
 	s.Gateway.Route("room", roomsGateway{s.Rooms})

@@ -120,6 +120,8 @@ type Client struct {
 	WS     *websocket.Conn
 	ConnID string
 	UserID string
+	// Hello is the connected frame, as received.
+	Hello  protocol.Envelope
 	frames chan protocol.Envelope
 	closed chan struct{}
 	mu     sync.Mutex
@@ -163,7 +165,7 @@ func (s *Server) Dial(token string) *Client {
 		UserID       string `json:"user_id"`
 	}
 	_ = json.Unmarshal(f.Data, &d)
-	c.ConnID, c.UserID = d.ConnectionID, d.UserID
+	c.ConnID, c.UserID, c.Hello = d.ConnectionID, d.UserID, f
 	return c
 }
 
