@@ -59,6 +59,13 @@ export interface ParleyClientOptions {
   reconnect?: boolean;
   /** Full-jitter backoff bounds. Defaults 500 and 15000 ms. */
   backoff?: { initialMs?: number; maxMs?: number };
+  /**
+   * After this long without a frame from the server, send a `ping`; no
+   * answer within min(keepaliveMs, 10 s) closes the socket as dead and
+   * reconnects (a half-open TCP connection is otherwise noticed only by the
+   * server). Default: the server's heartbeat_interval_ms; 0 turns it off.
+   */
+  keepaliveMs?: number;
 }
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -169,6 +176,8 @@ export class ParleyClient extends Emitter<ClientEvents> {
   #rooms = new Map<string, Room>();
   #typing = new Map<string, Typing>();
   #heartbeatMs = 0;
+  #keepalive: ReturnType<typeof setInterval> | undefined;
+  #lastRx = 0;
 
   constructor(options: ParleyClientOptions) {
     super();
@@ -297,9 +306,12 @@ export class ParleyClient extends Emitter<ClientEvents> {
         if (env.type !== 'connected' || !d || typeof d.connection_id !== 'string' || typeof d.user_id !== 'string') return;
         connected = true;
         clearTimeout(timer);
+        this.#lastRx = Date.now();
         this.#onConnected(d as ConnectedData);
+        this.#startKeepalive(ws);
         return;
       }
+      this.#lastRx = Date.now();
       this.#receive(env);
     };
     ws.onclose = (ev: { code?: unknown; reason?: unknown }) => {
@@ -397,6 +409,23 @@ export class ParleyClient extends Emitter<ClientEvents> {
     for (const w of waiters) w.resolve();
   }
 
+  /** startKeepalive pings a quiet connection and replaces it when the ping goes unanswered. */
+  #startKeepalive(ws: WebSocketLike): void {
+    const every = this.#opts.keepaliveMs ?? (this.#heartbeatMs > 0 ? this.#heartbeatMs : 30000);
+    if (!(every > 0) || this.#ws !== ws) return;
+    this.#keepalive = setInterval(() => {
+      if (this.#ws !== ws || this.#state !== 'connected' || Date.now() - this.#lastRx < every) return;
+      this._request('ping', undefined, { timeoutMs: Math.min(every, 10000) }).promise.catch((err: ParleyError) => {
+        if (err.code !== 'timeout' || this.#ws !== ws) return;
+        // Nothing came back: a dead (half-open) connection. Replace it.
+        this.#ws = null;
+        detach(ws);
+        safeClose(ws, CloseCode.HeartbeatMissed, 'keepalive timeout');
+        this.#onSocketClosed(CloseCode.HeartbeatMissed, 'no answer to a keepalive ping');
+      });
+    }, every);
+  }
+
   /** onSocketClosed handles the close of a connection that got `connected`. */
   #onSocketClosed(code: number, reason: string): void {
     const lived = Date.now() - this.#connectedAt;
@@ -428,6 +457,8 @@ export class ParleyClient extends Emitter<ClientEvents> {
   /** lost clears what belonged to the socket that is gone. */
   #lost(err: ParleyError): void {
     this.connectionId = null;
+    if (this.#keepalive !== undefined) clearInterval(this.#keepalive);
+    this.#keepalive = undefined;
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) {

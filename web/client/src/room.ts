@@ -451,6 +451,7 @@ export class Room extends Emitter<RoomEvents> {
         const req = this.#joinReq;
         if (req && env.id === req.id) {
           this.#joinReq = null;
+          if (this.#leaving) return; // leave() follows it on the wire
           this.#applyState(d as unknown as RoomStateData, req.old, req.carried);
         } else if (env.id === undefined) {
           // Unsolicited: a cluster resync of this room.
@@ -824,10 +825,11 @@ export class Room extends Emitter<RoomEvents> {
   async leave(): Promise<void> {
     if (this.#state === 'left') return;
     this.#leaving = true;
+    // In the room on the server, or about to be (a join in flight, which
+    // the server handles before this leave): leave there too.
+    const inRoom = this.#client.state === 'connected' && (this.#state === 'joined' || this.#joinReq !== null);
     try {
-      if (this.#client.state === 'connected' && this.#state === 'joined') {
-        await this.#client.request('room:leave', { room_id: this.id });
-      }
+      if (inRoom) await this.#client.request('room:leave', { room_id: this.id });
     } catch (err) {
       const e = asParleyError(err);
       if (e.code !== 'not_found' && e.code !== 'disconnected') {

@@ -152,3 +152,32 @@ test('4003 (disconnected by the server API) stops reconnecting', async (t) => {
     [['closed', 4003]],
   );
 });
+
+test('keepalive: a connection that stops answering is replaced', async () => {
+  const c = client({ token: await server.token('keepalive'), WebSocket: HoldWS, keepaliveMs: 300 });
+  await c.connect();
+  const room = await c.joinRoom('keepalive-room');
+  const first = c.connectionId;
+  const ws = HoldWS.instances.at(-1);
+  const gone = nextEvent(c, 'disconnected');
+  ws.hold(); // from now on nothing arrives: the ping goes unanswered
+  const d = await gone;
+  assert.deepEqual([d.code, d.willReconnect], [4000, true]);
+  await until('reconnected and re-joined', () => c.state === 'connected' && room.state === 'joined' && c.connectionId !== first);
+  await until('the server holds one connection', async () => (await server.metric('parley_connections')) === 1);
+  c.close();
+});
+
+test('a join the server refuses rejects joinRoom and leaves no room behind', async () => {
+  const c = client({ token: await server.token('limited', { rooms: { 'mine-*': ['read'] } }) });
+  await c.connect();
+  await assert.rejects(c.joinRoom('theirs'), (e) => e.code === 'forbidden');
+  assert.equal(c.room('theirs'), undefined);
+  const mine = await c.joinRoom('mine-1');
+  await assert.rejects(mine.patch([{ op: 'add', path: '/x', value: 1 }]), (e) => e.code === 'forbidden');
+  assert.deepEqual(mine.storage, {}, 'rolled back');
+  await assert.rejects(mine.updatePresence({ x: 1 }), (e) => e.code === 'forbidden');
+  assert.deepEqual(mine.presence, {});
+  c.close();
+  assert.equal(mine.state, 'left');
+});
