@@ -327,8 +327,9 @@ export class Room extends Emitter<RoomEvents> {
       }
     }
     if (!ok) {
-      // A gap or a batch this mirror cannot apply: ask for the whole document.
-      this.#resync(true);
+      // A gap or a batch this mirror cannot apply: ask for the whole
+      // document (still telling the join which connection is gone).
+      this.#resync(true, oldConnection);
       return;
     }
     if (oldConnection) {
@@ -423,11 +424,11 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   /** resync joins again on this connection: with since_version, or for the whole document. */
-  #resync(full: boolean): void {
+  #resync(full: boolean, oldConnection: string | null = null): void {
     if (this.#state === 'left' || this.#client.state !== 'connected') return;
     if (this.#resyncing && !full) return;
     this.#resyncing = true;
-    this.#join(full ? undefined : this.#version, null);
+    this.#join(full ? undefined : this.#version, oldConnection);
   }
 
   #fetchMembers(after: string): void {

@@ -181,3 +181,59 @@ test('a join the server refuses rejects joinRoom and leaves no room behind', asy
   c.close();
   assert.equal(mine.state, 'left');
 });
+
+test('hostile and future frames: garbage is ignored, large-room member frames are applied', async () => {
+  const c = client({ token: await server.token('hostile'), WebSocket: HoldWS });
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  await c.connect();
+  const ws = HoldWS.instances.at(-1);
+  const room = await c.joinRoom('hostile-room', { presence: { me: 1 } });
+  await room.patch([{ op: 'add', path: '/a', value: 1 }]);
+  const before = { storage: structuredClone(room.storage), version: room.version, members: room.members.size };
+  let connected = 0;
+  c.on('connected', () => connected++);
+  const frames = [
+    'not json',
+    '[1,2]',
+    '{"type":5}',
+    '{"type":"connected","data":{"connection_id":"x","user_id":"y"}}',
+    '{"type":"state","data":{}}',
+    '{"type":"room:joined","data":{"room_id":"hostile-room"}}',
+    '{"type":"room:joined","data":{"room_id":"hostile-room","client_id":7,"user_id":"u"}}',
+    '{"type":"room:left","data":{"room_id":"hostile-room"}}',
+    '{"type":"room:storage_updated","data":{"room_id":"hostile-room","version":"2","ops":[]}}',
+    '{"type":"room:storage_updated","data":{"room_id":"hostile-room","version":1,"ops":[{"op":"remove","path":"/a"}]}}',
+    '{"type":"room:presence_updated","data":{"room_id":"hostile-room","client_id":"nobody","presence":[1]}}',
+    '{"type":"room:members_changed","data":{"room_id":"hostile-room","joined":"x","left":5}}',
+    '{"type":"room:event","data":{"room_id":"hostile-room"}}',
+    '{"type":"room:unknown","data":{"room_id":"hostile-room"}}',
+    '{"type":"totally:unknown","id":"999999","data":null}',
+    '{"type":"error","data":{"code":"internal"}}',
+    '{"type":"room:event","data":{"room_id":"other-room","event":{"__proto__":{"polluted":1}}}}',
+  ];
+  for (const f of frames) ws.inject(f);
+  assert.equal({}.polluted, undefined);
+  assert.equal(connected, 0, 'a second connected frame is not a second connection');
+  assert.equal(c.connectionId, room.connectionId);
+  assert.deepEqual({ storage: room.storage, version: room.version, members: room.members.size }, before);
+  assert.equal(errors.length, 1, 'the error frame without an id is reported once');
+  assert.equal((await c.request('ping')).type, 'pong', 'the connection still works');
+
+  // Large rooms (PROTOCOL §3): today's server never sends these; the room applies them.
+  const member = (id) => ({ client_id: id, user_id: `u-${id}`, presence: { n: id }, joined_at: '2026-01-01T00:00:00.000Z' });
+  ws.inject(JSON.stringify({ type: 'room:members_changed', data: { room_id: 'hostile-room', joined: [member('m1'), member('m2')], left: [] } }));
+  assert.equal(room.members.size, 3);
+  assert.equal(room.memberCount, 3);
+  ws.inject(JSON.stringify({ type: 'room:members_changed', data: { room_id: 'hostile-room', joined: [member('m3')], left: [{ client_id: 'm1', user_id: 'u-m1' }] } }));
+  assert.deepEqual([...room.members.keys()].filter((k) => k.startsWith('m')).sort(), ['m2', 'm3']);
+  assert.equal(room.memberCount, 3);
+  ws.inject(JSON.stringify({ type: 'room:members_page', data: { room_id: 'hostile-room', members: [member('m4')], next_after: null } }));
+  assert.equal(room.members.get('m4').presence.n, 'm4');
+  assert.equal(room.memberCount, 4);
+  // A joined frame for a known client id is an update, not a second member.
+  ws.inject(JSON.stringify({ type: 'room:joined', data: { room_id: 'hostile-room', client_id: 'm4', user_id: 'u-m4', presence: { n: 'again' } } }));
+  assert.equal(room.memberCount, 4);
+  assert.equal(room.members.get('m4').presence.n, 'again');
+  c.close();
+});

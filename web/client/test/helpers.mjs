@@ -225,6 +225,11 @@ export class HoldWS extends WebSocket {
     return this.#held?.length ?? 0;
   }
 
+  /** inject delivers a frame as if the server had sent it (for frames today's server never sends, and hostile ones). */
+  inject(data) {
+    this.#onmessage?.({ data });
+  }
+
   release() {
     const held = this.#held ?? [];
     this.#held = null;
