@@ -6,7 +6,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ParleyClient } from '../dist/index.js';
-import { startServer, until, WebSocket } from './helpers.mjs';
+import { startServer, until, HoldWS, WebSocket } from './helpers.mjs';
 
 const server = await startServer(after);
 const ROOM = 'outage-room';
@@ -106,4 +106,40 @@ test('server down for 8 s: one connection per client, no ghost members, current 
 
   for (const x of [a, b, c]) x.close();
   await until('the server counts 0 connections', async () => (await server.metric('parley_connections')) === 0);
+});
+
+test('batches in flight when the connection dies: an applied one resolves once, a refused one is not applied twice', async () => {
+  const a = new ParleyClient({ url: server.wsUrl, token: await server.token('inflight-a'), WebSocket: HoldWS, backoff: { initialMs: 100, maxMs: 500 } });
+  const b = client(await server.token('inflight-b'));
+  await a.connect();
+  const wsA = HoldWS.instances.at(-1);
+  await b.connect();
+  const ra = await a.joinRoom('inflight-room');
+  const rb = await b.joinRoom('inflight-room');
+  await ra.patch([{ op: 'add', path: '/n', value: 0 }, { op: 'add', path: '/log', value: [] }]);
+  await until('b at 1', () => rb.version === 1);
+
+  wsA.hold(); // a hears nothing from here on: replies are lost with the socket
+  await rb.patch([{ op: 'replace', path: '/n', value: 1 }]); // version 2
+  const applied = ra.patch([{ op: 'add', path: '/log/-', value: 'applied-once' }]); // version 3, reply lost
+  const refused = ra.patch([{ op: 'test', path: '/n', value: 0 }, { op: 'replace', path: '/n', value: 9 }]); // test_failed, reply lost
+  const refusedOutcome = refused.then(() => 'resolved', (e) => e); // settles during the re-join
+  await until('the server applied a\'s first batch', async () => (await server.api('GET', '/api/rooms/inflight-room/storage')).version === 3);
+  await until('b saw it', () => rb.version === 3);
+  await server.kill();
+  await server.start();
+  await until('a re-joined', () => ra.state === 'joined' && a.state === 'connected', 15000);
+  // Matched in the catch-up by writer (a's old connection) and ops: resolved, not sent again.
+  assert.deepEqual(await applied, { version: 3 });
+  // Not in the catch-up: never applied; after the rebase it no longer applies.
+  const outcome = await refusedOutcome;
+  assert.equal(outcome.code, 'conflict', String(outcome));
+  await until('b back', () => rb.state === 'joined');
+  const rest = await server.api('GET', '/api/rooms/inflight-room/storage');
+  assert.deepEqual(rest, { version: 3, data: { n: 1, log: ['applied-once'] } });
+  assert.deepEqual(ra.storage, rest.data);
+  assert.equal(ra.version, 3);
+  assert.equal(ra.pendingBatches, 0);
+  a.close();
+  b.close();
 });
