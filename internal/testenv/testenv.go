@@ -1,5 +1,6 @@
 // Package testenv holds the one policy for tests that need tools outside
-// Go (Node, Debian's Chromium, web/media's npm packages): skip with a clear
+// Go (Node, Debian's Chromium, web/media's and web/client's npm packages):
+// skip with a clear
 // message where they are missing, but fail instead when
 // PARLEY_REQUIRE_BROWSER=1 (CI sets it, so CI never skips them).
 package testenv
@@ -21,6 +22,9 @@ func RepoRoot() string {
 // WebMedia is web/media, with the mediasoup-client bundle and the browser
 // test page.
 func WebMedia() string { return filepath.Join(RepoRoot(), "web", "media") }
+
+// WebClient is web/client, the @parley/client SDK package.
+func WebClient() string { return filepath.Join(RepoRoot(), "web", "client") }
 
 // Chromium is the browser the tests drive: $CHROMIUM or /usr/bin/chromium.
 func Chromium() string {
@@ -70,4 +74,50 @@ func Browser(t testing.TB, what string) {
 			t.Fatalf("web/media/build.sh: %v\n%s", err, out)
 		}
 	}
+}
+
+// ClientPackage requires node and web/client/node_modules (npm ci), and
+// builds web/client/dist with `npm run build` when it is missing or older
+// than a file of web/client/src.
+func ClientPackage(t testing.TB, what string) {
+	t.Helper()
+	Node(t, what)
+	dir := WebClient()
+	for _, pkg := range []string{"typescript", "ws"} {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg)); err != nil {
+			skipOrFail(t, what, "web/client/node_modules is missing (run npm ci in web/client)")
+		}
+	}
+	if !clientBuilt(dir) {
+		cmd := exec.Command("npm", "run", "build")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("web/client: npm run build: %v\n%s", err, out)
+		}
+	}
+}
+
+// clientBuilt reports whether dist/index.js exists and is newer than every
+// file in src/.
+func clientBuilt(dir string) bool {
+	built, err := os.Stat(filepath.Join(dir, "dist", "index.js"))
+	if err != nil {
+		return false
+	}
+	srcs, _ := filepath.Glob(filepath.Join(dir, "src", "*"))
+	srcs = append(srcs, filepath.Join(dir, "tsconfig.json"), filepath.Join(dir, "package.json"))
+	for _, f := range srcs {
+		if fi, err := os.Stat(f); err == nil && fi.ModTime().After(built.ModTime()) {
+			return false
+		}
+	}
+	// A source deleted since the build leaves a stale output behind: rebuild.
+	outs, _ := filepath.Glob(filepath.Join(dir, "dist", "*.js"))
+	for _, o := range outs {
+		name := filepath.Base(o)
+		if _, err := os.Stat(filepath.Join(dir, "src", name[:len(name)-len(".js")]+".ts")); err != nil {
+			return false
+		}
+	}
+	return true
 }

@@ -54,12 +54,12 @@ const REST_TYPES = {
   'messages.update': 'Message',
   'messages.list': 'Page<Message>',
   presence: 'PresenceList',
-  'call.start': 'CallStarted',
+  'call.start': 'CallStartResult',
   'call.join': 'CallJoined',
   'call.leave': 'CallLeft',
   'call.end': 'CallEnded',
-  'call.participants': 'Page<Participant>',
-  error: 'ErrorBody',
+  'call.participants': 'Page<CallParticipant>',
+  error: 'RestError',
 };
 
 // The REST type names used above, imported from protocol.ts.
