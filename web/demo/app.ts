@@ -64,6 +64,7 @@ async function getToken(): Promise<string> {
 
 const api = new ParleyAPI({ baseUrl: base, getToken });
 let client: ParleyClient | null = null;
+let connects = 0; // WebSockets that got their `connected` frame (shown on the state pill)
 let myStatus: Status = 'online';
 const statuses = new Map<string, Status>();
 const statusListeners = new Set<() => void>();
@@ -73,9 +74,14 @@ function ensureClient() {
   const c = new ParleyClient({ url: wsURL, getToken });
   client = c;
   c.on('presence:update', (d) => { statuses.set(d.user_id, d.presence); statusListeners.forEach((f) => f()); });
+  c.on('connected', () => {
+    connects++;
+    const pill = document.querySelector<HTMLElement>('[data-testid="conn-state"]');
+    if (pill) pill.dataset.connects = String(connects);
+  });
   c.on('state', (d) => {
-    const pill = document.querySelector('[data-testid="conn-state"]');
-    if (pill) { pill.textContent = d.state === 'connected' ? 'Live' : d.state === 'closed' ? 'Offline' : 'Reconnecting…'; pill.classList.toggle('live', d.state === 'connected'); }
+    const pill = document.querySelector<HTMLElement>('[data-testid="conn-state"]');
+    if (pill) { pill.dataset.connects = String(connects); pill.textContent = d.state === 'connected' ? 'Live' : d.state === 'closed' ? 'Offline' : 'Reconnecting…'; pill.classList.toggle('live', d.state === 'connected'); }
     if (d.state === 'closed' && d.error?.code === 'unauthorized') signOut();
   });
   c.connect().catch((e: unknown) => toast(`Could not connect: ${errText(e)}`));
@@ -239,6 +245,7 @@ async function showRoom(roomId: string) {
   };
   const pill = $('[data-testid="conn-state"]', v);
   pill.textContent = c.state === 'connected' ? 'Live' : 'Connecting…';
+  pill.dataset.connects = String(connects);
   pill.classList.toggle('live', c.state === 'connected');
   $('[data-testid="copy-link"]', v).addEventListener('click', () => {
     navigator.clipboard?.writeText(location.href).then(() => toast('Invite link copied'), () => toast(location.href));
@@ -442,6 +449,7 @@ class CallUI {
   local = new MediaStream();
   tiles = new Map<string, { tile: HTMLElement; stream: MediaStream; video: HTMLVideoElement }>();
   remote = new Map<string, { key: string; track: MediaStreamTrack }>(); // producer id → its track
+  rejoin?: () => void; // pending re-join after a lost connection
   constructor(private v: HTMLElement, private roomId: string, private c: ParleyClient, private nameOf: (uid: string) => string) {
     this.btn('call-join').addEventListener('click', () => void this.join());
     this.btn('call-leave').addEventListener('click', () => void this.leave());
@@ -481,7 +489,7 @@ class CallUI {
     this.btn('call-join').hidden = on;
     for (const id of ['call-leave', 'toggle-camera', 'toggle-mic', 'toggle-screen']) this.btn(id).hidden = !on;
   }
-  async join() {
+  async join(sources = ['mic', 'webcam'] as ('mic' | 'webcam')[]) {
     const me = session!.user;
     this.btn('call-join').disabled = true;
     try {
@@ -512,13 +520,22 @@ class CallUI {
         const cid = d.connectionId;
         for (const t of this.tiles.values()) t.tile.classList.toggle('speaking', t.tile.dataset.connectionId === cid);
       });
-      call.on('local_track_ended', (d) => { if (this.producers.get(d.source)?.id === d.producerId) this.dropLocal(d.source); });
-      call.on('closed', (d) => { toast(d?.reason === 'disconnected' ? 'Connection lost: you left the call.' : 'The call has ended.'); void this.leave(); });
+      // "Stop sharing" and unplugged devices; a call that ends is handled by 'closed'.
+      call.on('local_track_ended', (d) => { if (d.reason === 'track_ended' && this.producers.get(d.source)?.id === d.producerId) this.dropLocal(d.source); });
+      call.on('closed', (d) => {
+        // A lost socket (network, or the token's expiry: the SDK reconnects
+        // with a fresh one) ends the call for this connection: join again.
+        const again = [...this.producers.keys()].filter((s): s is 'mic' | 'webcam' => s === 'mic' || s === 'webcam');
+        void this.leave();
+        if (d.reason !== 'disconnected') return toast('The call has ended.');
+        toast('Connection lost: rejoining the call…');
+        const off = this.c.on('connected', () => { off(); this.rejoin = undefined; void this.join(again); });
+        this.rejoin = off;
+      });
       await call.join();
       this.setInCall(true);
       this.refresh(this.tile(this.c.connectionId!, me.id, this.c.connectionId!, true));
-      await this.toggle('mic');
-      await this.toggle('webcam');
+      for (const src of sources) await this.toggle(src);
     } catch (e) {
       toast(`Could not join the call: ${errText(e)}`);
       await this.leave();
@@ -562,6 +579,8 @@ class CallUI {
     this.pressed(source);
   }
   async leave() {
+    this.rejoin?.();
+    this.rejoin = undefined;
     const call = this.call;
     this.call = null;
     this.producers.forEach((p) => void Promise.resolve(p.close()).catch(() => {}));
