@@ -135,12 +135,13 @@ export function videoEncodings(
   if (!supportsSimulcast(caps)) return undefined;
   const layers = height === undefined || height >= 540 ? 3 : height >= 270 ? 2 : 1;
   if (layers < 2) return undefined;
-  const bitrates = [1_200_000, 500_000, 150_000]; // full, half, quarter
-  const out: RtpEncodingParameters[] = [];
-  for (let i = layers - 1; i >= 0; i--) {
-    out.push({ scaleResolutionDownBy: 2 ** i, maxBitrate: bitrates[i] });
-  }
-  return out;
+  // Lowest first, as mediasoup-client and the SFU number the layers.
+  const all: RtpEncodingParameters[] = [
+    { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+    { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+    { scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
+  ];
+  return all.slice(3 - layers);
 }
 
 interface TransportInfo {
@@ -364,7 +365,8 @@ export class Call {
     if (direction === 'send') {
       t.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
         const data: Record<string, unknown> = { transport_id: t.id, kind, rtp_parameters: rtpParameters };
-        if (typeof appData.source === 'string') data.source = appData.source;
+        const source = appData['source'];
+        if (typeof source === 'string') data['source'] = source;
         this.request('media:produce', data).then((r) => callback({ id: String(r.data?.id) }), errback);
       });
     }
