@@ -385,12 +385,18 @@ export class Call {
     if (encodings === undefined && kind === 'video') {
       encodings = videoEncodings(this.routerCaps, track.getSettings?.().height);
     }
+    const gen = this.generation;
     const producer = await this.send.produce({
       track,
       ...(encodings ? { encodings } : {}),
       ...(opts.codecOptions ? { codecOptions: opts.codecOptions } : {}),
       appData: { ...opts.appData, source },
     });
+    if (gen !== this.generation) {
+      // The call ended (or was left) while producing.
+      producer.close();
+      throw new CallError('closed', `the call of room ${this.roomId} ended while producing`);
+    }
     const handle = new CallProducer(this, producer, source);
     this.producers.set(producer.id, handle);
     producer.on('trackended', () => { void this._closeProducer(handle, 'track_ended').catch(() => {}); });

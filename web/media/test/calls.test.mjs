@@ -421,3 +421,16 @@ test('leave: media:leave, local teardown, join again; disconnected closes', asyn
   assert.equal(events.filter((e) => e.ev === 'track').length, events.filter((e) => e.ev === 'track_ended').length,
     'every track ended once');
 });
+
+test('the call ends while producing: produce rejects, nothing kept', async () => {
+  const server = new FakeServer({ hold: ['media:produce'] });
+  const { call } = newCall(server);
+  await call.join();
+  const producing = call.produce(new FakeMediaStreamTrack({ kind: 'audio' }));
+  await until('produce sent', () => server.held.length === 1);
+  server.emit('media:room_closed', { room_id: ROOM });
+  server.release('media:produce');
+  await assert.rejects(producing);
+  assert.equal(call.localProducers.length, 0);
+  assert.equal(call.state, 'closed');
+});
