@@ -135,6 +135,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  auth secret: %s\n", cfg.AuthSecret)
 		fmt.Fprintf(stdout, "  sample token (user dev-user, 24h): %s\n", devToken)
 		fmt.Fprintf(stdout, "  connect: ws://%s/ws?token=%s\n", addr, devToken)
+		if cfg.Demo && cfg.WebDir == "" {
+			fmt.Fprintf(stdout, "  demo app: http://%s/\n", addr)
+		}
 	}
 
 	code := 0

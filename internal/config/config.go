@@ -36,6 +36,7 @@ type Config struct {
 	LogLevel        string        `flag:"log-level" env:"PARLEY_LOG_LEVEL" default:"info" usage:"log level: debug, info, warn, error"`
 	ShutdownTimeout time.Duration `flag:"shutdown-timeout" env:"PARLEY_SHUTDOWN_TIMEOUT" default:"10s" usage:"how long graceful shutdown may take"`
 	WebDir          string        `flag:"web-dir" env:"PARLEY_WEB_DIR" default:"" usage:"serve static files from this directory at / (e.g. web/media/dist); empty = off"`
+	Demo            bool          `flag:"demo" env:"PARLEY_DEMO" default:"true" usage:"serve the demo app (web/demo, built into the binary) at /; web-dir, when set, takes / instead"`
 	DebugAddr       string        `flag:"debug-addr" env:"PARLEY_DEBUG_ADDR" default:"" usage:"listen address for pprof (e.g. 127.0.0.1:6060); empty = off"`
 
 	AuthSecret              string        `flag:"auth-secret" secret:"true" env:"PARLEY_AUTH_SECRET" default:"" usage:"HS256 shared secret for access tokens (at least 16 bytes)"`

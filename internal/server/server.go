@@ -34,6 +34,7 @@ import (
 	"github.com/parleyhq/parley/internal/store"
 	"github.com/parleyhq/parley/internal/store/postgres"
 	"github.com/parleyhq/parley/internal/store/sqlite"
+	"github.com/parleyhq/parley/web/demo"
 )
 
 // Server is a running Parley node.
@@ -171,6 +172,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			return nil, fmt.Errorf("invalid config: web-dir: %q is not a directory", cfg.WebDir)
 		}
 		s.mux.Handle("GET /", http.FileServer(http.Dir(cfg.WebDir)))
+	} else if cfg.Demo {
+		// The demo app (web/demo): more specific patterns (/api/..., /ws,
+		// /healthz, /metrics) keep precedence; other GET paths are the
+		// app's routes or 404, other methods 405.
+		s.mux.Handle("GET /", demo.Handler())
 	}
 	if err := s.wireFeatures(ctx); err != nil {
 		s.closeAll(ctx)

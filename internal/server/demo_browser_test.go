@@ -1,0 +1,50 @@
+package server_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/server/servertest"
+	"github.com/parleyhq/parley/internal/testenv"
+)
+
+// The demo app end to end, through its UI only, in two Chromium contexts
+// (test/browser/demo.mjs) against a real server serving the embedded app:
+// A signs up and creates a room, B signs up from the room's link; each sees
+// the other's cursor move; to-do edits from both converge, and A's undo
+// (button, then redo and undo from the keyboard) changes both lists alike;
+// A's chat message reaches B, with "Alice is typing…" at B while A types;
+// B goes do-not-disturb and A sees B's dot change; both join the call and
+// each sees the other's video playing. Screenshots of both pages at every
+// step go to $PARLEY_TEST_ARTIFACTS (a temporary directory when unset).
+func TestDemoAppEndToEnd(t *testing.T) {
+	testenv.Browser(t, "demo app e2e test")
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	root := testenv.RepoRoot()
+	s := servertest.Start(t, map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
+		"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0"})
+	dir := os.Getenv("PARLEY_TEST_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	} else {
+		dir = filepath.Join(dir, t.Name())
+	}
+	t.Logf("screenshots: %s", dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", filepath.Join(root, "test", "browser", "demo.mjs"))
+	cmd.Env = append(os.Environ(), "PARLEY_DEMO_URL="+s.URL, "PARLEY_ARTIFACTS="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil || testing.Verbose() {
+		t.Logf("node output:\n%s", out)
+	}
+	if err != nil {
+		t.Fatalf("demo e2e failed: %v (screenshots in %s)", err, dir)
+	}
+}
