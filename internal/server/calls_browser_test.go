@@ -1,0 +1,71 @@
+package server_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/server/servertest"
+	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/testenv"
+)
+
+// The SDK's calls layer (web/client/src/calls.ts, the Call class) in two
+// Chromium pages against the real server; test/browser/calls.mjs is the
+// scenario. two-party: both produce webcam + mic and play each other's
+// video, one leaves (peer_left, track_ended), REST call/end ('closed').
+// late-join: producers announced before join() finished are consumed, and
+// a producer's pause/resume/close. Screenshots go to $PARLEY_TEST_ARTIFACTS
+// when it is set.
+func TestBrowserCallsSDK(t *testing.T) {
+	testenv.Browser(t, "calls SDK browser test")
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	root := testenv.RepoRoot()
+	// Bundle calls.ts as it is now (not a dist left by an older build).
+	page := t.TempDir()
+	if out, err := exec.Command(filepath.Join(testenv.WebMedia(), "build-calls.sh"), page).CombinedOutput(); err != nil {
+		t.Fatalf("web/media/build-calls.sh: %v\n%s", err, out)
+	}
+	for _, scenario := range []string{"two-party", "late-join"} {
+		t.Run(scenario, func(t *testing.T) {
+			s := servertest.Start(t, map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
+				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0", "PARLEY_WEB_DIR": page})
+			ctx := context.Background()
+			room := "calls-" + scenario
+			if err := s.Srv.Store.CreateRoom(ctx, store.Room{ID: room, Name: room, OwnerID: "alice", CreatedAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Srv.Store.AddMember(ctx, room, "bob"); err != nil {
+				t.Fatal(err)
+			}
+			tokenA := s.Token("alice", nil)
+			if code, body := s.Do("POST", "/api/rooms/"+room+"/call/start", tokenA, nil); code != 200 {
+				t.Fatalf("call start: %d %s", code, body)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 150*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(cctx, "node", filepath.Join(root, "test", "browser", "calls.mjs"))
+			cmd.Env = append(os.Environ(),
+				"PARLEY_PAGE_URL="+s.URL+"/calls.html",
+				"PARLEY_WS_A="+s.WSURL+"?token="+tokenA,
+				"PARLEY_WS_B="+s.WSURL+"?token="+s.Token("bob", nil),
+				"PARLEY_ROOM="+room,
+				"PARLEY_API_URL="+s.URL,
+				"PARLEY_TOKEN_A="+tokenA,
+				"PARLEY_SCENARIO="+scenario,
+			)
+			out, err := cmd.CombinedOutput()
+			if err != nil || testing.Verbose() {
+				t.Logf("node output:\n%s", out)
+			}
+			if err != nil {
+				t.Fatalf("calls scenario %s failed: %v", scenario, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,558 @@
+// Parley calls: the SFU side of the SDK, on top of mediasoup-client.
+//
+//   import { Call } from '@parley/client/calls';
+//   const call = new Call(client, roomId);          // client: a ParleyClient
+//   call.on('track', ({ track, kind, userId }) => show(track));
+//   await call.join();
+//   const cam = await call.produce(videoTrack, { source: 'webcam' });
+//   await cam.pause(); await cam.resume();
+//   await call.leave();
+//
+// The wire is docs/protocol.md section 6 (PROTOCOL.md section 6). This is
+// the only module of the package that imports mediasoup-client (an optional
+// peer dependency), and it needs nothing of the SDK core but CallSignaling,
+// which ParleyClient implements.
+import { Device } from 'mediasoup-client';
+import type { types } from 'mediasoup-client';
+
+type Transport = types.Transport;
+type Producer = types.Producer;
+type Consumer = types.Consumer;
+type MediaKind = types.MediaKind;
+type RtpCapabilities = types.RtpCapabilities;
+type RtpParameters = types.RtpParameters;
+type RtpEncodingParameters = types.RtpEncodingParameters;
+type ProducerCodecOptions = types.ProducerCodecOptions;
+type ConnectionState = types.ConnectionState;
+
+/**
+ * What a Call needs from the SDK core: ParleyClient has all three.
+ * `request` resolves with the reply envelope and rejects with an Error
+ * carrying `.code` ('unsupported', 'not_found', 'timeout', 'disconnected',
+ * ...) on an error reply; `on` takes server message types by wire name
+ * (and the client event 'disconnected') and returns an unsubscribe function.
+ */
+export interface CallSignaling {
+  request(type: string, data: unknown, opts?: { timeoutMs?: number }): Promise<{ type: string; id?: string; data?: any }>;
+  on(type: string, fn: (data: any) => void): () => void;
+  readonly connectionId: string | null;
+}
+
+/** The header extension whose presence in the router's capabilities turns simulcast on. */
+export const RTP_STREAM_ID_URI = 'urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id';
+
+export type CallSource = 'webcam' | 'mic' | 'screen' | (string & {});
+
+/** idle → joining → joined → left (leave()) | closed (call ended, socket lost); join() again from idle, left or closed. */
+export type CallState = 'idle' | 'joining' | 'joined' | 'left' | 'closed';
+
+export interface CallOptions {
+  /** A mediasoup-client Device class to instantiate, or a Device instance (loaded or not). Default: new Device(). */
+  Device?: (new () => Device) | Device;
+  /** 'relay' to use TURN only. The server's force_relay always wins. Default 'all'. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
+  /** Timeout of each media:* request; default: the signaling's own. */
+  requestTimeoutMs?: number;
+}
+
+export interface ProduceOptions {
+  /** Echoed to the others; default 'mic' for audio, 'webcam' for video. At most 32 characters. */
+  source?: CallSource;
+  /** RTP encodings; default for video: simulcast layers when the router supports them, else one encoding. */
+  encodings?: RtpEncodingParameters[];
+  codecOptions?: ProducerCodecOptions;
+  appData?: Record<string, unknown>;
+}
+
+/** A track received from another connection (one consumer). */
+export interface RemoteTrack {
+  track: MediaStreamTrack;
+  kind: MediaKind;
+  source: string;
+  userId: string;
+  connectionId: string;
+  producerId: string;
+  consumerId: string;
+}
+
+/** Why a remote track ended: its producer closed, its peer left, I left, the call ended, my socket closed. */
+export type RemoteEndReason = 'producer_closed' | 'peer_left' | 'left' | 'room_closed' | 'disconnected';
+/** Why one of my producers ended: close(), its track ended (e.g. "stop sharing"), leave(), the call ended, my socket closed. */
+export type LocalEndReason = 'closed' | 'track_ended' | 'left' | 'room_closed' | 'disconnected';
+
+export interface CallEvents {
+  /** A remote track is ready to play. Every 'track' is followed by exactly one 'track_ended'. */
+  track: RemoteTrack;
+  track_ended: RemoteTrack & { reason: RemoteEndReason };
+  /** Another connection left the call (its tracks got 'track_ended' just before). */
+  peer_left: { userId: string; connectionId: string };
+  /** The dominant speaker changed; local: it is one of my producers. */
+  active_speaker: { producerId: string; userId: string; connectionId: string; local: boolean };
+  /** A remote producer was paused / resumed by its owner (the local consumer is paused / resumed too). */
+  paused: RemoteTrack;
+  resumed: RemoteTrack;
+  /** The call is over for this connection without leave(): media:room_closed (call/end, removal) or the socket closed. */
+  closed: { roomId: string; reason: 'room_closed' | 'disconnected' };
+  /** One of my producers closed, for any reason. */
+  local_track_ended: { producerId: string; kind: MediaKind; source: string; track: MediaStreamTrack | null; reason: LocalEndReason };
+  /** ICE/DTLS state of the send or receive transport. */
+  connection_state: { direction: 'send' | 'recv'; state: ConnectionState };
+  /** A failure not tied to a call of mine (consuming an announced producer). */
+  error: { op: 'consume'; producerId: string; error: Error };
+}
+
+/** An error of the calls layer itself; server errors keep the signaling's own error (with its .code). */
+export class CallError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(`${code}: ${message}`);
+    this.name = 'CallError';
+    this.code = code;
+  }
+}
+
+function errorCode(e: unknown): string | undefined {
+  const c = (e as { code?: unknown } | null)?.code;
+  return typeof c === 'string' ? c : undefined;
+}
+
+/** True when the router's capabilities carry the rtp-stream-id header extension (rid-based simulcast). */
+export function supportsSimulcast(caps: RtpCapabilities | null | undefined): boolean {
+  return !!caps?.headerExtensions?.some(
+    (e) => e.uri === RTP_STREAM_ID_URI && (e.kind === undefined || e.kind === 'video'),
+  );
+}
+
+/**
+ * Default video encodings: with rid support, up to three layers (¼, ½, full
+ * resolution) as many as the track's height carries (as Chromium does: 3 from
+ * 540 lines, 2 from 270), else undefined (one encoding).
+ */
+export function videoEncodings(
+  caps: RtpCapabilities | null | undefined,
+  height?: number,
+): RtpEncodingParameters[] | undefined {
+  if (!supportsSimulcast(caps)) return undefined;
+  const layers = height === undefined || height >= 540 ? 3 : height >= 270 ? 2 : 1;
+  if (layers < 2) return undefined;
+  // Lowest first, as mediasoup-client and the SFU number the layers.
+  const all: RtpEncodingParameters[] = [
+    { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+    { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+    { scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
+  ];
+  return all.slice(3 - layers);
+}
+
+interface TransportInfo {
+  id: string;
+  iceParameters: types.IceParameters;
+  iceCandidates: types.IceCandidate[];
+  dtlsParameters: types.DtlsParameters;
+  sctpParameters?: types.SctpParameters;
+}
+
+interface TransportCreated {
+  send_transport: TransportInfo;
+  recv_transport: TransportInfo;
+  ice_servers?: RTCIceServer[];
+  force_relay?: boolean;
+}
+
+interface NewProducer {
+  producer_id: string;
+  user_id: string;
+  connection_id: string;
+  kind: MediaKind;
+  source?: string;
+  room_id?: string;
+}
+
+interface Remote {
+  info: RemoteTrack;
+  consumer: Consumer;
+}
+
+type Handler<T> = (data: T) => void;
+
+/** One of my producers. pause()/resume() keep the local state even when the server cannot (answers 'unsupported'). */
+export class CallProducer {
+  readonly producer: Producer;
+  readonly source: string;
+  private readonly call: Call;
+
+  /** @internal */
+  constructor(call: Call, producer: Producer, source: string) {
+    this.call = call;
+    this.producer = producer;
+    this.source = source;
+  }
+
+  get id(): string { return this.producer.id; }
+  get kind(): MediaKind { return this.producer.kind; }
+  get track(): MediaStreamTrack | null { return this.producer.track; }
+  get paused(): boolean { return this.producer.paused; }
+  get closed(): boolean { return this.producer.closed; }
+
+  /** Stops sending (the track is disabled) and asks the SFU to stop forwarding (media:producer_pause). */
+  async pause(): Promise<void> {
+    if (this.closed) return;
+    this.producer.pause();
+    await this.call._producerRequest('media:producer_pause', this.id);
+  }
+
+  /** Sends again (media:producer_resume). */
+  async resume(): Promise<void> {
+    if (this.closed) return;
+    this.producer.resume();
+    await this.call._producerRequest('media:producer_resume', this.id);
+  }
+
+  /** Closes the producer; the others get media:producer_closed ('track_ended' there). */
+  async close(): Promise<void> {
+    await this.call._closeProducer(this, 'closed');
+  }
+}
+
+export class Call {
+  readonly roomId: string;
+  readonly device: Device;
+  private readonly signaling: CallSignaling;
+  private readonly options: CallOptions;
+  private _state: CallState = 'idle';
+  private joinPromise: Promise<void> | null = null;
+  private generation = 0;
+  private routerCaps: RtpCapabilities | null = null;
+  private send: Transport | null = null;
+  private recv: Transport | null = null;
+  private unsubs: Array<() => void> = [];
+  private handlers = new Map<keyof CallEvents, Set<Handler<any>>>();
+  private queue: NewProducer[] = [];                         // announced before the recv transport existed
+  private inflight = new Map<string, NewProducer>();         // media:consume sent, consumer not there yet
+  private endedInflight = new Set<string>();                 // closed while in flight: drop the consumer
+  private remotes = new Map<string, Remote>();               // producer id → consumer
+  private pausedRemote = new Set<string>();                  // producer ids announced paused
+  private producers = new Map<string, CallProducer>();       // my producers by id
+
+  constructor(signaling: CallSignaling, roomId: string, options: CallOptions = {}) {
+    this.signaling = signaling;
+    this.roomId = roomId;
+    this.options = options;
+    const D = options.Device;
+    this.device = D === undefined ? new Device() : typeof D === 'function' ? new D() : D;
+  }
+
+  get state(): CallState { return this._state; }
+  get sendTransport(): Transport | null { return this.send; }
+  get recvTransport(): Transport | null { return this.recv; }
+  /** The router's RTP capabilities from the last join. */
+  get routerRtpCapabilities(): RtpCapabilities | null { return this.routerCaps; }
+  /** Whether produce() sends simulcast layers by default for video. */
+  get simulcast(): boolean { return supportsSimulcast(this.routerCaps); }
+  /** Remote tracks being received now. */
+  get remoteTracks(): RemoteTrack[] { return [...this.remotes.values()].map((r) => r.info); }
+  /** My open producers. */
+  get localProducers(): CallProducer[] { return [...this.producers.values()]; }
+
+  on<K extends keyof CallEvents>(event: K, fn: Handler<CallEvents[K]>): () => void {
+    let set = this.handlers.get(event);
+    if (!set) this.handlers.set(event, (set = new Set()));
+    set.add(fn);
+    return () => { this.handlers.get(event)?.delete(fn); };
+  }
+
+  private emit<K extends keyof CallEvents>(event: K, data: CallEvents[K]): void {
+    for (const fn of [...(this.handlers.get(event) ?? [])]) {
+      try {
+        fn(data);
+      } catch (e) {
+        console.error(`parley calls: '${event}' handler failed`, e);
+      }
+    }
+  }
+
+  private request(type: string, data: Record<string, unknown>) {
+    const opts = this.options.requestTimeoutMs !== undefined ? { timeoutMs: this.options.requestTimeoutMs } : undefined;
+    return this.signaling.request(type, { room_id: this.roomId, ...data }, opts);
+  }
+
+  /**
+   * media:join, then device.load with the router's capabilities, then the
+   * send and receive transports. Producers announced meanwhile are consumed
+   * once the receive transport exists.
+   */
+  join(): Promise<void> {
+    if (this._state === 'joining' && this.joinPromise) return this.joinPromise;
+    if (this._state === 'joined') return Promise.resolve();
+    this._state = 'joining';
+    this.joinPromise = this.doJoin();
+    return this.joinPromise;
+  }
+
+  private async doJoin(): Promise<void> {
+    const gen = this.generation;
+    this.routerCaps = null;
+    this.subscribe();
+    let joined = false;
+    try {
+      const reply = await this.request('media:join', {});
+      joined = true;
+      this.checkJoining(gen);
+      const tc = reply.data as TransportCreated;
+      const caps = this.routerCaps;
+      if (!caps) throw new CallError('internal', 'no media:router_capabilities before media:transport_created');
+      if (!this.device.loaded) await this.device.load({ routerRtpCapabilities: caps });
+      this.checkJoining(gen);
+      const policy: RTCIceTransportPolicy = tc.force_relay ? 'relay' : this.options.iceTransportPolicy ?? 'all';
+      const common = { iceServers: tc.ice_servers ?? [], iceTransportPolicy: policy };
+      this.send = this.device.createSendTransport({ ...tc.send_transport, ...common });
+      this.recv = this.device.createRecvTransport({ ...tc.recv_transport, ...common });
+      this.wire(this.send, 'send');
+      this.wire(this.recv, 'recv');
+      this._state = 'joined';
+    } catch (e) {
+      if (gen === this.generation) {
+        // Not ended by room_closed or the socket meanwhile: back to idle.
+        this.teardown('left');
+        this._state = 'idle';
+        if (joined) this.request('media:leave', {}).catch(() => {});
+      }
+      throw e;
+    }
+    const queued = this.queue;
+    this.queue = [];
+    for (const a of queued) void this.consume(a);
+  }
+
+  private checkJoining(gen: number): void {
+    if (gen !== this.generation || this._state !== 'joining') {
+      throw new CallError('closed', `the call of room ${this.roomId} ended while joining`);
+    }
+  }
+
+  private subscribe(): void {
+    const on = (type: string, fn: (d: any) => void) => {
+      this.unsubs.push(this.signaling.on(type, (d) => {
+        if (d && typeof d === 'object' && typeof d.room_id === 'string' && d.room_id !== this.roomId) return;
+        fn(d ?? {});
+      }));
+    };
+    on('media:router_capabilities', (d) => {
+      if (this._state === 'joining' && d.rtp_capabilities) this.routerCaps = d.rtp_capabilities;
+    });
+    on('media:new_producer', (d) => this.onNewProducer(d as NewProducer));
+    on('media:producer_closed', (d) => this.endRemote(d.producer_id, 'producer_closed'));
+    on('media:peer_left', (d) => this.onPeerLeft(d));
+    on('media:producer_paused', (d) => this.onPaused(d.producer_id, true));
+    on('media:producer_resumed', (d) => this.onPaused(d.producer_id, false));
+    on('media:active_speaker', (d) => {
+      if (typeof d.producer_id !== 'string') return;
+      this.emit('active_speaker', {
+        producerId: d.producer_id, userId: d.user_id, connectionId: d.connection_id,
+        local: this.producers.has(d.producer_id) || (d.connection_id != null && d.connection_id === this.signaling.connectionId),
+      });
+    });
+    on('media:room_closed', () => this.end('room_closed'));
+    on('disconnected', () => this.end('disconnected'));
+  }
+
+  private wire(t: Transport, direction: 'send' | 'recv'): void {
+    t.on('connect', ({ dtlsParameters }, callback, errback) => {
+      this.request('media:connect_transport', { transport_id: t.id, dtls_parameters: dtlsParameters })
+        .then(() => callback(), errback);
+    });
+    t.on('connectionstatechange', (state) => this.emit('connection_state', { direction, state }));
+    if (direction === 'send') {
+      t.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
+        const data: Record<string, unknown> = { transport_id: t.id, kind, rtp_parameters: rtpParameters };
+        const source = appData['source'];
+        if (typeof source === 'string') data['source'] = source;
+        this.request('media:produce', data).then((r) => callback({ id: String(r.data?.id) }), errback);
+      });
+    }
+  }
+
+  /**
+   * Produces a track. Video gets simulcast encodings by default when the
+   * router supports rid-based simulcast (see videoEncodings), else one.
+   */
+  async produce(track: MediaStreamTrack, opts: ProduceOptions = {}): Promise<CallProducer> {
+    if (this._state === 'joining' && this.joinPromise) await this.joinPromise;
+    if (this._state !== 'joined' || !this.send) throw new CallError('bad_state', `produce() needs a joined call (state ${this._state})`);
+    const kind = track.kind as MediaKind;
+    const source = opts.source ?? (kind === 'audio' ? 'mic' : 'webcam');
+    let encodings = opts.encodings;
+    if (encodings === undefined && kind === 'video') {
+      encodings = videoEncodings(this.routerCaps, track.getSettings?.().height);
+    }
+    const gen = this.generation;
+    const producer = await this.send.produce({
+      track,
+      ...(encodings ? { encodings } : {}),
+      ...(opts.codecOptions ? { codecOptions: opts.codecOptions } : {}),
+      appData: { ...opts.appData, source },
+    });
+    if (gen !== this.generation) {
+      // The call ended (or was left) while producing.
+      producer.close();
+      throw new CallError('closed', `the call of room ${this.roomId} ended while producing`);
+    }
+    const handle = new CallProducer(this, producer, source);
+    this.producers.set(producer.id, handle);
+    producer.on('trackended', () => { void this._closeProducer(handle, 'track_ended').catch(() => {}); });
+    return handle;
+  }
+
+  /** @internal pause/resume of my producer: the local state stays when the server answers 'unsupported'. */
+  async _producerRequest(type: 'media:producer_pause' | 'media:producer_resume', producerId: string): Promise<void> {
+    if (this._state !== 'joined') return;
+    try {
+      await this.request(type, { producer_id: producerId });
+    } catch (e) {
+      if (errorCode(e) === 'unsupported') return;
+      throw e;
+    }
+  }
+
+  /** @internal */
+  async _closeProducer(handle: CallProducer, reason: LocalEndReason): Promise<void> {
+    if (!this.producers.has(handle.id) || handle.closed) return;
+    this.producers.delete(handle.id);
+    const track = handle.track;
+    handle.producer.close();
+    this.emit('local_track_ended', { producerId: handle.id, kind: handle.kind, source: handle.source, track, reason });
+    if (this._state !== 'joined') return;
+    try {
+      await this.request('media:producer_close', { producer_id: handle.id });
+    } catch (e) {
+      if (errorCode(e) === 'not_found') return;
+      throw e;
+    }
+  }
+
+  private onNewProducer(d: NewProducer): void {
+    if (typeof d.producer_id !== 'string' || typeof d.connection_id !== 'string') return;
+    if (d.connection_id === this.signaling.connectionId) return;
+    if (this._state === 'joining') {
+      if (!this.queue.some((q) => q.producer_id === d.producer_id)) this.queue.push(d);
+      return;
+    }
+    if (this._state === 'joined') void this.consume(d);
+  }
+
+  private async consume(a: NewProducer): Promise<void> {
+    const pid = a.producer_id;
+    if (this.remotes.has(pid) || this.inflight.has(pid) || !this.recv) return;
+    const gen = this.generation;
+    const recv = this.recv;
+    this.inflight.set(pid, a);
+    const dropped = () => gen !== this.generation || this.endedInflight.has(pid);
+    try {
+      const r = await this.request('media:consume', { producer_id: pid, rtp_capabilities: this.device.rtpCapabilities });
+      if (dropped()) return; // the server drops it with its producer, peer or call
+      const d = r.data as { id: string; producer_id: string; kind: MediaKind; rtp_parameters: RtpParameters };
+      const consumer = await recv.consume({
+        id: d.id, producerId: d.producer_id, kind: d.kind, rtpParameters: d.rtp_parameters,
+        appData: { source: a.source, userId: a.user_id, connectionId: a.connection_id },
+      });
+      if (dropped()) {
+        consumer.close();
+        return;
+      }
+      const info: RemoteTrack = {
+        track: consumer.track, kind: consumer.kind, source: a.source ?? (consumer.kind === 'audio' ? 'mic' : 'webcam'),
+        userId: a.user_id, connectionId: a.connection_id, producerId: pid, consumerId: consumer.id,
+      };
+      this.remotes.set(pid, { info, consumer });
+      this.emit('track', info);
+      if (this.pausedRemote.has(pid)) {
+        consumer.pause();
+        this.emit('paused', info);
+      }
+    } catch (e) {
+      if (!dropped()) this.emit('error', { op: 'consume', producerId: pid, error: e instanceof Error ? e : new Error(String(e)) });
+    } finally {
+      if (gen === this.generation) {
+        this.inflight.delete(pid);
+        this.endedInflight.delete(pid);
+      }
+    }
+  }
+
+  private endRemote(producerId: unknown, reason: RemoteEndReason): void {
+    if (typeof producerId !== 'string') return;
+    this.queue = this.queue.filter((q) => q.producer_id !== producerId);
+    this.pausedRemote.delete(producerId);
+    if (this.inflight.has(producerId)) this.endedInflight.add(producerId);
+    const r = this.remotes.get(producerId);
+    if (!r) return;
+    this.remotes.delete(producerId);
+    r.consumer.close();
+    this.emit('track_ended', { ...r.info, reason });
+  }
+
+  private onPeerLeft(d: { user_id?: string; connection_id?: string }): void {
+    const conn = d.connection_id;
+    if (typeof conn !== 'string') return;
+    this.queue = this.queue.filter((q) => q.connection_id !== conn);
+    for (const [pid, a] of this.inflight) if (a.connection_id === conn) this.endedInflight.add(pid);
+    for (const [pid, r] of [...this.remotes]) if (r.info.connectionId === conn) this.endRemote(pid, 'peer_left');
+    this.emit('peer_left', { userId: d.user_id ?? '', connectionId: conn });
+  }
+
+  private onPaused(producerId: unknown, paused: boolean): void {
+    if (typeof producerId !== 'string') return;
+    if (paused) this.pausedRemote.add(producerId);
+    else this.pausedRemote.delete(producerId);
+    const r = this.remotes.get(producerId);
+    if (!r) return;
+    if (paused) r.consumer.pause();
+    else r.consumer.resume();
+    this.emit(paused ? 'paused' : 'resumed', r.info);
+  }
+
+  /** The call ended under me (room_closed, socket closed). */
+  private end(reason: 'room_closed' | 'disconnected'): void {
+    if (this._state !== 'joining' && this._state !== 'joined') return;
+    this.teardown(reason);
+    this._state = 'closed';
+    this.emit('closed', { roomId: this.roomId, reason });
+  }
+
+  /** Closes everything local: consumers ('track_ended'), producers ('local_track_ended'), transports, subscriptions. */
+  private teardown(reason: 'left' | 'room_closed' | 'disconnected'): void {
+    this.generation++;
+    for (const u of this.unsubs) u();
+    this.unsubs = [];
+    this.queue = [];
+    this.inflight.clear();
+    this.endedInflight.clear();
+    this.pausedRemote.clear();
+    for (const pid of [...this.remotes.keys()]) this.endRemote(pid, reason);
+    for (const p of [...this.producers.values()]) {
+      this.producers.delete(p.id);
+      const track = p.track;
+      p.producer.close();
+      this.emit('local_track_ended', { producerId: p.id, kind: p.kind, source: p.source, track, reason });
+    }
+    this.send?.close();
+    this.recv?.close();
+    this.send = null;
+    this.recv = null;
+  }
+
+  /** media:leave, then closes every producer, consumer and transport of this call. */
+  async leave(): Promise<void> {
+    if (this._state === 'joining' && this.joinPromise) await this.joinPromise.catch(() => {});
+    if (this._state !== 'joined') return;
+    this.teardown('left');
+    this._state = 'left';
+    try {
+      await this.request('media:leave', {});
+    } catch (e) {
+      const code = errorCode(e);
+      if (code === 'not_found' || code === 'disconnected') return; // the call or the socket is gone: left all the same
+      throw e;
+    }
+  }
+}
