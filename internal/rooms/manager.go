@@ -50,6 +50,9 @@ type Options struct {
 	KeepUpdatesBytes int
 	SnapshotEvery    int // write a full snapshot every N versions
 	MaxRoomsPerConn  int // rooms one connection may be in at once (0 = no limit)
+	// Events, when set, gets the room webhook events at each room's owner
+	// (api.go).
+	Events Events
 }
 
 // DefaultKeepUpdatesBytes is Options.KeepUpdatesBytes when unset (1 MiB,

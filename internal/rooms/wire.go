@@ -19,20 +19,22 @@ import (
 // Node message kinds.
 const (
 	// edge → owner
-	kindJoin     = "join"     // Conn, User, Name, ReqID, Perms, Presence, Since
-	kindLeave    = "leave"    // Conn
-	kindPresence = "presence" // Conn, ReqID, Presence (a patch)
-	kindStorage  = "storage"  // Conn, ReqID, Ops, Base
-	kindEvent    = "event"    // Conn, ReqID, Event (room:broadcast)
-	kindPerms    = "perms"    // Conn, Perms
-	kindSync     = "sync"     // Clients: every client of the sender in the room
-	kindPatch    = "patch"    // Corr, Client, Ops, Base (REST)
-	kindSnapshot = "snapshot" // Corr (REST)
+	kindJoin     = "join"      // Conn, User, Name, ReqID, Perms, Presence, Since
+	kindLeave    = "leave"     // Conn
+	kindPresence = "presence"  // Conn, ReqID, Presence (a patch)
+	kindStorage  = "storage"   // Conn, ReqID, Ops, Base
+	kindEvent    = "event"     // Conn, ReqID, Event (room:broadcast)
+	kindPerms    = "perms"     // Conn, Perms
+	kindSync     = "sync"      // Clients: every client of the sender in the room
+	kindPatch    = "patch"     // Corr, Client, Ops, Base (REST)
+	kindSnapshot = "snapshot"  // Corr (REST)
+	kindAPIEvent = "api_event" // Corr, Event (server API broadcast)
+	kindAPIConns = "api_conns" // Corr, After, Limit (server API connection list)
 	// owner → edge
 	kindReply    = "reply"     // Conn, Type, ReqID, Data or Err: one frame for one client
 	kindJoined   = "joined"    // Conn, ReqID, Epoch, Seq, State, Roster: a join's room:state
 	kindSynced   = "synced"    // Epoch, Seq, State, Roster: answer to sync
-	kindResult   = "result"    // Corr, Version, Data or Err (REST)
+	kindResult   = "result"    // Corr, Version, Data or Err (REST, server API)
 	kindNotOwner = "not_owner" // Conn, ReqID or Corr: the room is not the receiver's to order
 )
 
@@ -62,6 +64,8 @@ type nodeMsg struct {
 	State    *joinState                 `json:"st,omitempty"`
 	Roster   []rosterEntry              `json:"ro,omitempty"`
 	Clients  []syncClient               `json:"cs,omitempty"`
+	After    string                     `json:"af,omitempty"`
+	Limit    int                        `json:"lm,omitempty"`
 }
 
 // rosterEntry is one client of a room as other nodes track it: enough to
@@ -80,6 +84,9 @@ type syncClient struct {
 	Name     string                     `json:"n,omitempty"`
 	Perms    access.Set                 `json:"p"`
 	Presence map[string]json.RawMessage `json:"pr,omitempty"`
+	// Joining: its room:join is not answered yet, so the owner takes it
+	// in as a new client (room.client_joined), not as one carried over.
+	Joining bool `json:"j,omitempty"`
 }
 
 func encodeNodeMsg(m nodeMsg) []byte {
@@ -96,7 +103,7 @@ func decodeNodeMsg(b []byte) (nodeMsg, error) {
 	}
 	switch m.Kind {
 	case kindJoin, kindLeave, kindPresence, kindStorage, kindEvent, kindPerms, kindSync, kindPatch, kindSnapshot,
-		kindReply, kindJoined, kindSynced, kindResult, kindNotOwner:
+		kindAPIEvent, kindAPIConns, kindReply, kindJoined, kindSynced, kindResult, kindNotOwner:
 	default:
 		return m, fmt.Errorf("node message: unknown kind %q", m.Kind)
 	}
