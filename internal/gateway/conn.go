@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
@@ -426,9 +427,20 @@ func writeControl(bw *bufio.Writer, hdr []byte, op ws.OpCode, payload []byte) er
 	return err
 }
 
+// maxCloseReason is the most bytes of reason a close frame holds: its
+// payload is at most 125 bytes, 2 of them the code (RFC 6455 §5.5).
+const maxCloseReason = 123
+
+// closePayload is a close frame's payload: the code and the reason cut to
+// maxCloseReason bytes on a character boundary (the reason must be valid
+// UTF-8, RFC 6455 §5.5.1).
 func closePayload(code int, msg string) []byte {
-	if len(msg) > 120 {
-		msg = msg[:120]
+	if len(msg) > maxCloseReason {
+		n := maxCloseReason
+		for n > 0 && !utf8.RuneStart(msg[n]) {
+			n--
+		}
+		msg = msg[:n]
 	}
 	b := make([]byte, 2+len(msg))
 	binary.BigEndian.PutUint16(b, uint16(code))

@@ -34,6 +34,7 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 		PresenceMaxBytes: cfg.PresenceMaxBytes, StorageMaxBytes: cfg.StorageMaxBytes,
 		StorageMaxOps: cfg.StorageMaxOps, StorageMaxDepth: cfg.StorageMaxDepth,
 		KeepUpdates: cfg.StorageKeepUpdates, KeepUpdatesBytes: cfg.StorageKeepUpdatesBytes, SnapshotEvery: cfg.SnapshotEvery, MaxRoomsPerConn: cfg.MaxRoomsPerConn,
+		Events: s.webhookEvents(),
 	}, s.Store, committer, s.Access, s.Metrics, s.log, s.roomsCluster())
 	s.Access.State = append(s.Access.State, s.Rooms)
 	s.Gateway.Route("room", roomsGateway{s.Rooms})
@@ -54,7 +55,7 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 	if err := s.wireChat(base); err != nil {
 		return err
 	}
-	return nil
+	return s.wireServerAPI(ctx, base)
 }
 
 // wireAccess creates the one access policy (internal/access) over the
