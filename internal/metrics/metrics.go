@@ -111,11 +111,11 @@ func New(gauges map[string]func() float64) *Metrics {
 }
 
 var gaugeHelp = map[string]string{
-	"parley_connections":      "Open WebSocket connections.",
-	"parley_users_connected":  "Distinct users with at least one connection.",
-	"parley_rooms_live":       "Rooms with at least one client in memory.",
-	"parley_typing_active":    "Typing indicators currently active.",
-	"parley_storage_inflight": "Storage updates waiting for their commit.",
+	"parley_connections":          "Open WebSocket connections.",
+	"parley_users_connected":      "Distinct users with at least one connection.",
+	"parley_rooms_live":           "Rooms with at least one client in memory.",
+	"parley_typing_active":        "Typing indicators currently active.",
+	"parley_storage_inflight":     "Storage updates waiting for their commit.",
 	"parley_webhook_queue_length": "Webhook deliveries not finished (waiting, being retried or being sent), all URLs.",
 }
 

@@ -51,8 +51,8 @@ type Server struct {
 	Verifier *auth.Verifier
 	Rooms    *rooms.Manager
 	SFU      *media.SFU
-	calls    *callRelay     // runs call operations where the call lives (media.go)
-	Access   *access.Policy // the one access policy (features.go)
+	calls    *callRelay      // runs call operations where the call lives (media.go)
+	Access   *access.Policy  // the one access policy (features.go)
 	Webhooks *webhook.Sender // nil without webhook-url (serverapi.go)
 
 	mux       *http.ServeMux
