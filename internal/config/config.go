@@ -148,6 +148,29 @@ func FlagSet(name string) *flag.FlagSet {
 	return fs
 }
 
+// FlagSetOf returns a flag set with only the named settings (flag names),
+// for commands that read a few of them (parley token: auth-secret,
+// config); Load accepts it like a full FlagSet, the other settings coming
+// from the file, the environment and the defaults. An unknown name
+// panics (a programming error).
+func FlagSetOf(name string, flags ...string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	want := map[string]bool{}
+	for _, f := range flags {
+		want[f] = true
+	}
+	forEachField(func(f fieldInfo) {
+		if want[f.flag] {
+			fs.Var(&rawFlag{kind: f.kind}, f.flag, f.usage+" (env "+f.env+", default "+quoteDefault(f.def)+")")
+			delete(want, f.flag)
+		}
+	})
+	for f := range want {
+		panic("config.FlagSetOf: no setting " + f)
+	}
+	return fs
+}
+
 func quoteDefault(s string) string {
 	if s == "" {
 		return `""`

@@ -157,15 +157,21 @@ func (c *Conn) ReplyError(id string, e *protocol.Error) {
 
 // Close starts closing with code: what is queued is flushed, then the close
 // frame is sent. Later calls do nothing.
-func (c *Conn) Close(code int, msg string) {
+func (c *Conn) Close(code int, msg string) { c.StartClose(code, msg) }
+
+// StartClose is Close reporting whether this call started the close
+// (false when the connection was already closing: the server API counts
+// only the connections it closed).
+func (c *Conn) StartClose(code int, msg string) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.closing, c.closeCode, c.closeMsg = true, code, msg
 	c.kickLocked()
 	c.mu.Unlock()
+	return true
 }
 
 // abort drops the TCP connection at once.
