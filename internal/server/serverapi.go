@@ -115,7 +115,9 @@ func (l liveAPI) Disconnect(ctx context.Context, userID, reason string) (api.Dis
 func (s *Server) disconnectLocal(userID, reason string) int {
 	n := 0
 	for _, c := range s.Hub.ConnsOfUser(userID) {
-		if cc, ok := c.(interface{ StartClose(code int, msg string) bool }); ok && cc.StartClose(protocol.CloseDisconnected, reason) {
+		if cc, ok := c.(interface {
+			StartClose(code int, msg string) bool
+		}); ok && cc.StartClose(protocol.CloseDisconnected, reason) {
 			n++
 		}
 	}
