@@ -3,6 +3,9 @@
 //
 //	parley serve [--dev] [flags]   run the server
 //	parley token --user ID ...     print a signed access token
+//	parley rooms list|connections|broadcast ...   the server API: live rooms
+//	parley users disconnect USER   the server API: close a user's connections (4003)
+//	parley webhooks verify ...     check a webhook's signature
 //	parley bench SCENARIO ...      load-test a running server
 //	parley version                 print the version
 package main
@@ -39,7 +42,13 @@ func usage(w io.Writer) {
 commands:
   serve     run the server (add --dev for a zero-setup development server)
   token     print a signed access token: parley token --user ID [--name N] [--ttl 1h] [--room 'pattern=read,presence,write']...
+  rooms     the live rooms of a running server: parley rooms list | connections ROOM | broadcast ROOM JSON
+  users     parley users disconnect USER [--reason R]: close every connection of a user (4003)
+  webhooks  parley webhooks verify --secret S < request: check a webhook's Parley-Signature
   bench     load-test a running server: parley bench -h
+
+rooms and users speak the server API: --url (PARLEY_URL, default http://127.0.0.1:7880),
+--api-key (PARLEY_API_KEY), --json for scripts.
   version   print the version
 
 Run 'parley <command> -h' for the flags of a command.
@@ -58,6 +67,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return token(args[1:], stdout, stderr)
 	case "bench":
 		return bench(args[1:], stdout, stderr)
+	case "rooms":
+		return roomsCmd(args[1:], stdout, stderr)
+	case "users":
+		return usersCmd(args[1:], stdout, stderr)
+	case "webhooks":
+		return webhooksCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "parley", version)
 		return 0
@@ -174,8 +189,15 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
 func token(args []string, stdout, stderr io.Writer) int {
-	fs := config.FlagSet("parley token")
+	// Only its own flags and the two settings it reads (not every server
+	// setting): the secret, and the config file it may come from.
+	fs := config.FlagSetOf("parley token", "auth-secret", "config")
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: parley token --user ID [--name N] [--ttl 1h] [--room 'pattern=read,presence,write']...\n\n"+
+			"Prints an HS256 access token signed with the auth secret (PARLEY_AUTH_SECRET, PARLEY_AUTH_SECRET_FILE or --auth-secret).\n\nflags:\n")
+		fs.PrintDefaults()
+	}
 	user := fs.String("user", "", "user id (the token's sub), required")
 	name := fs.String("name", "", "display name")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime")

@@ -91,6 +91,38 @@ type Options struct {
 	// Cluster, when not nil, makes user status and typing cluster-wide
 	// (cluster.go); nil is one node, everything in this process.
 	Cluster Cluster
+	// Events, when not nil, gets the chat's webhook events: message.created
+	// on the node where the message was posted, user.online and
+	// user.offline where the status transition happened (once in a
+	// cluster: the compare-and-set that made it). Emit must not block.
+	Events Events
+}
+
+// Events receives webhook events (internal/webhook's Sender).
+type Events interface {
+	Emit(event string, data any)
+}
+
+// Webhook event names of the chat layer (internal/webhook's constants).
+const (
+	EventMessageCreated = "message.created"
+	EventUserOnline     = "user.online"
+	EventUserOffline    = "user.offline"
+)
+
+// UserEvent is the data of user.online and user.offline: the user came
+// online on the first connection anywhere, went offline after the grace
+// that followed the last. The chosen status (invisible included) is not
+// part of it.
+type UserEvent struct {
+	UserID string `json:"user_id"`
+}
+
+// emit hands an event to Options.Events when set.
+func (s *Service) emit(event string, data any) {
+	if s.opts.Events != nil {
+		s.opts.Events.Emit(event, data)
+	}
 }
 
 // Service is the chat layer of one node.

@@ -355,6 +355,7 @@ func (s *Service) ensureOnline(ctx context.Context, user, newConn string) {
 				return
 			}
 			if ok {
+				s.emit(EventUserOnline, UserEvent{UserID: user}) // this node's create won: once
 				return
 			}
 			continue
@@ -450,7 +451,11 @@ func (s *Service) graceEnded(user string) {
 	if has {
 		_, _, err = cl.UpdateStatus(ctx, user, shownValue{State: shownOnline, Chosen: v.Chosen}.encode(), rev)
 	} else {
-		_, err = cl.DeleteStatus(ctx, user, rev)
+		var deleted bool
+		deleted, err = cl.DeleteStatus(ctx, user, rev)
+		if err == nil && deleted {
+			s.emit(EventUserOffline, UserEvent{UserID: user}) // this node's delete won: once
+		}
 	}
 	if err != nil {
 		s.log.Error("chat: write user status entry", "user", user, "err", err)
@@ -682,6 +687,9 @@ func (s *Service) clusterSetStatus(ctx context.Context, sess interface{ ID() str
 		var ok bool
 		if rev == 0 {
 			_, ok, err = cl.CreateStatus(ctx, user, v.encode())
+			if err == nil && ok {
+				s.emit(EventUserOnline, UserEvent{UserID: user})
+			}
 		} else {
 			if old, valid := decodeShown(b); valid && old.State == shownGrace {
 				v.State, v.Until, v.By = old.State, old.Until, old.By

@@ -114,6 +114,7 @@ func (s *Service) PostMessage(ctx context.Context, roomID string, who access.Sub
 		return Message{}, s.internal(err, "store message")
 	}
 	w := wireMessage(m)
+	s.emit(EventMessageCreated, w)
 	// The request may be cancelled once answered; the pushes still go out.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()

@@ -172,6 +172,7 @@ func (s *Service) presenceConnected(sess gateway.Session) {
 		chosen = StatusOnline
 	}
 	s.pres.put(user, &userPresence{chosen: chosen})
+	s.emit(EventUserOnline, UserEvent{UserID: user})
 	s.publish(ctx, user, chosen, sess.ID())
 }
 
@@ -209,6 +210,7 @@ func (s *Service) graceExpired(user string) {
 		return
 	}
 	s.pres.put(user, nil)
+	s.emit(EventUserOffline, UserEvent{UserID: user})
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	s.publish(ctx, user, "", "")

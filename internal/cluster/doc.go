@@ -26,6 +26,7 @@
 //	<cluster>_calls             JetStream KV bucket: call leases (calls.go), key roomToken(room id), History 1
 //	<cluster>.node.<id>.calls   core NATS: call requests to node <id> as a call's media node (calls.go)
 //	<cluster>.node.<id>.conn    core NATS: a media node's frames for one connection on node <id> (calls.go)
+//	<cluster>.node.<id>.api     request/reply: server-API questions for node <id> (api.go, Gather)
 //	<cluster>_presence          JetStream KV bucket: user connections per node and user status (Status), History 1
 //	<cluster>.typing            core NATS: typing events between nodes (Status)
 //

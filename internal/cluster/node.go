@@ -141,6 +141,8 @@ type Node struct {
 
 	reg registry
 
+	api atomic.Pointer[apiState] // StartAPI (api.go)
+
 	calls atomic.Pointer[callsState] // StartCalls (calls.go)
 
 	skipBeats atomic.Bool  // tests: heartbeat writes fail

@@ -468,6 +468,17 @@ func (c *Client) CloseCode() int {
 	return c.closeCode
 }
 
+// CloseReason is the reason of the close frame received ("" if none).
+func (c *Client) CloseReason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ce *websocket.CloseError
+	if errors.As(c.closeErr, &ce) {
+		return ce.Text
+	}
+	return ""
+}
+
 func (c *Client) closeDesc() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -102,6 +102,14 @@ type Config struct {
 	// Browsers on other origins calling the REST API (issue 13).
 	CORSOrigins string `flag:"cors-origins" env:"PARLEY_CORS_ORIGINS" default:"" usage:"origins allowed to call the REST API from a browser page (CORS), comma-separated, e.g. https://app.example.com; * allows any origin; empty allows none (same-origin pages only), except under --dev, where it is *"`
 
+	// Webhooks to the application's backend (issue 14, PROTOCOL.md v1.1 §7).
+	WebhookURL         string        `flag:"webhook-url" env:"PARLEY_WEBHOOK_URL" default:"" usage:"URLs (http or https, comma-separated) that receive a signed POST for every webhook event (room.*, call.*, message.created, user.*); empty = no webhooks; needs webhook-secret"`
+	WebhookSecret      string        `flag:"webhook-secret" secret:"true" env:"PARLEY_WEBHOOK_SECRET" default:"" usage:"key of the Parley-Signature HMAC-SHA256 on every webhook (at least 16 bytes, 8 distinct); required with webhook-url"`
+	WebhookQueueSize   int           `flag:"webhook-queue-size" env:"PARLEY_WEBHOOK_QUEUE_SIZE" default:"10000" usage:"most webhook deliveries waiting per URL (new and being retried), in memory; beyond it the oldest is dropped and counted (parley_webhook_dropped_total)"`
+	WebhookTimeout     time.Duration `flag:"webhook-timeout" env:"PARLEY_WEBHOOK_TIMEOUT" default:"10s" usage:"longest one webhook POST may take; no 2xx answer within it is a failed attempt"`
+	WebhookRetryFor    time.Duration `flag:"webhook-retry-for" env:"PARLEY_WEBHOOK_RETRY_FOR" default:"15m" usage:"how long a webhook delivery is retried with exponential backoff (at least 10m) before it is given up and counted (parley_webhook_failed_total)"`
+	WebhookConcurrency int           `flag:"webhook-concurrency" env:"PARLEY_WEBHOOK_CONCURRENCY" default:"4" usage:"webhook POSTs in flight at once per URL (1-64)"`
+
 	// Coalesces user status broadcasts per user (issue 9 hardening).
 	PresenceUpdateInterval time.Duration `flag:"presence-update-interval" env:"PARLEY_PRESENCE_UPDATE_INTERVAL" default:"1s" usage:"at most one user status broadcast (presence:update to others) per user per interval, the last value winning; 0 sends every change at once"`
 
@@ -142,6 +150,29 @@ func FlagSet(name string) *flag.FlagSet {
 	forEachField(func(f fieldInfo) {
 		fs.Var(&rawFlag{kind: f.kind}, f.flag, f.usage+" (env "+f.env+", default "+quoteDefault(f.def)+")")
 	})
+	return fs
+}
+
+// FlagSetOf returns a flag set with only the named settings (flag names),
+// for commands that read a few of them (parley token: auth-secret,
+// config); Load accepts it like a full FlagSet, the other settings coming
+// from the file, the environment and the defaults. An unknown name
+// panics (a programming error).
+func FlagSetOf(name string, flags ...string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	want := map[string]bool{}
+	for _, f := range flags {
+		want[f] = true
+	}
+	forEachField(func(f fieldInfo) {
+		if want[f.flag] {
+			fs.Var(&rawFlag{kind: f.kind}, f.flag, f.usage+" (env "+f.env+", default "+quoteDefault(f.def)+")")
+			delete(want, f.flag)
+		}
+	})
+	for f := range want {
+		panic("config.FlagSetOf: no setting " + f)
+	}
 	return fs
 }
 
@@ -412,7 +443,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("log-level", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
-	for name, v := range map[string]string{"auth-secret": c.AuthSecret, "api-key": c.APIKey} {
+	for name, v := range map[string]string{"auth-secret": c.AuthSecret, "api-key": c.APIKey, "webhook-secret": c.WebhookSecret} {
 		if v == "" {
 			continue
 		}
@@ -504,6 +535,7 @@ func (c *Config) Validate() error {
 			bad("cors-origins", "%q is not an origin (scheme://host[:port]) or *", o)
 		}
 	}
+	c.validateWebhooks(bad)
 	if c.RESTMaxBodyBytes <= 0 {
 		bad("rest-max-body-bytes", "must be positive")
 	}
@@ -581,6 +613,49 @@ func (c *Config) CORSOriginList() []string {
 	}
 	if len(out) == 0 && c.Dev {
 		out = []string{"*"}
+	}
+	return out
+}
+
+// MinWebhookRetryFor is the shortest webhook-retry-for accepted: PROTOCOL.md
+// v1.1 §7 promises retries for at least 10 minutes.
+const MinWebhookRetryFor = 10 * time.Minute
+
+// validateWebhooks checks the webhook settings: every URL absolute http
+// or https, a secret whenever there is a URL, bounded queue and
+// concurrency, retries for at least MinWebhookRetryFor.
+func (c *Config) validateWebhooks(bad func(field, format string, args ...any)) {
+	urls := c.WebhookURLList()
+	for _, u := range urls {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.User != nil {
+			bad("webhook-url", "%q is not an absolute http or https URL without credentials", u)
+		}
+	}
+	if len(urls) > 0 && c.WebhookSecret == "" {
+		bad("webhook-secret", "required with webhook-url: receivers need it to verify the Parley-Signature header; set PARLEY_WEBHOOK_SECRET (e.g. openssl rand -base64 32)")
+	}
+	if c.WebhookQueueSize <= 0 {
+		bad("webhook-queue-size", "must be positive, got %d", c.WebhookQueueSize)
+	}
+	if c.WebhookTimeout <= 0 {
+		bad("webhook-timeout", "must be positive, got %s", c.WebhookTimeout)
+	}
+	if c.WebhookRetryFor < MinWebhookRetryFor {
+		bad("webhook-retry-for", "must be at least %s (deliveries are retried for at least 10 minutes), got %s", MinWebhookRetryFor, c.WebhookRetryFor)
+	}
+	if c.WebhookConcurrency < 1 || c.WebhookConcurrency > 64 {
+		bad("webhook-concurrency", "must be 1 to 64, got %d", c.WebhookConcurrency)
+	}
+}
+
+// WebhookURLList is webhook-url as a list (trimmed, empty entries dropped).
+func (c *Config) WebhookURLList() []string {
+	var out []string
+	for _, u := range strings.Split(c.WebhookURL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
 	}
 	return out
 }

@@ -259,3 +259,40 @@ func TestHardeningLimits(t *testing.T) {
 		t.Fatalf("edge values: %v", err)
 	}
 }
+
+// Webhooks: a URL list needs a secret, the secret follows the weak-secret
+// rules, URLs must be absolute http(s), retries last at least 10 minutes.
+func TestWebhookSettings(t *testing.T) {
+	const good = "whsec-0123456789abcdef"
+	c, err := load(t, nil, map[string]string{"PARLEY_WEBHOOK_URL": " http://127.0.0.1:9/hook , https://example.com/h ,",
+		"PARLEY_WEBHOOK_SECRET": good})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.WebhookURLList(); !reflect.DeepEqual(got, []string{"http://127.0.0.1:9/hook", "https://example.com/h"}) {
+		t.Fatalf("urls %q", got)
+	}
+	if c.WebhookQueueSize != 10000 || c.WebhookTimeout != 10*time.Second || c.WebhookRetryFor != 15*time.Minute || c.WebhookConcurrency != 4 {
+		t.Fatalf("webhook defaults: %+v", c)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"PARLEY_WEBHOOK_URL": "http://127.0.0.1:9/hook"}, "webhook-secret: required"},
+		{map[string]string{"PARLEY_WEBHOOK_URL": "http://x/h", "PARLEY_WEBHOOK_SECRET": "short"}, "webhook-secret: must be at least"},
+		{map[string]string{"PARLEY_WEBHOOK_URL": "http://x/h", "PARLEY_WEBHOOK_SECRET": "aaaaaaaaaaaaaaaaaaaaaaaa"}, "webhook-secret: must hold at least"},
+		{map[string]string{"PARLEY_WEBHOOK_URL": "ftp://x/h", "PARLEY_WEBHOOK_SECRET": good}, "webhook-url"},
+		{map[string]string{"PARLEY_WEBHOOK_URL": "/relative", "PARLEY_WEBHOOK_SECRET": good}, "webhook-url"},
+		{map[string]string{"PARLEY_WEBHOOK_URL": "http://u:p@x/h", "PARLEY_WEBHOOK_SECRET": good}, "webhook-url"},
+		{map[string]string{"PARLEY_WEBHOOK_RETRY_FOR": "9m"}, "webhook-retry-for: must be at least 10m"},
+		{map[string]string{"PARLEY_WEBHOOK_QUEUE_SIZE": "0"}, "webhook-queue-size"},
+		{map[string]string{"PARLEY_WEBHOOK_CONCURRENCY": "65"}, "webhook-concurrency"},
+		{map[string]string{"PARLEY_WEBHOOK_TIMEOUT": "0s"}, "webhook-timeout"},
+	} {
+		_, err := load(t, nil, tc.env)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want an error containing %q", tc.env, err, tc.want)
+		}
+	}
+}

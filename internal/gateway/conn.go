@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
@@ -156,15 +157,21 @@ func (c *Conn) ReplyError(id string, e *protocol.Error) {
 
 // Close starts closing with code: what is queued is flushed, then the close
 // frame is sent. Later calls do nothing.
-func (c *Conn) Close(code int, msg string) {
+func (c *Conn) Close(code int, msg string) { c.StartClose(code, msg) }
+
+// StartClose is Close reporting whether this call started the close
+// (false when the connection was already closing: the server API counts
+// only the connections it closed).
+func (c *Conn) StartClose(code int, msg string) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.closing, c.closeCode, c.closeMsg = true, code, msg
 	c.kickLocked()
 	c.mu.Unlock()
+	return true
 }
 
 // abort drops the TCP connection at once.
@@ -426,9 +433,20 @@ func writeControl(bw *bufio.Writer, hdr []byte, op ws.OpCode, payload []byte) er
 	return err
 }
 
+// maxCloseReason is the most bytes of reason a close frame holds: its
+// payload is at most 125 bytes, 2 of them the code (RFC 6455 §5.5).
+const maxCloseReason = 123
+
+// closePayload is a close frame's payload: the code and the reason cut to
+// maxCloseReason bytes on a character boundary (the reason must be valid
+// UTF-8, RFC 6455 §5.5.1).
 func closePayload(code int, msg string) []byte {
-	if len(msg) > 120 {
-		msg = msg[:120]
+	if len(msg) > maxCloseReason {
+		n := maxCloseReason
+		for n > 0 && !utf8.RuneStart(msg[n]) {
+			n--
+		}
+		msg = msg[:n]
 	}
 	b := make([]byte, 2+len(msg))
 	binary.BigEndian.PutUint16(b, uint16(code))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -238,4 +239,16 @@ func FuzzFrameReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A close reason is cut to 123 bytes without splitting a character: the
+// frame stays within 125 bytes of payload and valid UTF-8 (RFC 6455 §5.5).
+func TestClosePayloadReasonCut(t *testing.T) {
+	for _, reason := range []string{strings.Repeat("é", 100), strings.Repeat("a", 122) + "€€", "short", strings.Repeat("x", 123)} {
+		p := closePayload(4003, reason)
+		r := string(p[2:])
+		if len(p) > 125 || !utf8.ValidString(r) || !strings.HasPrefix(reason, r) || (len(reason) <= 123 && r != reason) || len(r) < 120 && len(reason) > 123 {
+			t.Errorf("reason %q (%d bytes) → %q (%d bytes)", reason, len(reason), r, len(r))
+		}
+	}
 }

@@ -34,6 +34,27 @@ type Events interface {
 	CallEnded(roomID string)
 }
 
+// ParticipantEvents, when the Events given to New also implement it, is
+// told of every participant that joins or leaves a call (webhooks): each
+// join is followed by exactly one leave, the end of the call included.
+// Called without the SFU's locks held.
+type ParticipantEvents interface {
+	ParticipantJoined(roomID, connID, userID string)
+	ParticipantLeft(roomID, connID, userID string)
+}
+
+func (s *SFU) participantJoined(roomID, connID, userID string) {
+	if pe, ok := s.events.(ParticipantEvents); ok {
+		pe.ParticipantJoined(roomID, connID, userID)
+	}
+}
+
+func (s *SFU) participantLeft(roomID, connID, userID string) {
+	if pe, ok := s.events.(ParticipantEvents); ok {
+		pe.ParticipantLeft(roomID, connID, userID)
+	}
+}
+
 // Participant is one connection in a call.
 type Participant struct {
 	ConnectionID string         `json:"connection_id"`
@@ -299,11 +320,13 @@ func (s *SFU) EndCall(roomID string) bool {
 	if r == nil {
 		return false
 	}
+	var left []*participant
 	func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		frame := protocol.Encode(TypeRoomClosed, "", map[string]string{"room_id": roomID})
-		for _, p := range r.sortedParticipants() {
+		left = r.sortedParticipants()
+		for _, p := range left {
 			s.sender.SendToConnection(p.connID, frame)
 		}
 	}()
@@ -312,6 +335,9 @@ func (s *SFU) EndCall(roomID string) bool {
 	}
 	r.worker.remove(r)
 	s.log.Info("call ended", "room", roomID)
+	for _, p := range left {
+		s.participantLeft(roomID, p.connID, p.userID)
+	}
 	if s.events != nil {
 		s.events.CallEnded(roomID)
 	}
@@ -341,6 +367,7 @@ func (s *SFU) JoinCall(roomID, connID, userID string) error {
 	if err != nil || !added {
 		return err
 	}
+	s.participantJoined(roomID, connID, userID)
 	s.callUpdated(roomID, n)
 	return nil
 }
@@ -613,23 +640,25 @@ func (s *SFU) leave(roomID, connID, reqID string) error {
 	s.mu.Lock()
 	s.dropConnRoomLocked(connID, roomID)
 	s.mu.Unlock()
-	ts, n, err := s.leaveLocked(r, connID, reqID)
+	ts, n, userID, err := s.leaveLocked(r, connID, reqID)
 	if err != nil {
 		return err
 	}
 	s.closeAll(ts)
+	s.participantLeft(roomID, connID, userID)
 	s.callUpdated(roomID, n)
 	return nil
 }
 
 // leaveLocked does leave's work under the router's lock (released by a
-// defer) and returns the transports to close and the participant count.
-func (s *SFU) leaveLocked(r *router, connID, reqID string) ([]*transport, int, error) {
+// defer) and returns the transports to close, the participant count and
+// the leaver's user id.
+func (s *SFU) leaveLocked(r *router, connID, reqID string) ([]*transport, int, string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := r.participants[connID]
 	if p == nil || r.closed {
-		return nil, 0, protocol.Errorf(protocol.CodeNotFound, "connection is not in the call of room %s", r.roomID)
+		return nil, 0, "", protocol.Errorf(protocol.CodeNotFound, "connection is not in the call of room %s", r.roomID)
 	}
 	ts := r.clearMediaLocked(p)
 	delete(r.participants, connID)
@@ -642,7 +671,7 @@ func (s *SFU) leaveLocked(r *router, connID, reqID string) ([]*transport, int, e
 	for _, o := range r.sortedParticipants() {
 		s.sender.SendToConnection(o.connID, frame)
 	}
-	return ts, len(r.participants), nil
+	return ts, len(r.participants), p.userID, nil
 }
 
 // transportFailed makes the participant that owns t leave the call, as on a

@@ -255,6 +255,7 @@ func (s *SFU) join(roomID, connID, userID, reqID string) error {
 		return err
 	}
 	if isNew {
+		s.participantJoined(roomID, connID, userID)
 		s.callUpdated(roomID, n)
 	}
 	return nil

@@ -32,6 +32,8 @@ type Metrics struct {
 	NATSDisconnects   prometheus.Counter
 	NATSReconnects    prometheus.Counter
 	NATSSlowConsumers prometheus.Counter
+	// Webhook deliveries (internal/webhook; no labels).
+	WebhooksSent, WebhooksRetried, WebhooksFailed, WebhooksDropped prometheus.Counter
 
 	// Pre-resolved counters for every label of the fixed sets in package
 	// protocol; read-only after New, so lookups take no lock and allocate
@@ -78,6 +80,14 @@ func New(gauges map[string]func() float64) *Metrics {
 			Help: "Times this node's NATS connection was re-established; each is followed by a resync of its rooms."}),
 		NATSSlowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_nats_slow_consumer_total",
 			Help: "Times this node's NATS inbox overflowed and dropped messages; each is followed by a resync of its rooms."}),
+		WebhooksSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_sent_total",
+			Help: "Webhook deliveries answered 2xx (one per event and URL)."}),
+		WebhooksRetried: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_retried_total",
+			Help: "Webhook attempts that failed (non-2xx, timeout, network) and will be retried."}),
+		WebhooksFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_failed_total",
+			Help: "Webhook deliveries given up after webhook-retry-for."}),
+		WebhooksDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_dropped_total",
+			Help: "Webhook deliveries dropped because their URL's queue was full (the oldest waiting one goes)."}),
 	}
 	m.in = resolve(m.MessagesIn, protocol.ClientTypes)
 	m.inUnknown = m.MessagesIn.WithLabelValues(protocol.LabelUnknown)
@@ -92,7 +102,8 @@ func New(gauges map[string]func() float64) *Metrics {
 	m.closeOther = m.Closes.WithLabelValues(protocol.LabelOther)
 	r.MustRegister(m.Panics, m.ConnectionsTotal, m.AuthFailures, m.QueueOverflows, m.HeartbeatTimeouts, m.Closes,
 		m.MessagesIn, m.MessagesOut, m.Errors, m.StorageCommits, m.StorageBatches,
-		m.NATSDisconnects, m.NATSReconnects, m.NATSSlowConsumers)
+		m.NATSDisconnects, m.NATSReconnects, m.NATSSlowConsumers,
+		m.WebhooksSent, m.WebhooksRetried, m.WebhooksFailed, m.WebhooksDropped)
 	for name, fn := range gauges {
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: gaugeHelp[name]}, fn))
 	}
@@ -100,12 +111,25 @@ func New(gauges map[string]func() float64) *Metrics {
 }
 
 var gaugeHelp = map[string]string{
-	"parley_connections":      "Open WebSocket connections.",
-	"parley_users_connected":  "Distinct users with at least one connection.",
-	"parley_rooms_live":       "Rooms with at least one client in memory.",
-	"parley_typing_active":    "Typing indicators currently active.",
-	"parley_storage_inflight": "Storage updates waiting for their commit.",
+	"parley_connections":          "Open WebSocket connections.",
+	"parley_users_connected":      "Distinct users with at least one connection.",
+	"parley_rooms_live":           "Rooms with at least one client in memory.",
+	"parley_typing_active":        "Typing indicators currently active.",
+	"parley_storage_inflight":     "Storage updates waiting for their commit.",
+	"parley_webhook_queue_length": "Webhook deliveries not finished (waiting, being retried or being sent), all URLs.",
 }
+
+// WebhookSent implements webhook.Counters.
+func (m *Metrics) WebhookSent() { m.WebhooksSent.Inc() }
+
+// WebhookRetried implements webhook.Counters.
+func (m *Metrics) WebhookRetried() { m.WebhooksRetried.Inc() }
+
+// WebhookFailed implements webhook.Counters.
+func (m *Metrics) WebhookFailed() { m.WebhooksFailed.Inc() }
+
+// WebhookDropped implements webhook.Counters.
+func (m *Metrics) WebhookDropped() { m.WebhooksDropped.Inc() }
 
 func resolve(vec *prometheus.CounterVec, labels []string) map[string]prometheus.Counter {
 	m := make(map[string]prometheus.Counter, len(labels))

@@ -115,6 +115,8 @@ func (m *Manager) ownerMessage(msg nodeMsg) {
 		}
 		r.mu.Unlock()
 		m.sendNode(msg.From, res)
+	case kindAPIEvent, kindAPIConns:
+		m.sendNode(msg.From, r.apiOwnerMessage(msg))
 	case kindPatch:
 		ops, e := parseBatch(msg.Ops, m.limits)
 		if e == nil {
@@ -205,6 +207,9 @@ func (r *Room) syncNode(node string, clients []syncClient) {
 			c.node = node
 		}
 		r.addLocked(c)
+		if sc.Joining {
+			r.emitJoined(c)
+		}
 	}
 	js := r.snapshotState(nil)
 	if !local {
@@ -599,7 +604,8 @@ func (m *Manager) resyncOnce(e *edge) {
 	clients := make([]syncClient, 0, len(e.clients))
 	e.syncing = make(map[string]bool, len(e.clients))
 	for id, lc := range e.clients {
-		clients = append(clients, syncClient{Conn: id, User: lc.s.UserID(), Name: lc.s.Name(), Perms: lc.perms, Presence: lc.presence})
+		clients = append(clients, syncClient{Conn: id, User: lc.s.UserID(), Name: lc.s.Name(), Perms: lc.perms, Presence: lc.presence,
+			Joining: lc.joining})
 		e.syncing[id] = true
 	}
 	e.mu.Unlock()

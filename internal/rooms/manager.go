@@ -58,6 +58,9 @@ type Options struct {
 	LargeRoomMembers  int
 	LargeRoomInterval time.Duration
 	PresenceCoalesce  bool
+	// Events, when set, gets the room webhook events at each room's owner
+	// (api.go).
+	Events Events
 }
 
 // DefaultKeepUpdatesBytes is Options.KeepUpdatesBytes when unset (1 MiB,

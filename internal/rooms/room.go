@@ -341,6 +341,7 @@ func (r *Room) addClient(o origin, perms access.Set, presence map[string]json.Ra
 		c = &client{id: o.conn, user: o.user, name: o.name, node: o.node, sink: o.sink, perms: perms,
 			presence: presence, joinedAt: time.Now()}
 		r.addLocked(c)
+		r.emitJoined(c)
 	} else {
 		c.perms = perms
 	}
@@ -440,6 +441,7 @@ func (r *Room) removeLocked(connID, reqID string, how leaveHow) bool {
 	if c.sink == nil {
 		r.remote--
 	}
+	r.emitLeft(c)
 	if how == leftByRequest && c.sink != nil {
 		enc, _ := protocol.Marshal(data)
 		c.sink.Send(protocol.Encode(protocol.TypeRoomLeft, reqID, json.RawMessage(enc)))

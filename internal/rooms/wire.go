@@ -19,21 +19,23 @@ import (
 // Node message kinds.
 const (
 	// edge → owner
-	kindJoin     = "join"     // Conn, User, Name, ReqID, Perms, Presence, Since, WantRoster
-	kindLeave    = "leave"    // Conn
-	kindPresence = "presence" // Conn, ReqID, Presence (a patch)
-	kindStorage  = "storage"  // Conn, ReqID, Ops, Base
-	kindEvent    = "event"    // Conn, ReqID, Event (room:broadcast)
-	kindPerms    = "perms"    // Conn, Perms
-	kindSync     = "sync"     // Clients: every client of the sender in the room
-	kindPatch    = "patch"    // Corr, Client, Ops, Base (REST)
-	kindSnapshot = "snapshot" // Corr (REST)
-	kindMembers  = "members"  // Conn, ReqID, After, Limit (room:members)
+	kindJoin     = "join"      // Conn, User, Name, ReqID, Perms, Presence, Since, WantRoster
+	kindLeave    = "leave"     // Conn
+	kindPresence = "presence"  // Conn, ReqID, Presence (a patch)
+	kindStorage  = "storage"   // Conn, ReqID, Ops, Base
+	kindEvent    = "event"     // Conn, ReqID, Event (room:broadcast)
+	kindPerms    = "perms"     // Conn, Perms
+	kindSync     = "sync"      // Clients: every client of the sender in the room
+	kindPatch    = "patch"     // Corr, Client, Ops, Base (REST)
+	kindSnapshot = "snapshot"  // Corr (REST)
+	kindMembers  = "members"   // Conn, ReqID, After, Limit (room:members)
+	kindAPIEvent = "api_event" // Corr, Event (server API broadcast)
+	kindAPIConns = "api_conns" // Corr, After, Limit (server API connection list)
 	// owner → edge
 	kindReply    = "reply"     // Conn, Type, ReqID, Data or Err: one frame for one client
 	kindJoined   = "joined"    // Conn, ReqID, Epoch, Seq, State, Roster (when asked for): a join's room:state
 	kindSynced   = "synced"    // Epoch, Seq, State, Roster: answer to sync
-	kindResult   = "result"    // Corr, Version, Data or Err (REST)
+	kindResult   = "result"    // Corr, Version, Data or Err (REST, server API)
 	kindNotOwner = "not_owner" // Conn, ReqID or Corr: the room is not the receiver's to order
 )
 
@@ -86,6 +88,9 @@ type syncClient struct {
 	Name     string                     `json:"n,omitempty"`
 	Perms    access.Set                 `json:"p"`
 	Presence map[string]json.RawMessage `json:"pr,omitempty"`
+	// Joining: its room:join is not answered yet, so the owner takes it
+	// in as a new client (room.client_joined), not as one carried over.
+	Joining bool `json:"j,omitempty"`
 }
 
 func encodeNodeMsg(m nodeMsg) []byte {
@@ -102,7 +107,7 @@ func decodeNodeMsg(b []byte) (nodeMsg, error) {
 	}
 	switch m.Kind {
 	case kindJoin, kindLeave, kindPresence, kindStorage, kindEvent, kindPerms, kindSync, kindPatch, kindSnapshot,
-		kindMembers, kindReply, kindJoined, kindSynced, kindResult, kindNotOwner:
+		kindMembers, kindAPIEvent, kindAPIConns, kindReply, kindJoined, kindSynced, kindResult, kindNotOwner:
 	default:
 		return m, fmt.Errorf("node message: unknown kind %q", m.Kind)
 	}

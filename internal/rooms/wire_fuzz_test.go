@@ -39,6 +39,9 @@ func FuzzDecodeNodeMsg(f *testing.F) {
 	f.Add(encodeNodeMsg(nodeMsg{Kind: kindJoin, From: "n1", Room: "r", Conn: "c", User: "u", ReqID: "1"}))
 	f.Add(encodeNodeMsg(nodeMsg{Kind: kindSynced, From: "n1", Room: "r", State: &joinState{MemberCount: 1,
 		Members: []byte(`[]`), Storage: []byte(`{"version":0}`)}}))
+	f.Add(encodeNodeMsg(nodeMsg{Kind: kindAPIEvent, From: "n1", Room: "r", Corr: 3, Event: []byte(`{"x":1}`)}))
+	f.Add(encodeNodeMsg(nodeMsg{Kind: kindAPIConns, From: "n1", Room: "r", Corr: 4, After: "c", Limit: -1}))
+	f.Add(encodeNodeMsg(nodeMsg{Kind: kindSync, From: "n1", Room: "r", Clients: []syncClient{{Conn: "c", User: "u", Joining: true}}}))
 	f.Add([]byte(`{"k":"joined","f":"n","r":"r"}`))
 	f.Add([]byte(`{"k":"nope","f":"n","r":"r"}`))
 	f.Add([]byte(`{"k":"join","f":"n","r":"a/b"}`))

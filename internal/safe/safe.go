@@ -34,11 +34,12 @@ const (
 	MediaPacket    Where = "media_packet"    // an SFU RTP/RTCP read or forward loop
 	MediaTransport Where = "media_transport" // SFU transport setup, ICE/DTLS callbacks
 	Background     Where = "background"      // node-wide loops (heartbeat, sweeps)
+	Webhook        Where = "webhook"         // a webhook delivery attempt (internal/webhook)
 )
 
 // All is every Where value, for pre-registering the metric's label set.
 var All = []Where{WSReader, WSWriter, ConnectHook, HTTP, CommitCallback, Room, Chat,
-	Broker, MediaPacket, MediaTransport, Background}
+	Broker, MediaPacket, MediaTransport, Background, Webhook}
 
 // Counter counts recovered panics by place. *metrics.Metrics implements it;
 // nil is allowed (tests).

@@ -35,6 +35,7 @@ func (s *Server) wireChat(base *api.Base) error {
 		MessageMaxChars: cfg.MessageMaxChars,
 		// One node is the only writer of statuses unless clustered.
 		CacheStatus: cfg.Broker == "local",
+		Events:      s.webhookEvents(),
 	})
 	err := s.Metrics.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_typing_active", Help: "Typing indicators currently active.",

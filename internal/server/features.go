@@ -35,6 +35,7 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 		StorageMaxOps: cfg.StorageMaxOps, StorageMaxDepth: cfg.StorageMaxDepth,
 		KeepUpdates: cfg.StorageKeepUpdates, KeepUpdatesBytes: cfg.StorageKeepUpdatesBytes, SnapshotEvery: cfg.SnapshotEvery, MaxRoomsPerConn: cfg.MaxRoomsPerConn,
 		LargeRoomMembers: cfg.LargeRoomMembers, LargeRoomInterval: cfg.LargeRoomInterval, PresenceCoalesce: cfg.PresenceCoalesce,
+		Events: s.webhookEvents(),
 	}, s.Store, committer, s.Access, s.Metrics, s.log, s.roomsCluster())
 	s.Access.State = append(s.Access.State, s.Rooms)
 	s.Gateway.Route("room", roomsGateway{s.Rooms})
@@ -55,7 +56,7 @@ func (s *Server) wireFeatures(ctx context.Context) error {
 	if err := s.wireChat(base); err != nil {
 		return err
 	}
-	return nil
+	return s.wireServerAPI(ctx, base)
 }
 
 // wireAccess creates the one access policy (internal/access) over the

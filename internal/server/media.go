@@ -20,6 +20,7 @@ import (
 	"github.com/parleyhq/parley/internal/media"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/safe"
+	"github.com/parleyhq/parley/internal/webhook"
 )
 
 // wireMedia creates the SFU, routes media:* messages to it (after the
@@ -140,6 +141,7 @@ func (e callEvents) toMembers(roomID, typ string, data any) {
 }
 
 func (e callEvents) CallStarted(roomID, startedBy string) {
+	e.s.emit(webhook.CallStarted, CallEvent{RoomID: roomID, StartedBy: startedBy})
 	e.toMembers(roomID, protocol.TypeRoomCallStarted, map[string]string{"room_id": roomID, "started_by": startedBy})
 }
 
@@ -148,6 +150,7 @@ func (e callEvents) CallUpdated(roomID string, n int) {
 }
 
 func (e callEvents) CallEnded(roomID string) {
+	e.s.emit(webhook.CallEnded, CallEvent{RoomID: roomID})
 	e.toMembers(roomID, protocol.TypeRoomCallEnded, map[string]string{"room_id": roomID})
 }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/parleyhq/parley/internal/store"
 	"github.com/parleyhq/parley/internal/store/postgres"
 	"github.com/parleyhq/parley/internal/store/sqlite"
+	"github.com/parleyhq/parley/internal/webhook"
 	"github.com/parleyhq/parley/web/demo"
 )
 
@@ -51,8 +52,9 @@ type Server struct {
 	Verifier *auth.Verifier
 	Rooms    *rooms.Manager
 	SFU      *media.SFU
-	calls    *callRelay     // runs call operations where the call lives (media.go)
-	Access   *access.Policy // the one access policy (features.go)
+	calls    *callRelay      // runs call operations where the call lives (media.go)
+	Access   *access.Policy  // the one access policy (features.go)
+	Webhooks *webhook.Sender // nil without webhook-url (serverapi.go)
 
 	mux       *http.ServeMux
 	handler   http.Handler // mux behind the REST write limit
@@ -125,6 +127,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			}
 			return float64(s.Rooms.LiveRooms())
 		},
+		"parley_webhook_queue_length": func() float64 { return float64(s.Webhooks.QueueLen()) },
 	})
 
 	switch cfg.Broker {
@@ -140,6 +143,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		s.Broker = cluster.NewLocal(s.Hub)
 	}
 	s.closers = append(s.closers, func(context.Context) error { return s.Broker.Close() })
+
+	// Webhooks: closed after the features (closers run in reverse), so
+	// that the events of the shutdown itself are sent, for a bounded time.
+	s.newWebhooks()
+	s.closers = append(s.closers, func(ctx context.Context) error {
+		wctx, cancel := context.WithTimeout(ctx, webhookFlushTimeout)
+		defer cancel()
+		s.Webhooks.Close(wctx)
+		return nil
+	})
 
 	maxConns := cfg.MaxConnections
 	if maxConns == 0 {
@@ -185,6 +198,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	s.handler = s.recoverHTTP(s.handler)
 	return s, nil
 }
+
+// webhookFlushTimeout bounds how long a shutdown keeps sending the webhook
+// deliveries that are due (the queue is in memory; the rest is lost).
+const webhookFlushTimeout = 3 * time.Second
 
 // Handler is the HTTP handler of the whole server (for tests with httptest).
 func (s *Server) Handler() http.Handler { return s.handler }

@@ -126,6 +126,7 @@ type Client struct {
 	closed chan struct{}
 	mu     sync.Mutex
 	code   int
+	reason string
 	wmu    sync.Mutex
 	ignore map[string]bool // guarded by mu
 }
@@ -183,7 +184,7 @@ func (c *Client) read() {
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
 				c.mu.Lock()
-				c.code = ce.Code
+				c.code, c.reason = ce.Code, ce.Text
 				c.mu.Unlock()
 			}
 			return
@@ -305,6 +306,13 @@ func (c *Client) CloseCode() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.code
+}
+
+// CloseReason is the reason of the server's close frame ("" if none).
+func (c *Client) CloseReason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
 }
 
 // Closed is closed when the connection has ended.
