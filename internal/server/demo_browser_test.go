@@ -19,32 +19,52 @@ import (
 // (button, then redo and undo from the keyboard) changes both lists alike;
 // A's chat message reaches B, with "Alice is typing…" at B while A types;
 // B goes do-not-disturb and A sees B's dot change; both join the call and
-// each sees the other's video playing. Screenshots of both pages at every
-// step go to $PARLEY_TEST_ARTIFACTS (a temporary directory when unset).
+// each sees the other's video playing; a reload keeps A signed in and in
+// the room. "expiry": with 30 s access tokens, both in a call outlive their
+// tokens: each reconnects with a refreshed pair, the call is joined again
+// (videos play) and chat still works. Screenshots of both pages at every
+// step go to $PARLEY_TEST_ARTIFACTS/<test name> (a temporary directory
+// when unset).
 func TestDemoAppEndToEnd(t *testing.T) {
 	testenv.Browser(t, "demo app e2e test")
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
 	root := testenv.RepoRoot()
-	s := servertest.Start(t, map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
-		"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0"})
-	dir := os.Getenv("PARLEY_TEST_ARTIFACTS")
-	if dir == "" {
-		dir = t.TempDir()
-	} else {
-		dir = filepath.Join(dir, t.Name())
-	}
-	t.Logf("screenshots: %s", dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(root, "test", "browser", "demo.mjs"))
-	cmd.Env = append(os.Environ(), "PARLEY_DEMO_URL="+s.URL, "PARLEY_ARTIFACTS="+dir)
-	out, err := cmd.CombinedOutput()
-	if err != nil || testing.Verbose() {
-		t.Logf("node output:\n%s", out)
-	}
-	if err != nil {
-		t.Fatalf("demo e2e failed: %v (screenshots in %s)", err, dir)
+	for _, sc := range []struct {
+		name string
+		env  map[string]string
+	}{
+		{"full", nil},
+		// Tokens that expire inside the test: the socket closes (4001), the
+		// app refreshes its pair, reconnects and joins the call again.
+		{"expiry", map[string]string{"PARLEY_ACCESS_TOKEN_TTL": "30s"}},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			env := map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
+				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0"}
+			for k, v := range sc.env {
+				env[k] = v
+			}
+			s := servertest.Start(t, env)
+			dir := os.Getenv("PARLEY_TEST_ARTIFACTS")
+			if dir == "" {
+				dir = t.TempDir()
+			} else {
+				dir = filepath.Join(dir, t.Name())
+			}
+			t.Logf("screenshots: %s", dir)
+			ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "node", filepath.Join(root, "test", "browser", "demo.mjs"))
+			cmd.Env = append(os.Environ(), "PARLEY_DEMO_URL="+s.URL, "PARLEY_ARTIFACTS="+dir, "PARLEY_SCENARIO="+sc.name)
+			out, err := cmd.CombinedOutput()
+			if err != nil || testing.Verbose() {
+				t.Logf("node output:\n%s", out)
+			}
+			if err != nil {
+				t.Fatalf("demo e2e %s failed: %v (screenshots in %s)", sc.name, err, dir)
+			}
+		})
 	}
 }

@@ -7,6 +7,11 @@
 // Inputs (environment):
 //   PARLEY_DEMO_URL   the server's base URL (http://127.0.0.1:port)
 //   PARLEY_ARTIFACTS  directory for screenshots (created if missing)
+//   PARLEY_SCENARIO   "full" (default): every feature; "expiry": the server's
+//                     access tokens live 30 s (PARLEY_ACCESS_TOKEN_TTL): both
+//                     people in a call outlive their tokens: the socket closes
+//                     (4001), the app refreshes its pair and reconnects, the
+//                     call is joined again, chat still works
 //   CHROMIUM          browser binary (default /usr/bin/chromium)
 import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
@@ -18,6 +23,7 @@ const require = createRequire(path.join(here, '..', '..', 'web', 'media', 'packa
 const { chromium } = require('playwright-core');
 
 const base = process.env.PARLEY_DEMO_URL;
+const scenario = process.env.PARLEY_SCENARIO || 'full';
 const out = process.env.PARLEY_ARTIFACTS;
 if (!base || !out) {
   console.error('need PARLEY_DEMO_URL and PARLEY_ARTIFACTS');
@@ -96,8 +102,36 @@ const sameTodos = async (want) => {
 const inRoom = (who) => waitFor(who, 'the room to be live', () =>
   !!document.querySelector('[data-testid="conn-state"].live') && !!document.querySelector('[data-testid="todo-form"]'));
 
-let failed = false;
-try {
+async function joinCall(timeout = 40000) {
+  for (const who of ['A', 'B']) {
+    await people[who].page.click(tid('call-join'));
+    await waitFor(who, 'own camera tile', () => {
+      const v = document.querySelector('[data-testid="call-tile"][data-local="true"] video');
+      return !!v && v.videoWidth > 0;
+    });
+  }
+  return seeVideos(timeout);
+}
+
+// seeVideos waits until each plays the other's video, on a track other than
+// those in not (ids); it returns the tracks' ids.
+async function seeVideos(timeout = 40000, not = []) {
+  const ids = [];
+  for (const [who, other] of [['A', 'Bob'], ['B', 'Alice']]) {
+    const sel = `[data-testid="call-tile"][data-local="false"][data-name="${other}"] video`;
+    await waitFor(who, `${other}'s video playing`, ({ sel, not }) => {
+      const v = document.querySelector(sel);
+      return !!v && v.videoWidth > 0 && !v.paused && v.readyState >= 2 && !not.includes(v.srcObject.getVideoTracks()[0]?.id);
+    }, { sel, not }, timeout);
+    ids.push(await people[who].page.$eval(sel, (v) => v.srcObject.getVideoTracks()[0].id));
+  }
+  return ids;
+}
+
+const connects = (who) => people[who].page.$eval(tid('conn-state'), (e) => Number(e.dataset.connects));
+
+// Steps 1-2: A signs up and creates a room; B signs up from its link.
+async function setup() {
   // 1. A signs up and creates a room.
   const A = await open('A', `${base}/signup`);
   await signUp('A', 'alice', 'Alice');
@@ -120,7 +154,33 @@ try {
     await waitFor(who, `${other} in People`, (n) => !!document.querySelector(`[data-testid="member"][data-name="${n}"]`), other);
   }
   await shot('both-in-room');
+  return { A, B };
+}
 
+// Both outlive their access tokens inside a call.
+async function expiry({ A }) {
+  const tracks = await joinCall();
+  await shot('call');
+  const before = { A: await connects('A'), B: await connects('B') };
+  const access = () => A.evaluate(() => JSON.parse(sessionStorage.getItem('parley.session')).access);
+  const token = await access();
+  for (const who of ['A', 'B']) {
+    await waitFor(who, 'a reconnect after the token expired', (n) => {
+      const p = document.querySelector('[data-testid="conn-state"]');
+      return Number(p.dataset.connects) > n && p.classList.contains('live');
+    }, before[who], 60000);
+  }
+  if ((await access()) === token) throw new Error('A reconnected with the same access token');
+  log('both reconnected with refreshed tokens', JSON.stringify(before));
+  await seeVideos(40000, tracks); // new tracks: the call was joined again
+  await A.fill(tid('chat-input'), 'Still here after the refresh');
+  await A.press(tid('chat-input'), 'Enter');
+  await waitFor('B', 'the message after the refresh', () => [...document.querySelectorAll('[data-testid="chat-content"]')].some((e) => e.textContent === 'Still here after the refresh'));
+  await shot('after-expiry');
+}
+
+// Every feature, step by step.
+async function full({ A, B }) {
   // 3. Live cursors: each sees the other's pointer move.
   for (const [who, other, name] of [['A', 'B', 'Alice'], ['B', 'A', 'Bob']]) {
     const box = await people[who].page.locator(tid('room')).boundingBox();
@@ -180,19 +240,7 @@ try {
   await shot('status-dnd');
 
   // 7. Call: both join; each sees the other's video playing.
-  for (const who of ['A', 'B']) {
-    await people[who].page.click(tid('call-join'));
-    await waitFor(who, 'own camera tile', () => {
-      const v = document.querySelector('[data-testid="call-tile"][data-local="true"] video');
-      return !!v && v.videoWidth > 0;
-    });
-  }
-  for (const [who, other] of [['A', 'Bob'], ['B', 'Alice']]) {
-    await waitFor(who, `${other}'s video playing`, (n) => {
-      const v = document.querySelector(`[data-testid="call-tile"][data-local="false"][data-name="${n}"] video`);
-      return !!v && v.videoWidth > 0 && !v.paused && v.readyState >= 2;
-    }, other, 40000);
-  }
+  await joinCall();
   await shot('call');
 
   // 8. A reload keeps A signed in (sessionStorage) and back in the room.
@@ -203,6 +251,11 @@ try {
   await waitFor('A', 'the chat history after a reload', () => document.querySelectorAll('[data-testid="chat-message"]').length === 2);
   await waitFor('B', "Alice's cursor gone after her reload", () => !document.querySelector('[data-testid="cursor"][data-name="Alice"]'));
   await shot('reloaded');
+}
+
+let failed = false;
+try {
+  await (scenario === 'expiry' ? expiry : full)(await setup());
   log('PASS');
 } catch (e) {
   failed = true;

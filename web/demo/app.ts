@@ -2,13 +2,14 @@
 // chat with typing and user status, and calls. Written against the SDK's
 // contract (web/client/API.md); build.mjs bundles it with the SDK source.
 import { ParleyAPI, ParleyClient, ParleyError } from '@parley/client';
-import type { Room } from '@parley/client';
+import type { JsonPatchOp, Message, Room, TokenPair } from '@parley/client';
 import { Call } from '@parley/client/calls';
 import './style.css';
 
 type Status = 'online' | 'idle' | 'dnd' | 'offline' | 'invisible';
 interface Session { access: string; refresh: string; exp: number; ttl: number; user: { id: string; username: string; display_name: string } }
 interface Todo { text: string; done: boolean; by: string; at: number }
+interface Presence { name?: string; color?: string; cursor?: { x: number; y: number } | null }
 
 const $ = <T extends Element = HTMLElement>(sel: string, root: ParentNode = document) => root.querySelector(sel) as T;
 const view = $('#view');
@@ -45,8 +46,8 @@ let session: Session | null = JSON.parse(sessionStorage.getItem('parley.session'
 const authApi = new ParleyAPI({ baseUrl: base });
 let refreshing: Promise<string> | null = null;
 
-function saveSession(p: { access_token: string; refresh_token: string; expires_in: number; user?: Session['user'] }) {
-  session = { access: p.access_token, refresh: p.refresh_token, exp: Date.now() + p.expires_in * 1000, ttl: p.expires_in * 1000, user: p.user ?? session!.user };
+function saveSession(p: TokenPair) {
+  session = { access: p.access_token, refresh: p.refresh_token, exp: Date.now() + p.expires_in * 1000, ttl: p.expires_in * 1000, user: p.user };
   sessionStorage.setItem('parley.session', JSON.stringify(session));
 }
 
@@ -55,7 +56,7 @@ async function getToken(): Promise<string> {
   // Refresh when less than a quarter of the lifetime (at most 30 s) is left.
   if (session.exp - Date.now() > Math.min(30_000, (session.ttl ?? 0) / 4)) return session.access;
   refreshing ??= authApi.refresh(session.refresh)
-    .then((p: any) => { saveSession(p); return session!.access; })
+    .then((p) => { saveSession(p); return session!.access; })
     .catch((e: unknown) => { signOut(); throw e; })
     .finally(() => { refreshing = null; });
   return refreshing;
@@ -63,6 +64,7 @@ async function getToken(): Promise<string> {
 
 const api = new ParleyAPI({ baseUrl: base, getToken });
 let client: ParleyClient | null = null;
+let connects = 0; // WebSockets that got their `connected` frame (shown on the state pill)
 let myStatus: Status = 'online';
 const statuses = new Map<string, Status>();
 const statusListeners = new Set<() => void>();
@@ -71,10 +73,15 @@ function ensureClient() {
   if (client) return client;
   const c = new ParleyClient({ url: wsURL, getToken });
   client = c;
-  c.on('presence:update', (d: any) => { statuses.set(d.user_id, d.presence); statusListeners.forEach((f) => f()); });
-  c.on('state', (d: any) => {
-    const pill = document.querySelector('[data-testid="conn-state"]');
-    if (pill) { pill.textContent = d.state === 'connected' ? 'Live' : d.state === 'closed' ? 'Offline' : 'Reconnecting…'; pill.classList.toggle('live', d.state === 'connected'); }
+  c.on('presence:update', (d) => { statuses.set(d.user_id, d.presence); statusListeners.forEach((f) => f()); });
+  c.on('connected', () => {
+    connects++;
+    const pill = document.querySelector<HTMLElement>('[data-testid="conn-state"]');
+    if (pill) pill.dataset.connects = String(connects);
+  });
+  c.on('state', (d) => {
+    const pill = document.querySelector<HTMLElement>('[data-testid="conn-state"]');
+    if (pill) { pill.dataset.connects = String(connects); pill.textContent = d.state === 'connected' ? 'Live' : d.state === 'closed' ? 'Offline' : 'Reconnecting…'; pill.classList.toggle('live', d.state === 'connected'); }
     if (d.state === 'closed' && d.error?.code === 'unauthorized') signOut();
   });
   c.connect().catch((e: unknown) => toast(`Could not connect: ${errText(e)}`));
@@ -178,7 +185,7 @@ function showAuth(signup: boolean) {
     try {
       const displayName = String(f.get('display_name') ?? '').trim() || undefined;
       const pair = signup ? await authApi.register({ username, password, displayName }) : await authApi.login({ username, password });
-      saveSession(pair as any);
+      saveSession(pair);
       sessionStorage.setItem('parley.seen', '1');
       const next = sessionStorage.getItem('parley.next');
       sessionStorage.removeItem('parley.next');
@@ -197,7 +204,7 @@ async function showRooms() {
   const v = mount('tpl-rooms');
   const list = $('[data-testid="room-list"]', v);
   try {
-    const page: any = await api.rooms.list();
+    const page = await api.rooms.list();
     for (const r of page.items) {
       list.append(el('li', {}, el('a', { href: `/rooms/${r.id}`, 'data-link': '', 'data-testid': 'room-link', class: 'room-link' },
         el('span', { class: 'avatar' }, (r.name[0] ?? '#').toUpperCase()), el('span', {}, r.name),
@@ -211,8 +218,7 @@ async function showRooms() {
     ev.preventDefault();
     const name = String(new FormData(form).get('name')).trim();
     try {
-      const r: any = await api.rooms.create({ name, open: true });
-      await api.storage.patch(r.id, [{ op: 'add', path: '/todos', value: {} }, { op: 'add', path: '/people', value: {} }]);
+      const r = await api.rooms.create({ name, open: true });
       go(`/rooms/${r.id}`);
     } catch (e) { toast(`Could not create the room: ${errText(e)}`); }
   });
@@ -239,18 +245,20 @@ async function showRoom(roomId: string) {
   };
   const pill = $('[data-testid="conn-state"]', v);
   pill.textContent = c.state === 'connected' ? 'Live' : 'Connecting…';
+  pill.dataset.connects = String(connects);
   pill.classList.toggle('live', c.state === 'connected');
   $('[data-testid="copy-link"]', v).addEventListener('click', () => {
     navigator.clipboard?.writeText(location.href).then(() => toast('Invite link copied'), () => toast(location.href));
   });
 
-  let info: any;
+  let info!: Awaited<ReturnType<typeof api.rooms.get>>;
   try {
-    await api.rooms.join(roomId).catch((e: any) => { if (!(e instanceof ParleyError && e.code === 'forbidden')) throw e; });
+    await api.rooms.join(roomId).catch((e: unknown) => { if (!(e instanceof ParleyError && e.code === 'forbidden')) throw e; });
     info = await api.rooms.get(roomId);
     if (c.state !== 'connected') await new Promise<void>((res) => { const off = c.on('connected', () => { off(); res(); }); });
     if (closed) return;
-    room = await c.joinRoom(roomId, { presence: { name: myName, color: colorOf(me.id), cursor: null } });
+    // initialStorage is written only by the first joiner of an empty room.
+    room = await c.joinRoom(roomId, { presence: { name: myName, color: colorOf(me.id), cursor: null }, initialStorage: { todos: {}, people: {} } });
   } catch (e) {
     toast(`Could not open the room: ${errText(e)}`);
     go('/rooms', true);
@@ -263,10 +271,11 @@ async function showRoom(roomId: string) {
   const typer = c.typing(roomId);
   typing = typer;
 
-  // Names and colours of everyone who ever joined, kept in storage, so that
-  // chat authors stay named when they are offline.
+  // Names of everyone who ever joined, kept in storage, so that chat authors
+  // stay named when they are offline. A room whose document predates the
+  // app gets the missing keys.
   if (r.storage.todos === undefined || r.storage.people === undefined) {
-    const ops: any[] = [];
+    const ops: JsonPatchOp[] = [];
     if (r.storage.todos === undefined) ops.push({ op: 'add', path: '/todos', value: {} });
     if (r.storage.people === undefined) ops.push({ op: 'add', path: '/people', value: {} });
     await r.patch(ops, { undoable: false }).catch(() => {});
@@ -276,7 +285,7 @@ async function showRoom(roomId: string) {
   }
   const memberIds = new Set<string>(info.members ?? []);
   const nameOf = (uid: string) => {
-    for (const m of r.members.values()) if (m.user_id === uid) return (m.presence as any)?.name ?? m.name ?? uid;
+    for (const m of r.members.values()) if (m.user_id === uid) return (m.presence as Presence)?.name ?? m.name ?? uid;
     return r.storage.people?.[uid]?.name ?? uid;
   };
 
@@ -295,8 +304,8 @@ async function showRoom(roomId: string) {
   };
   const loadStatuses = async (ids: string[]) => {
     if (!ids.length) return;
-    const res: any = await api.presence(ids).catch(() => null);
-    for (const it of (Array.isArray(res) ? res : res?.items) ?? []) if (it.user_id !== me.id) statuses.set(it.user_id, it.presence);
+    const res = await api.presence(ids).catch(() => null);
+    for (const it of res ?? []) if (it.user_id !== me.id) statuses.set(it.user_id, it.presence);
     renderPeople();
   };
   statusListeners.add(renderPeople);
@@ -318,7 +327,7 @@ async function showRoom(roomId: string) {
     const box = roomEl.getBoundingClientRect();
     const els: HTMLElement[] = [];
     for (const m of r.members.values()) {
-      const p = m.presence as any;
+      const p = m.presence as Presence;
       if (m.client_id === r.connectionId || !p?.cursor) continue;
       const cur = el('div', { class: 'cursor', 'data-testid': 'cursor', 'data-name': p.name ?? m.name ?? '', 'data-x': p.cursor.x.toFixed(3), 'data-y': p.cursor.y.toFixed(3) },
         el('span', { class: 'label' }, p.name ?? m.name ?? 'Someone'));
@@ -390,7 +399,7 @@ async function showRoom(roomId: string) {
   // Chat: history over REST, live message:create pushes, typing.
   const msgs = $('[data-testid="messages"]', v);
   const seen = new Set<string>();
-  const addMessage = (m: any) => {
+  const addMessage = (m: Message) => {
     if (m.room_id !== roomId || seen.has(m.id) || (m.nonce && seen.has(m.nonce))) return;
     seen.add(m.id);
     if (m.nonce) seen.add(m.nonce);
@@ -401,17 +410,17 @@ async function showRoom(roomId: string) {
       el('div', { class: 'content', 'data-testid': 'chat-content' }, m.content)));
     if (atBottom || m.author_id === me.id) msgs.scrollTop = msgs.scrollHeight;
   };
-  api.messages.list(roomId, { limit: 50 }).then((page: any) => { [...page.items].reverse().forEach(addMessage); msgs.scrollTop = msgs.scrollHeight; })
+  api.messages.list(roomId, { limit: 50 }).then((page) => { [...page.items].reverse().forEach(addMessage); msgs.scrollTop = msgs.scrollHeight; })
     .catch((e: unknown) => toast(`Chat history unavailable: ${errText(e)}`));
-  sub(c.on('message:create', (m: any) => addMessage(m)));
+  sub(c.on('message:create', (m) => addMessage(m)));
   const typers = new Set<string>();
   const typingEl = $('[data-testid="typing-indicator"]', v);
   const renderTyping = () => {
     const names = [...typers].map(nameOf);
     typingEl.textContent = names.length === 0 ? '' : names.length === 1 ? `${names[0]} is typing…` : `${names.slice(0, -1).join(', ')} and ${names.at(-1)} are typing…`;
   };
-  sub(c.on('typing:start', (d: any) => { if (d.room_id === roomId && d.user_id !== me.id) { typers.add(d.user_id); renderTyping(); } }));
-  sub(c.on('typing:stop', (d: any) => { if (d.room_id === roomId) { typers.delete(d.user_id); renderTyping(); } }));
+  sub(c.on('typing:start', (d) => { if (d.room_id === roomId && d.user_id !== me.id) { typers.add(d.user_id); renderTyping(); } }));
+  sub(c.on('typing:stop', (d) => { if (d.room_id === roomId) { typers.delete(d.user_id); renderTyping(); } }));
   const chatForm = $<HTMLFormElement>('[data-testid="chat-form"]', v);
   const chatInput = $<HTMLInputElement>('[data-testid="chat-input"]', v);
   chatInput.addEventListener('input', () => (chatInput.value ? typer.keystroke() : typer.stop()));
@@ -421,7 +430,8 @@ async function showRoom(roomId: string) {
     if (!content) return;
     chatInput.value = '';
     try {
-      const m = await api.messages.send(roomId, { content, nonce: newId() }, { connectionId: c.connectionId ?? undefined });
+      // { client }: no echo to this connection, and my typing indicator ends.
+      const m = await api.messages.send(roomId, { content, nonce: newId() }, { client: c });
       addMessage(m);
     } catch (e) { chatInput.value = content; toast(`Not sent: ${errText(e)}`); }
     typer.stop();
@@ -439,6 +449,7 @@ class CallUI {
   local = new MediaStream();
   tiles = new Map<string, { tile: HTMLElement; stream: MediaStream; video: HTMLVideoElement }>();
   remote = new Map<string, { key: string; track: MediaStreamTrack }>(); // producer id → its track
+  rejoin?: () => void; // pending re-join after a lost connection
   constructor(private v: HTMLElement, private roomId: string, private c: ParleyClient, private nameOf: (uid: string) => string) {
     this.btn('call-join').addEventListener('click', () => void this.join());
     this.btn('call-leave').addEventListener('click', () => void this.leave());
@@ -478,14 +489,14 @@ class CallUI {
     this.btn('call-join').hidden = on;
     for (const id of ['call-leave', 'toggle-camera', 'toggle-mic', 'toggle-screen']) this.btn(id).hidden = !on;
   }
-  async join() {
+  async join(sources = ['mic', 'webcam'] as ('mic' | 'webcam')[]) {
     const me = session!.user;
     this.btn('call-join').disabled = true;
     try {
       await api.call.start(this.roomId);
       const call = new Call(this.c, this.roomId);
       this.call = call;
-      call.on('track', (d: any) => {
+      call.on('track', (d) => {
         const key = d.source === 'screen' ? `${d.connectionId}:screen` : d.connectionId;
         const t = this.tile(key, d.userId, d.connectionId, false);
         t.stream.getTracks().filter((x) => x.kind === d.kind).forEach((x) => t.stream.removeTrack(x));
@@ -493,29 +504,38 @@ class CallUI {
         this.remote.set(d.producerId, { key, track: d.track });
         this.refresh(t);
       });
-      call.on('track_ended', (d: any) => {
-        const r = this.remote.get(d.producerId ?? d.producer_id);
+      call.on('track_ended', (d) => {
+        const r = this.remote.get(d.producerId);
         const t = r && this.tiles.get(r.key);
         if (!r || !t) return;
-        this.remote.delete(d.producerId ?? d.producer_id);
+        this.remote.delete(d.producerId);
         t.stream.removeTrack(r.track);
         if (r.key.endsWith(':screen') && t.stream.getTracks().length === 0) this.dropTile(r.key); else this.refresh(t);
       });
-      call.on('peer_left', (d: any) => {
-        const cid = d.connectionId ?? d.connection_id;
+      call.on('peer_left', (d) => {
+        const cid = d.connectionId;
         for (const key of [...this.tiles.keys()]) if (key === cid || key === `${cid}:screen`) this.dropTile(key);
       });
-      call.on('active_speaker', (d: any) => {
-        const cid = d.connectionId ?? d.connection_id;
+      call.on('active_speaker', (d) => {
+        const cid = d.connectionId;
         for (const t of this.tiles.values()) t.tile.classList.toggle('speaking', t.tile.dataset.connectionId === cid);
       });
-      call.on('local_track_ended', (d: any) => { if (this.producers.get(d.source)?.id === d.producerId) this.dropLocal(d.source); });
-      call.on('closed', (d: any) => { toast(d?.reason === 'disconnected' ? 'Connection lost: you left the call.' : 'The call has ended.'); void this.leave(); });
+      // "Stop sharing" and unplugged devices; a call that ends is handled by 'closed'.
+      call.on('local_track_ended', (d) => { if (d.reason === 'track_ended' && this.producers.get(d.source)?.id === d.producerId) this.dropLocal(d.source); });
+      call.on('closed', (d) => {
+        // A lost socket (network, or the token's expiry: the SDK reconnects
+        // with a fresh one) ends the call for this connection: join again.
+        const again = [...this.producers.keys()].filter((s): s is 'mic' | 'webcam' => s === 'mic' || s === 'webcam');
+        void this.leave();
+        if (d.reason !== 'disconnected') return toast('The call has ended.');
+        toast('Connection lost: rejoining the call…');
+        const off = this.c.on('connected', () => { off(); this.rejoin = undefined; void this.join(again); });
+        this.rejoin = off;
+      });
       await call.join();
       this.setInCall(true);
       this.refresh(this.tile(this.c.connectionId!, me.id, this.c.connectionId!, true));
-      await this.toggle('mic');
-      await this.toggle('webcam');
+      for (const src of sources) await this.toggle(src);
     } catch (e) {
       toast(`Could not join the call: ${errText(e)}`);
       await this.leave();
@@ -559,6 +579,8 @@ class CallUI {
     this.pressed(source);
   }
   async leave() {
+    this.rejoin?.();
+    this.rejoin = undefined;
     const call = this.call;
     this.call = null;
     this.producers.forEach((p) => void Promise.resolve(p.close()).catch(() => {}));

@@ -5,7 +5,7 @@
 //
 //   node build.mjs                    # the real SDK from ../client/src
 //   node build.mjs --check            # build into a temporary directory; fail if dist/ differs (stale)
-//   PARLEY_DEMO_SDK=shim node build.mjs  # sdk-shim/ (only before the SDK exists; never commit that build)
+//   PARLEY_DEMO_SDK=/path/to/src node build.mjs  # another copy of the SDK's src (a preview; never commit that build)
 import * as esbuild from 'esbuild';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, copyFileSync } from 'node:fs';
 import os from 'node:os';
@@ -13,17 +13,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-// PARLEY_DEMO_SDK: unset = ../client/src; 'shim' = sdk-shim/; else a directory holding the SDK's src.
-const shim = !!process.env.PARLEY_DEMO_SDK;
-const sdk = process.env.PARLEY_DEMO_SDK === 'shim' ? path.join(here, 'sdk-shim')
-  : process.env.PARLEY_DEMO_SDK ? path.resolve(process.env.PARLEY_DEMO_SDK) : path.resolve(here, '..', 'client', 'src');
+const preview = !!process.env.PARLEY_DEMO_SDK;
+const sdk = preview ? path.resolve(process.env.PARLEY_DEMO_SDK) : path.resolve(here, '..', 'client', 'src');
 for (const f of ['index.ts', 'calls.ts']) {
   if (!existsSync(path.join(sdk, f))) {
     console.error(`web/demo: ${path.join(sdk, f)} is missing (the SDK lives in web/client/src)`);
     process.exit(1);
   }
 }
-if (shim) console.warn(`web/demo: building against ${sdk}, not ../client/src: do not commit this dist/`);
+if (preview) console.warn(`web/demo: building against ${sdk}, not ../client/src: do not commit this dist/`);
 
 const check = process.argv.includes('--check');
 const committed = path.join(here, 'dist');
@@ -73,4 +71,4 @@ if (check) {
   console.log('web/demo: dist/ is up to date');
   process.exit(0);
 }
-console.log(`web/demo: built dist/index.html, dist/${js}, dist/${css}${shim ? ` (SDK from ${sdk})` : ''}`);
+console.log(`web/demo: built dist/index.html, dist/${js}, dist/${css}${preview ? ` (SDK from ${sdk})` : ''}`);
