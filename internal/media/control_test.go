@@ -512,3 +512,273 @@ func TestTransportTimeoutLeavesTheCall(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// ---- stats ----
+
+func getStats(t *testing.T, s *SFU, snd *fakeSender, room, conn, user string, data map[string]string) []map[string]any {
+	t.Helper()
+	data["room_id"] = room
+	id := "gs-" + conn
+	mustHandle(t, s, conn, user, TypeGetStats, id, data)
+	fr, ok := snd.last(conn, TypeStats)
+	if !ok || fr.ID != id {
+		t.Fatalf("no media:stats for %s", id)
+	}
+	var m struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := json.Unmarshal(fr.Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m.Items
+}
+
+func num(m map[string]any, k string) float64 {
+	f, _ := m[k].(float64)
+	return f
+}
+
+// media:get_stats answers mediasoup's stats shapes for the caller's own
+// transports, producers and consumers: counts, bitrates (sampled every
+// second), the producer's loss from its sequence numbers, the consumer's
+// loss, jitter and round trip from the receiver's RTCP report.
+func TestStats(t *testing.T) {
+	c := newCall(t, Config{})
+	s, snd := c.s, c.snd
+	c.skipEach.Store(10) // A's video loses one packet in 11
+	vssrc := c.vc.RtpParameters.Encodings[0].SSRC
+	waitFor(t, 10*time.Second, "media and an SR at B", func() bool { return c.received(vssrc) > 50 && c.lastSR.Load() != nil })
+
+	// B reports about its video consumer, answering the last SR.
+	waitFor(t, 10*time.Second, "a video SR at B", func() bool {
+		sr := c.lastSR.Load()
+		return sr != nil && sr.SSRC == vssrc
+	})
+	sr := c.lastSR.Load()
+	if err := c.sub.writeRTCP(&rtcp.ReceiverReport{SSRC: 7, Reports: []rtcp.ReceptionReport{{
+		SSRC: vssrc, FractionLost: 64, TotalLost: 5, LastSequenceNumber: 100, Jitter: 90,
+		LastSenderReport: uint32(sr.NTPTime >> 16), Delay: 0,
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	// A NACK and a PLI from B, counted.
+	if err := c.sub.writeRTCP(&rtcp.TransportLayerNack{SenderSSRC: 7, MediaSSRC: vssrc,
+		Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{1001})}, &rtcp.PictureLossIndication{SenderSSRC: 7, MediaSSRC: vssrc}); err != nil {
+		t.Fatal(err)
+	}
+	var items []map[string]any
+	waitFor(t, 10*time.Second, "consumer stats with the receiver report and bitrates", func() bool {
+		items = getStats(t, s, snd, c.room, "B", "ub", map[string]string{"consumer_id": c.vc.ID})
+		return len(items) == 1 && num(items[0], "packetsLost") == 5 && num(items[0], "bitrate") > 0 && num(items[0], "nackCount") == 1
+	})
+	v := items[0]
+	for k, want := range map[string]any{"type": "outbound-rtp", "consumerId": c.vc.ID, "producerId": c.videoID, "kind": "video",
+		"mimeType": "video/VP8", "ssrc": float64(vssrc), "fractionLost": float64(64), "jitter": float64(90), "score": float64(0),
+		"pliCount": float64(1), "paused": false, "producerPaused": false} {
+		if !reflect.DeepEqual(v[k], want) {
+			t.Errorf("consumer stats %s = %v, want %v (%v)", k, v[k], want, v)
+		}
+	}
+	if rtt := num(v, "roundTripTime"); rtt <= 0 || rtt > 5000 || num(v, "packetCount") < 50 || num(v, "byteCount") != 300*num(v, "packetCount") {
+		t.Errorf("consumer stats %v", v)
+	}
+
+	// A's view: everything of its own, nothing of B's.
+	waitFor(t, 10*time.Second, "producer stats with loss and bitrates", func() bool {
+		items = getStats(t, s, snd, c.room, "A", "ua", map[string]string{})
+		return len(items) == 4 && num(items[2], "packetsLost") > 0 && num(items[2], "bitrate") > 0 && num(items[0], "recvBitrate") > 0
+	})
+	send, recv, pv, pa := items[0], items[1], items[2], items[3]
+	for k, want := range map[string]any{"type": "webrtc-transport", "transportId": c.ja.Send.ID, "direction": "send",
+		"state": "connected", "iceState": "connected", "dtlsState": "connected", "iceRole": "controlled"} {
+		if send[k] != want {
+			t.Errorf("send transport stats %s = %v, want %v (%v)", k, send[k], want, send)
+		}
+	}
+	if tu, _ := send["iceSelectedTuple"].(map[string]any); tu == nil || tu["protocol"] != "udp" || tu["localIp"] != "127.0.0.1" || num(send, "bytesReceived") == 0 {
+		t.Errorf("send transport stats %v", send)
+	}
+	if recv["transportId"] != c.ja.Recv.ID || recv["state"] != "new" || recv["iceSelectedTuple"] != nil {
+		t.Errorf("recv transport stats %v", recv)
+	}
+	if pv["type"] != "inbound-rtp" || pv["producerId"] != c.videoID || pv["kind"] != "video" || num(pv, "ssrc") != tVideoSSRC ||
+		num(pv, "rtxSsrc") != tVideoRTX || num(pv, "packetCount") == 0 || num(pv, "pliCount") == 0 || num(pv, "nackCount") == 0 {
+		t.Errorf("video producer stats %v", pv)
+	}
+	// One in 11 lost: about 9 %.
+	if lost, n := num(pv, "packetsLost"), num(pv, "packetCount"); lost < n/20 || lost > n/5 {
+		t.Errorf("video producer: %v lost of %v", lost, n)
+	}
+	if pa["producerId"] != c.audioID || num(pa, "packetsLost") != 0 || num(pa, "score") != 10 || pa["mimeType"] != "audio/opus" {
+		t.Errorf("audio producer stats %v", pa)
+	}
+	if it := getStats(t, s, snd, c.room, "A", "ua", map[string]string{"transport_id": c.ja.Send.ID, "producer_id": c.audioID}); len(it) != 2 ||
+		it[0]["type"] != "webrtc-transport" || it[1]["producerId"] != c.audioID {
+		t.Errorf("stats by id: %v", it)
+	}
+	for _, q := range []map[string]string{{"consumer_id": c.vc.ID}, {"transport_id": c.jb.Recv.ID}, {"producer_id": "nope"}} {
+		q["room_id"] = c.room
+		if err := handle(t, s, "A", "ua", TypeGetStats, "x", q); errCode(err) != "not_found" {
+			t.Errorf("stats of %v: %v", q, err)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Collector())
+	for _, m := range []struct{ name, dir string }{
+		{"parley_media_nacks_total", "received"}, {"parley_media_nacks_total", "sent"},
+		{"parley_media_key_frame_requests_total", "received"}, {"parley_media_key_frame_requests_total", "sent"},
+	} {
+		if v := gatherLabel(t, reg, m.name, "direction", m.dir); v < 1 {
+			t.Errorf("%s{direction=%s} = %v", m.name, m.dir, v)
+		}
+	}
+}
+
+// ---- active speaker ----
+
+// speakerFrames returns the producer ids of the media:active_speaker
+// frames conn got, in order.
+func speakerFrames(t *testing.T, snd *fakeSender, conn string) []string {
+	var out []string
+	for _, fr := range snd.of(conn) {
+		if fr.Type == TypeActiveSpeaker {
+			out = append(out, frameData(t, fr)["producer_id"].(string))
+		}
+	}
+	return out
+}
+
+// The dominant speaker follows the louder audio (audio level header
+// extension), every participant is told of each change once, silence
+// changes nothing and a paused producer stops counting.
+func TestActiveSpeaker(t *testing.T) {
+	c := newCall(t, Config{})
+	s, snd := c.s, c.snd
+	joinCall(t, s, snd, c.room, "C", "uc") // listens only
+	// B publishes audio too.
+	var bLevel atomic.Int32
+	bLevel.Store(127)
+	bpub := connectClient(t, s, c.room, "B", "ub", c.jb.Send)
+	t.Cleanup(bpub.close)
+	bAudio := produce(t, s, snd, c.room, "B", "ub", c.jb.Send.ID, "audio", opusProduceParams(0x4444))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			a := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i * 480), SSRC: 0x4444}, Payload: []byte{0xf8}}
+			_ = a.SetExtension(1, []byte{byte(bLevel.Load())})
+			_ = bpub.writeRTP(a)
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+
+	// Everyone silent: nobody becomes the speaker.
+	c.afterPackets(200) // 1 s of A's packets
+	if got := speakerFrames(t, snd, "C"); len(got) != 0 {
+		t.Fatalf("speaker while everyone is silent: %v", got)
+	}
+	// A talks (-20 dBov, with the voice bit).
+	c.level.Store(0x80 | 20)
+	waitFor(t, 10*time.Second, "A as the active speaker", func() bool { return len(speakerFrames(t, snd, "C")) == 1 })
+	for _, conn := range []string{"A", "B", "C"} {
+		fr, _ := snd.last(conn, TypeActiveSpeaker)
+		want := map[string]any{"room_id": c.room, "producer_id": c.audioID, "user_id": "ua", "connection_id": "A"}
+		if !reflect.DeepEqual(frameData(t, fr), want) {
+			t.Fatalf("%s: active_speaker %s", conn, fr.Data)
+		}
+	}
+	// B talks a little (-55 dBov) while A goes on: A stays.
+	bLevel.Store(55)
+	c.afterPackets(400) // 2 s
+	// Then A falls silent and B talks louder: B takes over.
+	c.level.Store(127)
+	bLevel.Store(25)
+	waitFor(t, 10*time.Second, "B as the active speaker", func() bool { return len(speakerFrames(t, snd, "C")) == 2 })
+	if got := speakerFrames(t, snd, "A"); !reflect.DeepEqual(got, []string{c.audioID, bAudio}) {
+		t.Fatalf("A's active_speaker frames %v", got)
+	}
+	// B pauses: A's faint audio is enough to take over (B no longer counts).
+	c.level.Store(60)
+	mustHandle(t, s, "B", "ub", TypeProducerPause, "bp", map[string]string{"room_id": c.room, "producer_id": bAudio})
+	waitFor(t, 10*time.Second, "A back as the active speaker", func() bool { return len(speakerFrames(t, snd, "C")) == 3 })
+	if got := speakerFrames(t, snd, "C"); !reflect.DeepEqual(got, []string{c.audioID, bAudio, c.audioID}) {
+		t.Fatalf("C's active_speaker frames %v", got)
+	}
+}
+
+// ---- idle calls ----
+
+type idlerEvents struct {
+	fakeEvents
+	sfu  atomic.Pointer[SFU]
+	idle chan string
+}
+
+func (e *idlerEvents) CallIdle(roomID string) {
+	e.idle <- roomID
+	e.sfu.Load().EndIdleCall(roomID)
+}
+
+// A call with no participant for CallIdleTimeout ends on its own (members
+// get CallEnded); a participant joining in time keeps it; through the
+// CallIdler hook when Events implement it; never with a negative timeout.
+func TestIdleCallEnds(t *testing.T) {
+	s, snd, ev := newTestSFU(t, Config{CallIdleTimeout: 300 * time.Millisecond})
+	s.StartCall("idle", "u")
+	s.StartCall("busy", "u")
+	joinCall(t, s, snd, "busy", "b", "u")
+	waitFor(t, 10*time.Second, "the idle call ends", func() bool { return !s.CallActive("idle") })
+	if got := ev.all(); got[len(got)-1] != "ended idle" {
+		t.Fatalf("events %v", got)
+	}
+	if !s.CallActive("busy") {
+		t.Fatal("a call with a participant ended")
+	}
+	// The last participant leaves: the clock starts then.
+	mustHandle(t, s, "b", "u", TypeLeave, "l", map[string]string{"room_id": "busy"})
+	start := time.Now()
+	waitFor(t, 10*time.Second, "the emptied call ends", func() bool { return !s.CallActive("busy") })
+	if time.Since(start) < 300*time.Millisecond {
+		t.Fatal("ended before the idle timeout")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Collector())
+	if n := gatherLabel(t, reg, "parley_media_idle_calls_ended_total", "", ""); n != 2 {
+		t.Fatalf("idle calls ended %v", n)
+	}
+
+	// Through CallIdler.
+	ie := &idlerEvents{idle: make(chan string, 4)}
+	s2, err := New(Config{ListenIP: "127.0.0.1", IncludeLoopback: true, Workers: 1, CallIdleTimeout: 100 * time.Millisecond},
+		newFakeSender(), ie, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s2.Close() })
+	ie.sfu.Store(s2)
+	s2.StartCall("x", "u")
+	select {
+	case room := <-ie.idle:
+		if room != "x" {
+			t.Fatalf("CallIdle(%q)", room)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("CallIdle not called")
+	}
+	waitFor(t, 10*time.Second, "the call ends", func() bool { return !s2.CallActive("x") })
+
+	// Never.
+	s3, _, _ := newTestSFU(t, Config{CallIdleTimeout: -1})
+	s3.StartCall("x", "u")
+	if s3.EndIdleCall("x") || !s3.CallActive("x") {
+		t.Fatal("an idle end without an idle timeout")
+	}
+}
