@@ -706,7 +706,7 @@ func TestActiveSpeaker(t *testing.T) {
 		t.Fatalf("A's active_speaker frames %v", got)
 	}
 	// B pauses: A's faint audio is enough to take over (B no longer counts).
-	c.level.Store(60)
+	c.level.Store(50)
 	mustHandle(t, s, "B", "ub", TypeProducerPause, "bp", map[string]string{"room_id": c.room, "producer_id": bAudio})
 	waitFor(t, 10*time.Second, "A back as the active speaker", func() bool { return len(speakerFrames(t, snd, "C")) == 3 })
 	if got := speakerFrames(t, snd, "C"); !reflect.DeepEqual(got, []string{c.audioID, bAudio, c.audioID}) {
