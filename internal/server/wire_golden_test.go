@@ -48,11 +48,7 @@ const wireDir = "../protocol/testdata/wire"
 // sent, capture it in the scenario and remove it here (the test fails until
 // both are done).
 var wireServerNotSentYet = map[string]string{
-	protocol.TypeMediaProducerPaused:        "issue 12 (v1.1 media: pause/resume)",
-	protocol.TypeMediaProducerResumed:       "issue 12 (v1.1 media: pause/resume)",
 	protocol.TypeMediaConsumerLayersChanged: "issue 12 (v1.1 media: simulcast layers)",
-	protocol.TypeMediaICERestarted:          "issue 12 (v1.1 media: ICE restart)",
-	protocol.TypeMediaStats:                 "issue 12 (v1.1 media: stats)",
 	protocol.TypeMediaProduceDataResult:     "issue 12 (v1.1 media: data channels)",
 	protocol.TypeMediaNewDataProducer:       "issue 12 (v1.1 media: data channels)",
 	protocol.TypeMediaDataConsumerCreated:   "issue 12 (v1.1 media: data channels)",
@@ -66,13 +62,7 @@ var wireClientNotAcceptedYet = map[string]struct {
 	issue, code string
 	data        map[string]any
 }{
-	protocol.TypeMediaProducerPause:      {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
-	protocol.TypeMediaProducerResume:     {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
-	protocol.TypeMediaConsumerPause:      {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
-	protocol.TypeMediaConsumerResume:     {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
 	protocol.TypeMediaSetPreferredLayers: {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c", "spatial_layer": 1}},
-	protocol.TypeMediaRestartICE:         {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "transport_id": "t"}},
-	protocol.TypeMediaGetStats:           {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team"}},
 	protocol.TypeMediaProduceData:        {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "transport_id": "t", "sctp_stream_parameters": map[string]any{"streamId": 0}}},
 	protocol.TypeMediaConsumeData:        {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "data_producer_id": "d"}},
 }
@@ -430,6 +420,38 @@ func TestWireGolden(t *testing.T) {
 	w.alias[consumer.ID] = "<consumer:bob>"
 	w.rest("call.participants", w.call(s, "GET", "/api/rooms/team/call/participants", alice, nil, http.StatusOK))
 
+	// Pause and resume: bob (who consumes alice's mic) is told.
+	w.send(a, protocol.TypeMediaProducerPause, "pp1", map[string]any{"room_id": "team", "producer_id": produced.ID}, "")
+	w.await(a, protocol.TypeAck, "pp1")
+	w.server(w.await(b, protocol.TypeMediaProducerPaused, ""), "")
+	w.send(a, protocol.TypeMediaProducerResume, "pr2", map[string]any{"room_id": "team", "producer_id": produced.ID}, "")
+	w.await(a, protocol.TypeAck, "pr2")
+	w.server(w.await(b, protocol.TypeMediaProducerResumed, ""), "")
+	w.send(b, protocol.TypeMediaConsumerPause, "cp1", map[string]any{"room_id": "team", "consumer_id": consumer.ID}, "")
+	w.await(b, protocol.TypeAck, "cp1")
+	w.send(b, protocol.TypeMediaConsumerResume, "cr1", map[string]any{"room_id": "team", "consumer_id": consumer.ID}, "")
+	w.await(b, protocol.TypeAck, "cr1")
+	// A consumer created paused (then consumer_resume), of the same producer.
+	w.send(b, protocol.TypeMediaConsume, "co2", map[string]any{"room_id": "team", "producer_id": produced.ID,
+		"rtp_capabilities": caps.RTPCapabilities, "paused": true}, "paused")
+	var paused struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(w.server(w.await(b, protocol.TypeMediaConsumerCreated, "co2"), "paused").Data, &paused); err != nil {
+		t.Fatal(err)
+	}
+	w.alias[paused.ID] = "<consumer:bob-paused>"
+
+	// ICE restart and stats (one example of each stats item type).
+	w.send(a, protocol.TypeMediaRestartICE, "ri1", map[string]any{"room_id": "team", "transport_id": tc.SendTransport.ID}, "")
+	w.server(w.await(a, protocol.TypeMediaICERestarted, "ri1"), "")
+	w.send(a, protocol.TypeMediaGetStats, "gs1", map[string]any{"room_id": "team", "transport_id": tc.SendTransport.ID}, "")
+	w.server(w.await(a, protocol.TypeMediaStats, "gs1"), "")
+	w.send(a, protocol.TypeMediaGetStats, "gs2", map[string]any{"room_id": "team", "producer_id": produced.ID}, "producer")
+	w.server(w.await(a, protocol.TypeMediaStats, "gs2"), "producer")
+	w.send(b, protocol.TypeMediaGetStats, "gs3", map[string]any{"room_id": "team", "consumer_id": consumer.ID}, "consumer")
+	w.server(w.await(b, protocol.TypeMediaStats, "gs3"), "consumer")
+
 	// The v1.1 requests not implemented yet answer as listed.
 	for typ, want := range wireClientNotAcceptedYet {
 		id := "ny-" + typ
@@ -697,7 +719,8 @@ func (w *wireRec) normalize(path []string, v any) any {
 			return wireTimePlaceholder
 		case wireUUID.MatchString(x):
 			return wireUUIDPlaceholder
-		case key == "usernameFragment" || key == "password" || key == "foundation" || key == "cname":
+		case key == "usernameFragment" || key == "password" || key == "foundation" || key == "cname" ||
+			key == "iceUsernameFragment" || key == "iceRemoteUsernameFragment":
 			return "<" + key + ">"
 		case key == "value" && under("fingerprints"):
 			return "<fingerprint>"
@@ -713,6 +736,8 @@ func (w *wireRec) normalize(path []string, v any) any {
 			return json.Number("1234")
 		case "priority":
 			return json.Number("2113937151")
+		case "timestamp":
+			return json.Number("1700000000000")
 		case "expires_in":
 			return json.Number("900")
 		}
