@@ -18,7 +18,9 @@ import (
 // scenario. two-party: both produce webcam + mic and play each other's
 // video, one leaves (peer_left, track_ended), REST call/end ('closed').
 // late-join: producers announced before join() finished are consumed, and
-// a producer's pause/resume/close. Screenshots go to $PARLEY_TEST_ARTIFACTS
+// a producer's pause/resume/close. controls: the v1.1 call controls
+// (consume paused, active speaker, producer and consumer pause, restartIce,
+// server stats; see calls.mjs). Screenshots go to $PARLEY_TEST_ARTIFACTS
 // when it is set.
 func TestBrowserCallsSDK(t *testing.T) {
 	testenv.Browser(t, "calls SDK browser test")
@@ -31,7 +33,7 @@ func TestBrowserCallsSDK(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(testenv.WebMedia(), "build-calls.sh"), page).CombinedOutput(); err != nil {
 		t.Fatalf("web/media/build-calls.sh: %v\n%s", err, out)
 	}
-	for _, scenario := range []string{"two-party", "late-join"} {
+	for _, scenario := range []string{"two-party", "late-join", "controls"} {
 		t.Run(scenario, func(t *testing.T) {
 			s := servertest.Start(t, map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
 				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0", "PARLEY_WEB_DIR": page})

@@ -64,6 +64,13 @@ export interface CallOptions {
   autoRestartIce?: boolean;
   /** How long 'disconnected' may last before an automatic ICE restart, and the least time between two; default 2000. */
   iceRestartDelayMs?: number;
+  /**
+   * Consume as mediasoup-demo does: media:consume with paused: true, then
+   * media:consumer_resume once the local consumer exists, so that the key
+   * frame asked for at the resume finds it ready. Default false (consumers
+   * start unpaused; the server asks for a key frame at once).
+   */
+  consumePaused?: boolean;
 }
 
 export interface ProduceOptions {
@@ -581,7 +588,15 @@ export class Call {
     this.inflight.set(pid, a);
     const dropped = () => gen !== this.generation || this.endedInflight.has(pid);
     try {
-      const r = await this.request('media:consume', { producer_id: pid, rtp_capabilities: this.device.rtpCapabilities });
+      let paused = this.options.consumePaused === true;
+      const ask = () => this.request('media:consume', {
+        producer_id: pid, rtp_capabilities: this.device.rtpCapabilities, ...(paused ? { paused: true } : {}),
+      });
+      const r = await ask().catch((e) => {
+        if (!paused || errorCode(e) !== 'unsupported') throw e;
+        paused = false; // a server without paused consumers
+        return ask();
+      });
       if (dropped()) return; // the server drops it with its producer, peer or call
       const d = r.data as { id: string; producer_id: string; kind: MediaKind; rtp_parameters: RtpParameters; producer_paused?: boolean };
       if (d.producer_paused) this.pausedRemote.add(pid);
@@ -604,6 +619,7 @@ export class Call {
         consumer.pause();
         this.emit('paused', info);
       }
+      if (paused && !info.pausedByMe) await this.consumerRequest('media:consumer_resume', consumer.id);
     } catch (e) {
       if (!dropped()) this.emit('error', { op: 'consume', producerId: pid, error: e instanceof Error ? e : new Error(String(e)) });
     } finally {

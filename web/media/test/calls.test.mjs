@@ -543,3 +543,22 @@ test('ICE restart: restartIce(), and on its own after failed or a lasting discon
   await call.leave();
   await quiet.call.leave();
 });
+
+test('consumePaused: media:consume paused, then consumer_resume once the consumer exists; unsupported falls back', async () => {
+  const server = new FakeServer({ existing: [peer(2, 'video')] });
+  const { call } = newCall(server, { consumePaused: true });
+  await call.join();
+  await until('consumer_resume', () => server.requests.some((r) => r.type === 'media:consumer_resume'));
+  const t = call.remoteTracks[0];
+  const reqs = server.requests.filter((r) => r.type === 'media:consume' || r.type === 'media:consumer_resume');
+  assert.deepEqual(reqs.map((r) => [r.type, r.data.paused ?? r.data.consumer_id]), [['media:consume', true], ['media:consumer_resume', t.consumerId]]);
+  // A server that refuses paused consumers: consumed unpaused, no resume.
+  const old = new FakeServer({ existing: [peer(3, 'audio')] });
+  const orig = old.request.bind(old);
+  old.request = (type, data) => (type === 'media:consume' && data.paused ? Promise.reject(codeError('unsupported')) : orig(type, data));
+  const c2 = newCall(old, { consumePaused: true });
+  await c2.call.join();
+  await until('track', () => c2.call.remoteTracks.length === 1);
+  assert.ok(!old.requests.some((r) => r.type === 'media:consumer_resume'));
+  assert.equal(old.requests.filter((r) => r.type === 'media:consume').length, 1);
+});
