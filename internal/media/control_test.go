@@ -2,7 +2,9 @@ package media
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -780,5 +782,55 @@ func TestIdleCallEnds(t *testing.T) {
 	s3.StartCall("x", "u")
 	if s3.EndIdleCall("x") || !s3.CallActive("x") {
 		t.Fatal("an idle end without an idle timeout")
+	}
+}
+
+// ICE restarts leave nothing behind: after cycles of join, connect, two
+// restarts (each accepted) and leave, goroutines, UDP sockets and the
+// sniffers' awaited ufrags are back to the baseline, on per-transport
+// sockets and on the shared UDP port.
+func TestICERestartLeaksNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{{"per-transport-sockets", Config{}}, {"udp-mux", Config{UDPMuxPort: freeUDPPort(t)}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, snd, _ := newTestSFU(t, tc.cfg)
+			s.StartCall("r", "u")
+			cycle := func(i int) {
+				conn := fmt.Sprintf("c%d", i)
+				j := joinCall(t, s, snd, "r", conn, "u")
+				c := connectClient(t, s, "r", conn, "u", j.Send)
+				st := s.serverTransport("r", j.Send.ID)
+				for range 2 {
+					ufrag := c.restartICE(t, restartICE(t, s, snd, "r", conn, "u", j.Send.ID))
+					waitFor(t, 15*time.Second, "the new ICE generation", func() bool {
+						ts := st.stats(time.Now())
+						return ts.IceRemoteUsernameFrag == ufrag && ts.State == "connected"
+					})
+				}
+				mustHandle(t, s, conn, "u", TypeLeave, "", map[string]string{"room_id": "r"})
+				c.close()
+				snd.reset()
+			}
+			cycle(0)
+			runtime.GC()
+			baseG := settleGoroutines(t, 0, 300*time.Millisecond)
+			baseS := countUDPSockets()
+			for i := 1; i <= 5; i++ {
+				cycle(i)
+			}
+			if g := settleGoroutines(t, baseG+3, 10*time.Second); g > baseG+3 {
+				buf := make([]byte, 1<<20)
+				n := runtime.Stack(buf, true)
+				t.Fatalf("goroutines: %d, baseline %d\n%s", g, baseG, buf[:n])
+			}
+			if n := countUDPSockets(); n > baseS {
+				t.Fatalf("UDP sockets: %d, baseline %d", n, baseS)
+			}
+			if n := len(s.sharedEPWaiting()); n != 0 {
+				t.Fatalf("%d ufrags still awaited", n)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -343,7 +344,7 @@ func (t *transport) run(remoteUfrag string) {
 		return
 	}
 	t.iceConn.Store(conn)
-	ep := newDTLSEndpoint(conn.Write, conn.LocalAddr(), conn.RemoteAddr())
+	ep := newDTLSEndpoint(conn.Write, addrOr(conn.LocalAddr()), addrOr(conn.RemoteAddr()))
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -413,10 +414,19 @@ func (t *transport) run(remoteUfrag string) {
 		return
 	}
 	t.st.setDTLS(dtlsConnected)
-	t.log.Debug("transport connected", "remote", conn.RemoteAddr().String())
+	t.log.Debug("transport connected", "remote", addrOr(conn.RemoteAddr()).String())
 	if t.onReady != nil {
 		t.onReady(t)
 	}
+}
+
+// addrOr is a, or an empty UDP address when a is nil: an ice.Conn has no
+// addresses while it has no selected pair (right after an ICE restart).
+func addrOr(a net.Addr) net.Addr {
+	if a == nil {
+		return &net.UDPAddr{}
+	}
+	return a
 }
 
 func (t *transport) startSRTP(dc *dtls.Conn, isClient bool) error {
