@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -15,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
+
+	"github.com/parleyhq/parley/internal/media"
+	"github.com/parleyhq/parley/internal/media/mediatest"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/server/servertest"
 )
@@ -52,7 +57,6 @@ var wireServerNotSentYet = map[string]string{
 	protocol.TypeMediaProduceDataResult:     "issue 12 (v1.1 media: data channels)",
 	protocol.TypeMediaNewDataProducer:       "issue 12 (v1.1 media: data channels)",
 	protocol.TypeMediaDataConsumerCreated:   "issue 12 (v1.1 media: data channels)",
-	protocol.TypeMediaActiveSpeaker:         "issue 12 (v1.1 media: active speaker)",
 }
 
 // wireClientNotAcceptedYet are the types of protocol.ClientTypes that no
@@ -383,7 +387,8 @@ func TestWireGolden(t *testing.T) {
 			ID string `json:"id"`
 		} `json:"recv_transport"`
 	}
-	if err := json.Unmarshal(w.await(b, protocol.TypeMediaTransportCreated, "mj2").Data, &tcB); err != nil {
+	bobTransports := w.await(b, protocol.TypeMediaTransportCreated, "mj2")
+	if err := json.Unmarshal(bobTransports.Data, &tcB); err != nil {
 		t.Fatal(err)
 	}
 	w.alias[tcB.SendTransport.ID] = "<transport:bob-send>"
@@ -441,6 +446,67 @@ func TestWireGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.alias[paused.ID] = "<consumer:bob-paused>"
+
+	// Active speaker: bob publishes audio for real (mediatest: ICE, DTLS,
+	// SRTP) with a loud audio level; both get media:active_speaker.
+	var tcBSend media.TransportInfo
+	{
+		var full struct {
+			SendTransport media.TransportInfo `json:"send_transport"`
+		}
+		if err := json.Unmarshal(bobTransports.Data, &full); err != nil {
+			t.Fatal(err)
+		}
+		tcBSend = full.SendTransport
+	}
+	mc, err := mediatest.New(tcBSend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	w.send(b, protocol.TypeMediaConnectTransport, "ct2", map[string]any{"room_id": "team", "transport_id": tcBSend.ID,
+		"dtls_parameters": mc.DtlsParameters()}, "-")
+	w.await(b, protocol.TypeMediaTransportConnected, "ct2")
+	cctx, ccancel := context.WithTimeout(context.Background(), 15*time.Second)
+	if err := mc.Connect(cctx); err != nil {
+		ccancel()
+		t.Fatal(err)
+	}
+	ccancel()
+	w.send(b, protocol.TypeMediaProduce, "pr3", map[string]any{"room_id": "team", "transport_id": tcBSend.ID, "kind": "audio",
+		"rtp_parameters": map[string]any{
+			"codecs":           []map[string]any{{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2, "parameters": map[string]any{}, "rtcpFeedback": []any{}}},
+			"headerExtensions": []map[string]any{{"uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "id": 1, "encrypt": false, "parameters": map[string]any{}}},
+			"encodings":        []map[string]any{{"ssrc": 2222}},
+			"rtcp":             map[string]any{"cname": "bob-cname", "reducedSize": true},
+		}}, "-")
+	var bobMic struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(w.await(b, protocol.TypeMediaProduceResult, "pr3").Data, &bobMic); err != nil {
+		t.Fatal(err)
+	}
+	w.alias[bobMic.ID] = "<producer:bob-mic>"
+	talking := make(chan struct{})
+	talked := make(chan struct{})
+	go func() {
+		defer close(talked)
+		for i := 0; ; i++ {
+			select {
+			case <-talking:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i * 480), SSRC: 2222},
+				Payload: []byte{0xf8, 0xff, 0xfe}}
+			_ = p.SetExtension(1, []byte{0x80 | 10}) // voice, -10 dBov
+			_ = mc.WriteRTP(p)
+		}
+	}()
+	w.server(w.await(a, protocol.TypeMediaActiveSpeaker, ""), "")
+	w.await(b, protocol.TypeMediaActiveSpeaker, "")
+	close(talking)
+	<-talked
 
 	// ICE restart and stats (one example of each stats item type).
 	w.send(a, protocol.TypeMediaRestartICE, "ri1", map[string]any{"room_id": "team", "transport_id": tc.SendTransport.ID}, "")
