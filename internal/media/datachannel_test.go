@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -494,5 +496,59 @@ func TestPanicRelayingToADataConsumerIsContained(t *testing.T) {
 	}
 	if st := s.Stats(); st.DataProducers != 1 || st.DataConsumers != 1 || st.TransportFailures != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// 30 cycles of join, SCTP associations on both sides, a data producer, a
+// data consumer, one message, then leave and disconnect: goroutines return
+// to the baseline (the associations, their readers and the transports'
+// accept loops end with their transports).
+func TestNoLeakAfterDataChannelCycles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("leak test runs real SCTP sessions")
+	}
+	s, snd, _ := newTestSFU(t, Config{})
+	if _, _, err := s.StartCall("leak", "u"); err != nil {
+		t.Fatal(err)
+	}
+	cycle := func(i int) {
+		a, b := fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i)
+		ja := joinCall(t, s, snd, "leak", a, "ua")
+		jb := joinCall(t, s, snd, "leak", b, "ub")
+		pub := connectClient(t, s, "leak", a, "ua", ja.Send)
+		dp := produceData(t, s, snd, "leak", a, "ua", ja.Send.ID, map[string]any{"streamId": i % 1024}, "chat")
+		assocA := sctpClient(t, pub, 0)
+		ch := negotiated(t, assocA, uint16(i%1024), "chat")
+		c := consumeData(t, s, snd, "leak", b, "ub", dp)
+		sub := connectClient(t, s, "leak", b, "ub", jb.Recv)
+		assocB := sctpClient(t, sub, 0)
+		in := reader(negotiated(t, assocB, c.SctpStreamParameters.StreamID, "chat"))
+		if _, err := ch.WriteDataChannel([]byte("hi"), true); err != nil {
+			t.Fatal(err)
+		}
+		if m := next(t, in, "message"); string(m.b) != "hi" {
+			t.Fatalf("cycle %d: %+v", i, m)
+		}
+		mustHandle(t, s, a, "ua", TypeLeave, "", map[string]string{"room_id": "leak"})
+		s.Disconnect(b)
+		_ = assocA.Close()
+		_ = assocB.Close()
+		pub.close()
+		sub.close()
+		snd.reset()
+	}
+	cycle(0)
+	runtime.GC()
+	baseG := settleGoroutines(t, 0, 300*time.Millisecond)
+	for i := 1; i <= 30; i++ {
+		cycle(i)
+	}
+	if g := settleGoroutines(t, baseG+3, 10*time.Second); g > baseG+3 {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		t.Fatalf("goroutines: %d, baseline %d\n%s", g, baseG, buf[:n])
+	}
+	if st := s.Stats(); st.Transports != 0 || st.DataProducers != 0 || st.DataConsumers != 0 {
+		t.Fatalf("state left: %+v", st)
 	}
 }
