@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -551,4 +552,93 @@ func TestNoLeakAfterDataChannelCycles(t *testing.T) {
 	if st := s.Stats(); st.Transports != 0 || st.DataProducers != 0 || st.DataConsumers != 0 {
 		t.Fatalf("state left: %+v", st)
 	}
+}
+
+// FuzzSctpStreamParameters: the sctp_stream_parameters of a
+// media:produce_data decode and validate; what is accepted is a valid
+// stream (id in range, at most one partial-reliability limit, never
+// ordered with a non-zero one) whose JSON round-trips.
+func FuzzSctpStreamParameters(f *testing.F) {
+	for _, s := range []string{`{"streamId":0,"ordered":true}`, `{"streamId":1023,"ordered":false,"maxRetransmits":3}`,
+		`{"streamId":5,"maxPacketLifeTime":100}`, `{"streamId":2,"ordered":true,"maxRetransmits":0}`,
+		`{"streamId":1.5}`, `{"streamId":"1"}`, `{}`, `null`, `[]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := parseSctpStreamParameters(data)
+		if err != nil {
+			if errCode(err) != protocol.CodeBadRequest && errCode(err) != protocol.CodeTooLarge {
+				t.Fatalf("error %v", err)
+			}
+			return
+		}
+		if p.StreamID >= sctpNumStreams || (p.MaxPacketLifeTime != nil && p.MaxRetransmits != nil) {
+			t.Fatalf("accepted %+v", p)
+		}
+		if p.Ordered && ((p.MaxPacketLifeTime != nil && *p.MaxPacketLifeTime > 0) || (p.MaxRetransmits != nil && *p.MaxRetransmits > 0)) {
+			t.Fatalf("accepted ordered with a limit: %+v", p)
+		}
+		back, err := parseSctpStreamParameters(mustMarshal(t, p))
+		if err != nil || back.StreamID != p.StreamID || back.Ordered != p.Ordered {
+			t.Fatalf("round trip of %+v: %+v %v", p, back, err)
+		}
+		_, _ = p.channelType()
+	})
+}
+
+// FuzzDataHandle: any data for media:produce_data and media:consume_data,
+// from a joined connection (real transports, no client) and from one that
+// has not joined, answers a protocol error that is never internal or
+// succeeds with the reply; nothing panics.
+func FuzzDataHandle(f *testing.F) {
+	f.Add(false, []byte(`{"room_id":"r","transport_id":"T","sctp_stream_parameters":{"streamId":1},"label":"chat","protocol":""}`))
+	f.Add(true, []byte(`{"room_id":"r","data_producer_id":"D"}`))
+	f.Add(false, []byte(`{"room_id":"r","transport_id":"T","sctp_stream_parameters":{"streamId":1,"maxRetransmits":65536}}`))
+	f.Add(true, []byte(`{"room_id":"x","data_producer_id":""}`))
+	pc := newPanicCounter()
+	snd := newFakeSender()
+	s, err := New(Config{ListenIP: "127.0.0.1", IncludeLoopback: true, Workers: 1, Panics: pc}, snd, nil, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	if _, _, err := s.StartCall("r", "u"); err != nil {
+		f.Fatal(err)
+	}
+	j := joinCall(f, s, snd, "r", "A", "ua")
+	dp := produceData(f, s, snd, "r", "A", "ua", j.Send.ID, map[string]any{"streamId": 0}, "keep")
+	r, _ := s.routerFor("r")
+	f.Fuzz(func(t *testing.T, consume bool, data []byte) {
+		data = bytes.ReplaceAll(bytes.ReplaceAll(data, []byte(`"T"`), []byte(`"`+j.Send.ID+`"`)), []byte(`"D"`), []byte(`"`+dp+`"`))
+		typ := TypeProduceData
+		if consume {
+			typ = TypeConsumeData
+		}
+		for _, conn := range []string{"A", "nobody"} {
+			err := s.Handle(context.Background(), conn, "u", typ, "id", data)
+			if pc.get(safe.MediaTransport) != 0 {
+				t.Fatalf("%s panicked on %q", typ, data)
+			}
+			if err != nil {
+				var pe *protocol.Error
+				if !asProtocolError(err, &pe) || pe.Code == protocol.CodeInternal {
+					t.Fatalf("%s: %v", typ, err)
+				}
+			} else if conn == "nobody" {
+				t.Fatalf("%s succeeded for a connection that has not joined", typ)
+			}
+		}
+		// Back to one data producer and no consumer.
+		r.mu.Lock()
+		p := r.participants["A"]
+		for _, x := range sortedDataProducers(p.dataProducers) {
+			if x.id != dp {
+				r.closeDataProducerLocked(x)
+			}
+		}
+		for _, c := range p.dataConsumers {
+			r.closeDataConsumerLocked(c)
+		}
+		r.mu.Unlock()
+	})
 }
