@@ -288,6 +288,28 @@ func (d *dataTransport) openConsumerLocked(c *dataConsumer) {
 		c.writeLocked(m)
 	}
 	c.pending, c.pendingBytes = nil, 0
+	d.t.wg.Add(1)
+	go c.watch(dc)
+}
+
+// watch reads the consumer's stream until it ends: the client closed its
+// DataConsumer (a stream reset, which ReadDataChannel answers by resetting
+// ours), the association ended, or the client sent a message larger than
+// the read buffer. Then the data consumer is closed, so that nothing more
+// is relayed to it. Messages a client sends on a data consumer are
+// discarded. Counted in the transport's WaitGroup; a panic fails the
+// transport.
+func (c *dataConsumer) watch(dc *datachannel.DataChannel) {
+	t := c.t
+	defer t.wg.Done()
+	defer t.recovered(safe.MediaPacket)
+	buf := make([]byte, 2048)
+	for {
+		if _, _, err := dc.ReadDataChannel(buf); err != nil {
+			break
+		}
+	}
+	t.sfu.dataConsumerEnded(c)
 }
 
 // addProducer registers a data producer on this send transport; false
@@ -468,6 +490,26 @@ func (s *SFU) dataProducerEnded(p *dataProducer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closeDataProducerLocked(p)
+}
+
+// dataConsumerEnded closes c after its stream ended (no-op when signalling
+// closed it first). It runs on c's watch goroutine, which holds no lock.
+func (s *SFU) dataConsumerEnded(c *dataConsumer) {
+	c.mu.Lock()
+	done := c.closed
+	c.mu.Unlock()
+	if done {
+		return
+	}
+	r, err := s.routerFor(c.t.roomID)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c.owner.dataConsumers[c.id] == c && r.participants[c.owner.connID] == c.owner {
+		r.closeDataConsumerLocked(c)
+	}
 }
 
 // closeDataProducerLocked closes a data producer and its data consumers.

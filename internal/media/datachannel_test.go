@@ -208,12 +208,39 @@ func TestDataChannelRelayBetweenPionClients(t *testing.T) {
 	}
 	aRecv := connectClient(t, s, "r", "A", "ua", jA.Recv)
 	defer aRecv.close()
-	inA := reader(negotiated(t, sctpClient(t, aRecv, 0), cA.SctpStreamParameters.StreamID, "echo"))
+	aRecvAssoc := sctpClient(t, aRecv, 0)
+	inA := reader(negotiated(t, aRecvAssoc, cA.SctpStreamParameters.StreamID, "echo"))
 	if _, err := chB.WriteDataChannel([]byte("pong"), true); err != nil {
 		t.Fatal(err)
 	}
 	if got := next(t, inA, "message at A"); got.err != nil || !got.isString || string(got.b) != "pong" {
 		t.Fatalf("message at A: %+v", got)
+	}
+	// A consumes B's data producer a second time, then closes that
+	// DataChannel (a stream reset, as DataConsumer.close() does): the SFU
+	// closes that data consumer and relays to the first one only.
+	cA2 := consumeData(t, s, snd, "r", "A", "ua", dpB)
+	if cA2.SctpStreamParameters.StreamID == cA.SctpStreamParameters.StreamID {
+		t.Fatalf("two data consumers on stream %d", cA2.SctpStreamParameters.StreamID)
+	}
+	waitFor(t, 10*time.Second, "the second data consumer's stream open", func() bool {
+		r, _ := s.routerFor("r")
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		c := r.participants["A"].dataConsumers[cA2.ID]
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.dc != nil
+	})
+	if err := negotiated(t, aRecvAssoc, cA2.SctpStreamParameters.StreamID, "echo").Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the SFU to close A's second data consumer", func() bool { return s.Stats().DataConsumers == 2 })
+	if _, err := chB.WriteDataChannel([]byte("again"), true); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(t, inA, "second message at A"); string(got.b) != "again" {
+		t.Fatalf("second message at A: %+v", got)
 	}
 
 	// A later participant is told of both data producers after media:join.
@@ -229,7 +256,7 @@ func TestDataChannelRelayBetweenPionClients(t *testing.T) {
 	if after[len(after)-1] != TypeNewDataProducer || after[1] != TypeTransportCreated {
 		t.Fatalf("C's frames %v", after)
 	}
-	if st := s.Stats(); st.DataProducers != 2 || st.DataConsumers != 2 || st.DataMessages != 7 {
+	if st := s.Stats(); st.DataProducers != 2 || st.DataConsumers != 2 || st.DataMessages != 8 {
 		t.Fatalf("stats %+v", st)
 	}
 
