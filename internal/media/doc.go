@@ -94,7 +94,9 @@
 // is by SCTP stream reset both ways: the client closing its DataChannel
 // ends the reader, which closes the data producer and resets each data
 // consumer's stream (the consumer's DataChannel closes); leaving, a second
-// join and a closing transport do the same.
+// join and a closing transport do the same. Each data consumer's stream is
+// also read (one goroutine each, what arrives is discarded) so that a
+// client closing its DataConsumer, a reset, closes it on the server.
 //
 // # Hardening
 //
