@@ -688,7 +688,9 @@ export class Call {
       await whenOpen(consumer, this.options.dataOpenTimeoutMs ?? 30_000, `data consumer of ${info.dataProducerId}`);
     } catch (e) {
       if (!dropped()) {
+        // Not open in time (or refused): drop it; consumeData(id) may retry.
         this.dataRemotes.delete(info.dataProducerId);
+        if (remote.consumer && !remote.consumer.closed) remote.consumer.close();
         throw e;
       }
     }
