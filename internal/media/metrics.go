@@ -37,6 +37,7 @@ var kindLabels = [2]string{kindAudio, kindVideo}
 //   - parley_media_transport_failures_total: transports closed because a
 //     panic was contained in one of their goroutines (the participant left
 //     the call)
+//   - the data channel metrics (describeData in datachannel.go)
 //
 // kind is "audio" or "video", the only label. Gauges are read under the
 // routers' locks at scrape time; the packet path only does two atomic adds
@@ -61,6 +62,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descConsumers, descFwdPackets, descFwdBytes, descFailures} {
 		ch <- d
 	}
+	describeData(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -81,4 +83,5 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descFwdBytes, c.s.fwd[i].bytes.Load(), k)
 	}
 	counter(descFailures, c.s.transportFailures.Load())
+	collectData(ch, st)
 }

@@ -92,6 +92,7 @@ type SFU struct {
 	// Node-wide counters (metrics). fwd is indexed by kindIndex.
 	fwd               [2]fwdCounters
 	transportFailures atomic.Uint64
+	data              dataCounters
 
 	mu        sync.Mutex
 	closed    bool
@@ -112,6 +113,8 @@ type router struct {
 	participants map[string]*participant
 	producers    map[string]*producer
 	transports   map[string]*transport
+
+	dataProducers map[string]*dataProducer
 }
 
 type participant struct {
@@ -121,6 +124,9 @@ type participant struct {
 	send, recv     *transport
 	producers      map[string]*producer
 	consumers      map[string]*consumer
+
+	dataProducers map[string]*dataProducer
+	dataConsumers map[string]*dataConsumer
 }
 
 // ErrNoAnnouncedIP is returned by New when the machine has no IPv4 address
@@ -280,6 +286,8 @@ func (s *SFU) StartCall(roomID, userID string) (json.RawMessage, bool, error) {
 		participants: map[string]*participant{},
 		producers:    map[string]*producer{},
 		transports:   map[string]*transport{},
+
+		dataProducers: map[string]*dataProducer{},
 	}
 	s.routers[roomID] = r
 	w.add(r)
@@ -443,6 +451,11 @@ type Stats struct {
 	// Forwarded to consumers since New (RTX excluded), by kind.
 	ForwardedPackets, ForwardedBytes [2]uint64
 	TransportFailures                uint64
+	// Data channels: open data producers and consumers; messages and
+	// bytes relayed to data consumers, messages dropped for a full send
+	// buffer, data producers closed for an oversized message (since New).
+	DataProducers, DataConsumers                       int
+	DataMessages, DataBytes, DataDropped, DataTooLarge uint64
 }
 
 // Stats returns a snapshot of the SFU's counters.
@@ -453,7 +466,9 @@ func (s *SFU) Stats() Stats {
 		routers = append(routers, r)
 	}
 	s.mu.Unlock()
-	st := Stats{Calls: len(routers), TransportFailures: s.transportFailures.Load()}
+	st := Stats{Calls: len(routers), TransportFailures: s.transportFailures.Load(),
+		DataMessages: s.data.messages.Load(), DataBytes: s.data.bytes.Load(),
+		DataDropped: s.data.dropped.Load(), DataTooLarge: s.data.tooLarge.Load()}
 	for i := range s.fwd {
 		st.ForwardedPackets[i] = s.fwd[i].packets.Load()
 		st.ForwardedBytes[i] = s.fwd[i].bytes.Load()
@@ -463,11 +478,13 @@ func (s *SFU) Stats() Stats {
 		st.Participants += len(r.participants)
 		st.Transports += len(r.transports)
 		st.Producers += len(r.producers)
+		st.DataProducers += len(r.dataProducers)
 		for _, pr := range r.producers {
 			st.ProducersByKind[kindIndex(pr.kind)]++
 		}
 		for _, p := range r.participants {
 			st.Consumers += len(p.consumers)
+			st.DataConsumers += len(p.dataConsumers)
 			for _, c := range p.consumers {
 				st.ConsumersByKind[kindIndex(c.p.kind)]++
 			}
@@ -533,6 +550,7 @@ func (r *router) addParticipant(connID, userID string) *participant {
 	p := &participant{
 		roomID: r.roomID, connID: connID, userID: userID, seq: r.seq,
 		producers: map[string]*producer{}, consumers: map[string]*consumer{},
+		dataProducers: map[string]*dataProducer{}, dataConsumers: map[string]*dataConsumer{},
 	}
 	r.participants[connID] = p
 	return p
@@ -600,6 +618,7 @@ func (r *router) closeProducerLocked(p *producer) {
 // clearMediaLocked closes a participant's producers, consumers and
 // transports and returns the transports to close outside the lock.
 func (r *router) clearMediaLocked(p *participant) []*transport {
+	r.clearDataLocked(p)
 	for _, pr := range sortedProducers(p.producers) {
 		r.closeProducerLocked(pr)
 	}

@@ -46,15 +46,14 @@ var unsupportedTypes = map[string]bool{
 	"media:set_preferred_layers": true,
 	"media:restart_ice":          true,
 	"media:get_stats":            true,
-	"media:produce_data":         true,
-	"media:consume_data":         true,
 }
 
 // knownType reports whether msgType is a client request of PROTOCOL.md
 // section 6 (implemented or not).
 func knownType(msgType string) bool {
 	switch msgType {
-	case TypeJoin, TypeConnectTransport, TypeProduce, TypeConsume, TypeProducerClose, TypeLeave:
+	case TypeJoin, TypeConnectTransport, TypeProduce, TypeConsume, TypeProducerClose, TypeLeave,
+		TypeProduceData, TypeConsumeData:
 		return true
 	}
 	return unsupportedTypes[msgType]
@@ -151,6 +150,8 @@ func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string,
 			return protocol.Errorf(protocol.CodeBadRequest, "invalid room_id")
 		}
 		return s.leave(m.RoomID, connID, reqID)
+	case TypeProduceData, TypeConsumeData:
+		return s.handleData(connID, msgType, reqID, data)
 	}
 	return protocol.Errorf(protocol.CodeBadRequest, "unknown message type %q", truncate(msgType, 64))
 }
@@ -326,6 +327,7 @@ func (s *SFU) joinLocked(r *router, connID, userID, reqID string) (isNew bool, n
 			s.sender.SendToConnection(connID, newProducerFrame(pr))
 		}
 	}
+	s.announceDataProducersLocked(r, p)
 	return isNew, len(r.participants), stale, nil
 }
 

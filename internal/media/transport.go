@@ -46,6 +46,8 @@ type TransportInfo struct {
 	IceParameters  IceParameters  `json:"iceParameters"`
 	IceCandidates  []IceCandidate `json:"iceCandidates"`
 	DtlsParameters DtlsParameters `json:"dtlsParameters"`
+	// SctpParameters is set when data channels are on (mediasoup's shape).
+	SctpParameters *SctpParameters `json:"sctpParameters,omitempty"`
 }
 
 type direction int
@@ -118,6 +120,8 @@ type transport struct {
 	rtpOut     atomic.Uint64
 	lastRTCPIn atomic.Int64
 	failed     atomic.Bool // a panic was contained: transportFailed runs once
+
+	data *dataTransport // SCTP (data channels); nil when they are off
 }
 
 func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error) {
@@ -136,6 +140,9 @@ func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error
 		twccRec: twcc.NewRecorder(randSSRC()),
 	}
 	t.log = s.log.With("transport", t.id)
+	if !s.cfg.DisableDataChannels {
+		t.data = newDataTransport(t)
+	}
 	empty := map[uint32]producerRoute{}
 	t.producers.Store(&empty)
 	emptyC := map[uint32]*consumer{}
@@ -210,6 +217,7 @@ func (t *transport) info(fp string) TransportInfo {
 		IceParameters:  IceParameters{UsernameFragment: t.ufrag, Password: t.pwd, IceLite: true},
 		IceCandidates:  t.candidates,
 		DtlsParameters: DtlsParameters{Role: "auto", Fingerprints: []DtlsFingerprint{{Algorithm: "sha-256", Value: fp}}},
+		SctpParameters: t.sctpParameters(),
 	}
 }
 
@@ -331,6 +339,10 @@ func (t *transport) run(remoteUfrag string) {
 	t.log.Debug("transport connected", "remote", conn.RemoteAddr().String())
 	if t.onReady != nil {
 		t.onReady(t)
+	}
+	if t.data != nil {
+		// SCTP runs inside the DTLS connection until the transport closes.
+		t.data.serve(dc)
 	}
 }
 
@@ -566,6 +578,9 @@ func (t *transport) close() {
 	t.ep.sniffer.forget(t.ufrag)
 	if t.sfu.tcpEP != nil {
 		t.sfu.tcpEP.waiters.forget(t.ufrag)
+	}
+	if t.data != nil {
+		t.data.close()
 	}
 	if dc != nil {
 		_ = dc.Close()

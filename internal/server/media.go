@@ -42,7 +42,9 @@ func (s *Server) wireMedia(base *api.Base) error {
 		TURNSharedSecret: cfg.TURNSharedSecret, TURNCredentialTTL: cfg.TURNCredentialTTL, ForceRelay: cfg.TURNForceRelay,
 		EmbeddedTURN: media.EmbeddedTURN{Enabled: cfg.TURNEmbedded, ListenIP: cfg.TURNEmbeddedListen,
 			Port: cfg.TURNEmbeddedPort, Realm: cfg.TURNEmbeddedRealm, RelayIP: cfg.MediaAnnouncedIP},
-		Panics: s.Metrics,
+		DisableDataChannels: !cfg.MediaDataChannels, MaxDataMessageSize: cfg.MediaDataMaxMessageSize,
+		DataSendBuffer: cfg.MediaDataSendBuffer,
+		Panics:         s.Metrics,
 	}
 	for _, u := range strings.Split(cfg.TURNURL, ",") {
 		if u = strings.TrimSpace(u); u != "" {
