@@ -278,7 +278,10 @@ func roomsList(args []string, stdout, stderr io.Writer) int {
 		cursor = *p.NextAfter
 	}
 	if all.Items == nil {
-		all.Items = all.Items[:0]
+		all.Items = make([]struct {
+			RoomID      string `json:"room_id"`
+			Connections int    `json:"connections"`
+		}, 0) // "items": [] in --json, not null
 	}
 	if c.asJSON {
 		b, _ := json.Marshal(all)
@@ -545,15 +548,24 @@ func webhooksCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "parley webhooks verify: --tolerance must not be negative")
 		return exitUsage
 	}
-	in, err := io.ReadAll(io.LimitReader(stdin, 64<<20))
+	const maxInput = 64 << 20
+	in, err := io.ReadAll(io.LimitReader(stdin, maxInput+1))
 	if err != nil {
 		fmt.Fprintln(stderr, "parley webhooks verify: reading stdin:", err)
 		return exitUsage
 	}
+	if len(in) > maxInput {
+		// Parley's webhook bodies are small: this is not one (and cutting it
+		// would only be reported as a signature mismatch).
+		fmt.Fprintf(stderr, "parley webhooks verify: stdin is larger than %d MiB\n", maxInput>>20)
+		return exitFail
+	}
 	header, body, err := splitWebhookInput(in, *signature)
 	if err != nil {
-		fmt.Fprintln(stderr, "parley webhooks verify:", err)
-		return exitUsage
+		// The input is not a signed webhook: invalid (1), like a bad
+		// signature, not a usage error.
+		fmt.Fprintln(stderr, "invalid:", err)
+		return exitFail
 	}
 	signed, verr := webhook.Verify([]byte(*secret), header, body, *tolerance, time.Now())
 	var ev webhook.Event

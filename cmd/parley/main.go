@@ -98,7 +98,7 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 
 func serve(args []string, stdout, stderr io.Writer) int {
 	fs := config.FlagSet("parley serve")
-	fs.SetOutput(stderr)
+	fs.SetOutput(helpOutput(args, stdout, stderr))
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -192,7 +192,7 @@ func token(args []string, stdout, stderr io.Writer) int {
 	// Only its own flags and the two settings it reads (not every server
 	// setting): the secret, and the config file it may come from.
 	fs := config.FlagSetOf("parley token", "auth-secret", "config")
-	fs.SetOutput(stderr)
+	fs.SetOutput(helpOutput(args, stdout, stderr))
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: parley token --user ID [--name N] [--ttl 1h] [--room 'pattern=read,presence,write']...\n\n"+
 			"Prints an HS256 access token signed with the auth secret (PARLEY_AUTH_SECRET, PARLEY_AUTH_SECRET_FILE or --auth-secret).\n\nflags:\n")
@@ -242,4 +242,19 @@ func token(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, tok)
 	return 0
+}
+
+// helpOutput is where a flag set prints: stdout when help was asked for
+// (-h, -help, --help: the answer is the output), stderr otherwise (usage
+// after a mistake).
+func helpOutput(args []string, stdout, stderr io.Writer) io.Writer {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+			return stdout
+		}
+	}
+	return stderr
 }

@@ -144,7 +144,9 @@ func (b *Base) RequireAPIKey(r *http.Request) error {
 	}
 	c, err := b.Authenticate(r)
 	if err != nil {
-		return err
+		// Neither the key nor a valid token: say what this endpoint wants
+		// (a wrong key read as a token would otherwise be "invalid token").
+		return protocol.Errorf(protocol.CodeUnauthorized, "invalid API key (this endpoint needs the server API key)")
 	}
 	if !c.APIKey {
 		return protocol.Errorf(protocol.CodeForbidden, "this endpoint needs the server API key")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/parleyhq/parley/internal/protocol"
@@ -115,7 +116,7 @@ type DisconnectBody struct {
 // DecodeDisconnect decodes an optional disconnect body (empty, or an
 // object with an optional reason) and returns the close reason: the
 // default when absent or empty, else cut to MaxCloseReason bytes on a
-// character boundary. Invalid UTF-8 is refused.
+// character boundary. Invalid UTF-8 and control characters are refused.
 func DecodeDisconnect(body []byte) (string, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return DefaultDisconnectReason, nil
@@ -129,6 +130,13 @@ func DecodeDisconnect(body []byte) (string, error) {
 	}
 	if b.Reason == nil || *b.Reason == "" {
 		return DefaultDisconnectReason, nil
+	}
+	for _, r := range *b.Reason {
+		// A close reason ends up in client logs and UIs: control
+		// characters (NUL, ESC, newlines...) are refused, not relayed.
+		if unicode.IsControl(r) {
+			return "", protocol.Errorf(protocol.CodeBadRequest, "reason: control characters are not allowed")
+		}
 	}
 	return TruncateUTF8(*b.Reason, MaxCloseReason), nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/parleyhq/parley/internal/protocol"
@@ -42,7 +43,7 @@ func FuzzServerAPIBodies(f *testing.F) {
 		`{"event":1} {}`, `{"reason":"bye"}`, `{"reason":null}`, `{"reason":""}`, ``, `  `,
 		`{"reason":"` + strings.Repeat("é", 100) + `"}`, "{\"reason\":\"\xff\"}", "{\"event\":\"\xfe\"}",
 		`{"after":"r","limit":10}`, `{"after":"","limit":0}`, `{"user_id":"u","reason":"r"}`, `{"user_id":""}`,
-		`[`, `null`, `"x"`,
+		`[`, `null`, `"x"`, `{"reason":"a\u0000b"}`, `{"reason":"line\nbreak"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -55,7 +56,7 @@ func FuzzServerAPIBodies(f *testing.F) {
 		reason, err := DecodeDisconnect(body)
 		onlyCodes(t, err, protocol.CodeBadRequest)
 		if err == nil {
-			if !utf8.ValidString(reason) || len(reason) > MaxCloseReason || reason == "" {
+			if !utf8.ValidString(reason) || len(reason) > MaxCloseReason || reason == "" || strings.IndexFunc(reason, unicode.IsControl) >= 0 {
 				t.Fatalf("reason %q", reason)
 			}
 			var b DisconnectBody

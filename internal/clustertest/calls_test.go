@@ -202,6 +202,24 @@ func TestClusterCallAcrossNodes(t *testing.T) {
 		}
 	}
 
+	t.Log("data channel signalling from n2 and n3, answered by n1's SFU; announcements reach every node")
+	f := b.Call("media:produce_data", map[string]any{"room_id": room, "transport_id": bSend.ID,
+		"sctp_stream_parameters": map[string]any{"streamId": 0, "ordered": true}, "label": "chat"}, 10*time.Second)
+	dataProducerID := f.Field("id")
+	if f.Type != "media:produce_data_result" || dataProducerID == "" {
+		t.Fatalf("media:produce_data from n2 answered %s", f)
+	}
+	for _, m := range []*Client{a, cc} {
+		m.WaitFor(10*time.Second, "media:new_data_producer", func(f Frame) bool {
+			return f.Type == "media:new_data_producer" && f.Field("data_producer_id") == dataProducerID &&
+				f.Field("connection_id") == b.ConnID && f.Field("label") == "chat"
+		})
+	}
+	if f := cc.Call("media:consume_data", map[string]any{"room_id": room, "data_producer_id": dataProducerID}, 10*time.Second); f.Type != "media:data_consumer_created" ||
+		f.Field("data_producer_id") != dataProducerID {
+		t.Fatalf("media:consume_data from n3 answered %s", f)
+	}
+
 	t.Log("a second connection of bob on n2 joins, then closes: the others get media:peer_left")
 	b2 := n2.Dial(t, "B2@n2", "bob", nil)
 	mediaJoin(t, b2, room)

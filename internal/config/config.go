@@ -123,24 +123,27 @@ type Config struct {
 	NodeHeartbeat time.Duration `flag:"node-heartbeat" env:"PARLEY_NODE_HEARTBEAT" default:"2s" usage:"how often a node writes its heartbeat to the cluster registry (broker=nats)"`
 	NodeDeadAfter time.Duration `flag:"node-dead-after" env:"PARLEY_NODE_DEAD_AFTER" default:"10s" usage:"a node silent in the cluster registry this long is declared dead and its clients leave; more than twice node-heartbeat and less than 15s"`
 
-	MediaWorkers       int           `flag:"media-workers" env:"PARLEY_MEDIA_WORKERS" default:"0" usage:"SFU workers (0 = number of CPUs)"`
-	MediaListenIP      string        `flag:"media-listen-ip" env:"PARLEY_MEDIA_LISTEN_IP" default:"0.0.0.0" usage:"IP the SFU's UDP sockets bind to"`
-	MediaAnnouncedIP   string        `flag:"media-announced-ip" env:"PARLEY_MEDIA_ANNOUNCED_IP" default:"" usage:"IP announced in ICE candidates (public IP behind NAT)"`
-	MediaRTCMinPort    int           `flag:"media-rtc-min-port" env:"PARLEY_MEDIA_RTC_MIN_PORT" default:"40000" usage:"lowest UDP port for media"`
-	MediaRTCMaxPort    int           `flag:"media-rtc-max-port" env:"PARLEY_MEDIA_RTC_MAX_PORT" default:"49999" usage:"highest UDP port for media"`
-	MediaUDPPort       int           `flag:"media-udp-port" env:"PARLEY_MEDIA_UDP_PORT" default:"0" usage:"one muxed UDP port for all media (0 = use the port range)"`
-	MediaTCPPort       int           `flag:"media-tcp-port" env:"PARLEY_MEDIA_TCP_PORT" default:"0" usage:"also offer ICE over TCP (passive candidates) on this port (0 = off)"`
-	MediaLoopback      bool          `flag:"media-loopback" env:"PARLEY_MEDIA_LOOPBACK" default:"false" usage:"also offer 127.0.0.1 ICE candidates (local testing)"`
-	TURNURL            string        `flag:"turn-url" env:"PARLEY_TURN_URL" default:"" usage:"TURN server URL(s), comma separated, given to clients"`
-	TURNUsername       string        `flag:"turn-username" env:"PARLEY_TURN_USERNAME" default:"" usage:"static TURN username"`
-	TURNPassword       string        `flag:"turn-password" secret:"true" env:"PARLEY_TURN_PASSWORD" default:"" usage:"static TURN password"`
-	TURNSharedSecret   string        `flag:"turn-shared-secret" secret:"true" env:"PARLEY_TURN_SHARED_SECRET" default:"" usage:"coturn REST shared secret for time-limited TURN credentials"`
-	TURNCredentialTTL  time.Duration `flag:"turn-credential-ttl" env:"PARLEY_TURN_CREDENTIAL_TTL" default:"12h" usage:"lifetime of shared-secret TURN credentials"`
-	TURNForceRelay     bool          `flag:"turn-force-relay" env:"PARLEY_TURN_FORCE_RELAY" default:"false" usage:"tell clients to use relay candidates only"`
-	TURNEmbedded       bool          `flag:"turn-embedded" env:"PARLEY_TURN_EMBEDDED" default:"false" usage:"run an embedded TURN server (UDP)"`
-	TURNEmbeddedPort   int           `flag:"turn-embedded-port" env:"PARLEY_TURN_EMBEDDED_PORT" default:"3478" usage:"embedded TURN UDP port"`
-	TURNEmbeddedRealm  string        `flag:"turn-embedded-realm" env:"PARLEY_TURN_EMBEDDED_REALM" default:"parley" usage:"embedded TURN realm"`
-	TURNEmbeddedListen string        `flag:"turn-embedded-listen-ip" env:"PARLEY_TURN_EMBEDDED_LISTEN_IP" default:"0.0.0.0" usage:"embedded TURN listen IP"`
+	MediaWorkers            int           `flag:"media-workers" env:"PARLEY_MEDIA_WORKERS" default:"0" usage:"SFU workers (0 = number of CPUs)"`
+	MediaListenIP           string        `flag:"media-listen-ip" env:"PARLEY_MEDIA_LISTEN_IP" default:"0.0.0.0" usage:"IP the SFU's UDP sockets bind to"`
+	MediaAnnouncedIP        string        `flag:"media-announced-ip" env:"PARLEY_MEDIA_ANNOUNCED_IP" default:"" usage:"IP announced in ICE candidates (public IP behind NAT)"`
+	MediaRTCMinPort         int           `flag:"media-rtc-min-port" env:"PARLEY_MEDIA_RTC_MIN_PORT" default:"40000" usage:"lowest UDP port for media"`
+	MediaRTCMaxPort         int           `flag:"media-rtc-max-port" env:"PARLEY_MEDIA_RTC_MAX_PORT" default:"49999" usage:"highest UDP port for media"`
+	MediaUDPPort            int           `flag:"media-udp-port" env:"PARLEY_MEDIA_UDP_PORT" default:"0" usage:"one muxed UDP port for all media (0 = use the port range)"`
+	MediaTCPPort            int           `flag:"media-tcp-port" env:"PARLEY_MEDIA_TCP_PORT" default:"0" usage:"also offer ICE over TCP (passive candidates) on this port (0 = off)"`
+	MediaLoopback           bool          `flag:"media-loopback" env:"PARLEY_MEDIA_LOOPBACK" default:"false" usage:"also offer 127.0.0.1 ICE candidates (local testing)"`
+	MediaDataChannels       bool          `flag:"media-data-channels" env:"PARLEY_MEDIA_DATA_CHANNELS" default:"true" usage:"data channels in calls (SCTP on every transport: media:produce_data / media:consume_data, mediasoup-client's produceData/consumeData); false: transports carry no sctpParameters and those requests answer unsupported"`
+	MediaDataMaxMessageSize int           `flag:"media-data-max-message-size" env:"PARLEY_MEDIA_DATA_MAX_MESSAGE_SIZE" default:"262144" usage:"largest data channel message in bytes (sctpParameters.maxMessageSize, 1024 to 1048576); a data producer sending a larger one is closed"`
+	MediaDataSendBuffer     int           `flag:"media-data-send-buffer" env:"PARLEY_MEDIA_DATA_SEND_BUFFER" default:"1048576" usage:"bytes that may wait to be sent to one data consumer (at least media-data-max-message-size); a message that would exceed it is dropped for that consumer and counted (parley_media_data_dropped_total)"`
+	TURNURL                 string        `flag:"turn-url" env:"PARLEY_TURN_URL" default:"" usage:"TURN server URL(s), comma separated, given to clients"`
+	TURNUsername            string        `flag:"turn-username" env:"PARLEY_TURN_USERNAME" default:"" usage:"static TURN username"`
+	TURNPassword            string        `flag:"turn-password" secret:"true" env:"PARLEY_TURN_PASSWORD" default:"" usage:"static TURN password"`
+	TURNSharedSecret        string        `flag:"turn-shared-secret" secret:"true" env:"PARLEY_TURN_SHARED_SECRET" default:"" usage:"coturn REST shared secret for time-limited TURN credentials"`
+	TURNCredentialTTL       time.Duration `flag:"turn-credential-ttl" env:"PARLEY_TURN_CREDENTIAL_TTL" default:"12h" usage:"lifetime of shared-secret TURN credentials"`
+	TURNForceRelay          bool          `flag:"turn-force-relay" env:"PARLEY_TURN_FORCE_RELAY" default:"false" usage:"tell clients to use relay candidates only"`
+	TURNEmbedded            bool          `flag:"turn-embedded" env:"PARLEY_TURN_EMBEDDED" default:"false" usage:"run an embedded TURN server (UDP)"`
+	TURNEmbeddedPort        int           `flag:"turn-embedded-port" env:"PARLEY_TURN_EMBEDDED_PORT" default:"3478" usage:"embedded TURN UDP port"`
+	TURNEmbeddedRealm       string        `flag:"turn-embedded-realm" env:"PARLEY_TURN_EMBEDDED_REALM" default:"parley" usage:"embedded TURN realm"`
+	TURNEmbeddedListen      string        `flag:"turn-embedded-listen-ip" env:"PARLEY_TURN_EMBEDDED_LISTEN_IP" default:"0.0.0.0" usage:"embedded TURN listen IP"`
 
 	// Call lifecycle (PROTOCOL.md section 6, v1.1).
 	MediaTransportTimeout time.Duration `flag:"media-transport-timeout" env:"PARLEY_MEDIA_TRANSPORT_TIMEOUT" default:"30s" usage:"a call participant whose media transport stays ICE/DTLS failed or disconnected this long leaves the call (0 = never)"`
@@ -596,6 +599,12 @@ func (c *Config) Validate() error {
 		if p < 0 || p > 65535 {
 			bad(name, "not a port: %d", p)
 		}
+	}
+	if c.MediaDataMaxMessageSize < 1024 || c.MediaDataMaxMessageSize > 1<<20 {
+		bad("media-data-max-message-size", "must be 1024 to 1048576, got %d", c.MediaDataMaxMessageSize)
+	}
+	if c.MediaDataSendBuffer < c.MediaDataMaxMessageSize {
+		bad("media-data-send-buffer", "must be at least media-data-max-message-size (%d), got %d", c.MediaDataMaxMessageSize, c.MediaDataSendBuffer)
 	}
 	if c.MediaRTCMinPort > c.MediaRTCMaxPort {
 		bad("media-rtc-min-port", "greater than media-rtc-max-port")

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -98,6 +99,12 @@ type Options struct {
 	// MaxConnectionsPerIP caps the connections from one IPv4 address or
 	// IPv6 /64 (0 = no cap). Over it the upgrade gets 429 rate_limited.
 	MaxConnectionsPerIP int
+	// AllowedOrigins, when not empty, are the browser origins
+	// (scheme://host[:port], or "*") that may open a WebSocket
+	// (PROTOCOL.md v1.1 §7, the CORS list): a request whose Origin header
+	// is neither listed nor the server's own origin gets 403 before the
+	// upgrade. A request without Origin (not a browser) is not affected.
+	AllowedOrigins []string
 }
 
 // Gateway serves GET /ws.
@@ -197,6 +204,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if g.draining.Load() {
 		writeHTTPError(w, http.StatusServiceUnavailable, "unavailable", "server is shutting down")
+		return
+	}
+	if !g.originAllowed(r) {
+		writeHTTPError(w, http.StatusForbidden, protocol.CodeForbidden, "origin not allowed (--cors-origins)")
 		return
 	}
 	tok := TokenFromRequest(r)
@@ -331,3 +342,24 @@ func (g *Gateway) heartbeatTick(now time.Time) {
 }
 
 func newConnID() string { return uuid.NewString() }
+
+// originAllowed applies Options.AllowedOrigins to a WebSocket request
+// (RFC 6454 origins, compared case-insensitively): no Origin header, a
+// listed origin, "*", or the server's own origin (Origin's host equal to
+// the Host header: a page the server itself serves, like the demo).
+func (g *Gateway) originAllowed(r *http.Request) bool {
+	if len(g.opts.AllowedOrigins) == 0 {
+		return true
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, o := range g.opts.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+}

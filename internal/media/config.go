@@ -69,6 +69,22 @@ type Config struct {
 	// iceDisconnectedTimeout is the ICE agent's consent timeout before it
 	// reports disconnected (15s; tests shorten it).
 	iceDisconnectedTimeout time.Duration
+	// Data channels (SCTP over each transport's DTLS, PROTOCOL.md section
+	// 6). DisableDataChannels turns them off: transports carry no
+	// sctpParameters and media:produce_data / media:consume_data answer
+	// unsupported.
+	DisableDataChannels bool
+	// MaxDataMessageSize is the largest data channel message, announced as
+	// sctpParameters.maxMessageSize (262144, at most 1 MiB). A data
+	// producer that sends a larger one is closed.
+	MaxDataMessageSize int
+	// DataSendBuffer bounds the bytes waiting to be sent to one data
+	// consumer (queued before its association is up, or sent and not yet
+	// acknowledged); a message that would exceed it is dropped for that
+	// consumer and counted (1 MiB; at least MaxDataMessageSize).
+	DataSendBuffer                int
+	MaxDataProducersPerConnection int // (16)
+	MaxDataConsumersPerConnection int // (256; at most 1024, the SCTP streams of a transport)
 
 	// Panics counts panics contained in the SFU's goroutines (a
 	// *metrics.Metrics); nil: logged only.
@@ -119,6 +135,27 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.iceDisconnectedTimeout <= 0 {
 		out.iceDisconnectedTimeout = 15 * time.Second
+	}
+	if out.MaxDataMessageSize <= 0 {
+		out.MaxDataMessageSize = 256 << 10
+	}
+	if out.MaxDataMessageSize > 1<<20 {
+		return out, fmt.Errorf("media: data message size %d is over 1 MiB", out.MaxDataMessageSize)
+	}
+	if out.DataSendBuffer <= 0 {
+		out.DataSendBuffer = 1 << 20
+	}
+	if out.DataSendBuffer < out.MaxDataMessageSize {
+		return out, fmt.Errorf("media: data send buffer %d is smaller than the data message size %d", out.DataSendBuffer, out.MaxDataMessageSize)
+	}
+	if out.MaxDataProducersPerConnection <= 0 {
+		out.MaxDataProducersPerConnection = 16
+	}
+	if out.MaxDataConsumersPerConnection <= 0 {
+		out.MaxDataConsumersPerConnection = 256
+	}
+	if out.MaxDataConsumersPerConnection > sctpNumStreams {
+		out.MaxDataConsumersPerConnection = sctpNumStreams
 	}
 	t := &out.EmbeddedTURN
 	if t.Enabled {

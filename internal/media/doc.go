@@ -91,6 +91,36 @@
 // pion/interceptor's twcc.Recorder, so Chrome's send-side bandwidth
 // estimation works; consumer-side REMB/TWCC feedback is read and ignored.
 //
+// # Data channels
+//
+// Unless Config.DisableDataChannels, each transport announces mediasoup's
+// sctpParameters ({port 5000, OS 1024, MIS 1024, maxMessageSize}) and runs
+// SCTP (pion/sctp) inside its DTLS connection (datachannel.go). The SFU is
+// the passive end: after the DTLS handshake the transport's setup goroutine
+// waits for the first DTLS application record (the client's INIT; browsers,
+// pion and usrsctp always initiate), replays it into sctp.Server, then
+// accepts the streams the client sends on. A transport whose client never
+// negotiates SCTP costs that one waiting goroutine.
+//
+// A data producer (media:produce_data) is the client's stream streamId on
+// its send transport (mediasoup-client's negotiated DataChannels); one
+// goroutine per data producer reads whole messages (ReadSCTP, buffer grown
+// up to Config.MaxDataMessageSize; a larger message closes the data
+// producer) and hands each to every data consumer. A data consumer
+// (media:consume_data) is a stream the SFU opens on the consumer's recv
+// transport, with an id it picks (round robin over 0..1023) and the
+// producer's reliability (pion/datachannel, negotiated, no DCEP); messages
+// keep their PPID. Writes never block the reader: pion/sctp queues them,
+// and a message that would take one consumer's buffered bytes (queued
+// before its association is up, or unacknowledged) over
+// Config.DataSendBuffer is dropped for that consumer and counted. Closing
+// is by SCTP stream reset both ways: the client closing its DataChannel
+// ends the reader, which closes the data producer and resets each data
+// consumer's stream (the consumer's DataChannel closes); leaving, a second
+// join and a closing transport do the same. Each data consumer's stream is
+// also read (one goroutine each, what arrives is discarded) so that a
+// client closing its DataConsumer, a reset, closes it on the server.
+//
 // # Hardening
 //
 // Panics are contained (internal/safe, counted in parley_panics_total):
@@ -99,7 +129,9 @@
 // transport: its participant leaves the call as on a closed connection
 // (media:peer_left to the others; parley_media_transport_failures_total).
 // Forwarding to each consumer recovers on its own, so a panic there fails
-// the consumer's transport, not the publisher's.
+// the consumer's transport, not the publisher's; the same holds for data
+// channels (each data producer's reader recovers and fails its transport,
+// handing a message to each data consumer recovers on its own).
 // The ufrag sniffers run on pion's node-wide mux readers (shared UDP
 // socket, TCP listener) and recover per packet, so the reader keeps going;
 // the embedded TURN server's credential check recovers too. Handle
@@ -119,7 +151,8 @@
 // timeouts, idle calls ended, active speaker changes); the packet path does
 // two atomic adds per forwarded packet.
 //
-// Fuzz targets (fuzz_test.go) cover Handle and the data decoders, rtp_parameters,
+// Fuzz targets (fuzz_test.go, and datachannel_test.go for
+// sctp_stream_parameters and the data requests) cover Handle and the data decoders, rtp_parameters,
 // rtp_capabilities, dtls_parameters, STUN sniffing (UDP and the first
 // RFC 4571 frame on TCP), the RTP path (transport.onRTP, consumer.rewrite)
 // and the RTCP path (transport.onRTCP), all without sockets.
@@ -128,6 +161,6 @@
 //
 // Simulcast/SVC (rid-only encodings are refused; only the first encoding of
 // an ssrc simulcast is forwarded), active/simultaneous-open TCP candidates
-// and IPv6, layers, data channels, receiver-side bandwidth estimation and
+// and IPv6, layers, receiver-side bandwidth estimation and
 // pacing, receiver reports to publishers.
 package media

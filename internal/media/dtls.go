@@ -137,7 +137,7 @@ type dtlsEndpoint struct {
 
 func newDTLSEndpoint(write func([]byte) (int, error), local, remote net.Addr) *dtlsEndpoint {
 	return &dtlsEndpoint{
-		in: make(chan []byte, 64), write: write, local: local, remote: remote,
+		in: make(chan []byte, 256), write: write, local: local, remote: remote,
 		closed: make(chan struct{}), deadline: deadline.New(),
 	}
 }
@@ -145,7 +145,7 @@ func newDTLSEndpoint(write func([]byte) (int, error), local, remote net.Addr) *d
 func (e *dtlsEndpoint) push(b []byte) {
 	select {
 	case e.in <- append([]byte(nil), b...):
-	default: // DTLS retransmits
+	default: // full: DTLS (and SCTP inside it) retransmit
 	}
 }
 

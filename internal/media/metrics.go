@@ -53,6 +53,7 @@ var kindLabels = [2]string{kindAudio, kindVideo}
 //     timeout without participants
 //   - parley_media_active_speaker_changes_total: media:active_speaker
 //     changes sent
+//   - the data channel metrics (describeData in datachannel.go)
 //
 // Labels take only the fixed values above: kind "audio" or "video",
 // state, direction "received" or "sent". Gauges are read under the
@@ -87,6 +88,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descPausedCons, descNACKs, descKeyFrames, descTimeouts, descIdleEnded, descSpeaker} {
 		ch <- d
 	}
+	describeData(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -120,4 +122,5 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descTimeouts, ctr.transportTimeouts.Load())
 	counter(descIdleEnded, ctr.idleCallsEnded.Load())
 	counter(descSpeaker, ctr.speakerChanges.Load())
+	collectData(ch, st)
 }

@@ -93,6 +93,7 @@ type SFU struct {
 	fwd               [2]fwdCounters
 	transportFailures atomic.Uint64
 	ctr               nodeCounters // stats.go
+	data              dataCounters
 
 	mu        sync.Mutex
 	closed    bool
@@ -114,9 +115,10 @@ type router struct {
 	producers    map[string]*producer
 	transports   map[string]*transport
 
-	emptySince time.Time    // no participant since (zero while it has some): idle calls end
-	idleFired  time.Time    // the emptySince an idle end was last started for
-	speaker    speakerState // active speaker detection (worker, under mu)
+	emptySince    time.Time    // no participant since (zero while it has some): idle calls end
+	idleFired     time.Time    // the emptySince an idle end was last started for
+	speaker       speakerState // active speaker detection (worker, under mu)
+	dataProducers map[string]*dataProducer
 }
 
 type participant struct {
@@ -126,6 +128,9 @@ type participant struct {
 	send, recv     *transport
 	producers      map[string]*producer
 	consumers      map[string]*consumer
+
+	dataProducers map[string]*dataProducer
+	dataConsumers map[string]*dataConsumer
 }
 
 // ErrNoAnnouncedIP is returned by New when the machine has no IPv4 address
@@ -287,6 +292,8 @@ func (s *SFU) StartCall(roomID, userID string) (json.RawMessage, bool, error) {
 		producers:    map[string]*producer{},
 		transports:   map[string]*transport{},
 		emptySince:   time.Now(),
+
+		dataProducers: map[string]*dataProducer{},
 	}
 	s.routers[roomID] = r
 	w.add(r)
@@ -463,6 +470,11 @@ type Stats struct {
 	// connecting, connected, disconnected, failed, closed).
 	TransportsByState                [numConnStates]int
 	PausedProducers, PausedConsumers int
+	// Data channels: open data producers and consumers; messages and
+	// bytes relayed to data consumers, messages dropped for a full send
+	// buffer, data producers closed for an oversized message (since New).
+	DataProducers, DataConsumers                       int
+	DataMessages, DataBytes, DataDropped, DataTooLarge uint64
 }
 
 // Stats returns a snapshot of the SFU's counters.
@@ -473,7 +485,9 @@ func (s *SFU) Stats() Stats {
 		routers = append(routers, r)
 	}
 	s.mu.Unlock()
-	st := Stats{Calls: len(routers), TransportFailures: s.transportFailures.Load()}
+	st := Stats{Calls: len(routers), TransportFailures: s.transportFailures.Load(),
+		DataMessages: s.data.messages.Load(), DataBytes: s.data.bytes.Load(),
+		DataDropped: s.data.dropped.Load(), DataTooLarge: s.data.tooLarge.Load()}
 	for i := range s.fwd {
 		st.ForwardedPackets[i] = s.fwd[i].packets.Load()
 		st.ForwardedBytes[i] = s.fwd[i].bytes.Load()
@@ -483,6 +497,7 @@ func (s *SFU) Stats() Stats {
 		st.Participants += len(r.participants)
 		st.Transports += len(r.transports)
 		st.Producers += len(r.producers)
+		st.DataProducers += len(r.dataProducers)
 		for _, pr := range r.producers {
 			st.ProducersByKind[kindIndex(pr.kind)]++
 		}
@@ -493,6 +508,7 @@ func (s *SFU) Stats() Stats {
 		}
 		for _, p := range r.participants {
 			st.Consumers += len(p.consumers)
+			st.DataConsumers += len(p.dataConsumers)
 			for _, c := range p.consumers {
 				st.ConsumersByKind[kindIndex(c.p.kind)]++
 				if c.paused.Load() {
@@ -563,6 +579,7 @@ func (r *router) addParticipant(connID, userID string) *participant {
 	p := &participant{
 		roomID: r.roomID, connID: connID, userID: userID, seq: r.seq,
 		producers: map[string]*producer{}, consumers: map[string]*consumer{},
+		dataProducers: map[string]*dataProducer{}, dataConsumers: map[string]*dataConsumer{},
 	}
 	r.participants[connID] = p
 	r.emptySince = time.Time{}
@@ -631,6 +648,7 @@ func (r *router) closeProducerLocked(p *producer) {
 // clearMediaLocked closes a participant's producers, consumers and
 // transports and returns the transports to close outside the lock.
 func (r *router) clearMediaLocked(p *participant) []*transport {
+	r.clearDataLocked(p)
 	for _, pr := range sortedProducers(p.producers) {
 		r.closeProducerLocked(pr)
 	}

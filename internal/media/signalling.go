@@ -54,8 +54,6 @@ const (
 // stays bad_request.
 var unsupportedTypes = map[string]bool{
 	"media:set_preferred_layers": true,
-	"media:produce_data":         true,
-	"media:consume_data":         true,
 }
 
 // UnsupportedTypes lists, sorted, the requests PROTOCOL.md v1.1 section 6
@@ -73,7 +71,8 @@ func UnsupportedTypes() []string {
 // section 6 (implemented or not).
 func knownType(msgType string) bool {
 	switch msgType {
-	case TypeJoin, TypeConnectTransport, TypeProduce, TypeConsume, TypeProducerClose, TypeLeave:
+	case TypeJoin, TypeConnectTransport, TypeProduce, TypeConsume, TypeProducerClose, TypeLeave,
+		TypeProduceData, TypeConsumeData:
 		return true
 	case TypeProducerPause, TypeProducerResume, TypeConsumerPause, TypeConsumerResume, TypeRestartICE, TypeGetStats:
 		return true
@@ -201,6 +200,8 @@ func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string,
 			return err
 		}
 		return s.getStats(connID, &m, reqID)
+	case TypeProduceData, TypeConsumeData:
+		return s.handleData(connID, msgType, reqID, data)
 	}
 	return protocol.Errorf(protocol.CodeBadRequest, "unknown message type %q", truncate(msgType, 64))
 }
@@ -376,6 +377,7 @@ func (s *SFU) joinLocked(r *router, connID, userID, reqID string) (isNew bool, n
 			s.sender.SendToConnection(connID, newProducerFrame(pr))
 		}
 	}
+	s.announceDataProducersLocked(r, p)
 	return isNew, len(r.participants), stale, nil
 }
 

@@ -48,6 +48,8 @@ type TransportInfo struct {
 	IceParameters  IceParameters  `json:"iceParameters"`
 	IceCandidates  []IceCandidate `json:"iceCandidates"`
 	DtlsParameters DtlsParameters `json:"dtlsParameters"`
+	// SctpParameters is set when data channels are on (mediasoup's shape).
+	SctpParameters *SctpParameters `json:"sctpParameters,omitempty"`
 }
 
 type direction int
@@ -123,7 +125,8 @@ type transport struct {
 	lastRTCPIn atomic.Int64
 	failed     atomic.Bool // a panic was contained: transportFailed runs once
 
-	st transportStateTracker // ICE/DTLS state (state.go)
+	st   transportStateTracker // ICE/DTLS state (state.go)
+	data *dataTransport        // SCTP (data channels); nil when they are off
 }
 
 func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error) {
@@ -142,6 +145,9 @@ func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error
 		twccRec: twcc.NewRecorder(randSSRC()),
 	}
 	t.log = s.log.With("transport", t.id)
+	if !s.cfg.DisableDataChannels {
+		t.data = newDataTransport(t)
+	}
 	empty := map[uint32]producerRoute{}
 	t.producers.Store(&empty)
 	emptyC := map[uint32]*consumer{}
@@ -238,6 +244,7 @@ func (t *transport) info(fp string) TransportInfo {
 		IceParameters:  IceParameters{UsernameFragment: ufrag, Password: pwd, IceLite: true},
 		IceCandidates:  t.candidates,
 		DtlsParameters: DtlsParameters{Role: "auto", Fingerprints: []DtlsFingerprint{{Algorithm: "sha-256", Value: fp}}},
+		SctpParameters: t.sctpParameters(),
 	}
 }
 
@@ -417,6 +424,10 @@ func (t *transport) run(remoteUfrag string) {
 	t.log.Debug("transport connected", "remote", addrOr(conn.RemoteAddr()).String())
 	if t.onReady != nil {
 		t.onReady(t)
+	}
+	if t.data != nil {
+		// SCTP runs inside the DTLS connection until the transport closes.
+		t.data.serve(dc)
 	}
 }
 
@@ -665,6 +676,9 @@ func (t *transport) close() {
 	t.ready.Store(false)
 	t.cancel()
 	t.forgetUfrag(ufrag)
+	if t.data != nil {
+		t.data.close()
+	}
 	if dc != nil {
 		_ = dc.Close()
 	}

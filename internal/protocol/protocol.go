@@ -317,9 +317,13 @@ func DecodeData(data json.RawMessage, v any) *Error {
 	return nil
 }
 
-// ValidRoomID reports whether id is 1–128 chars of [A-Za-z0-9._:-].
+// ValidRoomID reports whether id is 1–128 chars of [A-Za-z0-9._:-] and
+// neither "." nor "..".
 func ValidRoomID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
+	// "." and ".." fit the character set but are not URL path segments
+	// (/api/rooms/../connections is another path): no REST or server API
+	// call could name such a room.
+	if len(id) == 0 || len(id) > 128 || id == "." || id == ".." {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
@@ -340,7 +344,7 @@ func CheckRoomID(field, id string) error {
 	if ValidRoomID(id) {
 		return nil
 	}
-	return Errorf(CodeBadRequest, "%s must be 1-128 characters of [A-Za-z0-9._:-]", field)
+	return Errorf(CodeBadRequest, "%s must be 1-128 characters of [A-Za-z0-9._:-], and not . or ..", field)
 }
 
 // Encode builds one server frame. data may be nil, a json.RawMessage or any

@@ -87,12 +87,12 @@ func TestDecodeDataStrict(t *testing.T) {
 }
 
 func TestValidRoomID(t *testing.T) {
-	for _, ok := range []string{"a", "A-z_0.9:x", strings.Repeat("r", 128)} {
+	for _, ok := range []string{"a", "A-z_0.9:x", strings.Repeat("r", 128), "...", ".a", "a.."} {
 		if !ValidRoomID(ok) {
 			t.Errorf("%q refused", ok)
 		}
 	}
-	for _, bad := range []string{"", strings.Repeat("r", 129), "a b", "a/b", "é", "a*"} {
+	for _, bad := range []string{"", strings.Repeat("r", 129), "a b", "a/b", "é", "a*", ".", ".."} {
 		if ValidRoomID(bad) {
 			t.Errorf("%q accepted", bad)
 		}

@@ -324,7 +324,7 @@ func decodeMembers(data json.RawMessage, defLimit int) (membersRequest, int, *pr
 		return d, 0, perr
 	}
 	if err := protocol.CheckRoomID("room_id", d.RoomID); err != nil {
-		return d, 0, protocol.Errorf(protocol.CodeBadRequest, "%v", err)
+		return d, 0, protocol.AsError(err)
 	}
 	if len(d.After) > 20 {
 		return d, 0, protocol.Errorf(protocol.CodeBadRequest, "after: not a cursor from members_next or next_after")

@@ -18,7 +18,9 @@ import (
 // scenario. two-party: both produce webcam + mic and play each other's
 // video, one leaves (peer_left, track_ended), REST call/end ('closed').
 // late-join: producers announced before join() finished are consumed, and
-// a producer's pause/resume/close. controls: the v1.1 call controls
+// a producer's pause/resume/close. data: data channels both ways
+// (mediasoup-client's produceData/consumeData under the SDK), the server
+// closing a data consumer, a leave. controls: the v1.1 call controls
 // (consume paused, active speaker, producer and consumer pause, restartIce,
 // server stats; see calls.mjs). Screenshots go to $PARLEY_TEST_ARTIFACTS
 // when it is set.
@@ -33,7 +35,7 @@ func TestBrowserCallsSDK(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(testenv.WebMedia(), "build-calls.sh"), page).CombinedOutput(); err != nil {
 		t.Fatalf("web/media/build-calls.sh: %v\n%s", err, out)
 	}
-	for _, scenario := range []string{"two-party", "late-join", "controls"} {
+	for _, scenario := range []string{"two-party", "late-join", "data", "controls"} {
 		t.Run(scenario, func(t *testing.T) {
 			s := servertest.Start(t, map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
 				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0", "PARLEY_WEB_DIR": page})
@@ -67,6 +69,20 @@ func TestBrowserCallsSDK(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatalf("calls scenario %s failed: %v", scenario, err)
+			}
+			if scenario == "data" {
+				// 3 messages A → B, 2 B → A, through the SFU; nothing left open.
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					st := s.Srv.SFU.Stats()
+					if st.DataMessages == 5 && st.DataProducers == 0 && st.DataConsumers == 0 && st.DataDropped == 0 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("SFU data stats after the scenario: %+v", st)
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
 			}
 		})
 	}

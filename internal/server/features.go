@@ -113,7 +113,8 @@ func (s *Server) roomsCluster() rooms.Cluster {
 // Fetch standard's CORS protocol). Tokens travel in the Authorization
 // header, not in cookies, so credentials mode is not enabled. No origins:
 // h unchanged (same-origin pages only). WebSocket upgrades are not
-// subject to CORS; /ws checks the token instead.
+// subject to CORS: the gateway checks their Origin against the same list
+// (gateway.Options.AllowedOrigins).
 func withCORS(origins []string, h http.Handler) http.Handler {
 	if len(origins) == 0 {
 		return h
@@ -121,7 +122,8 @@ func withCORS(origins []string, h http.Handler) http.Handler {
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
 		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
-		AllowedHeaders: []string{"Authorization", "Content-Type"},
+		// X-Connection-Id: a chat post names the writer's connection (§5).
+		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Connection-Id"},
 		MaxAge:         600, // seconds a browser may cache a preflight answer
 	}).Handler(h)
 }

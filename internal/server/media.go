@@ -42,6 +42,8 @@ func (s *Server) wireMedia(base *api.Base) error {
 		TURNSharedSecret: cfg.TURNSharedSecret, TURNCredentialTTL: cfg.TURNCredentialTTL, ForceRelay: cfg.TURNForceRelay,
 		EmbeddedTURN: media.EmbeddedTURN{Enabled: cfg.TURNEmbedded, ListenIP: cfg.TURNEmbeddedListen,
 			Port: cfg.TURNEmbeddedPort, Realm: cfg.TURNEmbeddedRealm, RelayIP: cfg.MediaAnnouncedIP},
+		DisableDataChannels: !cfg.MediaDataChannels, MaxDataMessageSize: cfg.MediaDataMaxMessageSize,
+		DataSendBuffer:   cfg.MediaDataSendBuffer,
 		TransportTimeout: orNever(cfg.MediaTransportTimeout), CallIdleTimeout: orNever(cfg.MediaCallIdleTimeout),
 		Panics: s.Metrics,
 	}

@@ -173,6 +173,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		MsgRate: cfg.MsgRate, MsgBurst: cfg.MsgBurst, RateLimitStrikes: cfg.RateLimitStrikes,
 		ViolationLimit: cfg.ViolationLimit, ViolationWindow: cfg.ViolationWindow, MaxConnections: maxConns,
 		MaxConnectionsPerUser: cfg.MaxConnsPerUser, MaxConnectionsPerIP: cfg.MaxConnsPerIP,
+		AllowedOrigins: cfg.CORSOriginList(),
 	}, s.Verifier, s.Hub, s.Metrics, log)
 
 	s.mux = http.NewServeMux()

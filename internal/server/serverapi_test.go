@@ -248,7 +248,7 @@ func TestServerAPIDisconnect(t *testing.T) {
 	if other.CloseCode() != 4003 || other.CloseReason() != "disconnected by the server" {
 		t.Fatalf("default reason: %d %q", other.CloseCode(), other.CloseReason())
 	}
-	for _, b := range []string{`{"reason":1}`, `{"why":"x"}`, `[`, "{\"reason\":\"\xff\"}"} {
+	for _, b := range []string{`{"reason":1}`, `{"why":"x"}`, `[`, "{\"reason\":\"\xff\"}", `{"reason":"a\u0000b"}`, `{"reason":"esc\u001b[2J"}`, `{"reason":"two\nlines"}`} {
 		if code, body := s.Do("POST", "/api/users/kick-me/disconnect", servertest.APIKey, b); code != 400 {
 			t.Errorf("body %q: %d %s", b, code, body)
 		}

@@ -184,7 +184,7 @@ func (s *Sender) Emit(event string, data any) {
 	now := time.Now()
 	body, _ := protocol.Marshal(Event{ID: uuid.NewString(), Event: event, CreatedAt: protocol.FormatTime(now), Data: enc})
 	for _, t := range s.targets {
-		if t.push(&delivery{body: body, event: event, first: now, due: now}, s.opts.QueueSize) {
+		if t.push(&delivery{body: body, event: event, queued: now, due: now}, s.opts.QueueSize) {
 			s.count(Counters.WebhookDropped)
 		}
 	}
@@ -255,7 +255,8 @@ func (s *Sender) count(f func(Counters)) {
 type delivery struct {
 	body     []byte
 	event    string
-	first    time.Time // first attempt (enqueue) time
+	queued   time.Time // when it was queued (ties between equal due times)
+	first    time.Time // first attempt (zero until then): RetryFor counts from it
 	due      time.Time // next attempt
 	attempts int
 	bo       *backoff.ExponentialBackOff
@@ -385,6 +386,9 @@ func (s *Sender) work(t *target) {
 // attempt sends d once and files the outcome. A panic is contained
 // (counted as safe.Webhook): the delivery counts as a failed attempt.
 func (s *Sender) attempt(t *target, d *delivery) {
+	if d.first.IsZero() {
+		d.first = time.Now() // a backlog's wait does not eat into RetryFor
+	}
 	ok := false
 	func() {
 		defer safe.Recover(s.opts.Log, s.opts.Panics, safe.Webhook, nil)
@@ -452,7 +456,7 @@ type dueHeap []*delivery
 func (h dueHeap) Len() int { return len(h) }
 func (h dueHeap) Less(i, j int) bool {
 	if h[i].due.Equal(h[j].due) {
-		return h[i].first.Before(h[j].first)
+		return h[i].queued.Before(h[j].queued)
 	}
 	return h[i].due.Before(h[j].due)
 }

@@ -150,6 +150,40 @@ func TestGivenUpAfterRetryFor(t *testing.T) {
 	}
 }
 
+// RetryFor counts from a delivery's first attempt, not from when it was
+// queued: an event that waited behind a slow one longer than RetryFor
+// still gets its retries (review finding: it was given up after one try).
+func TestRetryForCountsFromTheFirstAttempt(t *testing.T) {
+	slow := make(chan struct{})
+	rec := newReceiver(t, func(n int, ev Event) int {
+		switch {
+		case ev.Event == RoomStarted:
+			<-slow // holds the only worker while the second event waits
+			return 200
+		case n == 2:
+			return 500 // the second event's first attempt fails
+		}
+		return 200
+	})
+	c := &counters{}
+	s := New(Options{URLs: []string{rec.srv.URL}, Secret: secret, Counters: c, Concurrency: 1,
+		RetryFor: 200 * time.Millisecond, InitialInterval: 10 * time.Millisecond, MaxInterval: 20 * time.Millisecond})
+	s.Start()
+	defer s.Close(t.Context())
+	s.Emit(RoomStarted, map[string]string{"room_id": "r1"})
+	waitFor(t, "the slow delivery in flight", func() bool { return len(rec.got()) == 1 })
+	s.Emit(UserOnline, map[string]string{"user_id": "u"})
+	start := time.Now()
+	for time.Since(start) < 300*time.Millisecond { // longer than RetryFor in the queue
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(slow)
+	waitFor(t, "both delivered", func() bool { return c.sent.Load() == 2 || c.failed.Load() > 0 })
+	if c.failed.Load() != 0 || c.retried.Load() != 1 {
+		t.Fatalf("sent %d retried %d failed %d: the queued event was given up", c.sent.Load(), c.retried.Load(), c.failed.Load())
+	}
+}
+
 // A receiver that never answers: Emit returns at once whatever the
 // queue holds, the queue keeps the newest QueueSize deliveries and drops
 // the oldest, counting each.

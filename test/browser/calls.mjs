@@ -17,6 +17,15 @@
 //              may answer 'unsupported': the local pause stays, nothing
 //              throws; when it acks, B must get 'paused'/'resumed') and
 //              close(): B gets track_ended (producer_closed).
+//   data       data channels only (mediasoup-client's produceData and
+//              consumeData under the SDK): A's produceData('chat') opens,
+//              B is told and consumes it; a string, a 1 KiB ArrayBuffer and
+//              a 64 KiB Uint8Array arrive whole and in order; B's unordered
+//              'echo' channel carries a string and binary back to A; a
+//              message over the server's maximum is refused by send();
+//              A closes 'chat': the server closes B's data consumer
+//              (data_producer_ended 'closed'); B leaves: A's data consumer
+//              of 'echo' ends.
 //   controls   v1.1 call controls. A produces the fake camera and a WebAudio
 //              tone, B a silent tone and consumes the mediasoup-demo way
 //              (consumePaused: media:consume paused, then consumer_resume):
@@ -34,7 +43,7 @@
 //   PARLEY_WS_A, PARLEY_WS_B  WebSocket URLs with their tokens
 //   PARLEY_ROOM         room whose call is started
 //   PARLEY_API_URL, PARLEY_TOKEN_A  REST base (http://host) and a token allowed to end the call
-//   PARLEY_SCENARIO     two-party (default) | late-join | controls
+//   PARLEY_SCENARIO     two-party (default) | late-join | data | controls
 //   PARLEY_TEST_ARTIFACTS  directory for screenshots (optional)
 //   CHROMIUM            browser binary (default /usr/bin/chromium)
 import { createRequire } from 'node:module';
@@ -375,10 +384,103 @@ async function controls() {
   check(errs.length === 0, 'no errors', errs);
 }
 
+const dataState = (page) => page.evaluate(() => window.parleyCalls.dataState());
+
+// Waits until page has received n messages on the data producer id.
+async function waitData(name, page, id, n) {
+  return waitUntil(`${name} receives ${n} messages of ${id}`, async () => {
+    const s = await dataState(page);
+    const got = s.received.filter((m) => m.dataProducerId === id);
+    return { ok: got.length >= n, got, errors: s.errors };
+  }, 20000);
+}
+
+// Waits until page receives (consumed, open) the remote data producer id.
+async function waitDataOpen(name, page, id) {
+  return waitUntil(`${name} receives data producer ${id}`, async () => {
+    const s = await dataState(page);
+    const r = s.remote.find((x) => x.dataProducerId === id);
+    return { ok: !!r && r.consumed && r.open, remote: s.remote, errors: s.errors };
+  }, 30000);
+}
+
+async function dataChannels() {
+  const A = await openPage('A', wsA);
+  const B = await openPage('B', wsB);
+  for (const p of [A, B]) await p.page.evaluate((room) => window.parleyCalls.join({ roomId: room }), room);
+  check((await dataState(A.page)).dataChannels === true, 'A: the transports carry sctpParameters');
+
+  // A opens 'chat' (resolved once open); B is told and consumes it on its own.
+  const chat = await A.page.evaluate(() => window.parleyCalls.produceData({ label: 'chat', protocol: 'text' }));
+  log(`A produces data ${JSON.stringify(chat)}`);
+  check(chat.readyState === 'open' && chat.sctpStreamParameters.streamId === 0 && chat.sctpStreamParameters.ordered === true, 'A: chat data producer', chat);
+  await waitDataOpen('B', B.page, chat.id);
+  const ann = (await events(B.page)).find((e) => e.ev === 'data_producer' && e.dataProducerId === chat.id);
+  check(ann && ann.userId === 'alice' && ann.connectionId === A.conn && ann.label === 'chat' && ann.protocol === 'text', "B: 'data_producer' for A's chat", ann);
+
+  // A → B: text, binary (ArrayBuffer), 64 KiB binary (Uint8Array), in order.
+  const sent = [{ type: 'string', text: 'hello from A ✓' }];
+  check((await A.page.evaluate(() => window.parleyCalls.sendData({ label: 'chat', text: 'hello from A ✓' }))).ok, 'A: send text');
+  for (const [size, seed, view] of [[1024, 1, false], [65536, 2, true]]) {
+    const r = await A.page.evaluate((o) => window.parleyCalls.sendData(o), { label: 'chat', size, seed, view });
+    check(r.ok, `A: send ${size} bytes`, r);
+    sent.push({ type: 'binary', size: r.size, sum: r.sum });
+  }
+  const gotB = (await waitData('B', B.page, chat.id, sent.length)).got;
+  check(gotB.length === sent.length, 'B: exactly the messages sent', gotB);
+  sent.forEach((m, i) => {
+    const g = gotB[i];
+    check(g.type === m.type && g.text === m.text && g.size === m.size && g.sum === m.sum &&
+      g.userId === 'alice' && g.connectionId === A.conn && g.label === 'chat' && g.protocol === 'text', `B: message ${i}`, { got: g, sent: m });
+  });
+  log(`B received ${gotB.length} messages from A's chat (text, 1 KiB, 64 KiB)`);
+
+  // B → A on an unordered, partially reliable channel.
+  const echo = await B.page.evaluate(() => window.parleyCalls.produceData({ label: 'echo', ordered: false, maxRetransmits: 10 }));
+  check(echo.sctpStreamParameters.ordered === false && echo.sctpStreamParameters.maxRetransmits === 10, 'B: echo parameters', echo);
+  await waitDataOpen('A', A.page, echo.id);
+  check((await B.page.evaluate(() => window.parleyCalls.sendData({ label: 'echo', text: 'hello from B' }))).ok, 'B: send text');
+  const bin = await B.page.evaluate(() => window.parleyCalls.sendData({ label: 'echo', size: 2048, seed: 3 }));
+  const gotA = (await waitData('A', A.page, echo.id, 2)).got;
+  check(gotA.some((g) => g.type === 'string' && g.text === 'hello from B' && g.userId === 'bob' && g.label === 'echo'), 'A: text from B', gotA);
+  check(gotA.some((g) => g.type === 'binary' && g.size === bin.size && g.sum === bin.sum), 'A: binary from B', gotA);
+  log("A received B's echo messages");
+
+  // Over the server's maximum (262144): send() refuses it.
+  const big = await A.page.evaluate(() => window.parleyCalls.sendData({ label: 'chat', size: 262145, seed: 4 }));
+  check(!big.ok && big.code === 'too_large', 'A: oversized message refused', big);
+
+  // A closes 'chat': the server closes B's data consumer of it (A stays).
+  await A.page.evaluate(() => window.parleyCalls.closeData('chat'));
+  await waitUntil("B: data_producer_ended 'closed' for A's chat", async () => {
+    const ev = await events(B.page);
+    const s = await dataState(B.page);
+    const e = ev.find((x) => x.ev === 'data_producer_ended' && x.dataProducerId === chat.id);
+    return { ok: !!e && e.reason === 'closed' && !s.remote.some((r) => r.dataProducerId === chat.id), e, remote: s.remote };
+  }, 20000);
+  log("B's data consumer of A's chat was closed by the server");
+
+  // B leaves: A's data consumer of 'echo' ends.
+  await B.page.evaluate(() => window.parleyCalls.leave());
+  check((await dataState(B.page)).local.length === 0, 'B: no data producer after leave');
+  await waitUntil("A: data_producer_ended for B's echo", async () => {
+    const ev = await events(A.page);
+    const s = await dataState(A.page);
+    const e = ev.find((x) => x.ev === 'data_producer_ended' && x.dataProducerId === echo.id);
+    return { ok: !!e && ['peer_left', 'closed'].includes(e.reason) && s.remote.length === 0, e, remote: s.remote };
+  }, 20000);
+  for (const [name, p] of [['A', A], ['B', B]]) {
+    const errs = (await dataState(p.page)).errors;
+    check(errs.length === 0, `${name}: no errors`, errs);
+  }
+  log("A's data consumer of B's echo ended when B left");
+}
+
 let failed = false;
 try {
   if (scenario === 'two-party') await twoParty();
   else if (scenario === 'late-join') await lateJoin();
+  else if (scenario === 'data') await dataChannels();
   else if (scenario === 'controls') await controls();
   else throw new Error(`unknown scenario ${scenario}`);
   log('PASS');

@@ -78,7 +78,7 @@ class WsSignaling {
   }
 }
 
-const state = { sig: null, call: null, log: [], events: [], errors: [], producers: {} };
+const state = { sig: null, call: null, log: [], events: [], errors: [], producers: {}, dataProducers: {}, data: [] };
 const tiles = () => document.getElementById('tiles');
 const short = (s) => (s ?? '').slice(0, 8);
 
@@ -102,11 +102,18 @@ async function join({ roomId, iceTransportPolicy, slowLoadMs = 0, consumePaused 
   const record = (ev, d) => state.events.push({
     ev, producerId: d.producerId, consumerId: d.consumerId, connectionId: d.connectionId, userId: d.userId,
     kind: d.kind, source: d.source, reason: d.reason, state: d.state, direction: d.direction, local: d.local, automatic: d.automatic,
+    dataProducerId: d.dataProducerId, label: d.label, protocol: d.protocol,
   });
-  for (const ev of ['track_ended', 'peer_left', 'active_speaker', 'paused', 'resumed', 'closed', 'local_track_ended', 'connection_state', 'ice_restarted']) {
+  for (const ev of ['track_ended', 'peer_left', 'active_speaker', 'paused', 'resumed', 'closed', 'local_track_ended', 'connection_state',
+    'data_producer', 'data_producer_ended', 'ice_restarted']) {
     call.on(ev, (d) => record(ev, d));
   }
   call.on('error', (d) => state.errors.push(`${d.op} ${d.producerId}: ${d.error.message}`));
+  // Data messages: strings kept as they are, binary as size + checksum.
+  call.on('data', (d) => state.data.push({
+    dataProducerId: d.dataProducerId, userId: d.userId, connectionId: d.connectionId, label: d.label, protocol: d.protocol,
+    ...(typeof d.data === 'string' ? { type: 'string', text: d.data } : { type: 'binary', ...digest(new Uint8Array(d.data)) }),
+  }));
   call.on('track', (d) => {
     record('track', d);
     const fig = document.createElement('figure');
@@ -263,6 +270,57 @@ async function producerOp({ kind, op }) {
   return { id: p.id, paused: p.paused, closed: p.closed };
 }
 
+// Binary test payloads: byte i is (i * 7 + seed) & 255; digest() checks them.
+function pattern(size, seed) {
+  const b = new Uint8Array(size);
+  for (let i = 0; i < size; i++) b[i] = (i * 7 + seed) & 255;
+  return b;
+}
+
+function digest(b) {
+  let sum = 0;
+  for (let i = 0; i < b.length; i++) sum = (sum * 31 + b[i]) >>> 0;
+  return { size: b.length, sum };
+}
+
+async function produceData(opts) {
+  const p = await state.call.produceData(opts);
+  state.dataProducers[opts.label] = p;
+  return { id: p.id, label: p.label, protocol: p.protocol, readyState: p.readyState, sctpStreamParameters: p.sctpStreamParameters };
+}
+
+// sendData({label, text}) sends a string; sendData({label, size, seed}) a
+// binary pattern (as an ArrayBuffer or, view: true, a Uint8Array). It
+// returns the binary's digest, or the error code when send() throws.
+function sendData({ label, text, size, seed = 0, view = false }) {
+  const p = state.dataProducers[label];
+  try {
+    if (text !== undefined) {
+      p.send(text);
+      return { ok: true };
+    }
+    const b = pattern(size, seed);
+    p.send(view ? b : b.buffer);
+    return { ok: true, ...digest(b) };
+  } catch (e) {
+    return { ok: false, code: e.code, message: e.message };
+  }
+}
+
+function closeData(label) {
+  state.dataProducers[label].close();
+  return state.call.localDataProducers.map((p) => p.id);
+}
+
+function dataState() {
+  const call = state.call;
+  return {
+    dataChannels: call?.dataChannels, remote: call?.remoteDataProducers ?? [], received: state.data,
+    local: (call?.localDataProducers ?? []).map((p) => ({ id: p.id, label: p.label, readyState: p.readyState })),
+    errors: state.errors,
+  };
+}
+
 async function leave() {
   await state.call.leave();
   return state.call.state;
@@ -279,4 +337,5 @@ function encodingsFor(height, withRid) {
 window.parleyCalls = {
   Call, supportsSimulcast, encodingsFor, videoEncodings, connect, join, produce, inspect, producerOp, leave, state,
   produceTone, setGain, inbound, remoteOp, iceInfo, restartIce, serverStats,
+  produceData, sendData, closeData, dataState,
 };

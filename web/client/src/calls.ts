@@ -6,6 +6,9 @@
 //   await call.join();
 //   const cam = await call.produce(videoTrack, { source: 'webcam' });
 //   await cam.pause(); await cam.resume();
+//   call.on('data', ({ data, userId, label }) => show(label, data));
+//   const chat = await call.produceData({ label: 'chat' });
+//   chat.send('hello');
 //   await call.leave();
 //
 // The wire is docs/protocol.md section 6 (PROTOCOL.md section 6). This is
@@ -21,6 +24,9 @@ export type { IceParameters, MediaStatsItem, MediaTransportStats, MediaRtpStream
 type Transport = types.Transport;
 type Producer = types.Producer;
 type Consumer = types.Consumer;
+type DataProducer = types.DataProducer;
+type DataConsumer = types.DataConsumer;
+type SctpStreamParameters = types.SctpStreamParameters;
 type MediaKind = types.MediaKind;
 type RtpCapabilities = types.RtpCapabilities;
 type RtpParameters = types.RtpParameters;
@@ -71,7 +77,52 @@ export interface CallOptions {
    * start unpaused; the server asks for a key frame at once).
    */
   consumePaused?: boolean;
+  /**
+   * Consume every data producer the others announce (media:new_data_producer),
+   * delivering its messages as 'data' events. Default true; false: call
+   * consumeData(id) for the ones wanted ('data_producer' announces them).
+   */
+  consumeData?: boolean;
+  /** How long produceData() and consumeData() wait for the data channel to open; default 30000. */
+  dataOpenTimeoutMs?: number;
 }
+
+export interface DataProducerOptions {
+  /** Echoed to the others (media:new_data_producer); at most 256 bytes. Default ''. */
+  label?: string;
+  /** Sub-protocol, echoed like the label. Default ''. */
+  protocol?: string;
+  /** Ordered delivery; default true, false when maxPacketLifeTime or maxRetransmits is set. */
+  ordered?: boolean;
+  /** Partial reliability: give up a message after this many ms (not with maxRetransmits). */
+  maxPacketLifeTime?: number;
+  /** Partial reliability: at most this many retransmissions (not with maxPacketLifeTime). */
+  maxRetransmits?: number;
+  appData?: Record<string, unknown>;
+}
+
+/** A data producer of another connection (media:new_data_producer). */
+export interface RemoteDataProducer {
+  dataProducerId: string;
+  userId: string;
+  connectionId: string;
+  label: string;
+  protocol: string;
+}
+
+/** A remote data producer and whether this call receives it. */
+export interface RemoteDataProducerState extends RemoteDataProducer {
+  /** A data consumer exists (auto, or consumeData()). */
+  consumed: boolean;
+  /** Its data channel is open: messages sent from now on arrive. */
+  open: boolean;
+}
+
+/** What a data channel message carries: text, or binary as an ArrayBuffer. */
+export type DataPayload = string | ArrayBuffer;
+
+/** Why a remote data producer ended: its channel closed (the owner closed it), its peer left, I left, the call ended, my socket closed. */
+export type DataEndReason = 'closed' | 'peer_left' | 'left' | 'room_closed' | 'disconnected';
 
 export interface ProduceOptions {
   /** Echoed to the others; default 'mic' for audio, 'webcam' for video. At most 32 characters. */
@@ -121,8 +172,19 @@ export interface CallEvents {
   connection_state: { direction: 'send' | 'recv'; state: ConnectionState };
   /** An ICE restart (restartIce(), or automatic after 'failed'/'disconnected') gave the transport new ICE parameters. */
   ice_restarted: { direction: 'send' | 'recv'; automatic: boolean };
-  /** A failure of something I did not call: consuming an announced producer, an automatic ICE restart. */
-  error: { op: 'consume'; producerId: string; error: Error } | { op: 'restart_ice'; direction: 'send' | 'recv'; error: Error };
+  /**
+   * A failure of something I did not call: consuming an announced producer, or
+   * (op 'consume_data') data producer: producerId is its id; an automatic ICE restart.
+   */
+  error:
+    | { op: 'consume' | 'consume_data'; producerId: string; error: Error }
+    | { op: 'restart_ice'; direction: 'send' | 'recv'; error: Error };
+  /** Another connection announced a data producer (consumed at once unless CallOptions.consumeData is false). */
+  data_producer: RemoteDataProducer;
+  /** A message from a consumed remote data producer. */
+  data: RemoteDataProducer & { data: DataPayload };
+  /** A remote data producer ended (announced ones; one per 'data_producer'). */
+  data_producer_ended: RemoteDataProducer & { reason: DataEndReason };
 }
 
 /** An error of the calls layer itself; server errors keep the signaling's own error (with its .code). */
@@ -238,6 +300,101 @@ export class CallProducer {
   }
 }
 
+/** Byte length of what RTCDataChannel.send() takes. */
+function payloadSize(data: string | ArrayBuffer | ArrayBufferView | Blob): number {
+  if (typeof data === 'string') return new TextEncoder().encode(data).byteLength;
+  if (data instanceof ArrayBuffer) return data.byteLength;
+  if (ArrayBuffer.isView(data)) return data.byteLength;
+  return (data as Blob).size;
+}
+
+/** Waits for a DataProducer/DataConsumer to open (or close, or time out). */
+function whenOpen(d: DataProducer | DataConsumer, timeoutMs: number, what: string): Promise<void> {
+  if (d.readyState === 'open') return Promise.resolve();
+  // DataProducer and DataConsumer share these events, with different typings.
+  const ev = d as unknown as { on(e: string, fn: () => void): void; off(e: string, fn: () => void): void };
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      ev.off('open', onOpen);
+      ev.off('close', onClose);
+      ev.off('transportclose', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onOpen = () => done();
+    const onClose = () => done(new CallError('closed', `${what} closed before it opened`));
+    const timer = setTimeout(() => done(new CallError('timeout', `${what} did not open within ${timeoutMs} ms`)), timeoutMs);
+    ev.on('open', onOpen);
+    ev.on('close', onClose);
+    ev.on('transportclose', onClose);
+    if (d.closed) onClose();
+  });
+}
+
+/**
+ * One of my data producers: an open data channel to everyone in the call who
+ * consumes it. Closing it (close(), leave(), the call ending) closes it for them too.
+ */
+export class CallDataProducer {
+  readonly dataProducer: DataProducer;
+  readonly label: string;
+  readonly protocol: string;
+  private readonly maxMessageSize: number | undefined;
+  private readonly onClosed: () => void;
+
+  /** @internal */
+  constructor(dataProducer: DataProducer, maxMessageSize: number | undefined, onClosed: () => void) {
+    this.dataProducer = dataProducer;
+    this.label = dataProducer.label;
+    this.protocol = dataProducer.protocol;
+    this.maxMessageSize = maxMessageSize;
+    this.onClosed = onClosed;
+  }
+
+  get id(): string { return this.dataProducer.id; }
+  get closed(): boolean { return this.dataProducer.closed; }
+  get readyState(): RTCDataChannelState { return this.dataProducer.readyState; }
+  /** Bytes queued in the browser, not sent yet. */
+  get bufferedAmount(): number { return this.dataProducer.bufferedAmount; }
+  get sctpStreamParameters(): SctpStreamParameters { return this.dataProducer.sctpStreamParameters; }
+
+  /**
+   * Sends one message (text, or binary). Throws CallError 'closed' after
+   * close, 'bad_state' when the channel is not open, 'too_large' over the
+   * server's maximum (its transports' sctpParameters.maxMessageSize).
+   */
+  send(data: string | ArrayBuffer | ArrayBufferView | Blob): void {
+    if (this.closed) throw new CallError('closed', `data producer ${this.id} is closed`);
+    if (this.readyState !== 'open') throw new CallError('bad_state', `data producer ${this.id} is ${this.readyState}`);
+    const size = payloadSize(data);
+    if (this.maxMessageSize !== undefined && size > this.maxMessageSize) {
+      throw new CallError('too_large', `message of ${size} bytes is over the server's maximum of ${this.maxMessageSize}`);
+    }
+    this.dataProducer.send(data);
+  }
+
+  /** Closes the data channel; the server closes the data producer and its consumers. */
+  close(): void {
+    if (!this.dataProducer.closed) this.dataProducer.close();
+    this.onClosed();
+  }
+}
+
+interface NewDataProducer {
+  data_producer_id: string;
+  user_id: string;
+  connection_id: string;
+  label?: string;
+  protocol?: string;
+}
+
+interface DataRemote {
+  info: RemoteDataProducer;
+  consumer: DataConsumer | null; // null while media:consume_data / consumeData() run
+  waiters: Array<Promise<void>>;
+}
+
 export class Call {
   readonly roomId: string;
   readonly device: Device;
@@ -260,6 +417,11 @@ export class Call {
   private iceTimers = new Map<'send' | 'recv', ReturnType<typeof setTimeout>>();
   private iceRestarts = new Map<'send' | 'recv', Promise<void>>(); // in flight
   private lastIceRestart = new Map<'send' | 'recv', number>();
+  private maxDataMessageSize: number | undefined;            // send transport's sctpParameters.maxMessageSize
+  private dataProducers = new Map<string, CallDataProducer>(); // my data producers by id
+  private dataQueue: NewDataProducer[] = [];                 // data producers announced while joining
+  private dataAnnounced = new Map<string, RemoteDataProducer>(); // others' data producers by id
+  private dataRemotes = new Map<string, DataRemote>();       // consumed (or being consumed) data producers
 
   constructor(signaling: CallSignaling, roomId: string, options: CallOptions = {}) {
     this.signaling = signaling;
@@ -280,6 +442,17 @@ export class Call {
   get remoteTracks(): RemoteTrack[] { return [...this.remotes.values()].map((r) => r.info); }
   /** My open producers. */
   get localProducers(): CallProducer[] { return [...this.producers.values()]; }
+  /** My open data producers. */
+  get localDataProducers(): CallDataProducer[] { return [...this.dataProducers.values()]; }
+  /** The others' data producers announced to this call, and whether each is received. */
+  get remoteDataProducers(): RemoteDataProducerState[] {
+    return [...this.dataAnnounced.values()].map((info) => {
+      const c = this.dataRemotes.get(info.dataProducerId)?.consumer;
+      return { ...info, consumed: !!c, open: !!c && c.readyState === 'open' };
+    });
+  }
+  /** Whether the server offers data channels (its transports carry sctpParameters). */
+  get dataChannels(): boolean { return this.maxDataMessageSize !== undefined; }
 
   on<K extends keyof CallEvents>(event: K, fn: Handler<CallEvents[K]>): () => void {
     let set = this.handlers.get(event);
@@ -334,6 +507,7 @@ export class Call {
       const common = { iceServers: tc.ice_servers ?? [], iceTransportPolicy: policy };
       this.send = this.device.createSendTransport({ ...tc.send_transport, ...common });
       this.recv = this.device.createRecvTransport({ ...tc.recv_transport, ...common });
+      this.maxDataMessageSize = tc.send_transport.sctpParameters?.maxMessageSize;
       this.wire(this.send, 'send');
       this.wire(this.recv, 'recv');
       this._state = 'joined';
@@ -349,6 +523,9 @@ export class Call {
     const queued = this.queue;
     this.queue = [];
     for (const a of queued) void this.consume(a);
+    const dataQueued = this.dataQueue;
+    this.dataQueue = [];
+    for (const d of dataQueued) this.onNewDataProducer(d);
   }
 
   private checkJoining(gen: number): void {
@@ -379,6 +556,7 @@ export class Call {
         local: this.producers.has(d.producer_id) || (d.connection_id != null && d.connection_id === this.signaling.connectionId),
       });
     });
+    on('media:new_data_producer', (d) => this.onNewDataProducer(d as NewDataProducer));
     on('media:room_closed', () => this.end('room_closed'));
     on('disconnected', () => this.end('disconnected'));
   }
@@ -398,6 +576,10 @@ export class Call {
         const source = appData['source'];
         if (typeof source === 'string') data['source'] = source;
         this.request('media:produce', data).then((r) => callback({ id: String(r.data?.id) }), errback);
+      });
+      t.on('producedata', ({ sctpStreamParameters, label, protocol }, callback, errback) => {
+        this.request('media:produce_data', { transport_id: t.id, sctp_stream_parameters: sctpStreamParameters, label, protocol })
+          .then((r) => callback({ id: String(r.data?.id) }), errback);
       });
     }
   }
@@ -570,6 +752,127 @@ export class Call {
     }
   }
 
+  /**
+   * Opens a data channel to the call (media:produce_data): everyone else
+   * is told (media:new_data_producer) and, by default, consumes it. Resolves
+   * once the channel is open, so send() works at once. Throws CallError
+   * 'unsupported' when the server has data channels off.
+   */
+  async produceData(opts: DataProducerOptions = {}): Promise<CallDataProducer> {
+    if (this._state === 'joining' && this.joinPromise) await this.joinPromise;
+    if (this._state !== 'joined' || !this.send) throw new CallError('bad_state', `produceData() needs a joined call (state ${this._state})`);
+    if (!this.dataChannels) throw new CallError('unsupported', 'the server offers no data channels (its transports carry no sctpParameters)');
+    const gen = this.generation;
+    const dp = await this.send.produceData({
+      label: opts.label ?? '', protocol: opts.protocol ?? '',
+      ...(opts.ordered !== undefined ? { ordered: opts.ordered } : {}),
+      ...(opts.maxPacketLifeTime !== undefined ? { maxPacketLifeTime: opts.maxPacketLifeTime } : {}),
+      ...(opts.maxRetransmits !== undefined ? { maxRetransmits: opts.maxRetransmits } : {}),
+      appData: { ...opts.appData },
+    });
+    if (gen !== this.generation) {
+      dp.close();
+      throw new CallError('closed', `the call of room ${this.roomId} ended while producing data`);
+    }
+    const handle = new CallDataProducer(dp, this.maxDataMessageSize, () => { this.dataProducers.delete(dp.id); });
+    this.dataProducers.set(dp.id, handle);
+    // Closed by the server (its SCTP stream reset) or with the transport.
+    dp.on('close', () => this.dataProducers.delete(dp.id));
+    dp.on('transportclose', () => this.dataProducers.delete(dp.id));
+    await whenOpen(dp, this.options.dataOpenTimeoutMs ?? 30_000, `data producer ${dp.id}`);
+    return handle;
+  }
+
+  /**
+   * Receives an announced data producer (media:consume_data): its messages
+   * arrive as 'data' events. Resolves once the channel is open. Not needed
+   * unless CallOptions.consumeData is false; consuming one twice is a no-op.
+   */
+  async consumeData(dataProducerId: string): Promise<void> {
+    if (this._state === 'joining' && this.joinPromise) await this.joinPromise;
+    if (this._state !== 'joined' || !this.recv) throw new CallError('bad_state', `consumeData() needs a joined call (state ${this._state})`);
+    if (!this.dataChannels) throw new CallError('unsupported', 'the server offers no data channels (its transports carry no sctpParameters)');
+    const info = this.dataAnnounced.get(dataProducerId);
+    if (!info) throw new CallError('not_found', `no data producer ${dataProducerId} was announced`);
+    const existing = this.dataRemotes.get(dataProducerId);
+    if (existing) {
+      await Promise.all(existing.waiters);
+      return;
+    }
+    const remote: DataRemote = { info, consumer: null, waiters: [] };
+    const p = this.doConsumeData(remote);
+    remote.waiters.push(p);
+    this.dataRemotes.set(dataProducerId, remote);
+    return p;
+  }
+
+  private async doConsumeData(remote: DataRemote): Promise<void> {
+    const { info } = remote;
+    const gen = this.generation;
+    const recv = this.recv!;
+    const dropped = () => gen !== this.generation || this.dataRemotes.get(info.dataProducerId) !== remote;
+    try {
+      const r = await this.request('media:consume_data', { data_producer_id: info.dataProducerId });
+      if (dropped()) return;
+      const d = r.data as { id: string; data_producer_id: string; sctp_stream_parameters: SctpStreamParameters; label: string; protocol: string };
+      const consumer = await recv.consumeData({
+        id: d.id, dataProducerId: d.data_producer_id, sctpStreamParameters: d.sctp_stream_parameters,
+        label: d.label, protocol: d.protocol, appData: { userId: info.userId, connectionId: info.connectionId },
+      });
+      if (dropped()) {
+        consumer.close();
+        return;
+      }
+      consumer.binaryType = 'arraybuffer';
+      remote.consumer = consumer;
+      consumer.on('message', (data: unknown) => {
+        if (typeof data === 'string' || data instanceof ArrayBuffer) this.emit('data', { ...info, data });
+      });
+      // The server reset the stream: the owner closed it (or left).
+      consumer.on('close', () => this.endDataRemote(info.dataProducerId, 'closed'));
+      await whenOpen(consumer, this.options.dataOpenTimeoutMs ?? 30_000, `data consumer of ${info.dataProducerId}`);
+    } catch (e) {
+      if (!dropped()) {
+        // Not open in time (or refused): drop it; consumeData(id) may retry.
+        this.dataRemotes.delete(info.dataProducerId);
+        if (remote.consumer && !remote.consumer.closed) remote.consumer.close();
+        throw e;
+      }
+    }
+  }
+
+  private onNewDataProducer(d: NewDataProducer): void {
+    if (typeof d.data_producer_id !== 'string' || typeof d.connection_id !== 'string') return;
+    if (d.connection_id === this.signaling.connectionId) return;
+    if (this._state === 'joining') {
+      if (!this.dataQueue.some((q) => q.data_producer_id === d.data_producer_id)) this.dataQueue.push(d);
+      return;
+    }
+    if (this._state !== 'joined' || this.dataAnnounced.has(d.data_producer_id)) return;
+    const info: RemoteDataProducer = {
+      dataProducerId: d.data_producer_id, userId: d.user_id, connectionId: d.connection_id,
+      label: d.label ?? '', protocol: d.protocol ?? '',
+    };
+    this.dataAnnounced.set(info.dataProducerId, info);
+    this.emit('data_producer', info);
+    if (this.options.consumeData === false || !this.dataChannels) return;
+    this.consumeData(info.dataProducerId).catch((e) => {
+      if (this.dataAnnounced.has(info.dataProducerId)) {
+        this.emit('error', { op: 'consume_data', producerId: info.dataProducerId, error: e instanceof Error ? e : new Error(String(e)) });
+      }
+    });
+  }
+
+  private endDataRemote(dataProducerId: string, reason: DataEndReason): void {
+    const info = this.dataAnnounced.get(dataProducerId);
+    if (!info) return;
+    this.dataAnnounced.delete(dataProducerId);
+    const r = this.dataRemotes.get(dataProducerId);
+    this.dataRemotes.delete(dataProducerId);
+    if (r?.consumer && !r.consumer.closed) r.consumer.close();
+    this.emit('data_producer_ended', { ...info, reason });
+  }
+
   private onNewProducer(d: NewProducer): void {
     if (typeof d.producer_id !== 'string' || typeof d.connection_id !== 'string') return;
     if (d.connection_id === this.signaling.connectionId) return;
@@ -648,6 +951,8 @@ export class Call {
     this.queue = this.queue.filter((q) => q.connection_id !== conn);
     for (const [pid, a] of this.inflight) if (a.connection_id === conn) this.endedInflight.add(pid);
     for (const [pid, r] of [...this.remotes]) if (r.info.connectionId === conn) this.endRemote(pid, 'peer_left');
+    this.dataQueue = this.dataQueue.filter((q) => q.connection_id !== conn);
+    for (const [id, info] of [...this.dataAnnounced]) if (info.connectionId === conn) this.endDataRemote(id, 'peer_left');
     this.emit('peer_left', { userId: d.user_id ?? '', connectionId: conn });
   }
 
@@ -684,6 +989,9 @@ export class Call {
     this.endedInflight.clear();
     this.pausedRemote.clear();
     for (const pid of [...this.remotes.keys()]) this.endRemote(pid, reason);
+    this.dataQueue = [];
+    for (const id of [...this.dataAnnounced.keys()]) this.endDataRemote(id, reason);
+    for (const d of [...this.dataProducers.values()]) d.close();
     for (const p of [...this.producers.values()]) {
       this.producers.delete(p.id);
       const track = p.track;

@@ -61,9 +61,13 @@ function codeError(code) {
 // earliest they can come). `hold` names request types whose replies wait
 // for release(type).
 class FakeServer {
-  constructor({ existing = [], caps = fx.rtp_capabilities, forceRelay = false, errors = {}, hold = [] } = {}) {
+  constructor({ existing = [], existingData = [], caps = fx.rtp_capabilities, forceRelay = false, errors = {}, hold = [], noSctp = false } = {}) {
     this.connectionId = ME;
     this.existing = existing;
+    this.existingData = existingData;
+    this.noSctp = noSctp;
+    this.dataProducers = new Map(); // data producer id → {label, protocol}
+    for (const d of existingData) this.dataProducers.set(d.data_producer_id, d);
     this.caps = caps;
     this.forceRelay = forceRelay;
     this.errors = errors; // request type → error code
@@ -97,6 +101,11 @@ class FakeServer {
     this.emit('media:new_producer', p);
   }
 
+  announceData(d) {
+    this.dataProducers.set(d.data_producer_id, d);
+    this.emit('media:new_data_producer', d);
+  }
+
   release(type) {
     const held = this.held.filter((h) => h.type === type);
     this.held = this.held.filter((h) => h.type !== type);
@@ -113,8 +122,14 @@ class FakeServer {
         switch (type) {
           case 'media:join': {
             this.emit('media:router_capabilities', { rtp_capabilities: this.caps });
-            resolve({ type: 'media:transport_created', id, data: { ...fx.transport_created, force_relay: this.forceRelay } });
+            const tc = structuredClone({ ...fx.transport_created, force_relay: this.forceRelay });
+            if (this.noSctp) {
+              delete tc.send_transport.sctpParameters;
+              delete tc.recv_transport.sctpParameters;
+            }
+            resolve({ type: 'media:transport_created', id, data: tc });
             for (const p of this.existing) this.emit('media:new_producer', p);
+            for (const d of this.existingData) this.emit('media:new_data_producer', d);
             return;
           }
           case 'media:connect_transport':
@@ -138,6 +153,16 @@ class FakeServer {
             } });
           case 'media:get_stats':
             return resolve({ type: 'media:stats', id, data: { items: this.statsItems ?? [] } });
+          case 'media:produce_data':
+            return resolve({ type: 'media:produce_data_result', id, data: { id: `dprod-${this.nextId}` } });
+          case 'media:consume_data': {
+            const d = this.dataProducers.get(data.data_producer_id);
+            if (!d) return reject(codeError('not_found'));
+            return resolve({ type: 'media:data_consumer_created', id, data: {
+              id: `dcons-${this.nextId}`, data_producer_id: data.data_producer_id,
+              sctp_stream_parameters: { streamId: this.nextId, ordered: true }, label: d.label, protocol: d.protocol,
+            } });
+          }
           default:
             return resolve({ type: 'ack', id });
         }
@@ -561,4 +586,130 @@ test('consumePaused: media:consume paused, then consumer_resume once the consume
   await until('track', () => c2.call.remoteTracks.length === 1);
   assert.ok(!old.requests.some((r) => r.type === 'media:consumer_resume'));
   assert.equal(old.requests.filter((r) => r.type === 'media:consume').length, 1);
+});
+
+// ---- data channels ----
+
+const dataPeer = (n, label, extra = {}) => ({
+  data_producer_id: `peer${n}-data-${label}`, user_id: `user${n}`, connection_id: `conn${n}`, label, protocol: 'p', ...extra,
+});
+
+// FakeHandler's DataChannels never open by themselves: open / message /
+// close them as the browser would.
+function fire(dataChannel, type, extra = {}) {
+  if (type === 'open') dataChannel._readyState = 'open';
+  if (type === 'close') dataChannel._readyState = 'closed';
+  dataChannel.dispatchEvent({ type, ...extra });
+}
+
+function dataEvents(call) {
+  const events = [];
+  for (const ev of ['data_producer', 'data', 'data_producer_ended', 'error']) call.on(ev, (d) => events.push({ ev, ...d }));
+  return events;
+}
+
+test('data: announced during join, consumed after it; messages; a server reset ends it once; peer_left', async () => {
+  const server = new FakeServer({
+    existingData: [dataPeer(1, 'chat'), dataPeer(1, 'chat', { connection_id: ME, data_producer_id: 'mine' })],
+    hold: ['media:consume_data'],
+  });
+  const { call } = newCall(server);
+  const events = dataEvents(call);
+  const consumers = [];
+  await call.join();
+  call.recvTransport.observer.on('newdataconsumer', (c) => { consumers.push(c); fire(c._dataChannel, 'open'); });
+  await until('media:consume_data', () => server.held.length === 1);
+  server.hold.clear();
+  server.release('media:consume_data');
+  assert.equal(call.dataChannels, true);
+  await until('data consumer', () => consumers.length === 1 && call.remoteDataProducers[0]?.open);
+  assert.deepEqual(server.requests.filter((r) => r.type === 'media:consume_data').map((r) => r.data.data_producer_id), ['peer1-data-chat']);
+  assert.deepEqual(events.filter((e) => e.ev === 'data_producer').map((e) => [e.dataProducerId, e.userId, e.connectionId, e.label, e.protocol]),
+    [['peer1-data-chat', 'user1', 'conn1', 'chat', 'p']]);
+  assert.equal(consumers[0].binaryType, 'arraybuffer');
+  fire(consumers[0]._dataChannel, 'message', { data: 'hello' });
+  const bin = new Uint8Array([1, 2, 3]).buffer;
+  fire(consumers[0]._dataChannel, 'message', { data: bin });
+  assert.deepEqual(events.filter((e) => e.ev === 'data').map((e) => [e.dataProducerId, e.userId, e.label, e.data]),
+    [['peer1-data-chat', 'user1', 'chat', 'hello'], ['peer1-data-chat', 'user1', 'chat', bin]]);
+
+  // The owner closed it: the server resets the stream, the DataChannel closes.
+  fire(consumers[0]._dataChannel, 'close');
+  assert.deepEqual(events.filter((e) => e.ev === 'data_producer_ended').map((e) => [e.dataProducerId, e.reason]), [['peer1-data-chat', 'closed']]);
+  assert.equal(call.remoteDataProducers.length, 0);
+
+  // Another one, then its peer leaves: ended once, its consumer closed.
+  server.announceData(dataPeer(2, 'bot'));
+  await until('second data consumer', () => consumers.length === 2 && call.remoteDataProducers[0]?.open);
+  server.emit('media:peer_left', { room_id: ROOM, user_id: 'user2', connection_id: 'conn2' });
+  assert.ok(consumers[1].closed);
+  server.announceData(dataPeer(2, 'bot')); // a stale duplicate after the end is a new announcement
+  await until('third', () => consumers.length === 3);
+  await call.leave();
+  assert.deepEqual(events.filter((e) => e.ev === 'data_producer_ended').map((e) => e.reason), ['closed', 'peer_left', 'left']);
+  assert.equal(events.filter((e) => e.ev === 'data_producer').length, 3);
+  assert.ok(!events.some((e) => e.ev === 'error'), JSON.stringify(events));
+});
+
+test('data: consumeData false only announces; consumeData(id) on demand, once', async () => {
+  const server = new FakeServer();
+  const { call } = newCall(server, { consumeData: false });
+  const events = dataEvents(call);
+  await call.join();
+  call.recvTransport.observer.on('newdataconsumer', (c) => fire(c._dataChannel, 'open'));
+  server.announceData(dataPeer(1, 'chat'));
+  await tick();
+  assert.equal(events.filter((e) => e.ev === 'data_producer').length, 1);
+  assert.equal(server.requests.filter((r) => r.type === 'media:consume_data').length, 0);
+  assert.deepEqual(call.remoteDataProducers.map((r) => [r.dataProducerId, r.consumed, r.open]), [['peer1-data-chat', false, false]]);
+  await Promise.all([call.consumeData('peer1-data-chat'), call.consumeData('peer1-data-chat')]);
+  assert.equal(server.requests.filter((r) => r.type === 'media:consume_data').length, 1);
+  assert.deepEqual(call.remoteDataProducers.map((r) => [r.consumed, r.open]), [[true, true]]);
+  await assert.rejects(call.consumeData('nope'), (e) => e.code === 'not_found');
+});
+
+test('data: produceData signals mediasoup-client\'s stream parameters, resolves when open; send() limits; leave closes it', async () => {
+  const server = new FakeServer();
+  const { call } = newCall(server);
+  await call.join();
+  call.sendTransport.observer.on('newdataproducer', (d) => fire(d._dataChannel, 'open'));
+  const chat = await call.produceData({ label: 'chat', protocol: 'json' });
+  const req = server.requests.find((r) => r.type === 'media:produce_data');
+  assert.equal(req.data.transport_id, call.sendTransport.id);
+  assert.equal(req.data.label, 'chat');
+  assert.equal(req.data.protocol, 'json');
+  assert.equal(typeof req.data.sctp_stream_parameters.streamId, 'number');
+  assert.equal(req.data.sctp_stream_parameters.ordered, true);
+  assert.equal(chat.readyState, 'open');
+  assert.match(chat.id, /^dprod-/);
+  const lossy = await call.produceData({ label: 'lossy', maxRetransmits: 2 });
+  const req2 = server.requests.filter((r) => r.type === 'media:produce_data')[1];
+  assert.notEqual(req2.data.sctp_stream_parameters.streamId, req.data.sctp_stream_parameters.streamId);
+  assert.equal(req2.data.sctp_stream_parameters.ordered, false);
+  assert.equal(req2.data.sctp_stream_parameters.maxRetransmits, 2);
+  chat.send('hi');
+  chat.send(new Uint8Array(10));
+  const max = fx.transport_created.send_transport.sctpParameters.maxMessageSize;
+  assert.throws(() => chat.send(new Uint8Array(max + 1)), (e) => e instanceof CallError && e.code === 'too_large');
+  assert.throws(() => chat.send('é'.repeat(max / 2 + 1)), (e) => e.code === 'too_large'); // UTF-8 bytes count
+  chat.close();
+  assert.throws(() => chat.send('x'), (e) => e.code === 'closed');
+  assert.deepEqual(call.localDataProducers.map((d) => d.id), [lossy.id]);
+  await call.leave();
+  assert.ok(lossy.closed);
+  assert.equal(call.localDataProducers.length, 0);
+});
+
+test('data: a server without sctpParameters: produceData is unsupported, announcements are not consumed', async () => {
+  const server = new FakeServer({ noSctp: true });
+  const { call } = newCall(server);
+  const events = dataEvents(call);
+  await call.join();
+  assert.equal(call.dataChannels, false);
+  await assert.rejects(call.produceData({ label: 'x' }), (e) => e.code === 'unsupported');
+  server.announceData(dataPeer(1, 'chat'));
+  await tick();
+  assert.equal(events.filter((e) => e.ev === 'data_producer').length, 1);
+  assert.equal(server.requests.filter((r) => r.type.endsWith('_data')).length, 0);
+  await assert.rejects(call.consumeData('peer1-data-chat'), (e) => e.code === 'unsupported');
 });
