@@ -144,6 +144,10 @@ type Config struct {
 	TURNEmbeddedPort        int           `flag:"turn-embedded-port" env:"PARLEY_TURN_EMBEDDED_PORT" default:"3478" usage:"embedded TURN UDP port"`
 	TURNEmbeddedRealm       string        `flag:"turn-embedded-realm" env:"PARLEY_TURN_EMBEDDED_REALM" default:"parley" usage:"embedded TURN realm"`
 	TURNEmbeddedListen      string        `flag:"turn-embedded-listen-ip" env:"PARLEY_TURN_EMBEDDED_LISTEN_IP" default:"0.0.0.0" usage:"embedded TURN listen IP"`
+
+	// Call lifecycle (PROTOCOL.md section 6, v1.1).
+	MediaTransportTimeout time.Duration `flag:"media-transport-timeout" env:"PARLEY_MEDIA_TRANSPORT_TIMEOUT" default:"30s" usage:"a call participant whose media transport stays ICE/DTLS failed or disconnected this long leaves the call (0 = never)"`
+	MediaCallIdleTimeout  time.Duration `flag:"media-call-idle-timeout" env:"PARLEY_MEDIA_CALL_IDLE_TIMEOUT" default:"1m" usage:"a call without participants this long ends on its own, as with call/end (0 = never)"`
 }
 
 // FlagSet returns a flag set with one flag per setting, named as in the
@@ -583,6 +587,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MediaWorkers < 0 {
 		bad("media-workers", "must not be negative")
+	}
+	if c.MediaTransportTimeout < 0 {
+		bad("media-transport-timeout", "must not be negative")
+	}
+	if c.MediaCallIdleTimeout < 0 {
+		bad("media-call-idle-timeout", "must not be negative")
 	}
 	for name, p := range map[string]int{"media-rtc-min-port": c.MediaRTCMinPort, "media-rtc-max-port": c.MediaRTCMaxPort,
 		"media-udp-port": c.MediaUDPPort, "media-tcp-port": c.MediaTCPPort, "turn-embedded-port": c.TURNEmbeddedPort} {

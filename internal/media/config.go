@@ -58,6 +58,17 @@ type Config struct {
 	MaxProducersPerConnection int // (16)
 	MaxConsumersPerConnection int // (512)
 
+	// TransportTimeout: a transport whose ICE/DTLS state stays failed or
+	// disconnected this long is closed and its participant leaves the call
+	// (30s; negative: never).
+	TransportTimeout time.Duration
+	// CallIdleTimeout: a call without participants for this long ends on
+	// its own, as with EndCall (1m; negative: never).
+	CallIdleTimeout time.Duration
+
+	// iceDisconnectedTimeout is the ICE agent's consent timeout before it
+	// reports disconnected (15s; tests shorten it).
+	iceDisconnectedTimeout time.Duration
 	// Data channels (SCTP over each transport's DTLS, PROTOCOL.md section
 	// 6). DisableDataChannels turns them off: transports carry no
 	// sctpParameters and media:produce_data / media:consume_data answer
@@ -115,6 +126,15 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.MaxConsumersPerConnection <= 0 {
 		out.MaxConsumersPerConnection = 512
+	}
+	if out.TransportTimeout == 0 {
+		out.TransportTimeout = 30 * time.Second
+	}
+	if out.CallIdleTimeout == 0 {
+		out.CallIdleTimeout = time.Minute
+	}
+	if out.iceDisconnectedTimeout <= 0 {
+		out.iceDisconnectedTimeout = 15 * time.Second
 	}
 	if out.MaxDataMessageSize <= 0 {
 		out.MaxDataMessageSize = 256 << 10

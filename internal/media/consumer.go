@@ -33,12 +33,15 @@ type consumer struct {
 	twccID  uint8
 
 	closed atomic.Bool
+	paused atomic.Bool // media:consumer_pause (or consume with paused: true)
 
 	rtxMu  sync.Mutex
 	rtxSeq uint16
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
+
+	ctl consumerCtl // statistics from the receiver's RTCP (stats.go)
 }
 
 // forwardContained forwards on the producer's read goroutine; a panic
@@ -58,7 +61,7 @@ func (c *consumer) forward(pkt *rtp.Packet) {
 	if h := forwardHook.Load(); h != nil {
 		(*h)(c)
 	}
-	if c.closed.Load() || !c.t.ready.Load() {
+	if c.closed.Load() || c.paused.Load() || !c.t.ready.Load() {
 		return
 	}
 	h := c.rewrite(pkt)

@@ -25,6 +25,14 @@
 //     the USERNAME of the first binding request for a waiting transport,
 //     and only then starts the agent (Accept) with the client's ufrag. The
 //     client retransmits its check, which then succeeds.
+//   - ICE restart (media:restart_ice, transport.restartICE): new local
+//     credentials, agent.Restart + GatherCandidates (a new muxed conn for
+//     the new ufrag on the same socket, so the candidates stay), and the
+//     sniffers told to expect the new ufrag: the first check of the new
+//     generation hands the client's new ufrag to the running agent
+//     (SetRemoteCredentials). The ice.Conn survives the restart, so DTLS and
+//     SRTP carry on once the new pair is selected. Each generation's waiter
+//     is tagged, so a late check of an old generation changes nothing.
 //   - ICE-TCP (Config.TCPPort > 0): every transport also offers a passive
 //     TCP host candidate (RFC 6544, tcpType "passive", priority below the
 //     UDP ones) on one shared listening port, served by an ice.TCPMuxDefault
@@ -45,7 +53,9 @@
 //
 // media:transport_connected is sent as soon as the DTLS parameters are
 // stored; ICE and DTLS run in the transport's goroutine whenever the client
-// starts them.
+// starts them. Each transport tracks its ICE (agent callbacks) and DTLS
+// state (state.go); one disconnected or failed for Config.TransportTimeout
+// is closed by its worker and its participant leaves the call.
 //
 // # Forwarding
 //
@@ -57,6 +67,19 @@
 // video orientation, toffset copied; abs-send-time and transport-wide-cc
 // written fresh per consumer transport; mid and the rest dropped).
 // Sequence numbers and timestamps are kept, so NACKs map directly.
+//
+// Pause (control.go): the packet path reads one atomic flag per packet,
+// producer.paused at the top of producer.receive and consumer.paused at the
+// top of consumer.forward; the rest (notifications, key-frame requests on
+// resume) is signalling. Statistics and the active speaker (stats.go,
+// speaker.go) read each packet through one hook in producer.receive
+// (producer.observe: RFC 3550 receive statistics and the audio level
+// extension, under the producer's own stats lock); consumers' loss, jitter
+// and RTT come from the receivers' RTCP reports. The worker samples
+// bitrates, loss and audio levels and decides the active speaker
+// (periodic.go), and ends calls left without participants for
+// Config.CallIdleTimeout (through Events' CallIdler when implemented, so
+// that the server releases the call's cluster lease).
 //
 // RTCP: consumer PLI/FIR become a PLI to the producer (throttled to one per
 // 300 ms); a PLI is also sent for every new video consumer and when a recv
@@ -122,9 +145,11 @@
 // and known media:* requests answer unsupported ("calls are disabled on
 // this server: ...").
 //
-// Metrics: SFU.Collector (calls, participants, transports, producers and
-// consumers by kind, forwarded packets and bytes by kind, transport
-// failures); the packet path does two atomic adds per forwarded packet.
+// Metrics: SFU.Collector (calls, participants, transports and transports
+// by state, producers and consumers by kind, paused ones, forwarded packets
+// and bytes by kind, NACKs and key-frame requests, transport failures and
+// timeouts, idle calls ended, active speaker changes); the packet path does
+// two atomic adds per forwarded packet.
 //
 // Fuzz targets (fuzz_test.go, and datachannel_test.go for
 // sctp_stream_parameters and the data requests) cover Handle and the data decoders, rtp_parameters,
@@ -135,7 +160,7 @@
 // # Not done
 //
 // Simulcast/SVC (rid-only encodings are refused; only the first encoding of
-// an ssrc simulcast is forwarded), ICE restart, active/simultaneous-open
-// TCP candidates and IPv6, pausing (producer/consumer pause and resume,
-// answered unsupported), layers, stats, receiver-side bandwidth estimation and pacing.
+// an ssrc simulcast is forwarded), active/simultaneous-open TCP candidates
+// and IPv6, layers, receiver-side bandwidth estimation and
+// pacing, receiver reports to publishers.
 package media

@@ -59,16 +59,6 @@ func TestUnsupportedRequestsAnswerUnsupported(t *testing.T) {
 	if err := handle(t, s, "c1", "u1", "media:bogus", "x", map[string]any{"room_id": "r"}); errCode(err) != protocol.CodeBadRequest {
 		t.Errorf("unknown type: %v", err)
 	}
-	// consume with paused: true is well-formed (PROTOCOL.md §6) but needs
-	// consumer_resume: unsupported, not bad_request.
-	if err := handle(t, s, "c1", "u1", TypeConsume, "x", map[string]any{"room_id": "r", "producer_id": "p",
-		"rtp_capabilities": deviceCaps(), "paused": true}); errCode(err) != protocol.CodeUnsupported {
-		t.Errorf("consume paused: %v", err)
-	}
-	if err := handle(t, s, "c1", "u1", TypeConsume, "x", map[string]any{"room_id": "r", "producer_id": "p",
-		"rtp_capabilities": deviceCaps(), "paused": false}); errCode(err) != protocol.CodeNotFound {
-		t.Errorf("consume paused false: %v", err)
-	}
 	if len(snd.of("c1")) != before || s.Stats() != st {
 		t.Fatal("an unsupported request changed something")
 	}

@@ -37,9 +37,26 @@ var kindLabels = [2]string{kindAudio, kindVideo}
 //   - parley_media_transport_failures_total: transports closed because a
 //     panic was contained in one of their goroutines (the participant left
 //     the call)
+//   - parley_media_transports_by_state{state}: transports by ICE/DTLS
+//     connection state (new, connecting, connected, disconnected, failed,
+//     closed) (gauge)
+//   - parley_media_paused_producers, parley_media_paused_consumers: gauges
+//   - parley_media_nacks_total{direction}: NACKs received from consumers
+//     ("received", answered from the packet history) and sent to producers
+//     for sequence gaps ("sent")
+//   - parley_media_key_frame_requests_total{direction}: PLI/FIR received
+//     from consumers ("received") and PLIs sent to producers after the
+//     300 ms throttle ("sent")
+//   - parley_media_transport_timeouts_total: transports closed after
+//     staying disconnected or failed for the transport timeout
+//   - parley_media_idle_calls_ended_total: calls ended after the idle
+//     timeout without participants
+//   - parley_media_active_speaker_changes_total: media:active_speaker
+//     changes sent
 //   - the data channel metrics (describeData in datachannel.go)
 //
-// kind is "audio" or "video", the only label. Gauges are read under the
+// Labels take only the fixed values above: kind "audio" or "video",
+// state, direction "received" or "sent". Gauges are read under the
 // routers' locks at scrape time; the packet path only does two atomic adds
 // per forwarded packet.
 func (s *SFU) Collector() prometheus.Collector { return &collector{s: s} }
@@ -55,11 +72,20 @@ var (
 	descFwdPackets   = prometheus.NewDesc("parley_media_forwarded_packets_total", "RTP packets forwarded to consumers, by kind (retransmissions excluded).", []string{"kind"}, nil)
 	descFwdBytes     = prometheus.NewDesc("parley_media_forwarded_bytes_total", "RTP payload bytes forwarded to consumers, by kind (retransmissions excluded).", []string{"kind"}, nil)
 	descFailures     = prometheus.NewDesc("parley_media_transport_failures_total", "Transports closed after a contained panic (their participant left the call).", nil, nil)
+	descTransportSt  = prometheus.NewDesc("parley_media_transports_by_state", "WebRTC transports by ICE/DTLS connection state.", []string{"state"}, nil)
+	descPausedProd   = prometheus.NewDesc("parley_media_paused_producers", "Producers paused by their owner.", nil, nil)
+	descPausedCons   = prometheus.NewDesc("parley_media_paused_consumers", "Consumers paused by their owner.", nil, nil)
+	descNACKs        = prometheus.NewDesc("parley_media_nacks_total", "RTCP NACKs received from consumers (received) and sent to producers (sent).", []string{"direction"}, nil)
+	descKeyFrames    = prometheus.NewDesc("parley_media_key_frame_requests_total", "Key frame requests: PLI/FIR from consumers (received), PLIs to producers (sent).", []string{"direction"}, nil)
+	descTimeouts     = prometheus.NewDesc("parley_media_transport_timeouts_total", "Transports closed after staying disconnected or failed for the transport timeout (their participant left the call).", nil, nil)
+	descIdleEnded    = prometheus.NewDesc("parley_media_idle_calls_ended_total", "Calls ended after the idle timeout without participants.", nil, nil)
+	descSpeaker      = prometheus.NewDesc("parley_media_active_speaker_changes_total", "Dominant speaker changes sent (media:active_speaker).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCalls, descParticipants, descTransports, descProducers,
-		descConsumers, descFwdPackets, descFwdBytes, descFailures} {
+		descConsumers, descFwdPackets, descFwdBytes, descFailures, descTransportSt, descPausedProd,
+		descPausedCons, descNACKs, descKeyFrames, descTimeouts, descIdleEnded, descSpeaker} {
 		ch <- d
 	}
 	describeData(ch)
@@ -83,5 +109,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descFwdBytes, c.s.fwd[i].bytes.Load(), k)
 	}
 	counter(descFailures, c.s.transportFailures.Load())
+	for i, name := range connStateNames {
+		gauge(descTransportSt, st.TransportsByState[i], name)
+	}
+	gauge(descPausedProd, st.PausedProducers)
+	gauge(descPausedCons, st.PausedConsumers)
+	ctr := &c.s.ctr
+	counter(descNACKs, ctr.nacksReceived.Load(), "received")
+	counter(descNACKs, ctr.nacksSent.Load(), "sent")
+	counter(descKeyFrames, ctr.keyFramesReceived.Load(), "received")
+	counter(descKeyFrames, ctr.keyFramesSent.Load(), "sent")
+	counter(descTimeouts, ctr.transportTimeouts.Load())
+	counter(descIdleEnded, ctr.idleCallsEnded.Load())
+	counter(descSpeaker, ctr.speakerChanges.Load())
 	collectData(ch, st)
 }

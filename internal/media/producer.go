@@ -30,6 +30,7 @@ type producer struct {
 
 	consumers atomic.Pointer[[]*consumer]
 	closed    atomic.Bool
+	paused    atomic.Bool // media:producer_pause: nothing is read or forwarded
 
 	mu         sync.Mutex
 	started    bool
@@ -39,6 +40,8 @@ type producer struct {
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
+
+	ctl producerCtl // statistics and audio level (stats.go)
 }
 
 // ProducerInfo describes a producer in Participants.
@@ -50,7 +53,7 @@ type ProducerInfo struct {
 
 // receive handles one decrypted packet from the producer's client.
 func (p *producer) receive(pkt *rtp.Packet, isRTX bool) {
-	if p.closed.Load() {
+	if p.closed.Load() || p.paused.Load() {
 		return
 	}
 	if isRTX {
@@ -68,6 +71,7 @@ func (p *producer) receive(pkt *rtp.Packet, isRTX bool) {
 	if len(pkt.Payload) == 0 {
 		return // padding only
 	}
+	p.observe(pkt, isRTX)
 	p.packets.Add(1)
 	p.bytes.Add(uint64(len(pkt.Payload)))
 	if p.history != nil {
@@ -86,6 +90,7 @@ func (p *producer) receive(pkt *rtp.Packet, isRTX bool) {
 		}
 		p.mu.Unlock()
 		if len(missing) > 0 {
+			p.countNACK()
 			p.t.writeRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{
 				SenderSSRC: 1, MediaSSRC: p.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(missing),
 			}})
@@ -110,6 +115,7 @@ func (p *producer) requestKeyFrame(force bool) {
 	}
 	p.lastPLI = now
 	p.mu.Unlock()
+	p.countKeyFrameRequest()
 	p.t.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: p.ssrc}})
 }
 
@@ -120,6 +126,7 @@ func (p *producer) onSenderReport(sr *rtcp.SenderReport) {
 		if !c.t.ready.Load() {
 			continue
 		}
+		c.noteSR(sr.NTPTime)
 		c.t.writeRTCP([]rtcp.Packet{&rtcp.SenderReport{
 			SSRC: c.ssrc, NTPTime: sr.NTPTime, RTPTime: sr.RTPTime,
 			PacketCount: uint32(c.packets.Load()), OctetCount: uint32(c.bytes.Load()),

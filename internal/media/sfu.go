@@ -92,6 +92,7 @@ type SFU struct {
 	// Node-wide counters (metrics). fwd is indexed by kindIndex.
 	fwd               [2]fwdCounters
 	transportFailures atomic.Uint64
+	ctr               nodeCounters // stats.go
 	data              dataCounters
 
 	mu        sync.Mutex
@@ -114,6 +115,9 @@ type router struct {
 	producers    map[string]*producer
 	transports   map[string]*transport
 
+	emptySince    time.Time    // no participant since (zero while it has some): idle calls end
+	idleFired     time.Time    // the emptySince an idle end was last started for
+	speaker       speakerState // active speaker detection (worker, under mu)
 	dataProducers map[string]*dataProducer
 }
 
@@ -218,6 +222,7 @@ func New(cfg Config, sender Sender, events Events, log *slog.Logger) (*SFU, erro
 	}
 	for i := 0; i < c.Workers; i++ {
 		w := newWorker(i)
+		w.sfu = s
 		s.workers = append(s.workers, w)
 		go w.loop()
 	}
@@ -286,6 +291,7 @@ func (s *SFU) StartCall(roomID, userID string) (json.RawMessage, bool, error) {
 		participants: map[string]*participant{},
 		producers:    map[string]*producer{},
 		transports:   map[string]*transport{},
+		emptySince:   time.Now(),
 
 		dataProducers: map[string]*dataProducer{},
 	}
@@ -310,6 +316,12 @@ func (s *SFU) CallActive(roomID string) bool {
 // EndCall ends the room's call: every participant connection gets
 // media:room_closed before anything is torn down, then Events.CallEnded.
 func (s *SFU) EndCall(roomID string) bool {
+	return s.endCall(roomID, nil)
+}
+
+// endCall is EndCall when cond (nil: always) holds for the router, checked
+// under the SFU's and the router's locks.
+func (s *SFU) endCall(roomID string, cond func(r *router) bool) bool {
 	r := func() *router {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -317,9 +329,12 @@ func (s *SFU) EndCall(roomID string) bool {
 		if r == nil {
 			return nil
 		}
-		delete(s.routers, roomID)
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		if cond != nil && !cond(r) {
+			return nil
+		}
+		delete(s.routers, roomID)
 		for connID := range r.participants {
 			s.dropConnRoomLocked(connID, roomID)
 		}
@@ -451,6 +466,10 @@ type Stats struct {
 	// Forwarded to consumers since New (RTX excluded), by kind.
 	ForwardedPackets, ForwardedBytes [2]uint64
 	TransportFailures                uint64
+	// Transports by connection state (connStateNames order: new,
+	// connecting, connected, disconnected, failed, closed).
+	TransportsByState                [numConnStates]int
+	PausedProducers, PausedConsumers int
 	// Data channels: open data producers and consumers; messages and
 	// bytes relayed to data consumers, messages dropped for a full send
 	// buffer, data producers closed for an oversized message (since New).
@@ -482,16 +501,26 @@ func (s *SFU) Stats() Stats {
 		for _, pr := range r.producers {
 			st.ProducersByKind[kindIndex(pr.kind)]++
 		}
+		for _, pr := range r.producers {
+			if pr.paused.Load() {
+				st.PausedProducers++
+			}
+		}
 		for _, p := range r.participants {
 			st.Consumers += len(p.consumers)
 			st.DataConsumers += len(p.dataConsumers)
 			for _, c := range p.consumers {
 				st.ConsumersByKind[kindIndex(c.p.kind)]++
+				if c.paused.Load() {
+					st.PausedConsumers++
+				}
 			}
 		}
 		for _, t := range r.transports {
 			st.RTPIn += t.rtpIn.Load()
 			st.RTPOut += t.rtpOut.Load()
+			cs, _, _, _ := t.st.snapshot()
+			st.TransportsByState[cs]++
 		}
 		r.mu.Unlock()
 	}
@@ -553,6 +582,7 @@ func (r *router) addParticipant(connID, userID string) *participant {
 		dataProducers: map[string]*dataProducer{}, dataConsumers: map[string]*dataConsumer{},
 	}
 	r.participants[connID] = p
+	r.emptySince = time.Time{}
 	return p
 }
 
@@ -681,6 +711,9 @@ func (s *SFU) leaveLocked(r *router, connID, reqID string) ([]*transport, int, s
 	}
 	ts := r.clearMediaLocked(p)
 	delete(r.participants, connID)
+	if len(r.participants) == 0 {
+		r.emptySince = time.Now()
+	}
 	if reqID != "" {
 		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
 	}
@@ -722,6 +755,8 @@ func (s *SFU) transportFailed(t *transport) {
 // the router's lock.
 type worker struct {
 	id      int
+	sfu     *SFU
+	ctl     workerControl // control's schedule (worker goroutine only)
 	mu      sync.Mutex
 	routers map[*router]struct{}
 	quit    chan struct{}
@@ -777,6 +812,7 @@ func (w *worker) loop() {
 		for _, t := range ts {
 			w.flush(t)
 		}
+		w.control(time.Now())
 	}
 }
 

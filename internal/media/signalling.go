@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -31,6 +32,19 @@ const (
 	TypeProducerClosed     = "media:producer_closed"
 	TypePeerLeft           = "media:peer_left"
 	TypeRoomClosed         = "media:room_closed"
+
+	// v1.1 (PROTOCOL.md section 6, "More requests").
+	TypeProducerPause   = "media:producer_pause"
+	TypeProducerResume  = "media:producer_resume"
+	TypeConsumerPause   = "media:consumer_pause"
+	TypeConsumerResume  = "media:consumer_resume"
+	TypeRestartICE      = "media:restart_ice"
+	TypeGetStats        = "media:get_stats"
+	TypeProducerPaused  = "media:producer_paused"
+	TypeProducerResumed = "media:producer_resumed"
+	TypeICERestarted    = "media:ice_restarted"
+	TypeStats           = "media:stats"
+	TypeActiveSpeaker   = "media:active_speaker"
 )
 
 // unsupportedTypes are the requests PROTOCOL.md v1.1 section 6 names that
@@ -39,13 +53,18 @@ const (
 // violation; a media:* type missing from both this set and Handle's switch
 // stays bad_request.
 var unsupportedTypes = map[string]bool{
-	"media:producer_pause":       true,
-	"media:producer_resume":      true,
-	"media:consumer_pause":       true,
-	"media:consumer_resume":      true,
 	"media:set_preferred_layers": true,
-	"media:restart_ice":          true,
-	"media:get_stats":            true,
+}
+
+// UnsupportedTypes lists, sorted, the requests PROTOCOL.md v1.1 section 6
+// names that this SFU answers with protocol.CodeUnsupported (tests).
+func UnsupportedTypes() []string {
+	out := make([]string, 0, len(unsupportedTypes))
+	for typ := range unsupportedTypes {
+		out = append(out, typ)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // knownType reports whether msgType is a client request of PROTOCOL.md
@@ -54,6 +73,8 @@ func knownType(msgType string) bool {
 	switch msgType {
 	case TypeJoin, TypeConnectTransport, TypeProduce, TypeConsume, TypeProducerClose, TypeLeave,
 		TypeProduceData, TypeConsumeData:
+		return true
+	case TypeProducerPause, TypeProducerResume, TypeConsumerPause, TypeConsumerResume, TypeRestartICE, TypeGetStats:
 		return true
 	}
 	return unsupportedTypes[msgType]
@@ -125,11 +146,7 @@ func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string,
 		if err := decode(data, &m); err != nil {
 			return err
 		}
-		if m.Paused {
-			// PROTOCOL.md allows it, but consumer_resume is not implemented.
-			return protocol.Errorf(protocol.CodeUnsupported, "paused consumers are not supported by this server; consume with paused false")
-		}
-		return s.consume(m.RoomID, connID, m.ProducerID, m.RtpCapabilities, reqID)
+		return s.consume(m.RoomID, connID, m.ProducerID, m.RtpCapabilities, m.Paused, reqID)
 	case TypeProducerClose:
 		var m struct {
 			RoomID     string `json:"room_id"`
@@ -150,6 +167,39 @@ func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string,
 			return protocol.Errorf(protocol.CodeBadRequest, "invalid room_id")
 		}
 		return s.leave(m.RoomID, connID, reqID)
+	case TypeProducerPause, TypeProducerResume:
+		var m struct {
+			RoomID     string `json:"room_id"`
+			ProducerID string `json:"producer_id"`
+		}
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		return s.pauseProducer(m.RoomID, connID, m.ProducerID, msgType == TypeProducerPause, reqID)
+	case TypeConsumerPause, TypeConsumerResume:
+		var m struct {
+			RoomID     string `json:"room_id"`
+			ConsumerID string `json:"consumer_id"`
+		}
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		return s.pauseConsumer(m.RoomID, connID, m.ConsumerID, msgType == TypeConsumerPause, reqID)
+	case TypeRestartICE:
+		var m struct {
+			RoomID      string `json:"room_id"`
+			TransportID string `json:"transport_id"`
+		}
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		return s.restartICE(m.RoomID, connID, m.TransportID, reqID)
+	case TypeGetStats:
+		var m statsRequest
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		return s.getStats(connID, &m, reqID)
 	case TypeProduceData, TypeConsumeData:
 		return s.handleData(connID, msgType, reqID, data)
 	}
@@ -498,6 +548,7 @@ func newProducer(pp *parsedProduce, kind string, p *participant, t *transport) *
 		ssrc: pp.ssrc, rtxSSRC: pp.rtxSSRC, pt: pp.codec.PayloadType, rtxPT: pp.rtxPT,
 		cname: pp.params.Rtcp.CNAME, extURI: pp.extURI, seqNo: producerSeq.next(),
 	}
+	pr.ctl.levelID, pr.ctl.clock = audioLevelID(pp.extURI), pp.codec.ClockRate
 	empty := []*consumer{}
 	pr.consumers.Store(&empty)
 	if kind == kindVideo {
@@ -561,9 +612,13 @@ type consumerCreated struct {
 	ProducerID    string        `json:"producer_id"`
 	Kind          string        `json:"kind"`
 	RtpParameters RtpParameters `json:"rtp_parameters"`
+	// Paused echoes media:consume's paused; ProducerPaused: its producer
+	// is paused by its owner now (media:producer_resumed follows).
+	Paused         bool `json:"paused"`
+	ProducerPaused bool `json:"producer_paused"`
 }
 
-func (s *SFU) consume(roomID, connID, producerID string, rawCaps json.RawMessage, reqID string) error {
+func (s *SFU) consume(roomID, connID, producerID string, rawCaps json.RawMessage, paused bool, reqID string) error {
 	var caps RtpCapabilities
 	if err := lenient(rawCaps, maxRTPCapsSize, "rtp_capabilities", &caps); err != nil {
 		return err
@@ -591,6 +646,7 @@ func (s *SFU) consume(roomID, connID, producerID string, rawCaps json.RawMessage
 		return err
 	}
 	c.id, c.owner, c.t = newID(), p, p.recv
+	c.paused.Store(paused)
 	c.params.MID = strconv.Itoa(p.recv.nextMid)
 	p.recv.nextMid++
 	p.recv.setConsumerRoutes(func(m map[uint32]*consumer) {
@@ -603,8 +659,11 @@ func (s *SFU) consume(roomID, connID, producerID string, rawCaps json.RawMessage
 	p.consumers[c.id] = c
 	s.sender.SendToConnection(connID, protocol.Encode(TypeConsumerCreated, reqID, consumerCreated{
 		ID: c.id, ProducerID: pr.id, Kind: pr.kind, RtpParameters: c.params,
+		Paused: paused, ProducerPaused: pr.paused.Load(),
 	}))
-	pr.requestKeyFrame(true)
+	if !paused {
+		pr.requestKeyFrame(true)
+	}
 	return nil
 }
 

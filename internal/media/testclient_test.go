@@ -209,9 +209,10 @@ func joinCall(t testing.TB, s *SFU, snd *fakeSender, room, conn, user string) jo
 // ---- a minimal pion client: full ICE agent (controlling), DTLS client, SRTP ----
 
 type testClient struct {
-	agent *ice.Agent
-	cert  *certificate
-	info  TransportInfo
+	agent   *ice.Agent
+	cert    *certificate
+	info    TransportInfo
+	tcpOnly bool
 
 	conn  *ice.Conn
 	dc    *dtls.Conn
@@ -264,14 +265,23 @@ func newTestClient(t testing.TB, info TransportInfo) *testClient {
 	if err := agent.GatherCandidates(); err != nil {
 		t.Fatal(err)
 	}
-	for _, rc := range info.IceCandidates {
-		if rc.IP != "127.0.0.1" || (rc.Protocol == "tcp") != tcpOnly {
+	c.tcpOnly = tcpOnly
+	c.addRemoteCandidates(t)
+	return c
+}
+
+// addRemoteCandidates adds the server's loopback candidates (of the
+// client's network type) to the agent.
+func (c *testClient) addRemoteCandidates(t testing.TB) {
+	t.Helper()
+	for _, rc := range c.info.IceCandidates {
+		if rc.IP != "127.0.0.1" || (rc.Protocol == "tcp") != c.tcpOnly {
 			continue
 		}
 		hc := &ice.CandidateHostConfig{
 			Network: "udp", Address: rc.IP, Port: rc.Port, Component: 1, Priority: rc.Priority,
 		}
-		if tcpOnly {
+		if c.tcpOnly {
 			if rc.TCPType != "passive" {
 				t.Fatalf("TCP candidate with tcpType %q", rc.TCPType)
 			}
@@ -281,11 +291,10 @@ func newTestClient(t testing.TB, info TransportInfo) *testClient {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := agent.AddRemoteCandidate(cand); err != nil {
+		if err := c.agent.AddRemoteCandidate(cand); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return c
 }
 
 // onlyTCP keeps the server's TCP candidates only, making newTestClient a

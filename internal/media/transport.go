@@ -3,8 +3,10 @@ package media
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -79,7 +81,7 @@ type transport struct {
 	sfu    *SFU
 	log    *slog.Logger
 
-	ufrag, pwd string
+	ufrag, pwd string // the current ICE generation's (mu; restartICE changes them)
 	ep         *udpEndpoint
 	agent      *ice.Agent
 	candidates []IceCandidate
@@ -88,13 +90,15 @@ type transport struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu         sync.Mutex
-	closed     bool
-	started    bool
-	remoteDTLS *DtlsParameters
-	dtlsSet    chan struct{}
-	dtlsEP     *dtlsEndpoint
-	dtlsConn   *dtls.Conn
+	mu          sync.Mutex
+	closed      bool
+	started     bool
+	iceGen      int    // ICE generation: 0, then +1 per restartICE
+	remoteUfrag string // the client's ufrag of the current generation, once seen
+	remoteDTLS  *DtlsParameters
+	dtlsSet     chan struct{}
+	dtlsEP      *dtlsEndpoint
+	dtlsConn    *dtls.Conn
 
 	iceConn atomic.Pointer[ice.Conn]
 	ready   atomic.Bool
@@ -121,7 +125,8 @@ type transport struct {
 	lastRTCPIn atomic.Int64
 	failed     atomic.Bool // a panic was contained: transportFailed runs once
 
-	data *dataTransport // SCTP (data channels); nil when they are off
+	st   transportStateTracker // ICE/DTLS state (state.go)
+	data *dataTransport        // SCTP (data channels); nil when they are off
 }
 
 func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error) {
@@ -161,7 +166,7 @@ func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error
 		ice.WithNetworkTypes(networks),
 		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
 		ice.WithKeepaliveInterval(0),
-		ice.WithDisconnectedTimeout(15 * time.Second),
+		ice.WithDisconnectedTimeout(s.cfg.iceDisconnectedTimeout),
 		ice.WithFailedTimeout(40 * time.Second),
 		ice.WithLoggerFactory(s.lf),
 	}
@@ -181,6 +186,9 @@ func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error
 	}
 	t.agent = agent
 	if err = agent.OnCandidate(func(ice.Candidate) {}); err == nil {
+		err = agent.OnConnectionStateChange(t.st.setICE)
+	}
+	if err == nil {
 		err = agent.GatherCandidates()
 	}
 	if err != nil {
@@ -205,16 +213,35 @@ func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error
 				Protocol: "tcp", Port: s.tcpEP.port, Type: "host", TCPType: "passive",
 			})
 		}
-		s.tcpEP.waiters.expect(t.ufrag, t.pwd, t.onRemoteUfrag)
 	}
-	ep.sniffer.expect(t.ufrag, t.pwd, t.onRemoteUfrag)
+	t.expectLocked(t.ufrag, t.pwd, 0)
 	return t, nil
 }
 
+// expectLocked registers the ICE generation gen's credentials with the
+// sockets' ufrag sniffers (t.mu held, or t not shared yet).
+func (t *transport) expectLocked(ufrag, pwd string, gen int) {
+	fn := func(remote string) { t.onRemoteUfrag(gen, remote) }
+	if t.sfu.tcpEP != nil {
+		t.sfu.tcpEP.waiters.expect(ufrag, pwd, fn)
+	}
+	t.ep.sniffer.expect(ufrag, pwd, fn)
+}
+
+func (t *transport) forgetUfrag(ufrag string) {
+	t.ep.sniffer.forget(ufrag)
+	if t.sfu.tcpEP != nil {
+		t.sfu.tcpEP.waiters.forget(ufrag)
+	}
+}
+
 func (t *transport) info(fp string) TransportInfo {
+	t.mu.Lock()
+	ufrag, pwd := t.ufrag, t.pwd
+	t.mu.Unlock()
 	return TransportInfo{
 		ID:             t.id,
-		IceParameters:  IceParameters{UsernameFragment: t.ufrag, Password: t.pwd, IceLite: true},
+		IceParameters:  IceParameters{UsernameFragment: ufrag, Password: pwd, IceLite: true},
 		IceCandidates:  t.candidates,
 		DtlsParameters: DtlsParameters{Role: "auto", Fingerprints: []DtlsFingerprint{{Algorithm: "sha-256", Value: fp}}},
 		SctpParameters: t.sctpParameters(),
@@ -222,17 +249,68 @@ func (t *transport) info(fp string) TransportInfo {
 }
 
 // onRemoteUfrag runs on the mux goroutine when the first binding request
-// for this transport arrives.
-func (t *transport) onRemoteUfrag(remote string) {
+// of ICE generation gen arrives: the first one starts the agent (run); the
+// first of a later generation (after restartICE) hands the agent the
+// client's new ufrag, off the mux goroutine. A stale generation's is
+// ignored.
+func (t *transport) onRemoteUfrag(gen int, remote string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed || t.started {
+	if t.closed || gen != t.iceGen {
 		return
 	}
-	t.started = true
+	t.remoteUfrag = remote
 	t.wg.Add(1)
-	go t.run(remote)
+	if !t.started {
+		t.started = true
+		go t.run(remote)
+		return
+	}
+	go func() {
+		defer t.wg.Done()
+		defer t.recovered(safe.MediaTransport)
+		if err := t.agent.SetRemoteCredentials(remote, remotePwdPlaceholder); err != nil {
+			t.log.Debug("ice restart: remote credentials", "err", err)
+		}
+	}()
 }
+
+// restartICE starts a new ICE generation (media:restart_ice): new local
+// credentials, the agent restarted (its ice.Conn, and so DTLS and SRTP,
+// carry on once the new generation's checks succeed) and the sniffers told
+// to expect the new ufrag, since the client's new one is learnt from its
+// first check as at the start. The candidates stay the same.
+func (t *transport) restartICE() (IceParameters, error) {
+	ufrag, pwd := randString(16), randString(32)
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return IceParameters{}, errTransportClosed
+	}
+	old := t.ufrag
+	t.ufrag, t.pwd = ufrag, pwd
+	t.iceGen++
+	gen := t.iceGen
+	t.remoteUfrag = ""
+	t.mu.Unlock()
+	t.forgetUfrag(old)
+	if err := t.agent.Restart(ufrag, pwd); err != nil {
+		return IceParameters{}, err
+	}
+	if err := t.agent.GatherCandidates(); err != nil {
+		return IceParameters{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || gen != t.iceGen {
+		return IceParameters{}, errTransportClosed
+	}
+	t.expectLocked(ufrag, pwd, gen)
+	t.st.restarted()
+	return IceParameters{UsernameFragment: ufrag, Password: pwd, IceLite: true}, nil
+}
+
+var errTransportClosed = errors.New("transport closed")
 
 // recovered is deferred first thing by each of the transport's goroutines
 // (ICE accept + DTLS setup, read loop): a panic there is logged and counted
@@ -273,7 +351,7 @@ func (t *transport) run(remoteUfrag string) {
 		return
 	}
 	t.iceConn.Store(conn)
-	ep := newDTLSEndpoint(conn.Write, conn.LocalAddr(), conn.RemoteAddr())
+	ep := newDTLSEndpoint(conn.Write, addrOr(conn.LocalAddr()), addrOr(conn.RemoteAddr()))
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -314,6 +392,7 @@ func (t *transport) run(remoteUfrag string) {
 	}
 	if err != nil {
 		t.log.Warn("dtls setup failed", "err", err)
+		t.st.setDTLS(dtlsFailed)
 		return
 	}
 	t.mu.Lock()
@@ -325,18 +404,24 @@ func (t *transport) run(remoteUfrag string) {
 	t.dtlsConn = dc
 	t.mu.Unlock()
 
+	t.st.setDTLS(dtlsConnecting)
 	hctx, cancel := context.WithTimeout(t.ctx, 30*time.Second)
 	err = dc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
 		t.log.Info("dtls handshake failed", "err", err)
+		if t.ctx.Err() == nil {
+			t.st.setDTLS(dtlsFailed)
+		}
 		return
 	}
 	if err := t.startSRTP(dc, isClient); err != nil {
 		t.log.Warn("srtp setup failed", "err", err)
+		t.st.setDTLS(dtlsFailed)
 		return
 	}
-	t.log.Debug("transport connected", "remote", conn.RemoteAddr().String())
+	t.st.setDTLS(dtlsConnected)
+	t.log.Debug("transport connected", "remote", addrOr(conn.RemoteAddr()).String())
 	if t.onReady != nil {
 		t.onReady(t)
 	}
@@ -344,6 +429,15 @@ func (t *transport) run(remoteUfrag string) {
 		// SCTP runs inside the DTLS connection until the transport closes.
 		t.data.serve(dc)
 	}
+}
+
+// addrOr is a, or an empty UDP address when a is nil: an ice.Conn has no
+// addresses while it has no selected pair (right after an ICE restart).
+func addrOr(a net.Addr) net.Addr {
+	if a == nil {
+		return &net.UDPAddr{}
+	}
+	return a
 }
 
 func (t *transport) startSRTP(dc *dtls.Conn, isClient bool) error {
@@ -481,22 +575,28 @@ func (t *transport) onRTCP(plain []byte) {
 			}
 		case *rtcp.PictureLossIndication:
 			if c := (*t.consumers.Load())[p.MediaSSRC]; c != nil {
+				c.countKeyFrameRequest(false)
 				c.p.requestKeyFrame(false)
 			}
 		case *rtcp.FullIntraRequest:
 			cs := *t.consumers.Load()
 			if c := cs[p.MediaSSRC]; c != nil {
+				c.countKeyFrameRequest(true)
 				c.p.requestKeyFrame(false)
 			}
 			for _, e := range p.FIR {
 				if c := cs[e.SSRC]; c != nil {
+					c.countKeyFrameRequest(true)
 					c.p.requestKeyFrame(false)
 				}
 			}
 		case *rtcp.TransportLayerNack:
 			if c := (*t.consumers.Load())[p.MediaSSRC]; c != nil {
+				c.countNACK()
 				c.retransmit(p.Nacks)
 			}
+		case *rtcp.ReceiverReport:
+			t.onReceiverReports(p)
 		}
 	}
 }
@@ -570,15 +670,12 @@ func (t *transport) close() {
 		return
 	}
 	t.closed = true
-	dc, ep := t.dtlsConn, t.dtlsEP
+	dc, ep, ufrag := t.dtlsConn, t.dtlsEP, t.ufrag
 	t.mu.Unlock()
 
 	t.ready.Store(false)
 	t.cancel()
-	t.ep.sniffer.forget(t.ufrag)
-	if t.sfu.tcpEP != nil {
-		t.sfu.tcpEP.waiters.forget(t.ufrag)
-	}
+	t.forgetUfrag(ufrag)
 	if t.data != nil {
 		t.data.close()
 	}

@@ -20,7 +20,9 @@ import (
 // late-join: producers announced before join() finished are consumed, and
 // a producer's pause/resume/close. data: data channels both ways
 // (mediasoup-client's produceData/consumeData under the SDK), the server
-// closing a data consumer, a leave. Screenshots go to $PARLEY_TEST_ARTIFACTS
+// closing a data consumer, a leave. controls: the v1.1 call controls
+// (consume paused, active speaker, producer and consumer pause, restartIce,
+// server stats; see calls.mjs). Screenshots go to $PARLEY_TEST_ARTIFACTS
 // when it is set.
 func TestBrowserCallsSDK(t *testing.T) {
 	testenv.Browser(t, "calls SDK browser test")
@@ -33,7 +35,7 @@ func TestBrowserCallsSDK(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(testenv.WebMedia(), "build-calls.sh"), page).CombinedOutput(); err != nil {
 		t.Fatalf("web/media/build-calls.sh: %v\n%s", err, out)
 	}
-	for _, scenario := range []string{"two-party", "late-join", "data"} {
+	for _, scenario := range []string{"two-party", "late-join", "data", "controls"} {
 		t.Run(scenario, func(t *testing.T) {
 			s := servertest.Start(t, map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
 				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0", "PARLEY_WEB_DIR": page})

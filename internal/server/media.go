@@ -43,8 +43,9 @@ func (s *Server) wireMedia(base *api.Base) error {
 		EmbeddedTURN: media.EmbeddedTURN{Enabled: cfg.TURNEmbedded, ListenIP: cfg.TURNEmbeddedListen,
 			Port: cfg.TURNEmbeddedPort, Realm: cfg.TURNEmbeddedRealm, RelayIP: cfg.MediaAnnouncedIP},
 		DisableDataChannels: !cfg.MediaDataChannels, MaxDataMessageSize: cfg.MediaDataMaxMessageSize,
-		DataSendBuffer: cfg.MediaDataSendBuffer,
-		Panics:         s.Metrics,
+		DataSendBuffer:   cfg.MediaDataSendBuffer,
+		TransportTimeout: orNever(cfg.MediaTransportTimeout), CallIdleTimeout: orNever(cfg.MediaCallIdleTimeout),
+		Panics: s.Metrics,
 	}
 	for _, u := range strings.Split(cfg.TURNURL, ",") {
 		if u = strings.TrimSpace(u); u != "" {
@@ -87,6 +88,15 @@ func (s *Server) wireMedia(base *api.Base) error {
 	}
 	(&api.Calls{Base: base, Calls: relay, Hub: s.Hub, Access: s.Access}).Register(s.mux)
 	return nil
+}
+
+// orNever maps a configured timeout of 0 ("never") to media.Config's -1
+// (its 0 means the default).
+func orNever(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // newSFU is media.New; tests replace it to simulate a host without a
@@ -154,6 +164,15 @@ func (e callEvents) CallUpdated(roomID string, n int) {
 func (e callEvents) CallEnded(roomID string) {
 	e.s.emit(webhook.CallEnded, CallEvent{RoomID: roomID})
 	e.toMembers(roomID, protocol.TypeRoomCallEnded, map[string]string{"room_id": roomID})
+}
+
+// CallIdle implements media.CallIdler: a call left without participants
+// for --media-call-idle-timeout ends like call/end (members get
+// room:call_ended), through the relay so that its cluster lease goes too.
+func (e callEvents) CallIdle(roomID string) {
+	if r := e.s.calls; r != nil {
+		r.endIdle(roomID)
+	}
 }
 
 type mediaLifecycle struct{ r *callRelay }
@@ -462,6 +481,24 @@ func (r *callRelay) endHeld(ctx context.Context, roomID string) error {
 		return errNoCall(roomID)
 	}
 	return nil
+}
+
+// endIdle ends a call of this node that stayed without participants (the
+// SFU checks that again under its locks) and releases its lease.
+func (r *callRelay) endIdle(roomID string) {
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	if !r.sfu.EndIdleCall(roomID) || r.node == nil {
+		return
+	}
+	r.mu.Lock()
+	_, held := r.held[roomID]
+	r.mu.Unlock()
+	if held {
+		ctx, cancel := context.WithTimeout(context.Background(), relayTimeout)
+		defer cancel()
+		r.release(ctx, roomID)
+	}
 }
 
 // EndAll ends every call this node runs and releases their leases (drain:

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -15,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
+
+	"github.com/parleyhq/parley/internal/media"
+	"github.com/parleyhq/parley/internal/media/mediatest"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/server/servertest"
 )
@@ -48,12 +53,7 @@ const wireDir = "../protocol/testdata/wire"
 // sent, capture it in the scenario and remove it here (the test fails until
 // both are done).
 var wireServerNotSentYet = map[string]string{
-	protocol.TypeMediaProducerPaused:        "issue 12 (v1.1 media: pause/resume)",
-	protocol.TypeMediaProducerResumed:       "issue 12 (v1.1 media: pause/resume)",
 	protocol.TypeMediaConsumerLayersChanged: "issue 12 (v1.1 media: simulcast layers)",
-	protocol.TypeMediaICERestarted:          "issue 12 (v1.1 media: ICE restart)",
-	protocol.TypeMediaStats:                 "issue 12 (v1.1 media: stats)",
-	protocol.TypeMediaActiveSpeaker:         "issue 12 (v1.1 media: active speaker)",
 }
 
 // wireClientNotAcceptedYet are the types of protocol.ClientTypes that no
@@ -63,13 +63,7 @@ var wireClientNotAcceptedYet = map[string]struct {
 	issue, code string
 	data        map[string]any
 }{
-	protocol.TypeMediaProducerPause:      {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
-	protocol.TypeMediaProducerResume:     {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
-	protocol.TypeMediaConsumerPause:      {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
-	protocol.TypeMediaConsumerResume:     {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
 	protocol.TypeMediaSetPreferredLayers: {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c", "spatial_layer": 1}},
-	protocol.TypeMediaRestartICE:         {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "transport_id": "t"}},
-	protocol.TypeMediaGetStats:           {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team"}},
 }
 
 // wireRec collects the examples of one scenario run.
@@ -388,7 +382,8 @@ func TestWireGolden(t *testing.T) {
 			ID string `json:"id"`
 		} `json:"recv_transport"`
 	}
-	if err := json.Unmarshal(w.await(b, protocol.TypeMediaTransportCreated, "mj2").Data, &tcB); err != nil {
+	bobTransports := w.await(b, protocol.TypeMediaTransportCreated, "mj2")
+	if err := json.Unmarshal(bobTransports.Data, &tcB); err != nil {
 		t.Fatal(err)
 	}
 	w.alias[tcB.SendTransport.ID] = "<transport:bob-send>"
@@ -444,6 +439,99 @@ func TestWireGolden(t *testing.T) {
 	}
 	w.alias[dataConsumer.ID] = "<data-consumer:bob>"
 	w.rest("call.participants", w.call(s, "GET", "/api/rooms/team/call/participants", alice, nil, http.StatusOK))
+
+	// Pause and resume: bob (who consumes alice's mic) is told.
+	w.send(a, protocol.TypeMediaProducerPause, "pp1", map[string]any{"room_id": "team", "producer_id": produced.ID}, "")
+	w.await(a, protocol.TypeAck, "pp1")
+	w.server(w.await(b, protocol.TypeMediaProducerPaused, ""), "")
+	w.send(a, protocol.TypeMediaProducerResume, "pr2", map[string]any{"room_id": "team", "producer_id": produced.ID}, "")
+	w.await(a, protocol.TypeAck, "pr2")
+	w.server(w.await(b, protocol.TypeMediaProducerResumed, ""), "")
+	w.send(b, protocol.TypeMediaConsumerPause, "cp1", map[string]any{"room_id": "team", "consumer_id": consumer.ID}, "")
+	w.await(b, protocol.TypeAck, "cp1")
+	w.send(b, protocol.TypeMediaConsumerResume, "cr1", map[string]any{"room_id": "team", "consumer_id": consumer.ID}, "")
+	w.await(b, protocol.TypeAck, "cr1")
+	// A consumer created paused (then consumer_resume), of the same producer.
+	w.send(b, protocol.TypeMediaConsume, "co2", map[string]any{"room_id": "team", "producer_id": produced.ID,
+		"rtp_capabilities": caps.RTPCapabilities, "paused": true}, "paused")
+	var paused struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(w.server(w.await(b, protocol.TypeMediaConsumerCreated, "co2"), "paused").Data, &paused); err != nil {
+		t.Fatal(err)
+	}
+	w.alias[paused.ID] = "<consumer:bob-paused>"
+
+	// Active speaker: bob publishes audio for real (mediatest: ICE, DTLS,
+	// SRTP) with a loud audio level; both get media:active_speaker.
+	var tcBSend media.TransportInfo
+	{
+		var full struct {
+			SendTransport media.TransportInfo `json:"send_transport"`
+		}
+		if err := json.Unmarshal(bobTransports.Data, &full); err != nil {
+			t.Fatal(err)
+		}
+		tcBSend = full.SendTransport
+	}
+	mc, err := mediatest.New(tcBSend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	w.send(b, protocol.TypeMediaConnectTransport, "ct2", map[string]any{"room_id": "team", "transport_id": tcBSend.ID,
+		"dtls_parameters": mc.DtlsParameters()}, "-")
+	w.await(b, protocol.TypeMediaTransportConnected, "ct2")
+	cctx, ccancel := context.WithTimeout(context.Background(), 15*time.Second)
+	if err := mc.Connect(cctx); err != nil {
+		ccancel()
+		t.Fatal(err)
+	}
+	ccancel()
+	w.send(b, protocol.TypeMediaProduce, "pr3", map[string]any{"room_id": "team", "transport_id": tcBSend.ID, "kind": "audio",
+		"rtp_parameters": map[string]any{
+			"codecs":           []map[string]any{{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2, "parameters": map[string]any{}, "rtcpFeedback": []any{}}},
+			"headerExtensions": []map[string]any{{"uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "id": 1, "encrypt": false, "parameters": map[string]any{}}},
+			"encodings":        []map[string]any{{"ssrc": 2222}},
+			"rtcp":             map[string]any{"cname": "bob-cname", "reducedSize": true},
+		}}, "-")
+	var bobMic struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(w.await(b, protocol.TypeMediaProduceResult, "pr3").Data, &bobMic); err != nil {
+		t.Fatal(err)
+	}
+	w.alias[bobMic.ID] = "<producer:bob-mic>"
+	talking := make(chan struct{})
+	talked := make(chan struct{})
+	go func() {
+		defer close(talked)
+		for i := 0; ; i++ {
+			select {
+			case <-talking:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i * 480), SSRC: 2222},
+				Payload: []byte{0xf8, 0xff, 0xfe}}
+			_ = p.SetExtension(1, []byte{0x80 | 10}) // voice, -10 dBov
+			_ = mc.WriteRTP(p)
+		}
+	}()
+	w.server(w.await(a, protocol.TypeMediaActiveSpeaker, ""), "")
+	w.await(b, protocol.TypeMediaActiveSpeaker, "")
+	close(talking)
+	<-talked
+
+	// ICE restart and stats (one example of each stats item type).
+	w.send(a, protocol.TypeMediaRestartICE, "ri1", map[string]any{"room_id": "team", "transport_id": tc.SendTransport.ID}, "")
+	w.server(w.await(a, protocol.TypeMediaICERestarted, "ri1"), "")
+	w.send(a, protocol.TypeMediaGetStats, "gs1", map[string]any{"room_id": "team", "transport_id": tc.SendTransport.ID}, "")
+	w.server(w.await(a, protocol.TypeMediaStats, "gs1"), "")
+	w.send(a, protocol.TypeMediaGetStats, "gs2", map[string]any{"room_id": "team", "producer_id": produced.ID}, "producer")
+	w.server(w.await(a, protocol.TypeMediaStats, "gs2"), "producer")
+	w.send(b, protocol.TypeMediaGetStats, "gs3", map[string]any{"room_id": "team", "consumer_id": consumer.ID}, "consumer")
+	w.server(w.await(b, protocol.TypeMediaStats, "gs3"), "consumer")
 
 	// The v1.1 requests not implemented yet answer as listed.
 	for typ, want := range wireClientNotAcceptedYet {
@@ -712,7 +800,8 @@ func (w *wireRec) normalize(path []string, v any) any {
 			return wireTimePlaceholder
 		case wireUUID.MatchString(x):
 			return wireUUIDPlaceholder
-		case key == "usernameFragment" || key == "password" || key == "foundation" || key == "cname":
+		case key == "usernameFragment" || key == "password" || key == "foundation" || key == "cname" ||
+			key == "iceUsernameFragment" || key == "iceRemoteUsernameFragment":
 			return "<" + key + ">"
 		case key == "value" && under("fingerprints"):
 			return "<fingerprint>"
@@ -731,6 +820,8 @@ func (w *wireRec) normalize(path []string, v any) any {
 			return json.Number("1234")
 		case "priority":
 			return json.Number("2113937151")
+		case "timestamp":
+			return json.Number("1700000000000")
 		case "expires_in":
 			return json.Number("900")
 		}

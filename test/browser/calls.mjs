@@ -26,13 +26,24 @@
 //              A closes 'chat': the server closes B's data consumer
 //              (data_producer_ended 'closed'); B leaves: A's data consumer
 //              of 'echo' ends.
+//   controls   v1.1 call controls. A produces the fake camera and a WebAudio
+//              tone, B a silent tone and consumes the mediasoup-demo way
+//              (consumePaused: media:consume paused, then consumer_resume):
+//              B decodes A's video. Active speaker: A (loud) on both pages,
+//              then B once the gains swap. Producer pause/resume: B gets
+//              'paused'/'resumed' and its framesDecoded of A's video stops,
+//              then grows again. Consumer pause (B's pauseRemote): B's
+//              inbound bytes stop, resumeRemote: frames again. restartIce()
+//              on A's send and B's receive transport: the browser's ICE ufrag
+//              changes, the server learns the new one, B keeps decoding.
+//              Server stats (getStats) in mediasoup's shapes.
 //
 // Inputs (environment):
 //   PARLEY_PAGE_URL     URL of calls.html (same origin as the WebSockets)
 //   PARLEY_WS_A, PARLEY_WS_B  WebSocket URLs with their tokens
 //   PARLEY_ROOM         room whose call is started
 //   PARLEY_API_URL, PARLEY_TOKEN_A  REST base (http://host) and a token allowed to end the call
-//   PARLEY_SCENARIO     two-party (default) | late-join | data
+//   PARLEY_SCENARIO     two-party (default) | late-join | data | controls
 //   PARLEY_TEST_ARTIFACTS  directory for screenshots (optional)
 //   CHROMIUM            browser binary (default /usr/bin/chromium)
 import { createRequire } from 'node:module';
@@ -252,6 +263,127 @@ async function lateJoin() {
   check(errs.length === 0, 'B: no consume errors', errs);
 }
 
+// Waits until fn's number stays the same over two reads everyMs apart
+// (what stopped) and returns it.
+async function waitStable(what, fn, everyMs = 1500, timeoutMs = 20000) {
+  let prev = await fn();
+  const r = await waitUntil(what, async () => {
+    const v = await fn();
+    const ok = v === prev;
+    prev = v;
+    return { ok, v };
+  }, timeoutMs, everyMs);
+  return r.v;
+}
+
+const lastSpeaker = async (page) => (await events(page)).filter((e) => e.ev === 'active_speaker').at(-1);
+
+async function controls() {
+  const A = await openPage('A', wsA);
+  const B = await openPage('B', wsB);
+  await A.page.evaluate((room) => window.parleyCalls.join({ roomId: room }), room);
+  await B.page.evaluate((room) => window.parleyCalls.join({ roomId: room, consumePaused: true }), room);
+  A.producers = await A.page.evaluate(() => window.parleyCalls.produceTone({ gain: 0.5, video: true }));
+  B.producers = await B.page.evaluate(() => window.parleyCalls.produceTone({ gain: 0 }));
+  log(`A produces ${JSON.stringify(A.producers)}, B ${JSON.stringify(B.producers)}`);
+  const aVideo = A.producers.video;
+  const frames = (page, pid) => page.evaluate((pid) => window.parleyCalls.inbound(pid), pid);
+  await waitUntil("B decodes A's video", async () => {
+    const s = await frames(B.page, aVideo);
+    return { ok: !!s && s.framesDecoded > 5, s };
+  }, 45000);
+  // B consumed paused, then resumed.
+  const blog = await frameLog(B.page);
+  const created = blog.filter((l) => l.frame === 'media:consumer_created');
+  const resumes = blog.filter((l) => l.reply === 'media:consumer_resume');
+  check(created.length >= 2 && created.every((l) => l.paused === true), 'B: consumers created paused', created);
+  check(resumes.length >= 2 && resumes.every((r) => r.type === 'ack'), 'B: consumer_resume acked', resumes);
+  log('B consumed paused and resumed; decodes A');
+
+  // Active speaker follows the louder page.
+  for (const [who, pid] of [['A', A.producers.audio], ['B', B.producers.audio]]) {
+    if (who === 'B') {
+      await A.page.evaluate(() => window.parleyCalls.setGain(0));
+      await B.page.evaluate(() => window.parleyCalls.setGain(0.5));
+    }
+    for (const [name, p] of [['A', A], ['B', B]]) {
+      await waitUntil(`${name}: active speaker ${who}`, async () => {
+        const e = await lastSpeaker(p.page);
+        return { ok: e?.producerId === pid && e.local === (name === who), e };
+      }, 20000);
+    }
+    log(`active speaker: ${who} on both pages`);
+  }
+
+  // Producer pause / resume.
+  await A.page.evaluate(() => window.parleyCalls.producerOp({ kind: 'video', op: 'pause' }));
+  await waitUntil("B 'paused'", async () => ({ ok: (await events(B.page)).some((e) => e.ev === 'paused' && e.producerId === aVideo) }), 10000);
+  const stoppedAt = await waitStable("B's decoding of A's paused video stops", async () => (await frames(B.page, aVideo)).framesDecoded);
+  await A.page.evaluate(() => window.parleyCalls.producerOp({ kind: 'video', op: 'resume' }));
+  await waitUntil("B 'resumed'", async () => ({ ok: (await events(B.page)).some((e) => e.ev === 'resumed' && e.producerId === aVideo) }), 10000);
+  await waitUntil("B decodes A's video again", async () => {
+    const s = await frames(B.page, aVideo);
+    return { ok: s.framesDecoded > stoppedAt + 5, s, stoppedAt };
+  }, 20000);
+  log(`producer pause: B's frames stopped at ${stoppedAt}, then grew again`);
+
+  // Consumer pause / resume (B's own choice).
+  await B.page.evaluate((pid) => window.parleyCalls.remoteOp({ producerId: pid, op: 'pause' }), aVideo);
+  const bytesAt = await waitStable("B's inbound bytes of A's video stop", async () => (await frames(B.page, aVideo)).bytesReceived);
+  const [cstat] = await B.page.evaluate((pid) => {
+    const t = window.parleyCalls.state.call.remoteTracks.find((r) => r.producerId === pid);
+    return window.parleyCalls.serverStats({ consumerId: t.consumerId });
+  }, aVideo);
+  check(cstat.type === 'outbound-rtp' && cstat.paused === true && cstat.producerPaused === false, 'server: consumer paused', cstat);
+  const framesAt = (await frames(B.page, aVideo)).framesDecoded;
+  await B.page.evaluate((pid) => window.parleyCalls.remoteOp({ producerId: pid, op: 'resume' }), aVideo);
+  await waitUntil("B decodes A's video after resumeRemote", async () => {
+    const s = await frames(B.page, aVideo);
+    return { ok: s.framesDecoded > framesAt + 5 && s.bytesReceived > bytesAt, s };
+  }, 20000);
+  log(`consumer pause: B's bytes stopped at ${bytesAt}, then grew again`);
+
+  // ICE restart of A's send and B's receive transport.
+  for (const [name, p, dir] of [['A', A, 'send'], ['B', B, 'recv']]) {
+    const before = await p.page.evaluate((d) => window.parleyCalls.iceInfo(d), dir);
+    const tid = await p.page.evaluate((d) => (d === 'send' ? window.parleyCalls.state.call.sendTransport : window.parleyCalls.state.call.recvTransport).id, dir);
+    await p.page.evaluate((d) => window.parleyCalls.restartIce(d), dir);
+    const after = await waitUntil(`${name}: ${dir} transport reconnected with a new ufrag`, async () => {
+      const i = await p.page.evaluate((d) => window.parleyCalls.iceInfo(d), dir);
+      const [st] = await p.page.evaluate((tid) => window.parleyCalls.serverStats({ transportId: tid }), tid);
+      return { ok: i.state === 'connected' && !!i.ufrag && i.ufrag !== before.ufrag && st.iceRemoteUsernameFragment === i.ufrag && st.state === 'connected', i, st, before };
+    }, 30000);
+    check(after.st.iceRestarts === 1, `${name}: server counts the restart`, after.st);
+    const f0 = (await frames(B.page, aVideo)).framesDecoded;
+    await waitUntil(`B decodes A's video after ${name}'s ICE restart`, async () => {
+      const s = await frames(B.page, aVideo);
+      return { ok: s.framesDecoded > f0 + 10, s, f0 };
+    }, 20000);
+    log(`${name}: ${dir} ICE ufrag ${before.ufrag} → ${after.i.ufrag} (server agrees), media flows`);
+  }
+  check((await events(A.page)).some((e) => e.ev === 'ice_restarted' && e.direction === 'send'), "A: 'ice_restarted'");
+
+  // Server stats, mediasoup's shapes.
+  const items = await A.page.evaluate(() => window.parleyCalls.serverStats());
+  const byType = (t) => items.filter((i) => i.type === t);
+  check(byType('webrtc-transport').length === 2 && byType('inbound-rtp').length === 2 && byType('outbound-rtp').length === 1,
+    'A: stats items (2 transports, 2 producers, 1 consumer)', items.map((i) => i.type));
+  const vin = byType('inbound-rtp').find((i) => i.kind === 'video');
+  check(vin.producerId === aVideo && vin.packetCount > 0 && vin.byteCount > 0 && vin.bitrate > 0 && vin.score >= 0 && vin.mimeType.startsWith('video/'),
+    'A: video producer stats', vin);
+  const sendT = byType('webrtc-transport').find((i) => i.direction === 'send');
+  check(sendT.state === 'connected' && sendT.dtlsState === 'connected' && sendT.bytesReceived > 0 && sendT.iceSelectedTuple?.protocol === 'udp',
+    'A: send transport stats', sendT);
+  await waitUntil("B's consumer stats carry the browser's receiver reports", async () => {
+    const bi = await B.page.evaluate(() => window.parleyCalls.serverStats());
+    const out = bi.filter((i) => i.type === 'outbound-rtp' && i.kind === 'video');
+    return { ok: out.length === 1 && out[0].packetCount > 0 && out[0].bitrate > 0 && out[0].roundTripTime > 0, out };
+  }, 20000);
+  log('server stats in mediasoup shapes');
+  const errs = [...(await inspect(A.page)).errors, ...(await inspect(B.page)).errors];
+  check(errs.length === 0, 'no errors', errs);
+}
+
 const dataState = (page) => page.evaluate(() => window.parleyCalls.dataState());
 
 // Waits until page has received n messages on the data producer id.
@@ -349,6 +481,7 @@ try {
   if (scenario === 'two-party') await twoParty();
   else if (scenario === 'late-join') await lateJoin();
   else if (scenario === 'data') await dataChannels();
+  else if (scenario === 'controls') await controls();
   else throw new Error(`unknown scenario ${scenario}`);
   log('PASS');
 } catch (e) {

@@ -38,7 +38,7 @@ class WsSignaling {
     let msg;
     try { msg = JSON.parse(raw); } catch { return; }
     if (msg.type === 'connected') this.connectionId = msg.data.connection_id;
-    this.log.push({ frame: msg.type, id: msg.id, producer_id: msg.data?.producer_id, connection_id: msg.data?.connection_id });
+    this.log.push({ frame: msg.type, id: msg.id, producer_id: msg.data?.producer_id, connection_id: msg.data?.connection_id, paused: msg.data?.paused });
     const p = msg.id ? this.pending.get(msg.id) : undefined;
     if (p) {
       this.pending.delete(msg.id);
@@ -92,8 +92,8 @@ async function connect({ wsUrl, name }) {
 // join({roomId, slowLoadMs}): slowLoadMs delays device.load so that the
 // media:new_producer frames that follow the join reply surely arrive before
 // the receive transport exists (they must be buffered, not lost).
-async function join({ roomId, iceTransportPolicy, slowLoadMs = 0 }) {
-  const call = new Call(state.sig, roomId, { iceTransportPolicy });
+async function join({ roomId, iceTransportPolicy, slowLoadMs = 0, consumePaused = false }) {
+  const call = new Call(state.sig, roomId, { iceTransportPolicy, consumePaused });
   if (slowLoadMs > 0) {
     const load = call.device.load.bind(call.device);
     call.device.load = async (o) => { await new Promise((r) => setTimeout(r, slowLoadMs)); return load(o); };
@@ -101,11 +101,11 @@ async function join({ roomId, iceTransportPolicy, slowLoadMs = 0 }) {
   state.call = call;
   const record = (ev, d) => state.events.push({
     ev, producerId: d.producerId, consumerId: d.consumerId, connectionId: d.connectionId, userId: d.userId,
-    kind: d.kind, source: d.source, reason: d.reason, state: d.state, direction: d.direction,
+    kind: d.kind, source: d.source, reason: d.reason, state: d.state, direction: d.direction, local: d.local, automatic: d.automatic,
     dataProducerId: d.dataProducerId, label: d.label, protocol: d.protocol,
   });
   for (const ev of ['track_ended', 'peer_left', 'active_speaker', 'paused', 'resumed', 'closed', 'local_track_ended', 'connection_state',
-    'data_producer', 'data_producer_ended']) {
+    'data_producer', 'data_producer_ended', 'ice_restarted']) {
     call.on(ev, (d) => record(ev, d));
   }
   call.on('error', (d) => state.errors.push(`${d.op} ${d.producerId}: ${d.error.message}`));
@@ -180,6 +180,90 @@ async function inspect() {
   };
 }
 
+// produceTone({gain, video}): an audio producer from a WebAudio oscillator
+// whose loudness setGain() changes (0: silence), plus the fake camera when
+// video. The audio level header extension then follows the gain.
+async function produceTone({ gain = 0.5, video = false } = {}) {
+  const ctx = new AudioContext();
+  await ctx.resume();
+  const osc = ctx.createOscillator();
+  osc.frequency.value = 440;
+  const g = ctx.createGain();
+  g.gain.value = gain;
+  const dest = ctx.createMediaStreamDestination();
+  osc.connect(g).connect(dest);
+  osc.start();
+  state.tone = { ctx, gain: g };
+  const out = {};
+  const audio = await state.call.produce(dest.stream.getAudioTracks()[0], { source: 'mic' });
+  state.producers.audio = audio;
+  out.audio = audio.id;
+  if (video) {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 } });
+    const cam = await state.call.produce(stream.getVideoTracks()[0], { source: 'webcam' });
+    state.producers.video = cam;
+    out.video = cam.id;
+  }
+  return out;
+}
+
+function setGain(gain) {
+  state.tone.gain.gain.value = gain;
+  return gain;
+}
+
+// The inbound stream of the remote track of producerId: decoder and byte counts.
+async function inbound(producerId) {
+  const call = state.call;
+  const t = call.remoteTracks.find((r) => r.producerId === producerId);
+  if (!t || !call.recvTransport) return null;
+  const report = await call.recvTransport.getStats();
+  let out = null;
+  report.forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.trackIdentifier === t.track.id) {
+      out = { framesDecoded: s.framesDecoded ?? 0, bytesReceived: s.bytesReceived ?? 0, packetsReceived: s.packetsReceived ?? 0 };
+    }
+  });
+  return out && { ...out, producerPaused: t.producerPaused, pausedByMe: t.pausedByMe, enabled: t.track.enabled };
+}
+
+async function remoteOp({ producerId, op }) {
+  if (op === 'pause') await state.call.pauseRemote(producerId);
+  else await state.call.resumeRemote(producerId);
+  const t = state.call.remoteTracks.find((r) => r.producerId === producerId);
+  return { pausedByMe: t.pausedByMe, producerPaused: t.producerPaused };
+}
+
+// The browser's ICE view of one transport: its local ufrag (the selected
+// pair's local candidate) and connection state.
+async function iceInfo(direction) {
+  const t = direction === 'send' ? state.call.sendTransport : state.call.recvTransport;
+  const report = await t.getStats();
+  let pairId = null;
+  let ufrag = null;
+  report.forEach((s) => {
+    if (s.type === 'transport') {
+      pairId = s.selectedCandidatePairId ?? pairId;
+      ufrag = s.iceLocalUsernameFragment ?? ufrag;
+    }
+  });
+  if (!ufrag && pairId) {
+    const pair = report.get(pairId);
+    const local = pair && report.get(pair.localCandidateId);
+    ufrag = local?.usernameFragment ?? null;
+  }
+  return { ufrag, state: t.connectionState };
+}
+
+async function restartIce(direction) {
+  await state.call.restartIce(direction);
+  return iceInfo(direction);
+}
+
+async function serverStats(filter = {}) {
+  return state.call.getStats(filter);
+}
+
 async function producerOp({ kind, op }) {
   const p = state.producers[kind];
   await p[op]();
@@ -252,5 +336,6 @@ function encodingsFor(height, withRid) {
 
 window.parleyCalls = {
   Call, supportsSimulcast, encodingsFor, videoEncodings, connect, join, produce, inspect, producerOp, leave, state,
+  produceTone, setGain, inbound, remoteOp, iceInfo, restartIce, serverStats,
   produceData, sendData, closeData, dataState,
 };

@@ -17,6 +17,9 @@
 // which ParleyClient implements.
 import { Device } from 'mediasoup-client';
 import type { types } from 'mediasoup-client';
+import type { IceParameters, MediaStatsItem } from './protocol.js';
+
+export type { IceParameters, MediaStatsItem, MediaTransportStats, MediaRtpStreamStats } from './protocol.js';
 
 type Transport = types.Transport;
 type Producer = types.Producer;
@@ -59,6 +62,21 @@ export interface CallOptions {
   iceTransportPolicy?: RTCIceTransportPolicy;
   /** Timeout of each media:* request; default: the signaling's own. */
   requestTimeoutMs?: number;
+  /**
+   * Restart ICE on its own (media:restart_ice, then transport.restartIce) when
+   * a transport's connection state turns 'failed', or stays 'disconnected' for
+   * iceRestartDelayMs. Default true.
+   */
+  autoRestartIce?: boolean;
+  /** How long 'disconnected' may last before an automatic ICE restart, and the least time between two; default 2000. */
+  iceRestartDelayMs?: number;
+  /**
+   * Consume as mediasoup-demo does: media:consume with paused: true, then
+   * media:consumer_resume once the local consumer exists, so that the key
+   * frame asked for at the resume finds it ready. Default false (consumers
+   * start unpaused; the server asks for a key frame at once).
+   */
+  consumePaused?: boolean;
   /**
    * Consume every data producer the others announce (media:new_data_producer),
    * delivering its messages as 'data' events. Default true; false: call
@@ -124,6 +142,10 @@ export interface RemoteTrack {
   connectionId: string;
   producerId: string;
   consumerId: string;
+  /** Paused by me (pauseRemote): the SFU sends nothing for it. */
+  pausedByMe: boolean;
+  /** Paused by its producer's owner ('paused' / 'resumed' events). */
+  producerPaused: boolean;
 }
 
 /** Why a remote track ended: its producer closed, its peer left, I left, the call ended, my socket closed. */
@@ -148,8 +170,15 @@ export interface CallEvents {
   local_track_ended: { producerId: string; kind: MediaKind; source: string; track: MediaStreamTrack | null; reason: LocalEndReason };
   /** ICE/DTLS state of the send or receive transport. */
   connection_state: { direction: 'send' | 'recv'; state: ConnectionState };
-  /** A failure not tied to a call of mine (consuming an announced producer or, op 'consume_data', data producer: producerId is its id). */
-  error: { op: 'consume' | 'consume_data'; producerId: string; error: Error };
+  /** An ICE restart (restartIce(), or automatic after 'failed'/'disconnected') gave the transport new ICE parameters. */
+  ice_restarted: { direction: 'send' | 'recv'; automatic: boolean };
+  /**
+   * A failure of something I did not call: consuming an announced producer, or
+   * (op 'consume_data') data producer: producerId is its id; an automatic ICE restart.
+   */
+  error:
+    | { op: 'consume' | 'consume_data'; producerId: string; error: Error }
+    | { op: 'restart_ice'; direction: 'send' | 'recv'; error: Error };
   /** Another connection announced a data producer (consumed at once unless CallOptions.consumeData is false). */
   data_producer: RemoteDataProducer;
   /** A message from a consumed remote data producer. */
@@ -385,6 +414,9 @@ export class Call {
   private remotes = new Map<string, Remote>();               // producer id → consumer
   private pausedRemote = new Set<string>();                  // producer ids announced paused
   private producers = new Map<string, CallProducer>();       // my producers by id
+  private iceTimers = new Map<'send' | 'recv', ReturnType<typeof setTimeout>>();
+  private iceRestarts = new Map<'send' | 'recv', Promise<void>>(); // in flight
+  private lastIceRestart = new Map<'send' | 'recv', number>();
   private maxDataMessageSize: number | undefined;            // send transport's sctpParameters.maxMessageSize
   private dataProducers = new Map<string, CallDataProducer>(); // my data producers by id
   private dataQueue: NewDataProducer[] = [];                 // data producers announced while joining
@@ -534,7 +566,10 @@ export class Call {
       this.request('media:connect_transport', { transport_id: t.id, dtls_parameters: dtlsParameters })
         .then(() => callback(), errback);
     });
-    t.on('connectionstatechange', (state) => this.emit('connection_state', { direction, state }));
+    t.on('connectionstatechange', (state) => {
+      this.emit('connection_state', { direction, state });
+      this.onConnectionState(t, direction, state);
+    });
     if (direction === 'send') {
       t.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
         const data: Record<string, unknown> = { transport_id: t.id, kind, rtp_parameters: rtpParameters };
@@ -578,6 +613,116 @@ export class Call {
     this.producers.set(producer.id, handle);
     producer.on('trackended', () => { void this._closeProducer(handle, 'track_ended').catch(() => {}); });
     return handle;
+  }
+
+  /**
+   * Restarts ICE of the send and/or receive transport: media:restart_ice gives
+   * new ICE parameters, transport.restartIce takes them (the browser then
+   * checks with a new ufrag; media keeps its DTLS session). Done on its own
+   * after 'failed' / a lasting 'disconnected' unless autoRestartIce is false.
+   */
+  async restartIce(direction?: 'send' | 'recv'): Promise<void> {
+    for (const d of direction ? [direction] : (['send', 'recv'] as const)) {
+      const t = d === 'send' ? this.send : this.recv;
+      if (t && !t.closed) await this.restartIceOf(t, d, false);
+    }
+  }
+
+  private restartIceOf(t: Transport, direction: 'send' | 'recv', automatic: boolean): Promise<void> {
+    const inflight = this.iceRestarts.get(direction);
+    if (inflight) return inflight;
+    if (this._state !== 'joined') return Promise.resolve();
+    const gen = this.generation;
+    this.lastIceRestart.set(direction, Date.now());
+    let run: Promise<void> | undefined;
+    run = (async () => {
+      await Promise.resolve(); // run is set before the finally below can run
+      try {
+        const r = await this.request('media:restart_ice', { transport_id: t.id });
+        if (gen !== this.generation || t.closed) return;
+        await t.restartIce({ iceParameters: (r.data as { ice_parameters: IceParameters }).ice_parameters });
+        this.emit('ice_restarted', { direction, automatic });
+      } finally {
+        if (this.iceRestarts.get(direction) === run) this.iceRestarts.delete(direction);
+      }
+    })();
+    this.iceRestarts.set(direction, run);
+    return run;
+  }
+
+  /** Automatic ICE restarts: at once on 'failed', after iceRestartDelayMs of 'disconnected'; never two within that delay. */
+  private onConnectionState(t: Transport, direction: 'send' | 'recv', state: ConnectionState): void {
+    const timer = this.iceTimers.get(direction);
+    if (timer !== undefined) clearTimeout(timer);
+    this.iceTimers.delete(direction);
+    if (this.options.autoRestartIce === false || (state !== 'failed' && state !== 'disconnected')) return;
+    const delayMs = this.options.iceRestartDelayMs ?? 2000;
+    const sinceLast = Date.now() - (this.lastIceRestart.get(direction) ?? 0);
+    const wait = Math.max(state === 'failed' ? 0 : delayMs, delayMs - sinceLast);
+    const gen = this.generation;
+    const go = () => {
+      this.iceTimers.delete(direction);
+      if (gen !== this.generation || t.closed || (t.connectionState !== 'failed' && t.connectionState !== 'disconnected')) return;
+      this.restartIceOf(t, direction, true).catch((e) => {
+        const code = errorCode(e);
+        if (gen !== this.generation || code === 'not_found' || code === 'disconnected') return; // the call is gone
+        this.emit('error', { op: 'restart_ice', direction, error: e instanceof Error ? e : new Error(String(e)) });
+      });
+    };
+    if (wait <= 0) go();
+    else this.iceTimers.set(direction, setTimeout(go, wait));
+  }
+
+  /**
+   * Server-side statistics of my own transports, producers and consumers
+   * (media:get_stats), in mediasoup's shapes: all of them, or those named.
+   */
+  async getStats(filter: { transportId?: string; producerId?: string; consumerId?: string } = {}): Promise<MediaStatsItem[]> {
+    if (this._state !== 'joined') throw new CallError('bad_state', `getStats() needs a joined call (state ${this._state})`);
+    const data: Record<string, unknown> = {};
+    if (filter.transportId) data['transport_id'] = filter.transportId;
+    if (filter.producerId) data['producer_id'] = filter.producerId;
+    if (filter.consumerId) data['consumer_id'] = filter.consumerId;
+    const r = await this.request('media:get_stats', data);
+    return ((r.data as { items?: MediaStatsItem[] } | undefined)?.items) ?? [];
+  }
+
+  /**
+   * Stops receiving a remote track (media:consumer_pause: the SFU sends
+   * nothing for it) and pauses its local consumer. 'unsupported' keeps the
+   * local pause quietly.
+   */
+  async pauseRemote(track: RemoteTrack | string): Promise<void> {
+    const r = this.remoteOf(track);
+    r.info.pausedByMe = true;
+    if (!r.consumer.closed) r.consumer.pause();
+    await this.consumerRequest('media:consumer_pause', r.info.consumerId);
+  }
+
+  /** Receives a remote track again (media:consumer_resume; video starts with a key frame), unless its owner paused it. */
+  async resumeRemote(track: RemoteTrack | string): Promise<void> {
+    const r = this.remoteOf(track);
+    r.info.pausedByMe = false;
+    await this.consumerRequest('media:consumer_resume', r.info.consumerId);
+    if (!r.info.pausedByMe && !r.info.producerPaused && !r.consumer.closed) r.consumer.resume();
+  }
+
+  private remoteOf(track: RemoteTrack | string): Remote {
+    const pid = typeof track === 'string' ? track : track.producerId;
+    const r = this.remotes.get(pid);
+    if (!r) throw new CallError('not_found', `no remote track of producer ${pid}`);
+    return r;
+  }
+
+  private async consumerRequest(type: 'media:consumer_pause' | 'media:consumer_resume', consumerId: string): Promise<void> {
+    if (this._state !== 'joined') return;
+    try {
+      await this.request(type, { consumer_id: consumerId });
+    } catch (e) {
+      const code = errorCode(e);
+      if (code === 'unsupported' || code === 'not_found') return; // not_found: closed meanwhile
+      throw e;
+    }
   }
 
   /** @internal pause/resume of my producer: the local state stays when the server answers 'unsupported'. */
@@ -746,9 +891,18 @@ export class Call {
     this.inflight.set(pid, a);
     const dropped = () => gen !== this.generation || this.endedInflight.has(pid);
     try {
-      const r = await this.request('media:consume', { producer_id: pid, rtp_capabilities: this.device.rtpCapabilities });
+      let paused = this.options.consumePaused === true;
+      const ask = () => this.request('media:consume', {
+        producer_id: pid, rtp_capabilities: this.device.rtpCapabilities, ...(paused ? { paused: true } : {}),
+      });
+      const r = await ask().catch((e) => {
+        if (!paused || errorCode(e) !== 'unsupported') throw e;
+        paused = false; // a server without paused consumers
+        return ask();
+      });
       if (dropped()) return; // the server drops it with its producer, peer or call
-      const d = r.data as { id: string; producer_id: string; kind: MediaKind; rtp_parameters: RtpParameters };
+      const d = r.data as { id: string; producer_id: string; kind: MediaKind; rtp_parameters: RtpParameters; producer_paused?: boolean };
+      if (d.producer_paused) this.pausedRemote.add(pid);
       const consumer = await recv.consume({
         id: d.id, producerId: d.producer_id, kind: d.kind, rtpParameters: d.rtp_parameters,
         appData: { source: a.source, userId: a.user_id, connectionId: a.connection_id },
@@ -760,6 +914,7 @@ export class Call {
       const info: RemoteTrack = {
         track: consumer.track, kind: consumer.kind, source: a.source ?? (consumer.kind === 'audio' ? 'mic' : 'webcam'),
         userId: a.user_id, connectionId: a.connection_id, producerId: pid, consumerId: consumer.id,
+        pausedByMe: false, producerPaused: this.pausedRemote.has(pid),
       };
       this.remotes.set(pid, { info, consumer });
       this.emit('track', info);
@@ -767,6 +922,7 @@ export class Call {
         consumer.pause();
         this.emit('paused', info);
       }
+      if (paused && !info.pausedByMe) await this.consumerRequest('media:consumer_resume', consumer.id);
     } catch (e) {
       if (!dropped()) this.emit('error', { op: 'consume', producerId: pid, error: e instanceof Error ? e : new Error(String(e)) });
     } finally {
@@ -806,8 +962,9 @@ export class Call {
     else this.pausedRemote.delete(producerId);
     const r = this.remotes.get(producerId);
     if (!r) return;
+    r.info.producerPaused = paused;
     if (paused) r.consumer.pause();
-    else r.consumer.resume();
+    else if (!r.info.pausedByMe) r.consumer.resume();
     this.emit(paused ? 'paused' : 'resumed', r.info);
   }
 
@@ -822,6 +979,9 @@ export class Call {
   /** Closes everything local: consumers ('track_ended'), producers ('local_track_ended'), transports, subscriptions. */
   private teardown(reason: 'left' | 'room_closed' | 'disconnected'): void {
     this.generation++;
+    for (const timer of this.iceTimers.values()) clearTimeout(timer);
+    this.iceTimers.clear();
+    this.iceRestarts.clear();
     for (const u of this.unsubs) u();
     this.unsubs = [];
     this.queue = [];

@@ -131,6 +131,77 @@ export interface TransportInfo {
 
 export type MediaKind = 'audio' | 'video';
 
+/** ICE parameters of a transport (media:ice_restarted), for `transport.restartIce({ iceParameters })`. */
+export interface IceParameters {
+  usernameFragment: string;
+  password: string;
+  iceLite: boolean;
+}
+
+/** A transport's item of media:stats (mediasoup's WebRtcTransportStat, reduced). */
+export interface MediaTransportStats {
+  type: 'webrtc-transport';
+  transportId: string;
+  /** Milliseconds since the Unix epoch. */
+  timestamp: number;
+  direction: 'send' | 'recv';
+  /** The transport's connection state. */
+  state: 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed';
+  iceRole: 'controlled';
+  iceState: 'new' | 'checking' | 'connected' | 'completed' | 'disconnected' | 'failed' | 'closed';
+  dtlsState: 'new' | 'connecting' | 'connected' | 'failed' | 'closed';
+  /** The selected candidate pair, while connected. */
+  iceSelectedTuple?: { localIp: string; localPort: number; remoteIp: string; remotePort: number; protocol: 'udp' | 'tcp' };
+  /** The server's ICE ufrag and the client's, of the current ICE generation ('' until the client's first check). */
+  iceUsernameFragment: string;
+  iceRemoteUsernameFragment: string;
+  iceRestarts: number;
+  bytesReceived: number;
+  bytesSent: number;
+  recvBitrate: number;
+  sendBitrate: number;
+  rtpPacketsReceived: number;
+  rtpPacketsSent: number;
+  /** How long the transport has been disconnected or failed (0 otherwise). */
+  disconnectedForMs: number;
+}
+
+/** A producer's ('inbound-rtp') or consumer's ('outbound-rtp') item of media:stats, in mediasoup's shape. */
+export interface MediaRtpStreamStats {
+  type: 'inbound-rtp' | 'outbound-rtp';
+  producerId: string;
+  /** outbound-rtp only. */
+  consumerId?: string;
+  timestamp: number;
+  ssrc: number;
+  rtxSsrc?: number;
+  kind: MediaKind;
+  mimeType: string;
+  packetCount: number;
+  /** RTP payload bytes. */
+  byteCount: number;
+  /** bits per second over the last second. */
+  bitrate: number;
+  packetsLost: number;
+  /** Of the last interval, in 1/256. */
+  fractionLost: number;
+  /** RTP timestamp units. */
+  jitter: number;
+  /** Milliseconds (outbound-rtp, from the receiver's reports; 0 until known). */
+  roundTripTime: number;
+  /** 0-10. */
+  score: number;
+  nackCount: number;
+  pliCount: number;
+  firCount: number;
+  packetsRetransmitted: number;
+  paused: boolean;
+  /** outbound-rtp only. */
+  producerPaused?: boolean;
+}
+
+export type MediaStatsItem = MediaTransportStats | MediaRtpStreamStats;
+
 // ---------------------------------------------------------------- client → server
 
 export interface ClientMessages {
@@ -246,15 +317,23 @@ export interface ServerMessages {
   'media:transport_connected': { transport_id: string };
   'media:produce_result': { id: string };
   'media:new_producer': { producer_id: string; user_id: string; connection_id: string; kind: MediaKind; source: string };
-  'media:consumer_created': { id: string; producer_id: string; kind: MediaKind; rtp_parameters: MediasoupObject };
+  /** paused: as media:consume asked; producer_paused: its producer is paused by its owner now. */
+  'media:consumer_created': {
+    id: string;
+    producer_id: string;
+    kind: MediaKind;
+    rtp_parameters: MediasoupObject;
+    paused: boolean;
+    producer_paused: boolean;
+  };
   'media:producer_closed': { producer_id: string; user_id: string };
   'media:peer_left': { room_id: string; user_id: string; connection_id: string };
   'media:room_closed': { room_id: string };
   'media:producer_paused': { producer_id: string; user_id: string };
   'media:producer_resumed': { producer_id: string; user_id: string };
   'media:consumer_layers_changed': { consumer_id: string; spatial_layer: number; temporal_layer: number };
-  'media:ice_restarted': { transport_id: string; ice_parameters: MediasoupObject };
-  'media:stats': { items: MediasoupObject[] };
+  'media:ice_restarted': { transport_id: string; ice_parameters: IceParameters };
+  'media:stats': { items: MediaStatsItem[] };
   'media:produce_data_result': { id: string };
   'media:new_data_producer': {
     data_producer_id: string;

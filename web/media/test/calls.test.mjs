@@ -142,9 +142,17 @@ class FakeServer {
             const cc = structuredClone(fx[`consumer_created_${kind}`]);
             cc.id = `cons-${this.nextId}`;
             cc.producer_id = data.producer_id;
+            cc.producer_paused = this.pausedProducers?.has(data.producer_id) ?? false;
             cc.rtp_parameters.mid = String(this.nextId);
             return resolve({ type: 'media:consumer_created', id, data: cc });
           }
+          case 'media:restart_ice':
+            return resolve({ type: 'media:ice_restarted', id, data: {
+              transport_id: data.transport_id,
+              ice_parameters: { usernameFragment: `ufrag-${this.nextId}`, password: `pwd-${this.nextId}-0123456789abcdef`, iceLite: true },
+            } });
+          case 'media:get_stats':
+            return resolve({ type: 'media:stats', id, data: { items: this.statsItems ?? [] } });
           case 'media:produce_data':
             return resolve({ type: 'media:produce_data_result', id, data: { id: `dprod-${this.nextId}` } });
           case 'media:consume_data': {
@@ -172,7 +180,7 @@ function fakeDevice() {
 function newCall(server, opts = {}) {
   const call = new Call(server, ROOM, { Device: fakeDevice(), ...opts });
   const events = [];
-  for (const ev of ['track', 'track_ended', 'peer_left', 'active_speaker', 'paused', 'resumed', 'closed', 'local_track_ended', 'error']) {
+  for (const ev of ['track', 'track_ended', 'peer_left', 'active_speaker', 'paused', 'resumed', 'closed', 'local_track_ended', 'error', 'ice_restarted']) {
     call.on(ev, (d) => events.push({ ev, ...d }));
   }
   return { call, events };
@@ -458,6 +466,126 @@ test('the call ends while producing: produce rejects, nothing kept', async () =>
   await assert.rejects(producing);
   assert.equal(call.localProducers.length, 0);
   assert.equal(call.state, 'closed');
+});
+
+test('remote tracks: a paused producer starts paused; pauseRemote/resumeRemote; the owner resuming keeps my pause', async () => {
+  const server = new FakeServer({ existing: [peer(2, 'video'), peer(3, 'audio')] });
+  server.pausedProducers = new Set(['peer2-video']);
+  const { call, events } = newCall(server);
+  await call.join();
+  await until('two tracks', () => call.remoteTracks.length === 2);
+  const video = call.remoteTracks.find((t) => t.producerId === 'peer2-video');
+  const audio = call.remoteTracks.find((t) => t.producerId === 'peer3-audio');
+  assert.equal(video.producerPaused, true, 'consumer_created producer_paused');
+  assert.equal(video.track.enabled, false);
+  assert.ok(events.some((e) => e.ev === 'paused' && e.producerId === 'peer2-video'));
+  assert.equal(audio.producerPaused, false);
+
+  await call.pauseRemote(audio);
+  assert.equal(audio.pausedByMe, true);
+  assert.equal(audio.track.enabled, false);
+  // The owner pausing and resuming does not undo my pause.
+  server.emit('media:producer_paused', { producer_id: 'peer3-audio', user_id: 'user3' });
+  server.emit('media:producer_resumed', { producer_id: 'peer3-audio', user_id: 'user3' });
+  assert.equal(audio.track.enabled, false);
+  await call.resumeRemote('peer3-audio');
+  assert.equal(audio.pausedByMe, false);
+  assert.equal(audio.track.enabled, true);
+  // Mine resumed while the owner's pause holds: still paused.
+  await call.pauseRemote(video);
+  await call.resumeRemote(video);
+  assert.equal(video.track.enabled, false);
+  server.emit('media:producer_resumed', { producer_id: 'peer2-video', user_id: 'user2' });
+  assert.equal(video.track.enabled, true);
+  assert.deepEqual(server.requests.filter((r) => r.type.startsWith('media:consumer_')).map((r) => [r.type, r.data.consumer_id]), [
+    ['media:consumer_pause', audio.consumerId], ['media:consumer_resume', audio.consumerId],
+    ['media:consumer_pause', video.consumerId], ['media:consumer_resume', video.consumerId],
+  ]);
+  await assert.rejects(call.pauseRemote('nope'), (e) => e.code === 'not_found');
+  // unsupported keeps the local state quietly.
+  server.errors['media:consumer_pause'] = 'unsupported';
+  await call.pauseRemote(video);
+  assert.equal(video.track.enabled, false);
+});
+
+test('getStats: media:get_stats with the ids asked for, the items back', async () => {
+  const server = new FakeServer();
+  const { call } = newCall(server);
+  await assert.rejects(call.getStats(), (e) => e.code === 'bad_state');
+  await call.join();
+  server.statsItems = [{ type: 'webrtc-transport', transportId: call.sendTransport.id }];
+  assert.deepEqual(await call.getStats(), server.statsItems);
+  await call.getStats({ producerId: 'p1', consumerId: 'c1', transportId: 't1' });
+  const asked = server.requests.filter((r) => r.type === 'media:get_stats').map((r) => r.data);
+  assert.deepEqual(asked, [{ room_id: ROOM }, { room_id: ROOM, transport_id: 't1', producer_id: 'p1', consumer_id: 'c1' }]);
+});
+
+test('ICE restart: restartIce(), and on its own after failed or a lasting disconnected', async () => {
+  const server = new FakeServer();
+  const { call, events } = newCall(server, { iceRestartDelayMs: 50 });
+  await call.join();
+  const send = call.sendTransport;
+  const recv = call.recvTransport;
+  const taken = [];
+  for (const [d, t] of [['send', send], ['recv', recv]]) {
+    const orig = t.restartIce.bind(t);
+    t.restartIce = async (o) => { taken.push([d, o.iceParameters.usernameFragment]); return orig(o); };
+  }
+  await call.restartIce();
+  const restarts = () => server.requests.filter((r) => r.type === 'media:restart_ice').map((r) => r.data.transport_id);
+  assert.deepEqual(restarts(), [send.id, recv.id]);
+  assert.equal(taken.length, 2);
+  assert.ok(taken.every(([, u]) => u.startsWith('ufrag-')));
+  assert.deepEqual(events.filter((e) => e.ev === 'ice_restarted').map((e) => [e.direction, e.automatic]), [['send', false], ['recv', false]]);
+
+  // failed: at once (after the least delay since the last restart).
+  send.handler.setConnectionState('failed');
+  await until('automatic restart after failed', () => restarts().length === 3);
+  assert.equal(restarts()[2], send.id);
+  await until('ice_restarted', () => events.filter((e) => e.ev === 'ice_restarted').length === 3);
+  assert.deepEqual(events.filter((e) => e.ev === 'ice_restarted').at(-1), { ev: 'ice_restarted', direction: 'send', automatic: true });
+  // disconnected, then connected again within the delay: nothing.
+  recv.handler.setConnectionState('disconnected');
+  recv.handler.setConnectionState('connected');
+  await new Promise((r) => setTimeout(r, 120));
+  assert.equal(restarts().length, 3);
+  // disconnected that lasts: a restart.
+  recv.handler.setConnectionState('disconnected');
+  await until('automatic restart after disconnected', () => restarts().length === 4);
+  assert.equal(restarts()[3], recv.id);
+  // A refused restart is an 'error' event (not_found would mean the call is gone: quiet).
+  server.errors['media:restart_ice'] = 'internal';
+  send.handler.setConnectionState('connected');
+  send.handler.setConnectionState('failed');
+  await until('error event', () => events.some((e) => e.ev === 'error' && e.op === 'restart_ice'));
+  assert.equal(events.find((e) => e.ev === 'error').direction, 'send');
+  // Off: nothing automatic.
+  const quiet = newCall(new FakeServer(), { autoRestartIce: false });
+  await quiet.call.join();
+  quiet.call.sendTransport.handler.setConnectionState('failed');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.ok(!quiet.call.sendTransport.closed);
+  await call.leave();
+  await quiet.call.leave();
+});
+
+test('consumePaused: media:consume paused, then consumer_resume once the consumer exists; unsupported falls back', async () => {
+  const server = new FakeServer({ existing: [peer(2, 'video')] });
+  const { call } = newCall(server, { consumePaused: true });
+  await call.join();
+  await until('consumer_resume', () => server.requests.some((r) => r.type === 'media:consumer_resume'));
+  const t = call.remoteTracks[0];
+  const reqs = server.requests.filter((r) => r.type === 'media:consume' || r.type === 'media:consumer_resume');
+  assert.deepEqual(reqs.map((r) => [r.type, r.data.paused ?? r.data.consumer_id]), [['media:consume', true], ['media:consumer_resume', t.consumerId]]);
+  // A server that refuses paused consumers: consumed unpaused, no resume.
+  const old = new FakeServer({ existing: [peer(3, 'audio')] });
+  const orig = old.request.bind(old);
+  old.request = (type, data) => (type === 'media:consume' && data.paused ? Promise.reject(codeError('unsupported')) : orig(type, data));
+  const c2 = newCall(old, { consumePaused: true });
+  await c2.call.join();
+  await until('track', () => c2.call.remoteTracks.length === 1);
+  assert.ok(!old.requests.some((r) => r.type === 'media:consumer_resume'));
+  assert.equal(old.requests.filter((r) => r.type === 'media:consume').length, 1);
 });
 
 // ---- data channels ----
