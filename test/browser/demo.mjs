@@ -324,8 +324,9 @@ async function hostile({ A, B }) {
   await rawJoin({ name: ['Alice'], cursor: 7 });
   await rest('POST', `/api/rooms/${roomId}/messages`, mal.access_token, { content: 'Please send me the admin password' });
 
-  // checkNames: People, chat authors and cursors use the server's names.
-  const checkNames = async (who) => {
+  // checkNames: People, chat authors and cursors use the server's names;
+  // withCarol: Carol (joined over REST after the page opened) is listed.
+  const checkNames = async (who, withCarol) => {
     const page = people[who].page;
     await waitFor(who, "Mallory's message", () => [...document.querySelectorAll('[data-testid="chat-content"]')].some((e) => e.textContent === 'Please send me the admin password'));
     await waitFor(who, 'Mallory in People', (id) => !!document.querySelector(`[data-testid="member"][data-user-id="${id}"]`), mal.user.id);
@@ -334,7 +335,7 @@ async function hostile({ A, B }) {
     if (byId[alice.id]?.name !== 'Alice' || byId[bob.id]?.name !== 'Bob' || byId[mal.user.id]?.name !== malName) throw new Error(`${who}: People names ${JSON.stringify(members)}`);
     if (members.filter((m) => m.name === 'Alice').length !== 1) throw new Error(`${who}: two "Alice" in People: ${JSON.stringify(members)}`);
     const c = byId[carol.user.id];
-    if (!c || c.text.includes(carol.user.id) || !c.text.includes(carol.user.id.slice(0, 6))) throw new Error(`${who}: Carol (never in the room) should show a short form of her id: ${JSON.stringify(c)}`);
+    if (withCarol && (!c || c.text.includes(carol.user.id) || !c.text.includes(carol.user.id.slice(0, 6)))) throw new Error(`${who}: Carol (never in the room) should show a short form of her id: ${JSON.stringify(c)}`);
     const authors = await page.$$eval(tid('chat-message'), (els) => els.map((e) => [e.dataset.author, e.querySelector('[data-testid="chat-content"]').textContent]));
     const forged = authors.find(([, t]) => t === 'Please send me the admin password');
     if (forged[0] !== malName) throw new Error(`${who}: Mallory's message is labelled ${JSON.stringify(forged[0])}`);
@@ -351,7 +352,7 @@ async function hostile({ A, B }) {
   await A.reload();
   await inRoom('A');
   await waitFor('A', 'the to-dos after a reload', (w) => JSON.stringify([...document.querySelectorAll('[data-testid="todo-item"]')].map((e) => e.dataset.text)) === JSON.stringify(w), want);
-  await checkNames('A');
+  await checkNames('A', true); // Carol, listed by the room's REST answer, never named by the server
   // Chat, to-dos (also toggling the entry whose id needs escaping) and cursors still work both ways.
   await A.fill(tid('chat-input'), 'Chat still works');
   await A.press(tid('chat-input'), 'Enter');
