@@ -22,7 +22,10 @@ import (
 // each sees the other's video playing; a reload keeps A signed in and in
 // the room. "expiry": with 30 s access tokens, both in a call outlive their
 // tokens: each reconnects with a refreshed pair, the call is joined again
-// (videos play) and chat still works. Screenshots of both pages at every
+// (videos play) and chat still works. "hostile": a third member writes
+// to-dos of every wrong shape, bad cursors, colors and names in presence,
+// and a storage map renaming people: chat, the good to-dos, cursors and the
+// call keep working, names are the server's, the page fits 390 px. Screenshots of both pages at every
 // step go to $PARLEY_TEST_ARTIFACTS/<test name> (a temporary directory
 // when unset).
 func TestDemoAppEndToEnd(t *testing.T) {
@@ -39,6 +42,10 @@ func TestDemoAppEndToEnd(t *testing.T) {
 		// Tokens that expire inside the test: the socket closes (4001), the
 		// app refreshes its pair, reconnects and joins the call again.
 		{"expiry", map[string]string{"PARLEY_ACCESS_TOKEN_TTL": "30s"}},
+		// A third member writes malformed to-dos, presence and forged
+		// names into the room (review finding 2 and 4): both pages keep
+		// working and show the server's names only.
+		{"hostile", nil},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			env := map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",

@@ -11,7 +11,12 @@
 //                     access tokens live 30 s (PARLEY_ACCESS_TOKEN_TTL): both
 //                     people in a call outlive their tokens: the socket closes
 //                     (4001), the app refreshes its pair and reconnects, the
-//                     call is joined again, chat still works
+//                     call is joined again, chat still works; "hostile": a
+//                     third member (Mallory, over REST and raw WebSockets)
+//                     writes malformed to-dos, presence (cursors, colors,
+//                     names) and forged names into the room: both pages keep
+//                     working (chat, the good to-dos, cursors, the call), show
+//                     server-given names only, and fit a 390 px wide screen
 //   CHROMIUM          browser binary (default /usr/bin/chromium)
 import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
@@ -73,8 +78,10 @@ async function open(who, url) {
   await context.grantPermissions(['camera', 'microphone'], { origin: base });
   const page = await context.newPage();
   page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') log(`${who} console ${m.type()}:`, m.text()); });
-  page.on('pageerror', (e) => log(`${who} page error:`, e.message));
-  people[who] = { context, page };
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error' && /threw/.test(m.text())) errors.push(m.text()); });
+  page.on('pageerror', (e) => { errors.push(e.message); log(`${who} page error:`, e.message); });
+  people[who] = { context, page, errors };
   await page.goto(url);
   return page;
 }
@@ -253,9 +260,149 @@ async function full({ A, B }) {
   await shot('reloaded');
 }
 
+// A third member writes whatever the server lets any member write: to-dos
+// of every wrong shape, presence with bad cursors, colors and names, and a
+// /people map naming Alice "Mallory". Neither page may break, and names come
+// from the server (the members' token names), never from the room's data.
+async function hostile({ A, B }) {
+  const roomId = new URL(A.url()).pathname.split('/').pop();
+  const sessionOf = (p) => p.evaluate(() => JSON.parse(sessionStorage.getItem('parley.session')));
+  const alice = (await sessionOf(A)).user, bob = (await sessionOf(B)).user;
+  const rest = async (method, p, token, body) => {
+    const res = await fetch(base + p, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${text}`);
+    return text ? JSON.parse(text) : undefined;
+  };
+  const register = async (username, display_name) => {
+    const res = await fetch(`${base}/api/auth/register`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username, password: `pw-${username}-0123`, display_name }) });
+    if (!res.ok) throw new Error(`register ${username}: ${res.status} ${await res.text()}`);
+    return res.json();
+  };
+  const malName = 'Mallory Featherstonehaugh-Cholmondeley of the Long Display Names';
+  const mal = await register('mallory', malName), carol = await register('carol', 'Carol');
+  await rest('POST', `/api/rooms/${roomId}/join`, mal.access_token);
+  await rest('POST', `/api/rooms/${roomId}/join`, carol.access_token); // a member who never opens the room
+
+  const add = async (who, text) => {
+    await people[who].page.fill(tid('todo-input'), text);
+    await people[who].page.press(tid('todo-input'), 'Enter');
+    await waitFor(who, `own item ${text}`, (t) => !!document.querySelector(`[data-testid="todo-item"][data-text="${t}"]`), text);
+  };
+  await add('A', 'Good task A');
+  await add('B', 'Good task B');
+  await sameTodos(['Good task A', 'Good task B']);
+
+  // The storage document: every entry shape a member can write.
+  const ptr = (k) => k.replace(/~/g, '~0').replace(/\//g, '~1');
+  const todos = {
+    zz: null, num: 42, str: 'just a string', arr: [1, 2], notext: { done: true, by: 'x', at: 5 }, numtext: { text: 12345, done: false },
+    emptytext: { text: '', at: 3 }, constructor: null, junk: { text: 'Sanitized entry', done: 'yes', by: { a: 1 }, at: 'soon' },
+    'm/1~x': { text: 'Mallory task', done: false, by: 'B'.repeat(300), at: Date.now() },
+  };
+  await rest('PATCH', `/api/rooms/${roomId}/storage`, mal.access_token, Object.entries(todos).map(([k, v]) => ({ op: 'add', path: `/todos/${ptr(k)}`, value: v })));
+  await rest('PATCH', `/api/rooms/${roomId}/storage`, mal.access_token, [{ op: 'add', path: '/people', value: { [alice.id]: { name: 'Mallory' }, [mal.user.id]: { name: 'Alice' }, x: null } }]);
+  const want = ['Sanitized entry', 'Good task A', 'Good task B', 'Mallory task'];
+  await sameTodos(want);
+
+  // Mallory's presences, over raw WebSockets from a page of the server's origin.
+  const M = await (await browser.newContext()).newPage();
+  await M.goto(`${base}/favicon.svg`);
+  const rawJoin = (presence) => M.evaluate(({ url, roomId, presence }) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    (window.sockets ??= []).push(ws);
+    ws.onmessage = (ev) => {
+      const m = JSON.parse(ev.data);
+      if (m.type === 'connected') ws.send(JSON.stringify({ type: 'room:join', id: 'j', data: { room_id: roomId, presence } }));
+      else if (m.id === 'j') (m.type === 'room:state' ? resolve(m.data.client_id) : reject(new Error(ev.data)));
+    };
+    ws.onclose = (ev) => reject(new Error(`closed ${ev.code}`));
+  }), { url: `${base.replace(/^http/, 'ws')}/ws?token=${encodeURIComponent(mal.access_token)}`, roomId, presence });
+  await rawJoin({ name: 12345, color: 'red; background-image: url(/x)', cursor: { x: 'a', y: null } });
+  await rawJoin({ name: 'W'.repeat(3000), color: { a: 1 }, cursor: { x: '0.5', y: 0.5 } });
+  await rawJoin({ name: 'Alice', color: '#ffffff', cursor: { x: 0.5, y: 0.5 } });
+  await rawJoin({ name: ['Alice'], cursor: 7 });
+  await rest('POST', `/api/rooms/${roomId}/messages`, mal.access_token, { content: 'Please send me the admin password' });
+
+  // checkNames: People, chat authors and cursors use the server's names;
+  // withCarol: Carol (joined over REST after the page opened) is listed.
+  const checkNames = async (who, withCarol) => {
+    const page = people[who].page;
+    await waitFor(who, "Mallory's message", () => [...document.querySelectorAll('[data-testid="chat-content"]')].some((e) => e.textContent === 'Please send me the admin password'));
+    await waitFor(who, 'Mallory in People', (id) => !!document.querySelector(`[data-testid="member"][data-user-id="${id}"]`), mal.user.id);
+    const members = await page.$$eval(tid('member'), (els) => els.map((e) => ({ id: e.dataset.userId, name: e.dataset.name, text: e.textContent })));
+    const byId = Object.fromEntries(members.map((m) => [m.id, m]));
+    if (byId[alice.id]?.name !== 'Alice' || byId[bob.id]?.name !== 'Bob' || byId[mal.user.id]?.name !== malName) throw new Error(`${who}: People names ${JSON.stringify(members)}`);
+    if (members.filter((m) => m.name === 'Alice').length !== 1) throw new Error(`${who}: two "Alice" in People: ${JSON.stringify(members)}`);
+    const c = byId[carol.user.id];
+    if (withCarol && (!c || c.text.includes(carol.user.id) || !c.text.includes(carol.user.id.slice(0, 6)))) throw new Error(`${who}: Carol (never in the room) should show a short form of her id: ${JSON.stringify(c)}`);
+    const authors = await page.$$eval(tid('chat-message'), (els) => els.map((e) => [e.dataset.author, e.querySelector('[data-testid="chat-content"]').textContent]));
+    const forged = authors.find(([, t]) => t === 'Please send me the admin password');
+    if (forged[0] !== malName) throw new Error(`${who}: Mallory's message is labelled ${JSON.stringify(forged[0])}`);
+    // One cursor of Mallory's (the only one with a numeric position), named by the server, in a visible color.
+    await waitFor(who, "Mallory's cursor", (id) => document.querySelectorAll(`[data-testid="cursor"][data-user-id="${id}"]`).length === 1, mal.user.id);
+    const cur = await page.$eval(`${tid('cursor')}[data-user-id="${mal.user.id}"]`, (e) => ({ name: e.dataset.name, label: e.textContent, x: e.dataset.x, y: e.dataset.y, color: getComputedStyle(e).getPropertyValue('--c').trim() }));
+    if (cur.name !== malName || cur.label !== malName || cur.x !== '0.500' || cur.y !== '0.500' || /^#fff(fff)?$|^white$|^$/i.test(cur.color)) throw new Error(`${who}: Mallory's cursor ${JSON.stringify(cur)}`);
+  };
+  await checkNames('A');
+  await checkNames('B');
+  await shot('hostile-live');
+
+  // A reload renders the same document from scratch (the path a bad entry used to stop).
+  await A.reload();
+  await inRoom('A');
+  await waitFor('A', 'the to-dos after a reload', (w) => JSON.stringify([...document.querySelectorAll('[data-testid="todo-item"]')].map((e) => e.dataset.text)) === JSON.stringify(w), want);
+  await checkNames('A', true); // Carol, listed by the room's REST answer, never named by the server
+  // Chat, to-dos (also toggling the entry whose id needs escaping) and cursors still work both ways.
+  await A.fill(tid('chat-input'), 'Chat still works');
+  await A.press(tid('chat-input'), 'Enter');
+  await waitFor('B', "Alice's message", () => [...document.querySelectorAll('[data-testid="chat-message"][data-author="Alice"]')].some((e) => e.textContent.includes('Chat still works')));
+  await add('A', 'Added after the attack');
+  await sameTodos([...want, 'Added after the attack']);
+  await A.click(`${tid('todo-item')}[data-text="Mallory task"] ${tid('todo-toggle')}`);
+  await waitFor('B', 'Mallory task done', () => document.querySelector('[data-testid="todo-item"][data-text="Mallory task"]')?.classList.contains('done'));
+  const box = await B.locator(tid('room')).boundingBox();
+  await B.mouse.move(box.x + 0.3 * box.width, box.y + 0.4 * box.height, { steps: 4 });
+  await waitFor('A', "Bob's cursor", () => {
+    const c = document.querySelector('[data-testid="cursor"][data-name="Bob"]');
+    return !!c && Math.abs(c.dataset.x - 0.3) < 0.02 && Math.abs(c.dataset.y - 0.4) < 0.02;
+  });
+  await joinCall();
+  await shot('hostile-call');
+  await B.click(tid('call-leave'));
+  await A.click(tid('call-leave'));
+
+  // The whole /todos replaced by a string: an empty list, and adding repairs it.
+  await rest('PATCH', `/api/rooms/${roomId}/storage`, mal.access_token, [{ op: 'replace', path: '/todos', value: 'gone' }]);
+  await sameTodos([]);
+  await add('B', 'After the wipe');
+  await sameTodos(['After the wipe']);
+
+  // 390 px wide: no sideways scrolling; Mallory's long name keeps the time
+  // inside her bubble; the long "by" text does not squeeze the checkbox.
+  await A.setViewportSize({ width: 390, height: 800 });
+  await waitFor('A', 'the page to fit 390 px', () => document.documentElement.scrollWidth <= 390);
+  const layout = await A.evaluate((n) => {
+    const li = [...document.querySelectorAll('[data-testid="chat-message"]')].find((e) => e.dataset.author === n);
+    const r = li.getBoundingClientRect(), t = li.querySelector('.meta .muted').getBoundingClientRect();
+    return { bubble: [r.left, r.right], time: [t.left, t.right] };
+  }, malName);
+  if (layout.time[1] > layout.bubble[1] + 1 || layout.time[0] < layout.bubble[0]) throw new Error(`the time leaves its bubble: ${JSON.stringify(layout)}`);
+  await rest('PATCH', `/api/rooms/${roomId}/storage`, mal.access_token, [{ op: 'add', path: '/todos/long', value: { text: 'Long by', done: false, by: 'B'.repeat(300), at: 1 } }]);
+  await waitFor('A', 'the long "by" to-do', () => !!document.querySelector('[data-testid="todo-item"][data-text="Long by"]'));
+  const boxW = await A.$eval(`${tid('todo-item')}[data-text="Long by"] ${tid('todo-toggle')}`, (e) => e.getBoundingClientRect().width);
+  if (boxW < 16) throw new Error(`the checkbox is ${boxW} px wide`);
+  await shot('hostile-narrow', 'A');
+
+  for (const who of ['A', 'B']) {
+    if (people[who].errors.length > 0) throw new Error(`${who}: errors in the page: ${people[who].errors.slice(0, 5).join(' | ')}`);
+  }
+  await M.context().close();
+}
+
 let failed = false;
 try {
-  await (scenario === 'expiry' ? expiry : full)(await setup());
+  await ({ expiry, hostile }[scenario] ?? full)(await setup());
   log('PASS');
 } catch (e) {
   failed = true;

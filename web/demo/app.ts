@@ -18,6 +18,66 @@ const wsURL = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.hos
 const palette = ['#e11d48', '#d97706', '#059669', '#0284c7', '#7c3aed', '#db2777', '#0d9488', '#4f46e5'];
 const colorOf = (id: string) => palette[[...id].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7) % palette.length];
 const newId = () => Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
+const ROOM_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+// --- untrusted input. The room's document and everyone's presence are
+// written by any member, and answers and frames come from the network:
+// every value is checked before use, and a bad one is skipped or replaced,
+// never allowed to throw.
+const STATUSES = new Set<string>(['online', 'idle', 'dnd', 'offline', 'invisible']);
+const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const field = (o: unknown, k: string): unknown => (isObj(o) && Object.hasOwn(o, k) ? o[k] : undefined);
+const str = (o: unknown, k: string): string | undefined => { const v = field(o, k); return typeof v === 'string' ? v : undefined; };
+const clip = (s: string, n: number) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+const asStatus = (v: unknown): Status | null => (typeof v === 'string' && STATUSES.has(v) ? (v as Status) : null);
+/** A stable short form of a user id (ids are UUIDs for accounts, any string for minted tokens). */
+const shortId = (uid: string) => (uid.replace(/[^A-Za-z0-9]/g, '') || uid).slice(0, 6);
+/** One JSON Pointer segment (RFC 6901): to-do ids are keys any member chose. */
+const ptr = (k: string) => k.replace(/~/g, '~0').replace(/\//g, '~1');
+
+function asTodo(v: unknown): Todo | null {
+  const text = str(v, 'text');
+  if (text === undefined || text.trim() === '') return null;
+  const at = field(v, 'at');
+  return { text: clip(text, 1000), done: field(v, 'done') === true, by: clip(str(v, 'by') ?? '', 100), at: typeof at === 'number' && Number.isFinite(at) ? at : 0 };
+}
+
+function asCursor(v: unknown): { x: number; y: number } | null {
+  const x = field(v, 'x'), y = field(v, 'y');
+  if (typeof x !== 'number' || typeof y !== 'number' || !Number.isFinite(x) || !Number.isFinite(y)) return null;
+  return { x: Math.min(1, Math.max(0, x)), y: Math.min(1, Math.max(0, y)) };
+}
+
+/** A presence color: #rgb or #rrggbb dark enough for the white label text on it, else fallback. */
+function asColor(v: unknown, fallback: string): string {
+  const m = typeof v === 'string' ? /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.exec(v) : null;
+  if (!m) return fallback;
+  const hex = m[1].length === 3 ? [...m[1]].map((c) => c + c).join('') : m[1];
+  const [r, g, b] = [0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16) / 255).map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+  const luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  return luminance <= 0.35 ? `#${hex.toLowerCase()}` : fallback; // white on it: contrast at least 3:1
+}
+
+function asMessage(v: unknown): Message | null {
+  for (const k of ['id', 'room_id', 'author_id', 'content', 'created_at']) if (str(v, k) === undefined) return null;
+  const nonce = field(v, 'nonce');
+  if (nonce !== undefined && nonce !== null && typeof nonce !== 'string') return null;
+  return v as unknown as Message;
+}
+
+/** guard wraps a render function or event handler: a failure is logged, the page carries on. */
+function guard<A extends unknown[]>(what: string, fn: (...a: A) => void): (...a: A) => void {
+  return (...a: A) => {
+    try {
+      fn(...a);
+    } catch (e) {
+      console.warn(`parley demo: ${what} failed`, e);
+    }
+  };
+}
+
+/** Names the server gave room members (their token's name), by user id, for this page's lifetime. */
+const serverNames = new Map<string, string>();
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, ...kids: (Node | string)[]) {
   const e = document.createElement(tag);
@@ -42,7 +102,15 @@ function errText(e: unknown) {
 }
 
 // --- session: the token pair lives in sessionStorage; refreshed before expiry.
-let session: Session | null = JSON.parse(sessionStorage.getItem('parley.session') ?? 'null');
+let session: Session | null = (() => {
+  try {
+    const s: unknown = JSON.parse(sessionStorage.getItem('parley.session') ?? 'null');
+    const u = field(s, 'user');
+    return str(s, 'access') !== undefined && str(s, 'refresh') !== undefined && str(u, 'id') !== undefined ? (s as Session) : null;
+  } catch {
+    return null;
+  }
+})();
 const authApi = new ParleyAPI({ baseUrl: base });
 let refreshing: Promise<string> | null = null;
 
@@ -73,7 +141,12 @@ function ensureClient() {
   if (client) return client;
   const c = new ParleyClient({ url: wsURL, getToken });
   client = c;
-  c.on('presence:update', (d) => { statuses.set(d.user_id, d.presence); statusListeners.forEach((f) => f()); });
+  c.on('presence:update', (d) => {
+    const uid = str(d, 'user_id'), st = asStatus(field(d, 'presence'));
+    if (uid === undefined || !st) return;
+    statuses.set(uid, st);
+    statusListeners.forEach((f) => f());
+  });
   c.on('connected', () => {
     connects++;
     const pill = document.querySelector<HTMLElement>('[data-testid="conn-state"]');
@@ -204,14 +277,17 @@ async function showRooms() {
   const v = mount('tpl-rooms');
   const list = $('[data-testid="room-list"]', v);
   try {
-    const page = await api.rooms.list();
-    for (const r of page.items) {
+    const page: unknown = await api.rooms.list();
+    const items = field(page, 'items');
+    const rooms = (Array.isArray(items) ? items : []).filter((r) => ROOM_ID.test(str(r, 'id') ?? '') && str(r, 'name') !== undefined) as { id: string; name: string; open?: unknown }[];
+    for (const r of rooms) {
+      const avatar = el('span', { class: 'avatar' }, ([...r.name][0] ?? '#').toUpperCase());
+      avatar.style.background = colorOf(r.id);
       list.append(el('li', {}, el('a', { href: `/rooms/${r.id}`, 'data-link': '', 'data-testid': 'room-link', class: 'room-link' },
-        el('span', { class: 'avatar' }, (r.name[0] ?? '#').toUpperCase()), el('span', {}, r.name),
-        el('span', { class: 'muted small' }, r.open ? 'open' : 'members only'))));
+        avatar, el('span', { class: 'room-name' }, clip(r.name, 200)),
+        el('span', { class: 'muted small' }, r.open === true ? 'open' : 'members only'))));
     }
-    list.querySelectorAll<HTMLElement>('.avatar').forEach((a, i) => { a.style.background = colorOf(page.items[i].id); });
-    $('[data-testid="rooms-empty"]', v).hidden = page.items.length > 0;
+    $('[data-testid="rooms-empty"]', v).hidden = rooms.length > 0;
   } catch (e) { toast(errText(e)); }
   const form = $<HTMLFormElement>('[data-testid="room-create-form"]', v);
   form.addEventListener('submit', async (ev) => {
@@ -258,7 +334,7 @@ async function showRoom(roomId: string) {
     if (c.state !== 'connected') await new Promise<void>((res) => { const off = c.on('connected', () => { off(); res(); }); });
     if (closed) return;
     // initialStorage is written only by the first joiner of an empty room.
-    room = await c.joinRoom(roomId, { presence: { name: myName, color: colorOf(me.id), cursor: null }, initialStorage: { todos: {}, people: {} } });
+    room = await c.joinRoom(roomId, { presence: { name: myName, color: colorOf(me.id), cursor: null }, initialStorage: { todos: {} } });
   } catch (e) {
     toast(`Could not open the room: ${errText(e)}`);
     go('/rooms', true);
@@ -266,180 +342,251 @@ async function showRoom(roomId: string) {
   }
   if (closed) { room.leave().catch(() => {}); return; }
   const r = room;
-  $('[data-testid="room-title"]', v).textContent = info.name;
-  document.title = `${info.name} · Parley`;
+  const roomName = clip(str(info, 'name') || roomId, 200);
+  $('[data-testid="room-title"]', v).textContent = roomName;
+  document.title = `${roomName} · Parley`;
   const typer = c.typing(roomId);
   typing = typer;
-
-  // Names of everyone who ever joined, kept in storage, so that chat authors
-  // stay named when they are offline. A room whose document predates the
-  // app gets the missing keys.
-  if (r.storage.todos === undefined || r.storage.people === undefined) {
-    const ops: JsonPatchOp[] = [];
-    if (r.storage.todos === undefined) ops.push({ op: 'add', path: '/todos', value: {} });
-    if (r.storage.people === undefined) ops.push({ op: 'add', path: '/people', value: {} });
-    await r.patch(ops, { undoable: false }).catch(() => {});
-  }
-  if (r.storage.people?.[me.id]?.name !== myName) {
-    r.patch([{ op: 'add', path: `/people/${me.id}`, value: { name: myName } }], { undoable: false }).catch(() => {});
-  }
-  const memberIds = new Set<string>(info.members ?? []);
-  const nameOf = (uid: string) => {
-    for (const m of r.members.values()) if (m.user_id === uid) return (m.presence as Presence)?.name ?? m.name ?? uid;
-    return r.storage.people?.[uid]?.name ?? uid;
+  // Each part of the room is set up on its own: one that fails (a bug, or
+  // data nobody foresaw) leaves the others working.
+  const section = (what: string, fn: () => void) => {
+    try {
+      fn();
+    } catch (e) {
+      console.warn(`parley demo: the ${what} could not be set up`, e);
+      toast(`Part of the room (${what}) could not be shown.`);
+    }
   };
+
+  // Names. Only the server's: each member's name in room:state/room:joined
+  // (from their token), kept for this page once seen, and mine from my
+  // account. Presence and the room's document are written by members and
+  // would let anyone name themselves, or others, as they like. Someone the
+  // server has not named (a member who is not here now) shows as a short
+  // form of their user id.
+  const memberIds = new Set<string>();
+  const infoMembers = field(info, 'members');
+  if (Array.isArray(infoMembers)) for (const u of infoMembers) if (typeof u === 'string' && u !== '') memberIds.add(u);
+  const learnNames = () => {
+    for (const m of r.members.values()) {
+      const n = typeof m.name === 'string' ? m.name.trim() : '';
+      if (n !== '' && m.user_id !== me.id) serverNames.set(m.user_id, clip(n, 80));
+    }
+  };
+  const known = (uid: string) => uid === me.id || serverNames.has(uid);
+  const nameOf = (uid: string) => {
+    const n = uid === me.id ? clip(myName, 80) : serverNames.get(uid);
+    if (n === undefined) return `user ${shortId(uid)}`;
+    // Display names are not unique: tell people who share one apart.
+    const lower = n.toLowerCase();
+    const twin = (uid !== me.id && myName.toLowerCase() === lower) || [...serverNames].some(([id, other]) => id !== uid && other.toLowerCase() === lower);
+    return twin ? `${n} · ${shortId(uid)}` : n;
+  };
+  const label = (e: HTMLElement, uid: string, suffix = '') => {
+    e.textContent = nameOf(uid) + suffix;
+    e.classList.toggle('unknown', !known(uid));
+    e.title = known(uid) ? nameOf(uid) : `Not in this room now (user id ${uid})`;
+    return e;
+  };
+  learnNames();
 
   // People and their status dots.
   const peopleEl = $('[data-testid="people"]', v);
-  const renderPeople = () => {
+  const renderPeople = guard('people', () => {
     const live = new Set([...r.members.values()].map((m) => m.user_id));
     const ids = [...new Set([...memberIds, ...live])].sort((a, b) => nameOf(a).localeCompare(nameOf(b)));
     peopleEl.replaceChildren(...ids.map((uid) => {
       const st = uid === me.id ? myStatus : statuses.get(uid) ?? (live.has(uid) ? 'online' : 'offline');
-      return el('li', { 'data-testid': 'member', 'data-name': nameOf(uid), 'data-user-id': uid },
+      return el('li', { 'data-testid': 'member', 'data-name': nameOf(uid), 'data-user-id': uid, 'data-known': String(known(uid)) },
         el('span', { class: 'dot', 'data-testid': 'status-dot', 'data-status': st, title: st }),
-        el('span', { class: 'name' }, nameOf(uid) + (uid === me.id ? ' (you)' : '')),
+        label(el('span', { class: 'name' }), uid, uid === me.id ? ' (you)' : ''),
         el('span', { class: 'muted small' }, live.has(uid) ? 'here' : ''));
     }));
-  };
+  });
   const loadStatuses = async (ids: string[]) => {
     if (!ids.length) return;
-    const res = await api.presence(ids).catch(() => null);
-    for (const it of res ?? []) if (it.user_id !== me.id) statuses.set(it.user_id, it.presence);
+    const res: unknown = await api.presence(ids).catch(() => null);
+    for (const it of Array.isArray(res) ? res : []) {
+      const uid = str(it, 'user_id'), st = asStatus(field(it, 'presence'));
+      if (uid !== undefined && st && uid !== me.id) statuses.set(uid, st);
+    }
     renderPeople();
   };
-  statusListeners.add(renderPeople);
-  offs.push(() => statusListeners.delete(renderPeople));
-  const onMembers = () => {
+
+  // Live cursors: presence.cursor as fractions of the room's box, labelled
+  // with the member's server name.
+  const cursorsEl = $('[data-testid="cursors"]', v);
+  const roomEl = $('[data-testid="room"]', v);
+  const renderCursors = guard('cursors', () => {
+    const box = roomEl.getBoundingClientRect();
+    const els: HTMLElement[] = [];
+    for (const m of r.members.values()) {
+      const p: unknown = m.presence;
+      const cur = asCursor(field(p, 'cursor'));
+      if (m.client_id === r.connectionId || !cur) continue;
+      const e = el('div', { class: 'cursor', 'data-testid': 'cursor', 'data-name': nameOf(m.user_id), 'data-user-id': m.user_id, 'data-x': cur.x.toFixed(3), 'data-y': cur.y.toFixed(3) },
+        label(el('span', { class: 'label' }), m.user_id));
+      e.style.transform = `translate(${cur.x * box.width}px, ${cur.y * box.height}px)`;
+      e.style.setProperty('--c', asColor(field(p, 'color'), colorOf(m.user_id)));
+      els.push(e);
+    }
+    cursorsEl.replaceChildren(...els);
+  });
+
+  // Chat: history over REST, live message:create pushes, typing.
+  const msgs = $('[data-testid="messages"]', v);
+  const relabelChat = guard('chat names', () => {
+    for (const li of msgs.querySelectorAll<HTMLElement>('[data-testid="chat-message"]')) {
+      const uid = li.dataset.authorId ?? '';
+      li.dataset.author = nameOf(uid);
+      const b = li.querySelector<HTMLElement>('.author');
+      if (b) label(b, uid);
+    }
+  });
+  const typers = new Set<string>();
+  const typingEl = $('[data-testid="typing-indicator"]', v);
+  const renderTyping = guard('typing', () => {
+    const names = [...typers].map(nameOf);
+    typingEl.textContent = names.length === 0 ? '' : names.length === 1 ? `${names[0]} is typing…` : `${names.slice(0, -1).join(', ')} and ${names.at(-1)} are typing…`;
+  });
+
+  const onMembers = guard('members', () => {
+    learnNames();
     const fresh = [...r.members.values()].map((m) => m.user_id).filter((u) => !memberIds.has(u));
     fresh.forEach((u) => memberIds.add(u));
     void loadStatuses(fresh);
     renderPeople();
     renderCursors();
-  };
-  for (const ev of ['members', 'joined', 'left'] as const) sub(r.on(ev, onMembers));
-  void loadStatuses([...memberIds]);
-
-  // Live cursors: presence.cursor as fractions of the room's box.
-  const cursorsEl = $('[data-testid="cursors"]', v);
-  const roomEl = $('[data-testid="room"]', v);
-  const renderCursors = () => {
-    const box = roomEl.getBoundingClientRect();
-    const els: HTMLElement[] = [];
-    for (const m of r.members.values()) {
-      const p = m.presence as Presence;
-      if (m.client_id === r.connectionId || !p?.cursor) continue;
-      const cur = el('div', { class: 'cursor', 'data-testid': 'cursor', 'data-name': p.name ?? m.name ?? '', 'data-x': p.cursor.x.toFixed(3), 'data-y': p.cursor.y.toFixed(3) },
-        el('span', { class: 'label' }, p.name ?? m.name ?? 'Someone'));
-      cur.style.transform = `translate(${p.cursor.x * box.width}px, ${p.cursor.y * box.height}px)`;
-      cur.style.setProperty('--c', p.color ?? '#4f46e5');
-      els.push(cur);
-    }
-    cursorsEl.replaceChildren(...els);
-  };
-  sub(r.on('presence', renderCursors));
-  let pending: { x: number; y: number } | null | undefined, frame = 0;
-  const sendCursor = (pos: { x: number; y: number } | null) => {
-    pending = pos;
-    frame ||= requestAnimationFrame(() => { frame = 0; r.updatePresence({ cursor: pending ?? null }).catch(() => {}); });
-  };
-  const onMove = (ev: PointerEvent) => {
-    const box = roomEl.getBoundingClientRect();
-    sendCursor({ x: Math.round(((ev.clientX - box.left) / box.width) * 1000) / 1000, y: Math.round(((ev.clientY - box.top) / box.height) * 1000) / 1000 });
-  };
-  roomEl.addEventListener('pointermove', onMove);
-  roomEl.addEventListener('pointerleave', () => sendCursor(null));
-  addEventListener('resize', renderCursors);
-  offs.push(() => removeEventListener('resize', renderCursors));
-
-  // Shared to-do list: storage /todos/<id>, undo/redo of my own edits.
-  const todoList = $('[data-testid="todo-list"]', v);
-  const undoBtn = $<HTMLButtonElement>('[data-testid="undo"]', v), redoBtn = $<HTMLButtonElement>('[data-testid="redo"]', v);
-  const renderTodos = () => {
-    const todos: [string, Todo][] = Object.entries(r.storage.todos ?? {});
-    todos.sort((a, b) => a[1].at - b[1].at || a[0].localeCompare(b[0]));
-    todoList.replaceChildren(...todos.map(([id, t]) => {
-      const box = el('input', { type: 'checkbox', 'data-testid': 'todo-toggle', 'aria-label': 'Done' });
-      box.checked = t.done;
-      box.addEventListener('change', () => void r.patch([{ op: 'replace', path: `/todos/${id}/done`, value: box.checked }]).catch((e: unknown) => toast(errText(e))));
-      const del = el('button', { class: 'ghost icon', 'data-testid': 'todo-delete', 'aria-label': 'Delete', title: 'Delete' }, '×');
-      del.addEventListener('click', () => void r.patch([{ op: 'remove', path: `/todos/${id}` }]).catch((e: unknown) => toast(errText(e))));
-      return el('li', { 'data-testid': 'todo-item', 'data-text': t.text, class: t.done ? 'done' : '' },
-        el('label', {}, box, el('span', { class: 'text' }, t.text)), el('span', { class: 'by muted small' }, t.by), del);
-    }));
-    $('[data-testid="todo-empty"]', v).hidden = todos.length > 0;
-    undoBtn.disabled = !r.canUndo;
-    redoBtn.disabled = !r.canRedo;
-    if (!r.storage.people?.[me.id] && r.storage.people) renderPeople();
-  };
-  sub(r.on('storage', renderTodos));
-  renderTodos();
-  const todoForm = $<HTMLFormElement>('[data-testid="todo-form"]', v);
-  todoForm.addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    const input = $<HTMLInputElement>('[data-testid="todo-input"]', v);
-    const text = input.value.trim();
-    if (!text) return;
-    input.value = '';
-    r.patch([{ op: 'add', path: `/todos/${newId()}`, value: { text, done: false, by: myName, at: Date.now() } }]).catch((e: unknown) => toast(errText(e)));
-  });
-  const undo = () => r.undo()?.catch((e: unknown) => toast(`Undo failed: ${errText(e)}`)).finally(renderTodos);
-  const redo = () => r.redo()?.catch((e: unknown) => toast(`Redo failed: ${errText(e)}`)).finally(renderTodos);
-  undoBtn.addEventListener('click', () => void undo());
-  redoBtn.addEventListener('click', () => void redo());
-  const onKey = (ev: KeyboardEvent) => {
-    if (!(ev.ctrlKey || ev.metaKey) || (ev.target as Element).matches?.('input, textarea')) return;
-    const k = ev.key.toLowerCase();
-    if (k === 'z' && !ev.shiftKey) { ev.preventDefault(); void undo(); }
-    if ((k === 'z' && ev.shiftKey) || k === 'y') { ev.preventDefault(); void redo(); }
-  };
-  document.addEventListener('keydown', onKey);
-  offs.push(() => document.removeEventListener('keydown', onKey));
-
-  // Chat: history over REST, live message:create pushes, typing.
-  const msgs = $('[data-testid="messages"]', v);
-  const seen = new Set<string>();
-  const addMessage = (m: Message) => {
-    if (m.room_id !== roomId || seen.has(m.id) || (m.nonce && seen.has(m.nonce))) return;
-    seen.add(m.id);
-    if (m.nonce) seen.add(m.nonce);
-    const time = new Date(m.created_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-    const atBottom = msgs.scrollHeight - msgs.scrollTop - msgs.clientHeight < 40;
-    msgs.append(el('li', { 'data-testid': 'chat-message', class: m.author_id === me.id ? 'mine' : '', 'data-author': nameOf(m.author_id) },
-      el('div', { class: 'meta' }, el('b', {}, nameOf(m.author_id)), el('span', { class: 'muted small' }, time)),
-      el('div', { class: 'content', 'data-testid': 'chat-content' }, m.content)));
-    if (atBottom || m.author_id === me.id) msgs.scrollTop = msgs.scrollHeight;
-  };
-  api.messages.list(roomId, { limit: 50 }).then((page) => { [...page.items].reverse().forEach(addMessage); msgs.scrollTop = msgs.scrollHeight; })
-    .catch((e: unknown) => toast(`Chat history unavailable: ${errText(e)}`));
-  sub(c.on('message:create', (m) => addMessage(m)));
-  const typers = new Set<string>();
-  const typingEl = $('[data-testid="typing-indicator"]', v);
-  const renderTyping = () => {
-    const names = [...typers].map(nameOf);
-    typingEl.textContent = names.length === 0 ? '' : names.length === 1 ? `${names[0]} is typing…` : `${names.slice(0, -1).join(', ')} and ${names.at(-1)} are typing…`;
-  };
-  sub(c.on('typing:start', (d) => { if (d.room_id === roomId && d.user_id !== me.id) { typers.add(d.user_id); renderTyping(); } }));
-  sub(c.on('typing:stop', (d) => { if (d.room_id === roomId) { typers.delete(d.user_id); renderTyping(); } }));
-  const chatForm = $<HTMLFormElement>('[data-testid="chat-form"]', v);
-  const chatInput = $<HTMLInputElement>('[data-testid="chat-input"]', v);
-  chatInput.addEventListener('input', () => (chatInput.value ? typer.keystroke() : typer.stop()));
-  chatForm.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    const content = chatInput.value.trim();
-    if (!content) return;
-    chatInput.value = '';
-    try {
-      // { client }: no echo to this connection, and my typing indicator ends.
-      const m = await api.messages.send(roomId, { content, nonce: newId() }, { client: c });
-      addMessage(m);
-    } catch (e) { chatInput.value = content; toast(`Not sent: ${errText(e)}`); }
-    typer.stop();
+    relabelChat();
+    renderTyping();
   });
 
-  call = new CallUI(v, roomId, c, nameOf);
-  renderPeople();
-  renderCursors();
+  section('people', () => {
+    statusListeners.add(renderPeople);
+    offs.push(() => statusListeners.delete(renderPeople));
+    for (const ev of ['members', 'joined', 'left'] as const) sub(r.on(ev, onMembers));
+    void loadStatuses([...memberIds]);
+    renderPeople();
+  });
+
+  section('cursors', () => {
+    sub(r.on('presence', renderCursors));
+    let pending: { x: number; y: number } | null | undefined, frame = 0;
+    const sendCursor = (pos: { x: number; y: number } | null) => {
+      pending = pos;
+      frame ||= requestAnimationFrame(() => { frame = 0; r.updatePresence({ cursor: pending ?? null }).catch(() => {}); });
+    };
+    const onMove = (ev: PointerEvent) => {
+      const box = roomEl.getBoundingClientRect();
+      sendCursor({ x: Math.round(((ev.clientX - box.left) / box.width) * 1000) / 1000, y: Math.round(((ev.clientY - box.top) / box.height) * 1000) / 1000 });
+    };
+    roomEl.addEventListener('pointermove', onMove);
+    roomEl.addEventListener('pointerleave', () => sendCursor(null));
+    addEventListener('resize', renderCursors);
+    offs.push(() => removeEventListener('resize', renderCursors));
+    renderCursors();
+  });
+
+  // Shared to-do list: storage /todos/<id>, undo/redo of my own edits. Any
+  // member can write anything there: entries that are not to-dos are left out.
+  section('to-do list', () => {
+    const todoList = $('[data-testid="todo-list"]', v);
+    const undoBtn = $<HTMLButtonElement>('[data-testid="undo"]', v), redoBtn = $<HTMLButtonElement>('[data-testid="redo"]', v);
+    const todoMap = () => field(r.storage, 'todos');
+    const renderTodos = guard('to-do list', () => {
+      const map = todoMap();
+      const todos: [string, Todo][] = [];
+      if (isObj(map)) for (const [id, raw] of Object.entries(map)) { const t = asTodo(raw); if (t) todos.push([id, t]); }
+      todos.sort((a, b) => a[1].at - b[1].at || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+      todoList.replaceChildren(...todos.map(([id, t]) => {
+        const box = el('input', { type: 'checkbox', 'data-testid': 'todo-toggle', 'aria-label': 'Done' });
+        box.checked = t.done;
+        box.addEventListener('change', () => void r.patch([{ op: 'add', path: `/todos/${ptr(id)}/done`, value: box.checked }]).catch((e: unknown) => { toast(errText(e)); renderTodos(); }));
+        const del = el('button', { class: 'ghost icon', 'data-testid': 'todo-delete', 'aria-label': 'Delete', title: 'Delete' }, '×');
+        del.addEventListener('click', () => void r.patch([{ op: 'remove', path: `/todos/${ptr(id)}` }]).catch((e: unknown) => toast(errText(e))));
+        return el('li', { 'data-testid': 'todo-item', 'data-text': t.text, class: t.done ? 'done' : '' },
+          el('label', {}, box, el('span', { class: 'text' }, t.text)), el('span', { class: 'by muted small', title: t.by }, t.by), del);
+      }));
+      $('[data-testid="todo-empty"]', v).hidden = todos.length > 0;
+      undoBtn.disabled = !r.canUndo;
+      redoBtn.disabled = !r.canRedo;
+    });
+    sub(r.on('storage', renderTodos));
+    // A room whose document predates the app gets the list.
+    if (todoMap() === undefined) r.patch([{ op: 'add', path: '/todos', value: {} }], { undoable: false }).catch(() => {});
+    renderTodos();
+    const todoForm = $<HTMLFormElement>('[data-testid="todo-form"]', v);
+    todoForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const input = $<HTMLInputElement>('[data-testid="todo-input"]', v);
+      const text = input.value.trim();
+      if (!text) return;
+      input.value = '';
+      // /todos overwritten with something that is not a list: start a new one.
+      if (!isObj(todoMap())) r.patch([{ op: 'add', path: '/todos', value: {} }], { undoable: false }).catch(() => {});
+      r.patch([{ op: 'add', path: `/todos/${ptr(newId())}`, value: { text, done: false, by: myName, at: Date.now() } }]).catch((e: unknown) => toast(errText(e)));
+    });
+    const undo = () => r.undo()?.catch((e: unknown) => toast(`Undo failed: ${errText(e)}`)).finally(renderTodos);
+    const redo = () => r.redo()?.catch((e: unknown) => toast(`Redo failed: ${errText(e)}`)).finally(renderTodos);
+    undoBtn.addEventListener('click', () => void undo());
+    redoBtn.addEventListener('click', () => void redo());
+    const onKey = (ev: KeyboardEvent) => {
+      if (!(ev.ctrlKey || ev.metaKey) || (ev.target as Element).matches?.('input, textarea')) return;
+      const k = ev.key.toLowerCase();
+      if (k === 'z' && !ev.shiftKey) { ev.preventDefault(); void undo(); }
+      if ((k === 'z' && ev.shiftKey) || k === 'y') { ev.preventDefault(); void redo(); }
+    };
+    document.addEventListener('keydown', onKey);
+    offs.push(() => document.removeEventListener('keydown', onKey));
+  });
+
+  section('chat', () => {
+    const seen = new Set<string>();
+    const addMessage = guard('chat message', (raw: unknown) => {
+      const m = asMessage(raw);
+      if (!m || m.room_id !== roomId || seen.has(m.id) || (m.nonce && seen.has(m.nonce))) return;
+      seen.add(m.id);
+      if (m.nonce) seen.add(m.nonce);
+      const at = new Date(m.created_at);
+      const time = Number.isNaN(at.getTime()) ? '' : at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      const atBottom = msgs.scrollHeight - msgs.scrollTop - msgs.clientHeight < 40;
+      msgs.append(el('li', { 'data-testid': 'chat-message', class: m.author_id === me.id ? 'mine' : '', 'data-author': nameOf(m.author_id), 'data-author-id': m.author_id },
+        el('div', { class: 'meta' }, label(el('b', { class: 'author' }), m.author_id), el('span', { class: 'muted small time' }, time)),
+        el('div', { class: 'content', 'data-testid': 'chat-content' }, m.content)));
+      if (atBottom || m.author_id === me.id) msgs.scrollTop = msgs.scrollHeight;
+    });
+    api.messages.list(roomId, { limit: 50 }).then((page: unknown) => {
+      const items = field(page, 'items');
+      if (Array.isArray(items)) [...items].reverse().forEach(addMessage);
+      msgs.scrollTop = msgs.scrollHeight;
+    }).catch((e: unknown) => toast(`Chat history unavailable: ${errText(e)}`));
+    sub(c.on('message:create', addMessage));
+    sub(c.on('typing:start', guard('typing', (d: unknown) => {
+      const uid = str(d, 'user_id');
+      if (str(d, 'room_id') === roomId && uid !== undefined && uid !== me.id) { typers.add(uid); renderTyping(); }
+    })));
+    sub(c.on('typing:stop', guard('typing', (d: unknown) => {
+      const uid = str(d, 'user_id');
+      if (str(d, 'room_id') === roomId && uid !== undefined) { typers.delete(uid); renderTyping(); }
+    })));
+    const chatForm = $<HTMLFormElement>('[data-testid="chat-form"]', v);
+    const chatInput = $<HTMLInputElement>('[data-testid="chat-input"]', v);
+    chatInput.addEventListener('input', () => (chatInput.value ? typer.keystroke() : typer.stop()));
+    chatForm.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const content = chatInput.value.trim();
+      if (!content) return;
+      chatInput.value = '';
+      try {
+        // { client }: no echo to this connection, and my typing indicator ends.
+        const m = await api.messages.send(roomId, { content, nonce: newId() }, { client: c });
+        addMessage(m);
+      } catch (e) { chatInput.value = content; toast(`Not sent: ${errText(e)}`); }
+      typer.stop();
+    });
+  });
+
+  section('call', () => { call = new CallUI(v, roomId, c, nameOf); });
 }
 
 // --- calls: one tile per participant (camera + mic), one per screen share.
@@ -458,9 +605,10 @@ class CallUI {
     this.btn('toggle-screen').addEventListener('click', () => void this.toggle('screen'));
   }
   btn(id: string) { return $<HTMLButtonElement>(`[data-testid="${id}"]`, this.v); }
-  tile(key: string, uid: string, connectionId: string, isLocal: boolean) {
+  tile(key: string, uidIn: unknown, connectionId: string, isLocal: boolean) {
     let t = this.tiles.get(key);
     if (t) return t;
+    const uid = typeof uidIn === 'string' ? uidIn : '';
     const video = el('video', { autoplay: '', playsinline: '', 'data-testid': 'call-video' }) as HTMLVideoElement;
     video.muted = isLocal;
     const stream = isLocal && !key.endsWith(':screen') ? this.local : new MediaStream();

@@ -7,7 +7,7 @@
 //   node build.mjs --check            # build into a temporary directory; fail if dist/ differs (stale)
 //   PARLEY_DEMO_SDK=/path/to/src node build.mjs  # another copy of the SDK's src (a preview; never commit that build)
 import * as esbuild from 'esbuild';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, copyFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync, copyFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +29,30 @@ const dist = check ? mkdtempSync(path.join(os.tmpdir(), 'parley-demo-')) : commi
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(path.join(dist, 'assets'), { recursive: true });
 
+// Every package the app or the SDK source imports (mediasoup-client, from
+// web/client/src/calls.ts) resolves from web/demo/node_modules, never from
+// web/client/node_modules or any other node_modules that happens to exist
+// beside the SDK: the bundle, and its content hash (which covers module
+// paths), must not depend on what else is installed.
+const demoModules = path.join(here, 'node_modules');
+const demoModulesReal = existsSync(demoModules) ? realpathSync(demoModules) : demoModules; // esbuild reports real paths
+const inside = (dir, file) => { const r = path.relative(dir, file); return r === '' || (!r.startsWith('..') && !path.isAbsolute(r)); };
+const ours = (file) => inside(demoModules, file) || inside(demoModulesReal, file);
+const fromDemoModules = {
+  name: 'parley-demo-modules',
+  setup(build) {
+    build.onResolve({ filter: /^[^./]/ }, async (args) => {
+      // Packages import their own dependencies from where they are; the
+      // @parley/client aliases and node: builtins are left alone.
+      if (args.pluginData?.demoModules || args.path.startsWith('@parley/client') || args.path.startsWith('node:')) return undefined;
+      if (args.importer && ours(args.importer)) return undefined;
+      const r = await build.resolve(args.path, { kind: args.kind, resolveDir: here, importer: args.importer, pluginData: { demoModules: true } });
+      if (r.errors.length > 0) return { errors: r.errors };
+      return r;
+    });
+  },
+};
+
 const result = await esbuild.build({
   absWorkingDir: here,
   entryPoints: { app: path.join(here, 'app.ts') },
@@ -40,14 +64,19 @@ const result = await esbuild.build({
   outdir: path.join(dist, 'assets'),
   entryNames: '[name]-[hash]',
   metafile: true,
-  // The SDK's own package names resolve to its source; mediasoup-client,
-  // imported by web/client/src/calls.ts, resolves from here when
-  // web/client has no node_modules of its own.
+  // The SDK's own package names resolve to its source.
   alias: { '@parley/client/calls': path.join(sdk, 'calls.ts'), '@parley/client': path.join(sdk, 'index.ts') },
-  nodePaths: [path.join(here, 'node_modules')],
+  plugins: [fromDemoModules],
   define: { 'process.env.NODE_ENV': '"production"' },
   logLevel: 'warning',
 });
+
+// Belt and braces: no input may come from a node_modules other than ours.
+const stray = Object.keys(result.metafile.inputs).filter((f) => /(^|[\\/])node_modules[\\/]/.test(f) && !ours(path.resolve(here, f)));
+if (stray.length > 0) {
+  console.error(`web/demo: inputs from outside web/demo/node_modules: ${stray.slice(0, 5).join(', ')}`);
+  process.exit(1);
+}
 
 const outputs = Object.keys(result.metafile.outputs).map((p) => path.relative(dist, path.resolve(here, p)));
 const js = outputs.find((p) => p.endsWith('.js'));

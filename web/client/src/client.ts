@@ -114,8 +114,12 @@ const OWN_EVENTS = new Set(['state', 'connected', 'disconnected', 'error', 'mess
 /** Close codes that mean a bug or abuse on our side: back off without resetting the attempt count. */
 const ABUSE_CLOSES = new Set<number>([CloseCode.SlowConsumer, CloseCode.MessageTooBig, CloseCode.RateLimited, CloseCode.ProtocolAbuse]);
 
-/** A connection that lived this long resets the backoff. */
+/** A connection that lived this long resets the backoff (and the count of 4001s in a row). */
 const STABLE_MS = 5000;
+
+/** The server's heartbeat_interval_ms is clamped to this range (a hostile or buggy value cannot spin a timer or kill every connection). */
+const HEARTBEAT_MIN_MS = 1000;
+const HEARTBEAT_MAX_MS = 600_000;
 
 const noop = (): void => {};
 
@@ -170,6 +174,8 @@ export class ParleyClient extends Emitter<ClientEvents> {
   #attempt = 0;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #connectedAt = 0;
+  /** 4001 closes in a row on connections that did not live STABLE_MS: only the first reconnects at once. */
+  #expiredInARow = 0;
   #waiters: { resolve: () => void; reject: (e: ParleyError) => void }[] = [];
   #pending = new Map<string, Pending>();
   #nextId = 1;
@@ -208,6 +214,7 @@ export class ParleyClient extends Emitter<ClientEvents> {
     const p = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
     if (this.#state === 'idle' || this.#state === 'closed') {
       this.#attempt = 0;
+      this.#expiredInARow = 0;
       this.#setState('connecting');
       void this.#startAttempt();
     } else if (this.#state === 'reconnecting' && this.#retryTimer !== undefined) {
@@ -398,7 +405,8 @@ export class ParleyClient extends Emitter<ClientEvents> {
   #onConnected(d: ConnectedData): void {
     this.connectionId = d.connection_id;
     this.userId = d.user_id;
-    if (typeof d.heartbeat_interval_ms === 'number') this.#heartbeatMs = d.heartbeat_interval_ms;
+    const hb = d.heartbeat_interval_ms;
+    if (typeof hb === 'number' && Number.isFinite(hb) && hb > 0) this.#heartbeatMs = Math.min(HEARTBEAT_MAX_MS, Math.max(HEARTBEAT_MIN_MS, hb));
     this.#connectedAt = Date.now();
     this.#setState('connected');
     const waiters = this.#waiters;
@@ -449,9 +457,16 @@ export class ParleyClient extends Emitter<ClientEvents> {
       this.#toClosed(e, code, reason);
       return;
     }
-    if (lived >= STABLE_MS && !ABUSE_CLOSES.has(code)) this.#attempt = 0;
-    // 4001: a fresh token now (getToken is called by the attempt), no wait.
-    this.#scheduleRetry(err, code, reason, code === CloseCode.TokenExpired);
+    const stable = lived >= STABLE_MS;
+    if (stable && !ABUSE_CLOSES.has(code)) this.#attempt = 0;
+    if (stable) this.#expiredInARow = 0;
+    // 4001: a fresh token now (getToken is called by the attempt), no wait;
+    // but a 4001 again soon after (a token that expires at once, clock skew,
+    // a caching getToken, a misbehaving server) backs off like any close,
+    // never a tight loop against the app's token endpoint.
+    const immediate = code === CloseCode.TokenExpired && this.#expiredInARow === 0;
+    if (code === CloseCode.TokenExpired) this.#expiredInARow++;
+    this.#scheduleRetry(err, code, reason, immediate);
   }
 
   /** lost clears what belonged to the socket that is gone. */

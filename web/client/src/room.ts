@@ -95,6 +95,11 @@ interface PresencePatch {
   reject: (e: ParleyError) => void;
 }
 
+/** isCount: a version or member count from the server must be a safe, non-negative integer (else the value or frame is ignored). */
+function isCount(v: unknown): v is number {
+  return Number.isSafeInteger(v) && (v as number) >= 0;
+}
+
 /** str reads a string field of an untrusted object. */
 function str(o: unknown, key: string): string | undefined {
   if (o === null || typeof o !== 'object' || !Object.hasOwn(o, key)) return undefined;
@@ -324,13 +329,13 @@ export class Room extends Emitter<RoomEvents> {
       }
     }
     this.members = members;
-    this.memberCount = typeof st.member_count === 'number' && st.member_count >= members.size ? st.member_count : members.size;
+    this.memberCount = isCount(st.member_count) && st.member_count >= members.size ? st.member_count : members.size;
 
     // Storage.
     const storage = st.storage as { version?: unknown; data?: unknown; updates?: unknown } | undefined;
     let ok = false;
     let full = false;
-    if (storage && typeof storage.version === 'number') {
+    if (storage && isCount(storage.version)) {
       if (Array.isArray(storage.updates)) {
         ok = this.#catchUp(storage.updates as StorageUpdate[], storage.version, oldConnection ?? this.connectionId, oldConnection !== null);
       } else if (isObject(storage.data)) {
@@ -406,7 +411,7 @@ export class Room extends Emitter<RoomEvents> {
     const sentOld = oldConnection ? this.#batches.filter((b) => b.status === 'sent' && b.sentOn === oldConnection) : [];
     const refused: Batch[] = [];
     for (const u of updates) {
-      if (!u || typeof u.version !== 'number' || !Array.isArray(u.ops)) return false;
+      if (!u || !isCount(u.version) || !Array.isArray(u.ops)) return false;
       if (u.version <= v) continue;
       if (u.version !== v + 1) return false;
       try {
@@ -466,7 +471,7 @@ export class Room extends Emitter<RoomEvents> {
     if (this.membersNext !== '') data.after = this.membersNext;
     const reply = await this.#client._request('room:members', data).promise;
     const d = (reply.data ?? {}) as Record<string, unknown>;
-    const list = (Array.isArray(d.members) ? d.members : []).map(toMember).filter((m): m is Member => m !== null);
+    const list = (Array.isArray(d.members) ? d.members : []).map(toMember).filter((m): m is Member => m !== undefined);
     const next = typeof d.next_after === 'string' ? d.next_after : '';
     return { members: list, next };
   }
@@ -514,6 +519,8 @@ export class Room extends Emitter<RoomEvents> {
         return;
       }
       case 'room:members_changed': {
+        // A count that is not a safe integer: the frame is not to be trusted.
+        if (Object.hasOwn(d, 'member_count') && !isCount(d.member_count)) return;
         const joined = Array.isArray(d.joined) ? d.joined : [];
         const left = Array.isArray(d.left) ? d.left : [];
         for (const raw of joined) {
@@ -530,7 +537,7 @@ export class Room extends Emitter<RoomEvents> {
           this.emit('left', { client_id, user_id: str(raw, 'user_id') ?? '' });
         }
         // The batch's count is the room's: entries may repeat what room:state said.
-        if (typeof d.member_count === 'number' && d.member_count >= 0) this.memberCount = d.member_count;
+        if (isCount(d.member_count)) this.memberCount = d.member_count;
         this.emit('members', [...this.members.values()]);
         return;
       }
@@ -613,7 +620,7 @@ export class Room extends Emitter<RoomEvents> {
     const version = d.version;
     const ops = d.ops;
     const clientId = str(d, 'client_id') ?? '';
-    if (typeof version !== 'number' || !Array.isArray(ops)) return;
+    if (!isCount(version) || !Array.isArray(ops)) return;
     const mine =
       env.id !== undefined ? this.#batches.find((b) => b.status === 'sent' && b.requestId === env.id && b.sentOn === this.#client.connectionId) : undefined;
     if (version <= this.#version) {
