@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/testenv"
 )
 
 // Settings every node gets.
@@ -104,47 +106,13 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// handedOut holds every port FreeAddr has returned in this test process:
-// the kernel may give a just-closed ephemeral port to the next bind(0), so
-// two nodes of one cluster once got the same port (CI, TestClusterRESTStorage:
-// "bind: address already in use").
-var handedOut struct {
-	sync.Mutex
-	ports map[int]bool
-}
-
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago and that no earlier call in this process returned (the node binds it;
-// restarts reuse it).
+// ago, outside the ephemeral range and never handed out twice in this
+// process (testenv.FreePort; CI once gave two nodes one port). The node
+// binds it; restarts reuse it.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	if handedOut.ports == nil {
-		handedOut.ports = map[int]bool{}
-	}
-	// Keep the refused listeners open while looking, so the kernel cannot
-	// hand the same port back at once.
-	var held []net.Listener
-	defer func() {
-		for _, ln := range held {
-			ln.Close()
-		}
-	}()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, ln)
-		port := ln.Addr().(*net.TCPAddr).Port
-		if !handedOut.ports[port] {
-			handedOut.ports[port] = true
-			return ln.Addr().String()
-		}
-	}
-	t.Fatal("no unused port in 100 tries")
-	return ""
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePort(t, "tcp")))
 }
 
 // ---------------------------------------------------------------- NATS --

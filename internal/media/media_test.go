@@ -12,6 +12,8 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleyhq/parley/internal/testenv"
 )
 
 func TestMediaForwardingRewritesSSRCPayloadTypeAndExtensions(t *testing.T) {
@@ -43,14 +45,9 @@ func TestMediaForwardingOverICETCP(t *testing.T) {
 	})
 }
 
-func freeTCPPort(t *testing.T) int {
-	l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freeTCPPort and freeUDPPort: see testenv.FreePort (outside the
+// ephemeral range, never twice).
+func freeTCPPort(t *testing.T) int { return testenv.FreePort(t, "tcp") }
 
 // checkTCPCandidate checks the shape of the passive TCP candidate offered
 // next to the UDP one.
@@ -98,14 +95,7 @@ func checkSelected(t *testing.T, c *testClient, tcp bool) {
 	}
 }
 
-func freeUDPPort(t *testing.T) int {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+func freeUDPPort(t *testing.T) int { return testenv.FreePort(t, "udp") }
 
 func testForwarding(t *testing.T, cfg Config, pubTCP, subTCP bool) {
 	s, snd, _ := newTestSFU(t, cfg)

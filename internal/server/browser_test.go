@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,15 +14,7 @@ import (
 	"github.com/parleyhq/parley/internal/testenv"
 )
 
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+func freeUDPPort(t *testing.T) int { return testenv.FreePort(t, "udp") }
 
 // Two Chromium pages running the real mediasoup-client join a call on the
 // real Parley server (token auth, membership, REST call start, the gateway),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/server/servertest"
 	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/testenv"
 )
 
 func mediaEnv() map[string]string {
@@ -142,12 +142,7 @@ func TestCallSignallingThroughServer(t *testing.T) {
 // With --media-tcp-port the transports also offer a passive TCP candidate.
 func TestCallOffersICETCPWhenConfigured(t *testing.T) {
 	env := mediaEnv()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := testenv.FreePort(t, "tcp")
 	env["PARLEY_MEDIA_TCP_PORT"] = fmt.Sprint(port)
 	s := servertest.Start(t, env)
 	s.IgnoreTypes = []string{"presence:update", protocol.TypeRoomCallStarted, protocol.TypeRoomCallUpdated}
