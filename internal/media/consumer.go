@@ -10,6 +10,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
+	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/safe"
 )
 
@@ -17,6 +18,7 @@ import (
 // payload type and header-extension ids to the consumer's (router's).
 type consumer struct {
 	id      string
+	seq     uint64 // creation order (allocation order)
 	p       *producer
 	t       *transport
 	owner   *participant
@@ -34,6 +36,17 @@ type consumer struct {
 
 	closed atomic.Bool
 
+	// fwd picks the layer forwarded and rewrites sequence numbers,
+	// timestamps and VP8 ids (forwarder.go); fmu guards it.
+	fmu sync.Mutex
+	fwd *forwarder
+
+	// Layer selection (bwe.go), guarded by the transport's bwe.mu:
+	// preferred layers (media:set_preferred_layers; -1: the highest) and
+	// the allocator's state.
+	prefSpatial, prefTemporal int
+	alloc                     allocState
+
 	rtxMu  sync.Mutex
 	rtxSeq uint16
 
@@ -45,24 +58,47 @@ type consumer struct {
 // while forwarding to this consumer fails the consumer's transport (its
 // participant leaves the call), not the producer's, and the producer's
 // other consumers still get the packet.
-func (c *consumer) forwardContained(pkt *rtp.Packet) {
+func (c *consumer) forwardContained(pkt *rtp.Packet, in *pktInfo) {
 	defer c.t.recovered(safe.MediaPacket)
-	c.forward(pkt)
+	c.forward(pkt, in)
 }
 
 // forwardHook, when set (tests only), runs for every packet forwarded to a
 // consumer; a test makes it panic to check containment.
 var forwardHook atomic.Pointer[func(c *consumer)]
 
-func (c *consumer) forward(pkt *rtp.Packet) {
+// sendFilter, when set (tests only), sees every RTP packet about to be
+// written to a consumer; returning false drops it (a lossy link).
+var sendFilter atomic.Pointer[func(c *consumer, size int) bool]
+
+func (c *consumer) forward(pkt *rtp.Packet, in *pktInfo) {
 	if h := forwardHook.Load(); h != nil {
 		(*h)(c)
 	}
 	if c.closed.Load() || !c.t.ready.Load() {
 		return
 	}
+	now := monoNow()
+	c.fmu.Lock()
+	o := c.fwd.translate(pkt.SequenceNumber, pkt.Timestamp, in, now, c.p)
+	c.fmu.Unlock()
+	if o.askKey >= 0 {
+		c.p.requestKeyFrame(o.askKey, false)
+	}
+	if o.changed {
+		c.layersChanged(o.layers)
+	}
+	if !o.send {
+		return
+	}
 	h := c.rewrite(pkt)
-	if c.t.writeRTP(&h, pkt.Payload) {
+	h.SequenceNumber, h.Timestamp = o.seq, o.ts
+	tw := c.addTransportExtensions(&h)
+	var rw *vp8Rewrite
+	if o.patch {
+		rw = &vp8Rewrite{d: &in.vp8, pid: o.pid, tl0: o.tl0}
+	}
+	if c.write(&h, pkt.Payload, rw, tw, now) {
 		f := &c.t.sfu.fwd[c.kind]
 		f.packets.Add(1)
 		f.bytes.Add(uint64(len(pkt.Payload)))
@@ -71,13 +107,81 @@ func (c *consumer) forward(pkt *rtp.Packet) {
 	c.bytes.Add(uint64(len(pkt.Payload)))
 }
 
+// write sends one packet to the consumer's transport and records its
+// transport-wide sequence number (tw, -1: none) for the bandwidth
+// estimate.
+func (c *consumer) write(h *rtp.Header, payload []byte, rw *vp8Rewrite, tw int, now int64) bool {
+	size := h.MarshalSize() + len(payload)
+	if f := sendFilter.Load(); f != nil && !(*f)(c, size) {
+		if tw >= 0 {
+			c.t.bwe.sent(uint16(tw), size, now)
+		}
+		return false
+	}
+	if !c.t.writeRTPRewrite(h, payload, rw) {
+		return false
+	}
+	if tw >= 0 {
+		c.t.bwe.sent(uint16(tw), size, now)
+	}
+	return true
+}
+
+// layersChanged tells the consumer's connection which layers it now
+// receives (media:consumer_layers_changed).
+func (c *consumer) layersChanged(ls layerState) {
+	s := c.t.sfu
+	if s == nil || s.sender == nil || c.owner == nil {
+		return
+	}
+	s.sender.SendToConnection(c.owner.connID, protocol.Encode(TypeConsumerLayersChanged, "", layersChangedMsg{
+		RoomID: c.owner.roomID, ConsumerID: c.id, SpatialLayer: ls.spatial, TemporalLayer: ls.temporal,
+	}))
+}
+
+type layersChangedMsg struct {
+	RoomID        string `json:"room_id"`
+	ConsumerID    string `json:"consumer_id"`
+	SpatialLayer  int    `json:"spatial_layer"`
+	TemporalLayer int    `json:"temporal_layer"`
+}
+
+// keyFrameLayer is the layer a key-frame request of this consumer is for:
+// the one it receives, or the one it waits for.
+func (c *consumer) keyFrameLayer() int {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	if c.fwd.cur >= 0 {
+		return c.fwd.cur
+	}
+	return c.fwd.target
+}
+
+// requestKeyFrame asks the producer for a key frame of the layer this
+// consumer receives or waits for.
+func (c *consumer) requestKeyFrame(force bool) {
+	c.p.requestKeyFrame(c.keyFrameLayer(), force)
+}
+
+// restart makes the consumer's stream go on seamlessly after a gap in
+// forwarding (resume): the next key frame (video) or packet (audio)
+// re-anchors sequence numbers and timestamps after the last ones sent; a
+// key frame is requested.
+func (c *consumer) restart() {
+	c.fmu.Lock()
+	c.fwd.restart(monoNow())
+	c.fmu.Unlock()
+	c.requestKeyFrame(true)
+}
+
 // rewrite returns the consumer's RTP header (RFC 3550 5.1, one-/two-byte
 // extensions RFC 8285) for one of the producer's packets: the consumer's
 // SSRC and payload type, the producer's sequence number, timestamp and
-// marker, the header extensions the consumer negotiated copied from the
-// producer's ids (extURI) to the consumer's, and abs-send-time /
-// transport-wide-cc written fresh for the consumer's transport. Other
-// extensions are dropped. pkt is not modified.
+// marker (forward replaces sequence number and timestamp with the
+// forwarder's), the header extensions the consumer negotiated copied from
+// the producer's ids (extURI) to the consumer's. Other extensions are
+// dropped; abs-send-time and transport-wide-cc are added by
+// addTransportExtensions. pkt is not modified.
 func (c *consumer) rewrite(pkt *rtp.Packet) rtp.Header {
 	h := rtp.Header{
 		Version: 2, Marker: pkt.Marker, PayloadType: c.pt,
@@ -90,11 +194,13 @@ func (c *consumer) rewrite(pkt *rtp.Packet) rtp.Header {
 			}
 		}
 	}
-	c.addTransportExtensions(&h)
 	return h
 }
 
-func (c *consumer) addTransportExtensions(h *rtp.Header) {
+// addTransportExtensions writes abs-send-time and transport-wide-cc for
+// the consumer's transport; it returns the transport-wide sequence number
+// used, or -1.
+func (c *consumer) addTransportExtensions(h *rtp.Header) int {
 	if c.absID != 0 {
 		if b, err := rtp.NewAbsSendTimeExtension(time.Now()).Marshal(); err == nil {
 			_ = h.SetExtension(c.absID, b)
@@ -103,14 +209,18 @@ func (c *consumer) addTransportExtensions(h *rtp.Header) {
 	if c.twccID != 0 {
 		seq := uint16(c.t.twccSeq.Add(1))
 		_ = h.SetExtension(c.twccID, []byte{byte(seq >> 8), byte(seq)})
+		return int(seq)
 	}
+	return -1
 }
 
-// retransmit answers a consumer NACK from the producer's history, as RTX
-// when the consumer negotiated it.
+// retransmit answers a consumer NACK: each sequence number is mapped back
+// through the forwarder to (layer, source seq), read from that layer's
+// history, and sent as it was first sent (same sequence number, timestamp
+// and VP8 ids), as RTX when the consumer negotiated it.
 func (c *consumer) retransmit(pairs []rtcp.NackPair) {
 	p := c.p
-	if p.history == nil || c.closed.Load() {
+	if p.kind != kindVideo || c.closed.Load() {
 		return
 	}
 	var seqs []uint16
@@ -121,14 +231,26 @@ func (c *consumer) retransmit(pairs []rtcp.NackPair) {
 		}
 	}
 	for _, seq := range seqs {
-		p.mu.Lock()
-		slot, ok := p.history.get(seq)
-		p.mu.Unlock()
+		c.fmu.Lock()
+		e, ok := c.fwd.lookup(seq)
+		c.fmu.Unlock()
+		if !ok || int(e.layer) >= len(p.layers) {
+			continue
+		}
+		lay := p.layers[e.layer]
+		lay.mu.Lock()
+		slot, ok := lay.history.get(e.src)
+		lay.mu.Unlock()
 		if !ok {
 			continue
 		}
-		h := rtp.Header{Version: 2, Marker: slot.marker, Timestamp: slot.ts}
 		payload := slot.payload
+		if e.patch {
+			var in pktInfo
+			parseVP8(payload, &in)
+			patchVP8(payload, &in.vp8, e.pid, e.tl0)
+		}
+		h := rtp.Header{Version: 2, Marker: slot.marker, Timestamp: e.ts}
 		if c.rtxSSRC != 0 {
 			c.rtxMu.Lock()
 			c.rtxSeq++
@@ -139,8 +261,8 @@ func (c *consumer) retransmit(pairs []rtcp.NackPair) {
 		} else {
 			h.SSRC, h.PayloadType, h.SequenceNumber = c.ssrc, c.pt, seq
 		}
-		c.addTransportExtensions(&h)
-		c.t.writeRTP(&h, payload)
+		tw := c.addTransportExtensions(&h)
+		c.write(&h, payload, nil, tw, monoNow())
 	}
 }
 

@@ -146,8 +146,13 @@ func FuzzRtpParameters(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if pp.ssrc == 0 || (pp.rtxSSRC != 0 && pp.rtxSSRC == pp.ssrc) {
-			t.Fatalf("accepted ssrc %d rtx %d", pp.ssrc, pp.rtxSSRC)
+		if len(pp.layers) == 0 || len(pp.layers) > maxLayers {
+			t.Fatalf("accepted %d layers", len(pp.layers))
+		}
+		for _, l := range pp.layers {
+			if (l.ssrc == 0) != pp.ridBased || (pp.ridBased && l.rid == "") || (l.rtxSSRC != 0 && l.rtxSSRC == l.ssrc) {
+				t.Fatalf("accepted layer %+v (rid-based %v)", l, pp.ridBased)
+			}
 		}
 		pr := newProducer(pp, kind, &participant{connID: "c"}, nil)
 		c, err := buildConsumer(pr, &caps)
@@ -313,9 +318,8 @@ func newFuzzPath(tb testing.TB) *fuzzPath {
 		c.t = fp.recv
 		pr.setConsumers(func(l []*consumer) []*consumer { return append(l, c) })
 		fp.send.setProducerRoutes(func(m map[uint32]producerRoute) {
-			m[pr.ssrc] = producerRoute{p: pr}
-			if pr.rtxSSRC != 0 {
-				m[pr.rtxSSRC] = producerRoute{p: pr, isRTX: true}
+			for ssrc, r := range pr.routes() {
+				m[ssrc] = r
 			}
 		})
 		fp.recv.setConsumerRoutes(func(m map[uint32]*consumer) {
@@ -380,6 +384,7 @@ func FuzzRTPPath(f *testing.F) {
 		}
 		for _, c := range []*consumer{fp.cv, fp.ca} {
 			h := c.rewrite(&pkt)
+			c.addTransportExtensions(&h)
 			out := &rtp.Packet{Header: h, Payload: pkt.Payload}
 			raw, err := out.Marshal()
 			if err != nil {
@@ -420,7 +425,7 @@ func FuzzRTCPPath(f *testing.F) {
 	}
 	// Fill the history so that NACKs find packets.
 	for i := 0; i < 8; i++ {
-		fp.vp8.receive(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(1000 + i), SSRC: 0x1111}, Payload: vp8Payload(50)}, false)
+		fp.vp8.receive(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(1000 + i), SSRC: 0x1111}, Payload: vp8Payload(50)}, 0, false)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fp.recv.onRTCP(append([]byte(nil), data...))

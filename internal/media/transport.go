@@ -60,9 +60,10 @@ const (
 // used; mediasoup-client does not signal it anyway.
 const remotePwdPlaceholder = "parley-ice-lite-remote-password-unused"
 
-// producerRoute maps an incoming SSRC to its producer.
+// producerRoute maps an incoming SSRC to its producer and layer.
 type producerRoute struct {
 	p     *producer
+	layer uint8
 	isRTX bool
 }
 
@@ -103,9 +104,17 @@ type transport struct {
 	encBuf  []byte
 	plain   []byte
 
-	// Routing tables, copy-on-write; writers hold the router's lock.
+	// Routing tables, copy-on-write; writers hold the router's lock
+	// (consumers) or routesMu (producers: SSRCs of rid-based layers are
+	// also learned on the read goroutine).
 	producers atomic.Pointer[map[uint32]producerRoute]
 	consumers atomic.Pointer[map[uint32]*consumer]
+	routesMu  sync.Mutex
+	// ridProducers are the send transport's producers with rid-based
+	// layers, whose SSRCs are learned from the packets (learnSSRC).
+	ridProducers atomic.Pointer[[]*producer]
+
+	bwe bwe // recv transport: bandwidth estimate and layer allocation
 
 	twccExtID  atomic.Int32 // send transport: client's transport-cc id
 	twccMu     sync.Mutex
@@ -427,7 +436,9 @@ func (t *transport) onRTP(plain []byte) {
 	routes := *t.producers.Load()
 	route, ok := routes[pkt.SSRC]
 	if !ok {
-		return
+		if route, ok = t.learnSSRC(&pkt); !ok {
+			return
+		}
 	}
 	if id := t.twccExtID.Load(); id > 0 {
 		if ext := pkt.GetExtension(uint8(id)); len(ext) >= 2 {
@@ -438,7 +449,7 @@ func (t *transport) onRTP(plain []byte) {
 		}
 	}
 	t.rtpIn.Add(1)
-	route.p.receive(&pkt, route.isRTX)
+	route.p.receive(&pkt, int(route.layer), route.isRTX)
 }
 
 func (t *transport) handleRTCP(b []byte) {
@@ -465,33 +476,55 @@ func (t *transport) onRTCP(plain []byte) {
 		switch p := pkt.(type) {
 		case *rtcp.SenderReport:
 			if r, ok := (*t.producers.Load())[p.SSRC]; ok && !r.isRTX {
-				r.p.onSenderReport(p)
+				r.p.onSenderReport(p, int(r.layer))
 			}
 		case *rtcp.PictureLossIndication:
 			if c := (*t.consumers.Load())[p.MediaSSRC]; c != nil {
-				c.p.requestKeyFrame(false)
+				c.requestKeyFrame(false)
 			}
 		case *rtcp.FullIntraRequest:
 			cs := *t.consumers.Load()
 			if c := cs[p.MediaSSRC]; c != nil {
-				c.p.requestKeyFrame(false)
+				c.requestKeyFrame(false)
 			}
 			for _, e := range p.FIR {
 				if c := cs[e.SSRC]; c != nil {
-					c.p.requestKeyFrame(false)
+					c.requestKeyFrame(false)
 				}
 			}
 		case *rtcp.TransportLayerNack:
 			if c := (*t.consumers.Load())[p.MediaSSRC]; c != nil {
 				c.retransmit(p.Nacks)
 			}
+		case *rtcp.TransportLayerCC:
+			if t.dir == dirRecv {
+				t.bwe.feedback(p)
+			}
+		case *rtcp.ReceiverEstimatedMaximumBitrate:
+			if t.dir == dirRecv {
+				t.bwe.onREMB(p.Bitrate)
+			}
 		}
 	}
+}
+
+// vp8Rewrite is a consumer's picture id and TL0PICIDX to write into its
+// copy of a VP8 payload.
+type vp8Rewrite struct {
+	d   *vp8Desc
+	pid uint16
+	tl0 uint8
 }
 
 // writeRTP encrypts and sends one packet built from h and payload; it
 // reports whether the packet was written.
 func (t *transport) writeRTP(h *rtp.Header, payload []byte) bool {
+	return t.writeRTPRewrite(h, payload, nil)
+}
+
+// writeRTPRewrite is writeRTP with the VP8 fields of rw (when not nil)
+// rewritten in the copy of the payload.
+func (t *transport) writeRTPRewrite(h *rtp.Header, payload []byte, rw *vp8Rewrite) bool {
 	conn := t.iceConn.Load()
 	if conn == nil || !t.ready.Load() {
 		return false
@@ -507,6 +540,9 @@ func (t *transport) writeRTP(h *rtp.Header, payload []byte) bool {
 		return false
 	}
 	copy(plain[hl:], payload)
+	if rw != nil {
+		patchVP8(plain[hl:], rw.d, rw.pid, rw.tl0)
+	}
 	out, err := t.encrypt.EncryptRTP(t.encBuf[:0], plain, nil)
 	if err != nil {
 		return false
@@ -580,8 +616,10 @@ func (t *transport) close() {
 	t.wg.Wait()
 }
 
-// addProducerRoute/addConsumerRoute/remove*: callers hold the router lock.
+// setProducerRoutes/setConsumerRoutes: callers hold the router lock.
 func (t *transport) setProducerRoutes(fn func(m map[uint32]producerRoute)) {
+	t.routesMu.Lock()
+	defer t.routesMu.Unlock()
 	old := *t.producers.Load()
 	m := make(map[uint32]producerRoute, len(old)+2)
 	for k, v := range old {
