@@ -1,6 +1,7 @@
 package media
 
 import (
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -20,7 +21,9 @@ import (
 //     (delivered rate: bytes of the packets that arrived, per second);
 //   - loss < 2 %: estimate × 1.08, at most 4 × delivered rate + 500 kbit/s
 //     (so that it can probe one layer up but not run away while idle);
-//   - otherwise, or with fewer than 10 packets reported: unchanged.
+//   - otherwise: unchanged.
+//
+// A period with fewer than 10 packets reported is extended (up to 2 s).
 //
 // It starts at 2 Mbit/s with the first feedback. A receiver that sends
 // REMB and no transport-cc gets its REMB value; one that sends neither is
@@ -30,7 +33,7 @@ import (
 // Allocation (allocate, every period and on every consume or
 // set_preferred_layers): each video consumer of the transport has a ladder
 // of options (spatial, temporal) up to its preferred layers, over the
-// producer's layers that had media within 1.5 s, with each option's
+// producer's layers that had media within 1.5 s, ordered by each option's
 // measured bit rate. Every consumer starts on its lowest option; then, in
 // consumer order, each moves one step up while the step's extra rate fits
 // in what is left of the estimate (× 1.15 for a step above its current
@@ -67,6 +70,8 @@ const (
 	maxUpDelay      = int64(60e9)
 	failedUpWithin  = int64(4e9)
 	stableReset     = int64(30e9)
+	minSamples      = 10
+	maxSamplePeriod = int64(2e9)
 )
 
 // sent records a packet written to the receiver (any goroutine).
@@ -132,16 +137,17 @@ func (b *bwe) onREMB(bps float32) {
 func (b *bwe) update(now int64) {
 	if b.lastEval == 0 {
 		b.lastEval = now
+		b.recvBytes, b.recvPkts, b.lostPkts = 0, 0, 0
 		return
+	}
+	n := b.recvPkts + b.lostPkts
+	if n < minSamples && now-b.lastEval < maxSamplePeriod {
+		return // a thin stream: gather over a longer period
 	}
 	dt := float64(now-b.lastEval) / 1e9
-	if dt <= 0 {
-		return
-	}
 	b.lastEval = now
-	n := b.recvPkts + b.lostPkts
 	switch {
-	case b.twccAt != 0 && n >= 10:
+	case b.twccAt != 0 && n >= 3:
 		b.loss = float64(b.lostPkts) / float64(n)
 		b.rate = float64(b.recvBytes) * 8 / dt
 		if b.est == 0 {
@@ -152,7 +158,7 @@ func (b *bwe) update(now int64) {
 			b.est = min(b.est, b.rate) * (1 - b.loss/2)
 		case b.loss < 0.02:
 			if c := 4*b.rate + 500e3; b.est < c {
-				b.est = min(b.est*1.08, c)
+				b.est = min(b.est*math.Pow(1.08, dt/(float64(allocPeriod)/1e9)), c)
 			}
 		}
 		b.est = max(minEstimate, min(b.est, maxEstimate))
@@ -184,7 +190,8 @@ type layerOption struct {
 }
 
 // options lists a consumer's ladder: active layers up to its preferred
-// ones, lowest first.
+// ones, by measured rate (lowest first; a temporal layer of a lower
+// spatial layer may come after the base of a higher one).
 func (c *consumer) options(now int64) []layerOption {
 	p := c.p
 	maxS := len(p.layers) - 1
@@ -205,6 +212,7 @@ func (c *consumer) options(now int64) []layerOption {
 			opts = append(opts, layerOption{s, t, float64(lay.rate[t].Load())})
 		}
 	}
+	sort.SliceStable(opts, func(i, j int) bool { return opts[i].rate < opts[j].rate })
 	return opts
 }
 
