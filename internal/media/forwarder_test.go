@@ -83,7 +83,7 @@ func TestForwarderSingleLayerKeepsNumbering(t *testing.T) {
 		{seq: 65535, ts: 0xffffff00, pid: 0x7ffe, tl0: 255, send: true, checkOut: true, outSeq: 65535, outTS: 0xffffff00, outPID: 0x7ffe, outTL0: 255},
 		{seq: 2, ts: 2900, pid: 0x7fff, tl0: 0, send: true, checkOut: true, outSeq: 2, outTS: 2900, outPID: 0x7fff, outTL0: 0}, // gap 0,1 kept
 		{seq: 1, ts: 2900, pid: 0x7fff, tl0: 0, send: true, checkOut: true, outSeq: 1, outTS: 2900, outPID: 0x7fff, outTL0: 0}, // late packet
-		{seq: 2, ts: 2900, pid: 0x7fff, tl0: 0, send: false},                                                                     // duplicate
+		{seq: 2, ts: 2900, pid: 0x7fff, tl0: 0, send: false}, // duplicate
 	})
 	if e, ok := f.lookup(1); !ok || e.src != 1 || e.layer != 0 {
 		t.Fatalf("lookup(1) = %+v %v", e, ok)

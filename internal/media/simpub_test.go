@@ -39,19 +39,19 @@ type simPublisher struct {
 }
 
 type simLayer struct {
-	idx          int
-	rid          string
-	ssrc, rtx    uint32
-	pkts, size   int
-	seq          uint16
-	tsBase       uint32
-	pid          uint16
-	tl0          uint8
-	frame        int
-	frames       atomic.Int64 // frame, for other goroutines
-	keyReq       atomic.Bool
-	historyMu    sync.Mutex
-	history      map[uint16]*rtp.Packet
+	idx        int
+	rid        string
+	ssrc, rtx  uint32
+	pkts, size int
+	seq        uint16
+	tsBase     uint32
+	pid        uint16
+	tl0        uint8
+	frame      int
+	frames     atomic.Int64 // frame, for other goroutines
+	keyReq     atomic.Bool
+	historyMu  sync.Mutex
+	history    map[uint16]*rtp.Packet
 }
 
 // Header extension ids of the simulated client (its own, not the router's).
