@@ -43,7 +43,7 @@ import (
 // the loss it caused). A new spatial target asks the producer for a key
 // frame of that layer; the forwarder switches on it (forwarder.go).
 type bwe struct {
-	sentLog [sentLogSize]atomic.Uint64 // by transport-wide seq: seq<<48 | size<<32 | ms
+	log *sentLog // recv transports only (newTransport)
 
 	mu          sync.Mutex
 	recvBytes   uint64 // this period
@@ -59,8 +59,15 @@ type bwe struct {
 	loss, rate  float64 // last period, for tests and logs
 }
 
+// sentLog remembers the packets sent to a receiver by transport-wide
+// sequence number, until its feedback says what arrived.
+type sentLog struct {
+	sent     [sentLogSize]atomic.Uint64 // seq<<48 | size<<32 | ms
+	lostMark [sentLogSize]uint32        // under bwe.mu: 1<<16 | seq when counted lost (a later report may say it arrived)
+}
+
 const (
-	sentLogSize     = 1 << 13
+	sentLogSize     = 1 << 12
 	allocPeriod     = int64(500e6)
 	initialEstimate = 2e6
 	minEstimate     = 50e3
@@ -76,15 +83,22 @@ const (
 
 // sent records a packet written to the receiver (any goroutine).
 func (b *bwe) sent(seq uint16, size int, now int64) {
+	if b.log == nil {
+		return
+	}
 	if size > 0xffff {
 		size = 0xffff
 	}
-	b.sentLog[seq&(sentLogSize-1)].Store(uint64(seq)<<48 | uint64(size)<<32 | uint64(uint32(now/1e6)))
+	b.log.sent[seq&(sentLogSize-1)].Store(uint64(seq)<<48 | uint64(size)<<32 | uint64(uint32(now/1e6)))
 }
 
 // feedback accounts one transport-cc feedback packet (RTCP read
-// goroutine). Each sequence number counts once, by its first report.
+// goroutine). Each sequence number counts once: by its first report, or as
+// received when a later report says a packet counted lost arrived.
 func (b *bwe) feedback(p *rtcp.TransportLayerCC) {
+	if b.log == nil {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.twccAt = monoNow()
@@ -111,19 +125,29 @@ func (b *bwe) feedback(p *rtcp.TransportLayerCC) {
 }
 
 func (b *bwe) account(seq uint16, received bool) {
-	if b.haveHighest && int16(seq-b.highest) <= 0 {
-		return
-	}
-	b.highest, b.haveHighest = seq, true
-	v := b.sentLog[seq&(sentLogSize-1)].Load()
+	i := seq & (sentLogSize - 1)
+	v := b.log.sent[i].Load()
 	if uint16(v>>48) != seq || v == 0 {
 		return // not sent by us, or too old
 	}
+	if b.haveHighest && int16(seq-b.highest) <= 0 {
+		// Reported before: only a late arrival of a packet counted lost counts.
+		if received && b.log.lostMark[i] == 1<<16|uint32(seq) {
+			b.log.lostMark[i] = 0
+			b.lostPkts = max(b.lostPkts-1, 0)
+			b.recvPkts++
+			b.recvBytes += v >> 32 & 0xffff
+		}
+		return
+	}
+	b.highest, b.haveHighest = seq, true
 	if received {
 		b.recvPkts++
 		b.recvBytes += v >> 32 & 0xffff
+		b.log.lostMark[i] = 0
 	} else {
 		b.lostPkts++
+		b.log.lostMark[i] = 1<<16 | uint32(seq)
 	}
 }
 

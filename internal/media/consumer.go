@@ -67,10 +67,6 @@ func (c *consumer) forwardContained(pkt *rtp.Packet, in *pktInfo) {
 // consumer; a test makes it panic to check containment.
 var forwardHook atomic.Pointer[func(c *consumer)]
 
-// sendFilter, when set (tests only), sees every RTP packet about to be
-// written to a consumer; returning false drops it (a lossy link).
-var sendFilter atomic.Pointer[func(c *consumer, size int) bool]
-
 func (c *consumer) forward(pkt *rtp.Packet, in *pktInfo) {
 	if h := forwardHook.Load(); h != nil {
 		(*h)(c)
@@ -93,38 +89,18 @@ func (c *consumer) forward(pkt *rtp.Packet, in *pktInfo) {
 	}
 	h := c.rewrite(pkt)
 	h.SequenceNumber, h.Timestamp = o.seq, o.ts
-	tw := c.addTransportExtensions(&h)
+	c.addTransportExtensions(&h)
 	var rw *vp8Rewrite
 	if o.patch {
 		rw = &vp8Rewrite{d: &in.vp8, pid: o.pid, tl0: o.tl0}
 	}
-	if c.write(&h, pkt.Payload, rw, tw, now) {
+	if c.t.writeRTPRewrite(&h, pkt.Payload, rw, c.twccID) {
 		f := &c.t.sfu.fwd[c.kind]
 		f.packets.Add(1)
 		f.bytes.Add(uint64(len(pkt.Payload)))
 	}
 	c.packets.Add(1)
 	c.bytes.Add(uint64(len(pkt.Payload)))
-}
-
-// write sends one packet to the consumer's transport and records its
-// transport-wide sequence number (tw, -1: none) for the bandwidth
-// estimate.
-func (c *consumer) write(h *rtp.Header, payload []byte, rw *vp8Rewrite, tw int, now int64) bool {
-	size := h.MarshalSize() + len(payload)
-	if f := sendFilter.Load(); f != nil && !(*f)(c, size) {
-		if tw >= 0 {
-			c.t.bwe.sent(uint16(tw), size, now)
-		}
-		return false
-	}
-	if !c.t.writeRTPRewrite(h, payload, rw) {
-		return false
-	}
-	if tw >= 0 {
-		c.t.bwe.sent(uint16(tw), size, now)
-	}
-	return true
 }
 
 // layersChanged tells the consumer's connection which layers it now
@@ -197,21 +173,18 @@ func (c *consumer) rewrite(pkt *rtp.Packet) rtp.Header {
 	return h
 }
 
-// addTransportExtensions writes abs-send-time and transport-wide-cc for
-// the consumer's transport; it returns the transport-wide sequence number
-// used, or -1.
-func (c *consumer) addTransportExtensions(h *rtp.Header) int {
+// addTransportExtensions writes abs-send-time, and a transport-wide-cc
+// extension that writeRTPRewrite numbers (in wire order, for the
+// bandwidth estimate).
+func (c *consumer) addTransportExtensions(h *rtp.Header) {
 	if c.absID != 0 {
 		if b, err := rtp.NewAbsSendTimeExtension(time.Now()).Marshal(); err == nil {
 			_ = h.SetExtension(c.absID, b)
 		}
 	}
 	if c.twccID != 0 {
-		seq := uint16(c.t.twccSeq.Add(1))
-		_ = h.SetExtension(c.twccID, []byte{byte(seq >> 8), byte(seq)})
-		return int(seq)
+		_ = h.SetExtension(c.twccID, []byte{0, 0})
 	}
-	return -1
 }
 
 // retransmit answers a consumer NACK: each sequence number is mapped back
@@ -261,8 +234,8 @@ func (c *consumer) retransmit(pairs []rtcp.NackPair) {
 		} else {
 			h.SSRC, h.PayloadType, h.SequenceNumber = c.ssrc, c.pt, seq
 		}
-		tw := c.addTransportExtensions(&h)
-		c.write(&h, payload, nil, tw, monoNow())
+		c.addTransportExtensions(&h)
+		c.t.writeRTPRewrite(&h, payload, nil, c.twccID)
 	}
 }
 

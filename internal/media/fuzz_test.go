@@ -283,10 +283,15 @@ type fuzzPath struct {
 	send, recv *transport
 	vp8, opus  *producer
 	cv, ca     *consumer
+	sim        *producer // rid-based simulcast: SSRCs learned from packets
+	cs         *consumer
 }
 
 func stubTransport(s *SFU, dir direction) *transport {
 	t := &transport{id: newID(), dir: dir, sfu: s, log: s.log, twccRec: twcc.NewRecorder(1), start: time.Now()}
+	if dir == dirRecv {
+		t.bwe.log = &sentLog{}
+	}
 	empty := map[uint32]producerRoute{}
 	t.producers.Store(&empty)
 	emptyC := map[uint32]*consumer{}
@@ -305,7 +310,8 @@ func newFuzzPath(tb testing.TB) *fuzzPath {
 		params map[string]any
 		p      **producer
 		c      **consumer
-	}{{kindVideo, vp8ProduceParams(0x1111, 0x2222), &fp.vp8, &fp.cv}, {kindAudio, opusProduceParams(0x3333), &fp.opus, &fp.ca}} {
+	}{{kindVideo, vp8ProduceParams(0x1111, 0x2222), &fp.vp8, &fp.cv}, {kindAudio, opusProduceParams(0x3333), &fp.opus, &fp.ca},
+		{kindVideo, simulcastParams(3), &fp.sim, &fp.cs}} {
 		pp, err := parseProduce(&produceRequest{Kind: k.kind, RtpParameters: mustMarshal(tb, k.params)})
 		if err != nil {
 			tb.Fatal(err)
@@ -331,6 +337,9 @@ func newFuzzPath(tb testing.TB) *fuzzPath {
 		if pp.twccID != 0 {
 			fp.send.twccExtID.Store(int32(pp.twccID))
 		}
+		if pr.ridBased {
+			fp.send.setRIDProducers(func(l []*producer) []*producer { return append(l, pr) })
+		}
 		*k.p, *k.c = pr, c
 	}
 	return fp
@@ -345,9 +354,10 @@ func marshalRTP(tb testing.TB, p *rtp.Packet) []byte {
 }
 
 // FuzzRTPPath: one decrypted RTP packet through a send transport (routing
-// by SSRC, transport-cc recording, RTX unwrapping, NACK generation, the
-// retransmission history) and the header rewrite for the consumer of its
-// producer: the rewritten packet always carries the consumer's SSRC and
+// by SSRC, learning the SSRCs of a rid-based simulcast producer from
+// MID/RID/RRID, transport-cc recording, RTX unwrapping, NACK generation,
+// the retransmission history, the VP8/H264 parsing and each consumer's
+// forwarder) and the header rewrite for the consumer of its producer: the rewritten packet always carries the consumer's SSRC and
 // payload type, only extension ids the consumer negotiated, and marshals
 // and parses back with the same payload.
 func FuzzRTPPath(f *testing.F) {
@@ -365,8 +375,21 @@ func FuzzRTPPath(f *testing.F) {
 	gap := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1010, Timestamp: 6000, SSRC: 0x1111}, Payload: vp8Payload(20)}
 	f.Add(marshalRTP(f, gap))
 	f.Add([]byte{0x80, 0x60, 0, 1})
+	// Packets of the rid-based producer: its layers' SSRCs are learned.
+	for i, rid := range []string{"r0", "r1", "r2"} {
+		sp := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(10 * i), Timestamp: 9000, SSRC: 0x7000 + uint32(i)},
+			Payload: vp8Frame(uint16(300+i), uint8(i), uint8(i), i == 0, true, 40)}
+		_ = sp.SetExtension(simMidExt, []byte("1"))
+		_ = sp.SetExtension(simRIDExt, []byte(rid))
+		f.Add(marshalRTP(f, sp))
+	}
+	srtx := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 97, SequenceNumber: 3, Timestamp: 9000, SSRC: 0x7100},
+		Payload: append([]byte{0, 10}, vp8Frame(301, 1, 1, false, true, 40)...)}
+	_ = srtx.SetExtension(simMidExt, []byte("1"))
+	_ = srtx.SetExtension(simRRIDExt, []byte("r1"))
+	f.Add(marshalRTP(f, srtx))
 	allowed := map[*consumer]map[uint8]bool{}
-	for _, c := range []*consumer{fp.cv, fp.ca} {
+	for _, c := range []*consumer{fp.cv, fp.ca, fp.cs} {
 		ids := map[uint8]bool{c.absID: true, c.twccID: true}
 		for _, id := range c.passExt {
 			ids[id] = true
@@ -382,7 +405,7 @@ func FuzzRTPPath(f *testing.F) {
 		if pkt.Unmarshal(append([]byte(nil), data...)) != nil {
 			return
 		}
-		for _, c := range []*consumer{fp.cv, fp.ca} {
+		for _, c := range []*consumer{fp.cv, fp.ca, fp.cs} {
 			h := c.rewrite(&pkt)
 			c.addTransportExtensions(&h)
 			out := &rtp.Packet{Header: h, Payload: pkt.Payload}
@@ -416,6 +439,10 @@ func FuzzRTCPPath(f *testing.F) {
 		{&rtcp.TransportLayerNack{SenderSSRC: 9, MediaSSRC: fp.cv.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{1000, 1001, 1005})}},
 		{&rtcp.ReceiverReport{SSRC: 9}, &rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: 9, Bitrate: 1e6, SSRCs: []uint32{fp.cv.ssrc}}},
 		{&rtcp.SenderReport{SSRC: 0x1111, NTPTime: 1 << 40, RTPTime: 3000, PacketCount: 10, OctetCount: 3000}},
+		{&rtcp.TransportLayerCC{SenderSSRC: 9, MediaSSRC: fp.cv.ssrc, BaseSequenceNumber: 1, PacketStatusCount: 3, ReferenceTime: 1,
+			PacketChunks: []rtcp.PacketStatusChunk{&rtcp.RunLengthChunk{PacketStatusSymbol: rtcp.TypeTCCPacketReceivedSmallDelta, RunLength: 2},
+				&rtcp.StatusVectorChunk{SymbolSize: rtcp.TypeTCCSymbolSizeOneBit, SymbolList: []uint16{0, 1}}},
+			RecvDeltas: []*rtcp.RecvDelta{{Type: rtcp.TypeTCCPacketReceivedSmallDelta, Delta: 250}, {Type: rtcp.TypeTCCPacketReceivedSmallDelta, Delta: 250}}}},
 	} {
 		b, err := rtcp.Marshal(pkts)
 		if err != nil {

@@ -426,8 +426,8 @@ func TestSimulcastLossyReceiverSwitchesDownAlone(t *testing.T) {
 		return b == 2 && c == 2
 	})
 	var n atomic.Uint64
-	filter := func(c *consumer, _ int) bool {
-		if c.owner.connID != "C" {
+	filter := func(t *transport, _ int) bool {
+		if t.owner == nil || t.owner.connID != "C" {
 			return true
 		}
 		return n.Add(1)%5 >= 2 // drop 2 of 5

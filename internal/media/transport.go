@@ -145,6 +145,9 @@ func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error
 		twccRec: twcc.NewRecorder(randSSRC()),
 	}
 	t.log = s.log.With("transport", t.id)
+	if dir == dirRecv {
+		t.bwe.log = &sentLog{}
+	}
 	empty := map[uint32]producerRoute{}
 	t.producers.Store(&empty)
 	emptyC := map[uint32]*consumer{}
@@ -519,19 +522,37 @@ type vp8Rewrite struct {
 // writeRTP encrypts and sends one packet built from h and payload; it
 // reports whether the packet was written.
 func (t *transport) writeRTP(h *rtp.Header, payload []byte) bool {
-	return t.writeRTPRewrite(h, payload, nil)
+	return t.writeRTPRewrite(h, payload, nil, 0)
 }
 
+// sendFilter, when set (tests only), sees every RTP packet about to be
+// written to a transport; returning false drops it (a lossy link).
+var sendFilter atomic.Pointer[func(t *transport, size int) bool]
+
 // writeRTPRewrite is writeRTP with the VP8 fields of rw (when not nil)
-// rewritten in the copy of the payload.
-func (t *transport) writeRTPRewrite(h *rtp.Header, payload []byte, rw *vp8Rewrite) bool {
+// rewritten in the copy of the payload and, when twccID is set, the
+// transport-wide sequence number written there under the write lock (so
+// that numbers go out in order) and recorded for the bandwidth estimate.
+func (t *transport) writeRTPRewrite(h *rtp.Header, payload []byte, rw *vp8Rewrite, twccID uint8) bool {
 	conn := t.iceConn.Load()
 	if conn == nil || !t.ready.Load() {
 		return false
 	}
 	t.encMu.Lock()
 	defer t.encMu.Unlock()
+	tw := -1
+	if twccID != 0 {
+		seq := uint16(t.twccSeq.Add(1))
+		_ = h.SetExtension(twccID, []byte{byte(seq >> 8), byte(seq)})
+		tw = int(seq)
+	}
 	hl := h.MarshalSize()
+	if tw >= 0 {
+		t.bwe.sent(uint16(tw), hl+len(payload), monoNow())
+	}
+	if f := sendFilter.Load(); f != nil && !(*f)(t, hl+len(payload)) {
+		return false
+	}
 	if cap(t.plain) < hl+len(payload) {
 		t.plain = make([]byte, 0, 1600)
 	}

@@ -247,7 +247,8 @@ try {
         return { ok: v.length === 3 && v.every((s) => s.framesDecoded > first[n].frames[s.ssrc] + 10),
           frames: v.map((s) => s.framesDecoded), widths: v.map((s) => s.frameWidth) };
       }, 60000);
-      log(`${n} decodes: frames ${JSON.stringify(s.frames)} widths ${JSON.stringify(s.widths)}`);
+      const ev = (await layerEvents(n)).map((e) => [e.spatial_layer, e.temporal_layer]);
+      log(`${n} decodes: frames ${JSON.stringify(s.frames)} widths ${JSON.stringify(s.widths)}; sends ${JSON.stringify(await encodingWidths(n))}; layers_changed ${JSON.stringify(ev)}`);
     }
   } else {
     throw new Error(`unknown scenario ${scenario}`);
