@@ -1,6 +1,7 @@
 package media
 
 import (
+	"fmt"
 	"math"
 	"sort"
 	"sync"
@@ -324,6 +325,11 @@ func (t *transport) allocate(now int64, periodic bool) {
 	for _, k := range cands {
 		a := &k.c.alloc
 		o := k.opts[k.i]
+		if o.spatial != a.spatial || o.temporal != a.temporal {
+			t.log.Debug("layers re-allocated", "consumer", k.c.id, "from", fmt.Sprintf("%d/%d", a.spatial, a.temporal),
+				"to", fmt.Sprintf("%d/%d", o.spatial, o.temporal), "estimate", int(b.est), "loss", b.loss, "delivered", int(b.rate),
+				"option_rate", int(o.rate), "preferred", fmt.Sprintf("%d/%d", k.c.prefSpatial, k.c.prefTemporal))
+		}
 		switch {
 		case k.cur >= 0 && k.i < k.cur:
 			if now-a.upAt < failedUpWithin {

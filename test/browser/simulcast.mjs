@@ -247,7 +247,7 @@ try {
         return { ok: v.length === 3 && v.every((s) => s.framesDecoded > first[n].frames[s.ssrc] + 10),
           frames: v.map((s) => s.framesDecoded), widths: v.map((s) => s.frameWidth) };
       }, 60000);
-      const ev = (await layerEvents(n)).map((e) => [e.spatial_layer, e.temporal_layer]);
+      const ev = (await layerEvents(n)).map((e) => [e.consumer_id.slice(0, 4), e.spatial_layer, e.temporal_layer]);
       log(`${n} decodes: frames ${JSON.stringify(s.frames)} widths ${JSON.stringify(s.widths)}; sends ${JSON.stringify(await encodingWidths(n))}; layers_changed ${JSON.stringify(ev)}`);
     }
   } else {
