@@ -111,12 +111,13 @@ func (c *consumer) layersChanged(ls layerState) {
 		return
 	}
 	s.sender.SendToConnection(c.owner.connID, protocol.Encode(TypeConsumerLayersChanged, "", layersChangedMsg{
-		RoomID: c.owner.roomID, ConsumerID: c.id, SpatialLayer: ls.spatial, TemporalLayer: ls.temporal,
+		ConsumerID: c.id, SpatialLayer: ls.spatial, TemporalLayer: ls.temporal,
 	}))
 }
 
+// layersChangedMsg is media:consumer_layers_changed (consumer ids are
+// unique across rooms: no room_id, as PROTOCOL.md names it).
 type layersChangedMsg struct {
-	RoomID        string `json:"room_id"`
 	ConsumerID    string `json:"consumer_id"`
 	SpatialLayer  int    `json:"spatial_layer"`
 	TemporalLayer int    `json:"temporal_layer"`

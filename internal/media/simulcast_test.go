@@ -268,7 +268,7 @@ func TestSimulcastRIDLearningAndLayerSwitching(t *testing.T) {
 		}
 	}
 	waitLayer("the highest layer by default", 2, 2)
-	if ev, ok := lastLayerEvent(snd, "B"); !ok || ev != (layersChangedMsg{RoomID: room, ConsumerID: cid, SpatialLayer: 2, TemporalLayer: 2}) {
+	if ev, ok := lastLayerEvent(snd, "B"); !ok || ev != (layersChangedMsg{ConsumerID: cid, SpatialLayer: 2, TemporalLayer: 2}) {
 		t.Fatalf("layers_changed %+v %v", ev, ok)
 	}
 

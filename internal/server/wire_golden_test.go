@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -15,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
+
+	"github.com/parleyhq/parley/internal/media/mediatest"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/server/servertest"
 )
@@ -50,7 +54,6 @@ const wireDir = "../protocol/testdata/wire"
 var wireServerNotSentYet = map[string]string{
 	protocol.TypeMediaProducerPaused:        "issue 12 (v1.1 media: pause/resume)",
 	protocol.TypeMediaProducerResumed:       "issue 12 (v1.1 media: pause/resume)",
-	protocol.TypeMediaConsumerLayersChanged: "issue 12 (v1.1 media: simulcast layers)",
 	protocol.TypeMediaICERestarted:          "issue 12 (v1.1 media: ICE restart)",
 	protocol.TypeMediaStats:                 "issue 12 (v1.1 media: stats)",
 	protocol.TypeMediaProduceDataResult:     "issue 12 (v1.1 media: data channels)",
@@ -70,7 +73,6 @@ var wireClientNotAcceptedYet = map[string]struct {
 	protocol.TypeMediaProducerResume:     {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
 	protocol.TypeMediaConsumerPause:      {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
 	protocol.TypeMediaConsumerResume:     {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
-	protocol.TypeMediaSetPreferredLayers: {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c", "spatial_layer": 1}},
 	protocol.TypeMediaRestartICE:         {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "transport_id": "t"}},
 	protocol.TypeMediaGetStats:           {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team"}},
 	protocol.TypeMediaProduceData:        {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "transport_id": "t", "sctp_stream_parameters": map[string]any{"streamId": 0}}},
@@ -393,7 +395,8 @@ func TestWireGolden(t *testing.T) {
 			ID string `json:"id"`
 		} `json:"recv_transport"`
 	}
-	if err := json.Unmarshal(w.await(b, protocol.TypeMediaTransportCreated, "mj2").Data, &tcB); err != nil {
+	tcBFrame := w.await(b, protocol.TypeMediaTransportCreated, "mj2")
+	if err := json.Unmarshal(tcBFrame.Data, &tcB); err != nil {
 		t.Fatal(err)
 	}
 	w.alias[tcB.SendTransport.ID] = "<transport:bob-send>"
@@ -430,6 +433,12 @@ func TestWireGolden(t *testing.T) {
 	w.alias[consumer.ID] = "<consumer:bob>"
 	w.rest("call.participants", w.call(s, "GET", "/api/rooms/team/call/participants", alice, nil, http.StatusOK))
 
+	// Simulcast: bob publishes two rid-based layers (a pion endpoint that
+	// sends a key frame per layer every 50 ms), alice receives the top one,
+	// then asks for layer 0 and is told when she gets it.
+	stopRTP := wireSimulcast(t, w, a, b, f.Data, tcBFrame.Data, caps.RTPCapabilities)
+	defer stopRTP()
+
 	// The v1.1 requests not implemented yet answer as listed.
 	for typ, want := range wireClientNotAcceptedYet {
 		id := "ny-" + typ
@@ -457,6 +466,131 @@ func TestWireGolden(t *testing.T) {
 	w.server(w.await(b, protocol.TypeRoomCallEnded, ""), "")
 
 	w.check()
+}
+
+// wireSimulcast runs the simulcast part of the scenario: bob's send and
+// alice's receive transports are connected by mediatest endpoints, bob
+// produces two rid-based encodings, alice consumes them, gets
+// media:consumer_layers_changed for layer 1, sends media:set_preferred_layers
+// 0 and gets media:consumer_layers_changed for layer 0. It returns a
+// function that stops the media.
+func wireSimulcast(t *testing.T, w *wireRec, a, b *servertest.Client, aliceTC, bobTC, caps json.RawMessage) func() {
+	t.Helper()
+	var at, bt struct {
+		SendTransport json.RawMessage `json:"send_transport"`
+		RecvTransport json.RawMessage `json:"recv_transport"`
+	}
+	if err := json.Unmarshal(aliceTC, &at); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(bobTC, &bt); err != nil {
+		t.Fatal(err)
+	}
+	connect := func(c *servertest.Client, raw json.RawMessage, id string) *mediatest.Client {
+		mc, err := mediatest.New(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tr struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(raw, &tr)
+		w.send(c, protocol.TypeMediaConnectTransport, id, map[string]any{"room_id": "team", "transport_id": tr.ID, "dtls_parameters": mc.DTLSParameters()}, "-")
+		w.await(c, protocol.TypeMediaTransportConnected, id)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := mc.Connect(ctx); err != nil {
+			t.Fatalf("mediatest connect: %v", err)
+		}
+		return mc
+	}
+	pub := connect(b, bt.SendTransport, "ct-sim-pub")
+	sub := connect(a, at.RecvTransport, "ct-sim-sub")
+	var bobSend struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(bt.SendTransport, &bobSend)
+	w.send(b, protocol.TypeMediaProduce, "pr2", map[string]any{"room_id": "team", "transport_id": bobSend.ID, "kind": "video", "source": "webcam",
+		"rtp_parameters": map[string]any{
+			"mid": "1",
+			"codecs": []map[string]any{
+				{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000, "parameters": map[string]any{},
+					"rtcpFeedback": []map[string]any{{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"}, {"type": "transport-cc", "parameter": ""}}},
+				{"mimeType": "video/rtx", "payloadType": 97, "clockRate": 90000, "parameters": map[string]any{"apt": 96}, "rtcpFeedback": []any{}},
+			},
+			"headerExtensions": []map[string]any{
+				{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 4, "encrypt": false, "parameters": map[string]any{}},
+				{"uri": "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", "id": 10, "encrypt": false, "parameters": map[string]any{}},
+				{"uri": "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id", "id": 11, "encrypt": false, "parameters": map[string]any{}},
+			},
+			"encodings": []map[string]any{
+				{"rid": "r0", "active": true, "scaleResolutionDownBy": 2, "maxBitrate": 300000},
+				{"rid": "r1", "active": true, "scaleResolutionDownBy": 1, "maxBitrate": 900000},
+			},
+			"rtcp": map[string]any{"cname": "bob-cname", "reducedSize": true},
+		}}, "simulcast")
+	var produced struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(w.await(b, protocol.TypeMediaProduceResult, "pr2").Data, &produced); err != nil {
+		t.Fatal(err)
+	}
+	w.alias[produced.ID] = "<producer:bob-webcam>"
+	w.send(a, protocol.TypeMediaConsume, "co2", map[string]any{"room_id": "team", "producer_id": produced.ID, "rtp_capabilities": caps}, "-")
+	var consumer struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(w.await(a, protocol.TypeMediaConsumerCreated, "co2").Data, &consumer); err != nil {
+		t.Fatal(err)
+	}
+	w.alias[consumer.ID] = "<consumer:alice-webcam>"
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		seq := [2]uint16{100, 5000}
+		for frame := uint32(0); ; frame++ {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+			for l, rid := range []string{"r0", "r1"} {
+				seq[l]++
+				p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq[l], Timestamp: frame * 4500,
+					SSRC: 7000 + uint32(l), Marker: true}, Payload: []byte{0x10, 0x00, 0x9d, 0x01, 0x2a, 0, 0, 0, 0, byte(l)}}
+				_ = p.SetExtension(4, []byte("1"))
+				_ = p.SetExtension(10, []byte(rid))
+				_ = pub.WriteRTP(p)
+			}
+		}
+	}()
+	layers := func(want int) protocol.Envelope {
+		t.Helper()
+		for {
+			f := w.await(a, protocol.TypeMediaConsumerLayersChanged, "")
+			var m struct {
+				SpatialLayer int `json:"spatial_layer"`
+			}
+			_ = json.Unmarshal(f.Data, &m)
+			if m.SpatialLayer == want {
+				return f
+			}
+		}
+	}
+	layers(1)
+	w.send(a, protocol.TypeMediaSetPreferredLayers, "spl1", map[string]any{"room_id": "team", "consumer_id": consumer.ID, "spatial_layer": 0}, "")
+	w.await(a, protocol.TypeAck, "spl1")
+	w.server(layers(0), "")
+	return func() {
+		close(stop)
+		<-done
+		pub.Close()
+		sub.Close()
+	}
 }
 
 // check compares the captured examples with the golden files (or rewrites

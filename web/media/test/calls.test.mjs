@@ -147,7 +147,7 @@ function fakeDevice() {
 function newCall(server, opts = {}) {
   const call = new Call(server, ROOM, { Device: fakeDevice(), ...opts });
   const events = [];
-  for (const ev of ['track', 'track_ended', 'peer_left', 'active_speaker', 'paused', 'resumed', 'closed', 'local_track_ended', 'error']) {
+  for (const ev of ['track', 'track_ended', 'peer_left', 'active_speaker', 'paused', 'resumed', 'closed', 'local_track_ended', 'error', 'layers_changed']) {
     call.on(ev, (d) => events.push({ ev, ...d }));
   }
   return { call, events };
@@ -349,6 +349,39 @@ test('producer_closed, a close during consume, peer_left, paused/resumed, active
   ]);
   assert.deepEqual(call.remoteTracks.map((t) => t.producerId), ['peer3-audio']);
   assert.deepEqual(events.filter((e) => e.ev === 'error'), []);
+});
+
+test('layers: setPreferredLayers sends media:set_preferred_layers; layers_changed follows its track', async () => {
+  const server = new FakeServer({ existing: [peer(2, 'video')], hold: ['media:consume'] });
+  const { call, events } = newCall(server);
+  await call.join();
+  await until('consume sent', () => server.held.length === 1);
+  server.release('media:consume');
+  const early = `cons-${server.nextId}`;
+  // Sent by the server right after consumer_created: before the consumer is ready here.
+  server.emit('media:consumer_layers_changed', { consumer_id: early, spatial_layer: 2, temporal_layer: 2 });
+  await until('track', () => events.some((e) => e.ev === 'layers_changed'));
+  assert.deepEqual(events.map((e) => e.ev), ['track', 'layers_changed']);
+  const track = events[0];
+  assert.equal(track.consumerId, early);
+  assert.deepEqual([events[1].producerId, events[1].spatialLayer, events[1].temporalLayer], ['peer2-video', 2, 2]);
+
+  server.emit('media:consumer_layers_changed', { consumer_id: early, spatial_layer: 0, temporal_layer: 1 });
+  server.emit('media:consumer_layers_changed', { room_id: 'other', consumer_id: early, spatial_layer: 1, temporal_layer: 1 });
+  server.emit('media:consumer_layers_changed', { consumer_id: 'unknown', spatial_layer: 1, temporal_layer: 1 });
+  assert.deepEqual(events.filter((e) => e.ev === 'layers_changed').map((e) => [e.spatialLayer, e.temporalLayer]), [[2, 2], [0, 1]]);
+
+  await call.setPreferredLayers(early, 0);
+  await call.setPreferredLayers(early, 2, 1);
+  const reqs = server.requests.filter((r) => r.type === 'media:set_preferred_layers').map((r) => r.data);
+  assert.deepEqual(reqs, [
+    { room_id: ROOM, consumer_id: early, spatial_layer: 0 },
+    { room_id: ROOM, consumer_id: early, spatial_layer: 2, temporal_layer: 1 },
+  ]);
+  server.errors['media:set_preferred_layers'] = 'not_found';
+  await assert.rejects(call.setPreferredLayers('nope', 1), (e) => e.code === 'not_found');
+  await call.leave();
+  await assert.rejects(call.setPreferredLayers(early, 1), (e) => e.code === 'bad_state');
 });
 
 test('room_closed: closed, everything torn down, other rooms ignored', async () => {
