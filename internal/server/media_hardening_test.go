@@ -29,7 +29,7 @@ func TestUnsupportedMediaRequestsAreNotViolations(t *testing.T) {
 	s.IgnoreTypes = []string{"presence:update"}
 	alice := s.DialUser("alice", nil)
 	types := []string{"media:producer_pause", "media:producer_resume", "media:consumer_pause", "media:consumer_resume",
-		"media:set_preferred_layers", "media:restart_ice", "media:get_stats", "media:produce_data", "media:consume_data"}
+		"media:restart_ice", "media:get_stats", "media:produce_data", "media:consume_data"}
 	for i := 0; i < 30; i++ {
 		id := fmt.Sprintf("u%d", i)
 		alice.Request(types[i%len(types)], id, map[string]any{"room_id": "call", "producer_id": "p", "consumer_id": "c", "transport_id": "t"})

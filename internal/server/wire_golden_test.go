@@ -52,14 +52,14 @@ const wireDir = "../protocol/testdata/wire"
 // sent, capture it in the scenario and remove it here (the test fails until
 // both are done).
 var wireServerNotSentYet = map[string]string{
-	protocol.TypeMediaProducerPaused:        "issue 12 (v1.1 media: pause/resume)",
-	protocol.TypeMediaProducerResumed:       "issue 12 (v1.1 media: pause/resume)",
-	protocol.TypeMediaICERestarted:          "issue 12 (v1.1 media: ICE restart)",
-	protocol.TypeMediaStats:                 "issue 12 (v1.1 media: stats)",
-	protocol.TypeMediaProduceDataResult:     "issue 12 (v1.1 media: data channels)",
-	protocol.TypeMediaNewDataProducer:       "issue 12 (v1.1 media: data channels)",
-	protocol.TypeMediaDataConsumerCreated:   "issue 12 (v1.1 media: data channels)",
-	protocol.TypeMediaActiveSpeaker:         "issue 12 (v1.1 media: active speaker)",
+	protocol.TypeMediaProducerPaused:      "issue 12 (v1.1 media: pause/resume)",
+	protocol.TypeMediaProducerResumed:     "issue 12 (v1.1 media: pause/resume)",
+	protocol.TypeMediaICERestarted:        "issue 12 (v1.1 media: ICE restart)",
+	protocol.TypeMediaStats:               "issue 12 (v1.1 media: stats)",
+	protocol.TypeMediaProduceDataResult:   "issue 12 (v1.1 media: data channels)",
+	protocol.TypeMediaNewDataProducer:     "issue 12 (v1.1 media: data channels)",
+	protocol.TypeMediaDataConsumerCreated: "issue 12 (v1.1 media: data channels)",
+	protocol.TypeMediaActiveSpeaker:       "issue 12 (v1.1 media: active speaker)",
 }
 
 // wireClientNotAcceptedYet are the types of protocol.ClientTypes that no
@@ -69,14 +69,14 @@ var wireClientNotAcceptedYet = map[string]struct {
 	issue, code string
 	data        map[string]any
 }{
-	protocol.TypeMediaProducerPause:      {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
-	protocol.TypeMediaProducerResume:     {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
-	protocol.TypeMediaConsumerPause:      {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
-	protocol.TypeMediaConsumerResume:     {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
-	protocol.TypeMediaRestartICE:         {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "transport_id": "t"}},
-	protocol.TypeMediaGetStats:           {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team"}},
-	protocol.TypeMediaProduceData:        {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "transport_id": "t", "sctp_stream_parameters": map[string]any{"streamId": 0}}},
-	protocol.TypeMediaConsumeData:        {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "data_producer_id": "d"}},
+	protocol.TypeMediaProducerPause:  {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
+	protocol.TypeMediaProducerResume: {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "producer_id": "p"}},
+	protocol.TypeMediaConsumerPause:  {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
+	protocol.TypeMediaConsumerResume: {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c"}},
+	protocol.TypeMediaRestartICE:     {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "transport_id": "t"}},
+	protocol.TypeMediaGetStats:       {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team"}},
+	protocol.TypeMediaProduceData:    {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "transport_id": "t", "sctp_stream_parameters": map[string]any{"streamId": 0}}},
+	protocol.TypeMediaConsumeData:    {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "data_producer_id": "d"}},
 }
 
 // wireRec collects the examples of one scenario run.

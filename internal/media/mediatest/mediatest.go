@@ -102,7 +102,9 @@ func (c *Client) DTLSParameters() map[string]any {
 
 type quiet struct{}
 
-func (quiet) NewLogger(string) logging.LeveledLogger { return logging.NewDefaultLeveledLoggerForScope("", logging.LogLevelDisabled, nil) }
+func (quiet) NewLogger(string) logging.LeveledLogger {
+	return logging.NewDefaultLeveledLoggerForScope("", logging.LogLevelDisabled, nil)
+}
 
 // Connect runs ICE to the transport's loopback UDP candidate, then DTLS
 // (the server's certificate must match its fingerprint), and sets up SRTP.
