@@ -49,6 +49,7 @@ type simLayer struct {
 	tl0        uint8
 	frame      int
 	frames     atomic.Int64 // frame, for other goroutines
+	sent       atomic.Uint64
 	keyReq     atomic.Bool
 	historyMu  sync.Mutex
 	history    map[uint16]*rtp.Packet
@@ -125,6 +126,9 @@ func newSimPublisher(c *testClient, fps int, pkts, size []int) *simPublisher {
 	go p.run()
 	return p
 }
+
+// layerSent is how many packets layer l sent.
+func (p *simPublisher) layerSent(l int) uint64 { return p.layers[l].sent.Load() }
 
 // loseOnce makes frame of layer l lose its second packet: it is sent only
 // when NACKed (as RTX).
@@ -229,6 +233,7 @@ func (p *simPublisher) frame(l *simLayer, elapsed uint32) {
 		if p.c.writeRTP(pk) == nil {
 			p.sent.Add(1)
 			p.sentVid.Add(uint64(len(payload)))
+			l.sent.Add(1)
 		}
 	}
 	l.frame++
