@@ -282,6 +282,7 @@ func (t *transport) allocate(now int64, periodic bool) {
 			c.alloc.spatial, c.alloc.temporal = -1, -1
 			c.fmu.Lock()
 			key := c.fwd.setTarget(s, tl, now)
+			c.want.Store(c.fwd.wantMask())
 			c.fmu.Unlock()
 			if key >= 0 {
 				c.p.requestKeyFrame(key, false)
@@ -353,6 +354,7 @@ func (t *transport) retarget(c *consumer, spatial, temporal int, now int64) {
 	a.spatial, a.temporal, a.changedAt = spatial, temporal, now
 	c.fmu.Lock()
 	key := c.fwd.setTarget(spatial, temporal, now)
+	c.want.Store(c.fwd.wantMask())
 	c.fmu.Unlock()
 	if key >= 0 {
 		c.p.requestKeyFrame(key, false)

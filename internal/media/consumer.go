@@ -38,8 +38,9 @@ type consumer struct {
 
 	// fwd picks the layer forwarded and rewrites sequence numbers,
 	// timestamps and VP8 ids (forwarder.go); fmu guards it.
-	fmu sync.Mutex
-	fwd *forwarder
+	fmu  sync.Mutex
+	fwd  *forwarder
+	want atomic.Uint32 // fwd.wantMask(), updated under fmu
 
 	// Layer selection (bwe.go), guarded by the transport's bwe.mu:
 	// preferred layers (media:set_preferred_layers; -1: the highest) and
@@ -71,12 +72,15 @@ func (c *consumer) forward(pkt *rtp.Packet, in *pktInfo) {
 	if h := forwardHook.Load(); h != nil {
 		(*h)(c)
 	}
-	if c.closed.Load() || !c.t.ready.Load() {
+	if c.closed.Load() || !c.t.ready.Load() || c.want.Load()&(1<<in.layer) == 0 {
 		return
 	}
 	now := monoNow()
 	c.fmu.Lock()
 	o := c.fwd.translate(pkt.SequenceNumber, pkt.Timestamp, in, now, c.p)
+	if o.anchored {
+		c.want.Store(c.fwd.wantMask())
+	}
 	c.fmu.Unlock()
 	if o.askKey >= 0 {
 		c.p.requestKeyFrame(o.askKey, false)
@@ -147,6 +151,7 @@ func (c *consumer) requestKeyFrame(force bool) {
 func (c *consumer) restart() {
 	c.fmu.Lock()
 	c.fwd.restart(monoNow())
+	c.want.Store(c.fwd.wantMask())
 	c.fmu.Unlock()
 	c.requestKeyFrame(true)
 }

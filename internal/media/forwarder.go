@@ -102,8 +102,20 @@ type translated struct {
 	patch   bool // rewrite the VP8 descriptor
 	send    bool
 	askKey  int // layer to request a key frame of; -1: none
-	changed bool
-	layers  layerState
+	changed  bool
+	layers   layerState
+	anchored bool // started, switched or resynced: wantMask changed
+}
+
+// wantMask is the set of spatial layers whose packets translate may use:
+// every layer up to the target while starting or resyncing, else the
+// current and the target one. The consumer keeps a copy (consumer.want) so
+// that packets of other layers skip the lock.
+func (f *forwarder) wantMask() uint32 {
+	if !f.started || f.resync || f.cur < 0 {
+		return 1<<(f.target+1) - 1
+	}
+	return 1<<f.cur | 1<<f.target
 }
 
 func newForwarder(video bool, layers int, clock uint32) *forwarder {
@@ -163,9 +175,11 @@ func (f *forwarder) translate(seq uint16, ts uint32, in *pktInfo, now int64, sr 
 			return o
 		}
 		f.anchor(seq, ts, l, in, now, sr)
+		o.anchored = true
 	case l != f.cur:
 		if l == f.target && in.keyframe {
 			f.anchor(seq, ts, l, in, now, sr)
+			o.anchored = true
 			break
 		}
 		if f.target != f.cur && now-f.askedAt > keyRetry {

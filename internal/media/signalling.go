@@ -782,6 +782,7 @@ func buildConsumer(pr *producer, caps *RtpCapabilities) (*consumer, error) {
 			c.passExt[e.URI] = uint8(e.PreferredID)
 		}
 	}
+	c.want.Store(c.fwd.wantMask())
 	enc := RtpEncodingParameters{SSRC: c.ssrc, ScalabilityMode: consumerScalabilityMode(pr)}
 	if c.rtxSSRC != 0 {
 		enc.RTX = &RtxSSRC{SSRC: c.rtxSSRC}
