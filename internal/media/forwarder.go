@@ -95,13 +95,13 @@ type layerState struct{ spatial, temporal int }
 
 // translated is the outcome of one packet.
 type translated struct {
-	seq     uint16
-	ts      uint32
-	pid     uint16
-	tl0     uint8
-	patch   bool // rewrite the VP8 descriptor
-	send    bool
-	askKey  int // layer to request a key frame of; -1: none
+	seq      uint16
+	ts       uint32
+	pid      uint16
+	tl0      uint8
+	patch    bool // rewrite the VP8 descriptor
+	send     bool
+	askKey   int // layer to request a key frame of; -1: none
 	changed  bool
 	layers   layerState
 	anchored bool // started, switched or resynced: wantMask changed
