@@ -18,13 +18,16 @@ import (
 // receiver carries a transport-wide sequence number; the receiver's
 // transport-cc feedback says which arrived. Over each period:
 //
-//   - loss > 10 %: estimate = min(estimate, delivered rate) × (1 − loss/2)
-//     (delivered rate: bytes of the packets that arrived, per second);
+//   - loss > 10 %: estimate × (1 − loss/2), but not below 0.85 × the
+//     delivered rate (bytes of the packets that arrived, per second: what
+//     the link carried); ignored in the first 2 s after the receiver's
+//     first feedback (browsers report the first packets of a new receive
+//     stream lost while they set it up);
 //   - loss < 2 %: estimate × 1.08, at most 4 × delivered rate + 500 kbit/s
 //     (so that it can probe one layer up but not run away while idle);
 //   - otherwise: unchanged.
 //
-// A period with fewer than 10 packets reported is extended (up to 2 s).
+// A period with fewer than 20 packets reported is extended (up to 2 s).
 //
 // It starts at 2 Mbit/s with the first feedback. A receiver that sends
 // REMB and no transport-cc gets its REMB value; one that sends neither is
@@ -34,8 +37,8 @@ import (
 // Allocation (allocate, every period and on every consume or
 // set_preferred_layers): each video consumer of the transport has a ladder
 // of options (spatial, temporal) up to its preferred layers, over the
-// producer's layers that had media within 1.5 s, ordered by each option's
-// measured bit rate. Every consumer starts on its lowest option; then, in
+// producer's layers that had media within 1.5 s, spatial then temporal,
+// leaving out an option that would cost no more than the one below it. Every consumer starts on its lowest option; then, in
 // consumer order, each moves one step up while the step's extra rate fits
 // in what is left of the estimate (× 1.15 for a step above its current
 // target: hysteresis), until nothing moves. Going down is immediate;
@@ -53,6 +56,7 @@ type bwe struct {
 	highest     uint16 // highest transport-wide seq reported so far
 	haveHighest bool
 	twccAt      int64 // last transport-cc feedback (mono ns)
+	firstFb     int64 // first one
 	rembBps     float64
 	rembAt      int64
 	est         float64 // bit/s; 0: no feedback yet (not limited)
@@ -78,8 +82,9 @@ const (
 	maxUpDelay      = int64(60e9)
 	failedUpWithin  = int64(4e9)
 	stableReset     = int64(30e9)
-	minSamples      = 10
+	minSamples      = 20
 	maxSamplePeriod = int64(2e9)
+	warmUp          = int64(2e9)
 )
 
 // sent records a packet written to the receiver (any goroutine).
@@ -103,6 +108,9 @@ func (b *bwe) feedback(p *rtcp.TransportLayerCC) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.twccAt = monoNow()
+	if b.firstFb == 0 {
+		b.firstFb = b.twccAt
+	}
 	seq, n, idx := p.BaseSequenceNumber, int(p.PacketStatusCount), 0
 	for _, chunk := range p.PacketChunks {
 		switch ch := chunk.(type) {
@@ -179,8 +187,11 @@ func (b *bwe) update(now int64) {
 			b.est = initialEstimate
 		}
 		switch {
+		case b.loss > 0.10 && now-b.firstFb < warmUp:
+			// A receive stream's first packets are often reported lost (the
+			// browser's receiver was not ready for the first key frame burst).
 		case b.loss > 0.10:
-			b.est = min(b.est, b.rate) * (1 - b.loss/2)
+			b.est = max(b.est*(1-b.loss/2), 0.85*b.rate)
 		case b.loss < 0.02:
 			if c := 4*b.rate + 500e3; b.est < c {
 				b.est = min(b.est*math.Pow(1.08, dt/(float64(allocPeriod)/1e9)), c)
@@ -215,8 +226,7 @@ type layerOption struct {
 }
 
 // options lists a consumer's ladder: active layers up to its preferred
-// ones, by measured rate (lowest first; a temporal layer of a lower
-// spatial layer may come after the base of a higher one).
+// ones, spatial then temporal, lowest first, with increasing measured rates.
 func (c *consumer) options(now int64) []layerOption {
 	p := c.p
 	maxS := len(p.layers) - 1
@@ -237,8 +247,18 @@ func (c *consumer) options(now int64) []layerOption {
 			opts = append(opts, layerOption{s, t, float64(lay.rate[t].Load())})
 		}
 	}
-	sort.SliceStable(opts, func(i, j int) bool { return opts[i].rate < opts[j].rate })
-	return opts
+	// Keep the ladder's rates increasing: an option that costs no more than
+	// the one below it (a higher spatial layer's base temporal layer vs a
+	// lower one's full rate) is left out, so that going down walks the
+	// temporal layers of one spatial layer before switching spatial layers.
+	out := opts[:0]
+	for _, o := range opts {
+		if len(out) > 0 && o.rate > 0 && o.rate <= out[len(out)-1].rate {
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
 }
 
 // allocate runs the estimate's period update when due (worker) and

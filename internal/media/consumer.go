@@ -196,7 +196,8 @@ func (c *consumer) addTransportExtensions(h *rtp.Header) {
 // retransmit answers a consumer NACK: each sequence number is mapped back
 // through the forwarder to (layer, source seq), read from that layer's
 // history, and sent as it was first sent (same sequence number, timestamp
-// and VP8 ids), as RTX when the consumer negotiated it.
+// and VP8 ids), as RTX when the consumer negotiated it; within the limits
+// of forwarder.nacked (3 times, 100 ms apart, up to 1.5 s old).
 func (c *consumer) retransmit(pairs []rtcp.NackPair) {
 	p := c.p
 	if p.kind != kindVideo || c.closed.Load() {
@@ -209,9 +210,10 @@ func (c *consumer) retransmit(pairs []rtcp.NackPair) {
 			break
 		}
 	}
+	now := monoNow()
 	for _, seq := range seqs {
 		c.fmu.Lock()
-		e, ok := c.fwd.lookup(seq)
+		e, ok := c.fwd.nacked(seq, now)
 		c.fmu.Unlock()
 		if !ok || int(e.layer) >= len(p.layers) {
 			continue

@@ -87,8 +87,21 @@ type seqEntry struct {
 	out   uint16
 	src   uint16
 	pid   uint16
+	rtxN  uint8 // retransmissions so far
 	ts    uint32
+	at    uint32 // ms (monoNow) it was sent
+	rtxAt uint32 // ms of the last retransmission
 }
+
+// Retransmission limits (per packet and consumer): NACKed packets are
+// resent at most maxRTX times, not twice within rtxGap, and not when older
+// than rtxMaxAge; a congested receiver's NACKs would otherwise multiply
+// what its link has to carry.
+const (
+	maxRTX    = 3
+	rtxGap    = 100  // ms
+	rtxMaxAge = 1500 // ms
+)
 
 // layerState is what media:consumer_layers_changed reports.
 type layerState struct{ spatial, temporal int }
@@ -222,7 +235,7 @@ func (f *forwarder) translate(seq uint16, ts uint32, in *pktInfo, now int64, sr 
 	o.send = true
 	if f.seqr != nil {
 		f.seqr[o.seq%seqrSize] = seqEntry{valid: true, layer: in.layer, patch: o.patch, tl0: o.tl0,
-			out: o.seq, src: seq, pid: o.pid, ts: o.ts}
+			out: o.seq, src: seq, pid: o.pid, ts: o.ts, at: uint32(now / 1e6)}
 	}
 	if f.video && (f.simulcast || in.maxTID > 0) {
 		if ls := (layerState{f.cur, min(f.curT, int(max(in.maxTID, 0)))}); ls != f.layer {
@@ -347,6 +360,20 @@ func (f *forwarder) lookup(out uint16) (seqEntry, bool) {
 	}
 	e := f.seqr[out%seqrSize]
 	return e, e.valid && e.out == out
+}
+
+// nacked is lookup for a NACK at now (mono ns): it also applies and counts
+// the retransmission limits.
+func (f *forwarder) nacked(out uint16, now int64) (seqEntry, bool) {
+	e, ok := f.lookup(out)
+	ms := uint32(now / 1e6)
+	if !ok || e.rtxN >= maxRTX || ms-e.at > rtxMaxAge || (e.rtxN > 0 && ms-e.rtxAt < rtxGap) {
+		return seqEntry{}, false
+	}
+	p := &f.seqr[out%seqrSize]
+	p.rtxN++
+	p.rtxAt = ms
+	return e, true
 }
 
 // srMapper gives the RTP timestamp offset between two layers of a

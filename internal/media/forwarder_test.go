@@ -269,3 +269,29 @@ func TestParseVP8AndH264(t *testing.T) {
 		}
 	}
 }
+
+// NACKs are answered at most maxRTX times per packet, rtxGap apart, for
+// packets up to rtxMaxAge old.
+func TestForwarderRetransmissionLimits(t *testing.T) {
+	f := newForwarder(true, 1, 90000)
+	ms := int64(1e6)
+	f.translate(10, 0, info(0, vp8Frame(1, 1, 0, true, true, 10)), 1000*ms, nil)
+	f.translate(11, 0, info(0, vp8Frame(2, 1, 2, false, true, 10)), 1000*ms, nil)
+	for i, c := range []struct {
+		at int64
+		ok bool
+	}{{1010, true}, {1050, false}, {1120, true}, {1230, true}, {1400, false}} {
+		if _, ok := f.nacked(10, c.at*ms); ok != c.ok {
+			t.Fatalf("NACK %d at %d ms: %v, want %v", i, c.at, ok, c.ok)
+		}
+	}
+	if _, ok := f.nacked(11, 2600*ms); ok {
+		t.Fatal("a packet older than rtxMaxAge was resent")
+	}
+	if _, ok := f.nacked(11, 2400*ms); !ok {
+		t.Fatal("a fresh NACK was refused")
+	}
+	if _, ok := f.nacked(12, 1100*ms); ok {
+		t.Fatal("an unsent packet was resent")
+	}
+}

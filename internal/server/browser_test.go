@@ -90,7 +90,8 @@ func TestBrowserCallThroughServer(t *testing.T) {
 // server (test/browser/simulcast.mjs): layer switches on
 // media:set_preferred_layers, a receiver behind a 300 kbit/s relay moved
 // down alone, four publishers with three encodings each all decoding.
-// PARLEY_SIMULCAST_SCENARIOS (comma list) runs only some of them.
+// PARLEY_SIMULCAST_SCENARIOS (comma list) runs only some of them;
+// PARLEY_SIMULCAST_DEBUG=1 logs the SFU's layer decisions.
 func TestBrowserSimulcastThroughServer(t *testing.T) {
 	testenv.Browser(t, "browser test")
 	root := testenv.RepoRoot()
@@ -103,9 +104,13 @@ func TestBrowserSimulcastThroughServer(t *testing.T) {
 	}
 	for _, sc := range scenarios {
 		t.Run(sc, func(t *testing.T) {
-			s := servertest.Start(t, map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
+			env := map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
 				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0",
-				"PARLEY_WEB_DIR": filepath.Join(root, "web", "media", "dist")})
+				"PARLEY_WEB_DIR": filepath.Join(root, "web", "media", "dist")}
+			if os.Getenv("PARLEY_SIMULCAST_DEBUG") != "" {
+				env["PARLEY_LOG_LEVEL"] = "debug" // the SFU logs every layer re-allocation
+			}
+			s := servertest.Start(t, env)
 			ctx := context.Background()
 			room := "simulcast-" + sc
 			if err := s.Srv.Store.CreateRoom(ctx, store.Room{ID: room, Name: room, OwnerID: "alice", CreatedAt: time.Now()}); err != nil {

@@ -62,7 +62,8 @@ async function stats() {
         out.inbound.push({ kind: s.kind, ssrc: s.ssrc, bytesReceived: s.bytesReceived ?? 0,
           packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0,
           frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0, freezeCount: s.freezeCount ?? 0,
-          packetsLost: s.packetsLost ?? 0, trackIdentifier: s.trackIdentifier });
+          packetsLost: s.packetsLost ?? 0, nackCount: s.nackCount ?? 0, packetsDiscarded: s.packetsDiscarded ?? 0,
+          trackIdentifier: s.trackIdentifier });
       } else if (s.type === 'outbound-rtp') {
         out.outbound.push({ kind: s.kind, bytesSent: s.bytesSent ?? 0, rid: s.rid, frameWidth: s.frameWidth ?? 0,
           framesEncoded: s.framesEncoded ?? 0, qualityLimitationReason: s.qualityLimitationReason });
