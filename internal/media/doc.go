@@ -80,7 +80,9 @@
 // temporal ceiling applies at the next base-layer (TID 0) frame. Every
 // packet sent is recorded by its output sequence number, so a consumer
 // NACK maps back to (layer, source seq) and is answered from that layer's
-// history with the same rewritten fields, as RTX when negotiated.
+// history with the same rewritten fields, as RTX when negotiated (each
+// packet at most 3 times, 100 ms apart, up to 1.5 s old, so that a
+// congested receiver's NACKs do not multiply its traffic).
 // consumer.restart re-anchors on the next key frame after a gap in
 // forwarding (resume). Header extensions are rewritten from the client's
 // ids (read from each produce's rtp_parameters) to the router's (audio
@@ -93,14 +95,15 @@
 // layers; within that, every 500 ms each receiver's (recv transport's)
 // bandwidth estimate is shared among its video consumers. The estimate
 // comes from the receiver's transport-wide-cc feedback on the packets the
-// SFU sent it (loss > 10 %: down to the delivered rate × (1 − loss/2);
-// loss < 2 %: up 8 % per period, at most 4 × delivered + 500 kbit/s), or
-// REMB when the receiver sends only that; a receiver that sends neither
-// is not limited. Each consumer climbs a ladder of (spatial, temporal)
-// options ordered by measured bit rate while the extra rate fits (× 1.15
-// to go above its current target; going up also waits 2 s since the last
-// change, doubled up to 60 s after a step up that loss undid); going down
-// is immediate. media:consumer_layers_changed tells the consumer's
+// SFU sent it (loss > 10 %: × (1 − loss/2), not below 0.85 × the
+// delivered rate, after a 2 s warm-up; loss < 2 %: up 8 % per period, at
+// most 4 × delivered + 500 kbit/s), or REMB when the receiver sends only
+// that; a receiver that sends neither is not limited. Each consumer climbs
+// a ladder of (spatial, temporal) options, spatial then temporal with
+// increasing measured rates, while the extra rate fits (× 1.15 to go above
+// its current target; going up also waits 2 s since the last change,
+// doubled up to 60 s after a step up that loss undid); going down is
+// immediate. media:consumer_layers_changed tells the consumer's
 // connection every change of the layers it actually receives. Every
 // allocation is per receiver: a receiver on a poor link gets lower layers
 // without changing anyone else's.
