@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +24,8 @@ import (
 // TestFanoutServerProcess is not a test: BenchmarkFanout re-executes the
 // test binary with PARLEY_FANOUT_SERVER=1 so that the SFU runs in its own
 // process and its CPU and memory can be read from /proc apart from the
-// clients'. It serves the WebSocket harness until stdin closes.
+// clients'. It serves the WebSocket harness until stdin closes, writing
+// its CPU profile to PARLEY_FANOUT_CPUPROFILE when set.
 func TestFanoutServerProcess(t *testing.T) {
 	if os.Getenv("PARLEY_FANOUT_SERVER") != "1" {
 		t.Skip("helper process for BenchmarkFanout")
@@ -31,6 +33,16 @@ func TestFanoutServerProcess(t *testing.T) {
 	h := newHarness(t, Config{ListenIP: "127.0.0.1", IncludeLoopback: true}, t.TempDir())
 	if _, _, err := h.sfu.StartCall("fanout", "pub"); err != nil {
 		t.Fatal(err)
+	}
+	if f := os.Getenv("PARLEY_FANOUT_CPUPROFILE"); f != "" { // the server's CPU profile
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); _ = out.Close() }()
 	}
 	fmt.Printf("URL=ws%s/ws\n", strings.TrimPrefix(h.srv.URL, "http"))
 	_, _ = io.Copy(io.Discard, os.Stdin)
