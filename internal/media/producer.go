@@ -45,7 +45,6 @@ type producer struct {
 
 // layer is one encoding (spatial layer) of a producer.
 type layer struct {
-	idx     int
 	rid     string
 	ssrc    atomic.Uint32 // learned from the RID extension when rid-based
 	rtxSSRC atomic.Uint32 // learned from the RRID extension when rid-based

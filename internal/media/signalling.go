@@ -529,8 +529,8 @@ func newProducer(pp *parsedProduce, kind string, p *participant, t *transport) *
 		vp8:  kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/VP8"),
 		h264: kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/H264"),
 	}
-	for i, pl := range pp.layers {
-		l := &layer{idx: i, rid: pl.rid}
+	for _, pl := range pp.layers {
+		l := &layer{rid: pl.rid}
 		l.ssrc.Store(pl.ssrc)
 		l.rtxSSRC.Store(pl.rtxSSRC)
 		l.maxTID.Store(-1)
