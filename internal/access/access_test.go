@@ -88,6 +88,34 @@ func TestGrantsTable(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("%s: %v %v, want %v", tc.name, got, err, tc.want)
 		}
+		// Static (no store read) is always part of Grants: rooms relies
+		// on it to skip the store when Static already holds what it needs.
+		if st := p.Static(tc.sub, tc.room); st&^got != 0 {
+			t.Errorf("%s: Static %v is not within Grants %v", tc.name, st, got)
+		}
+	}
+}
+
+// TestStaticReadsNoStore: Static answers from the token and dev mode
+// alone, even when the store fails.
+func TestStaticReadsNoStore(t *testing.T) {
+	const R, P, W, K = access.Read, access.Presence, access.Write, access.Call
+	broken := &records{err: errors.New("store down")}
+	for _, tc := range []struct {
+		dev  bool
+		sub  access.Subject
+		want access.Set
+	}{
+		{false, user("g", map[string]auth.Perm{"*": auth.PermAll}), R | P | W},
+		{false, user("g", map[string]auth.Perm{"priv": auth.PermRead}), R},
+		{false, user("member", nil), 0},
+		{true, user("eve", nil), R | P | W | K},
+		{false, access.Key(), R | W},
+	} {
+		p := &access.Policy{Dev: tc.dev, Records: broken}
+		if got := p.Static(tc.sub, "priv"); got != tc.want {
+			t.Errorf("dev %v, %+v: Static %v, want %v", tc.dev, tc.sub, got, tc.want)
+		}
 	}
 }
 

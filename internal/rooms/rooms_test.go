@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/internal/access"
+	"github.com/parleyhq/parley/internal/metrics"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/store"
 )
@@ -752,5 +754,53 @@ func TestClusterRestartedOwnerAdoptsItsLease(t *testing.T) {
 	f := b.wait(t, &cb, "answer w2", func(f frame) bool { return f.ID == "w2" })
 	if f.Type != protocol.TypeRoomStorageUpdated {
 		t.Fatalf("write after the owner restarted: %s %+v", f.Type, f.Err)
+	}
+}
+
+// staticFakeAccess is an access policy with the Static shortcut
+// (access.Policy.Static): static per user, and Grants counting its calls
+// (each would be a store read).
+type staticFakeAccess struct {
+	static map[string]access.Set
+	grants atomic.Int64
+}
+
+func (a *staticFakeAccess) Static(sub access.Subject, _ string) access.Set {
+	return a.static[sub.UserID]
+}
+
+func (a *staticFakeAccess) Grants(_ context.Context, sub access.Subject, _ string) (access.Set, error) {
+	a.grants.Add(1)
+	return a.static[sub.UserID] | access.Read | access.Presence | access.Write | access.Chat, nil
+}
+
+// TestJoinSkipsStoreWhenTokenGrantsAll: a join whose token (or dev mode)
+// already grants read, presence and write does not ask Grants (a store
+// read per join); one with fewer static grants does, and gets what the
+// store adds.
+func TestJoinSkipsStoreWhenTokenGrantsAll(t *testing.T) {
+	st := newFakeStore()
+	acc := &staticFakeAccess{static: map[string]access.Set{"full": access.Read | access.Presence | access.Write, "part": access.Read}}
+	m := NewManager(testOptions, st, newFakeCommitter(t, st), acc, metrics.New(nil), quietLog(), nil)
+	a, b := newSession("a", "full"), newSession("b", "part")
+	var ca, cb int
+	join(t, m, a, "r", &ca)
+	if n := acc.grants.Load(); n != 0 {
+		t.Fatalf("join with every room action granted by the token asked Grants %d times", n)
+	}
+	join(t, m, b, "r", &cb)
+	if n := acc.grants.Load(); n != 1 {
+		t.Fatalf("join with a read-only token asked Grants %d times, want 1", n)
+	}
+	// Both may use what they hold: b's presence and write come from Grants.
+	for _, s := range []*fakeSession{a, b} {
+		cur := &ca
+		if s == b {
+			cur = &cb
+		}
+		send(t, m, s, protocol.TypeRoomUpdatePresence, "p-"+s.id, map[string]any{"room_id": "r", "presence": map[string]any{"x": 1}})
+		s.wait(t, cur, "presence reply", isType(protocol.TypeRoomPresenceUpdated, "p-"+s.id))
+		send(t, m, s, protocol.TypeRoomUpdateStorage, "s-"+s.id, map[string]any{"room_id": "r", "ops": addOp("k"+s.id, 1)})
+		s.wait(t, cur, "storage ack", isType(protocol.TypeRoomStorageUpdated, "s-"+s.id))
 	}
 }
