@@ -491,9 +491,9 @@ func (r *Result) printTable(w io.Writer) {
 		add("held", fmt.Sprintf("%.1f s", r.HeldS))
 	}
 	if j := r.Join; j != nil {
-		conv := fmt.Sprintf("%d of %d clients see member_count %d", j.Converged, j.Clients, j.Clients)
-		if len(j.LastCounts) > 0 {
-			conv += "; others' last counts " + fmtCounts(j.LastCounts)
+		conv := fmt.Sprintf("%d of %d joined clients see member_count %d", j.Converged, j.Joined, j.Joined)
+		if j.NotConverged > 0 {
+			conv += "; last counts seen " + fmtCounts(j.LastCounts)
 		}
 		add("converged", conv)
 		add("frames/client", fmt.Sprintf("mean %.1f  min %d  max %d  (%.3f per join)", j.FramesPerClient.Mean, j.FramesPerClient.Min, j.FramesPerClient.Max, j.FramesPerJoin))

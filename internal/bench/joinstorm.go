@@ -25,7 +25,8 @@ import (
 // client has its room:state the clients are held for --hold, then each
 // one's view is checked: the member_count of the last frame that carried
 // one (room:state, room:members_changed; room:joined/room:left while the
-// room was small) must be N. With --procs K the clients are split over K
+// room was small) must be the number of clients that joined (N unless
+// some failed, which is an error in itself). With --procs K the clients are split over K
 // processes as in 'connections'.
 func runJoinstorm(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := newCommon("joinstorm", stdout, stderr, 5*time.Minute)
@@ -37,7 +38,6 @@ func runJoinstorm(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	readBuf := c.fs.Int("read-buffer", 4096, "client read buffer per connection, bytes (larger frames are read into a separate buffer)")
 	worker := c.fs.Bool("worker", false, "internal: run as a worker process of --procs")
 	offset := c.fs.Int("offset", 0, "internal: index of this worker's first client")
-	total := c.fs.Int("members-total", 0, "internal: the room's final member count (default --clients)")
 	c.fs.Lookup("duration").Usage = "give up when the storm has not ended after this long"
 	if code := c.parse(args); code >= 0 {
 		return code
@@ -46,10 +46,7 @@ func runJoinstorm(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "parley bench joinstorm: --clients, --procs and --concurrency must be >= 1, --rate and --hold >= 0")
 		return 2
 	}
-	if *total <= 0 {
-		*total = *clients
-	}
-	w := &joinWorker{c: c, n: *clients, offset: *offset, total: *total, rate: *rate, conc: *conc,
+	w := &joinWorker{c: c, n: *clients, offset: *offset, rate: *rate, conc: *conc,
 		readBuf: *readBuf, hist: NewHist(), sem: make(chan struct{}, *conc)}
 	if *worker {
 		return w.runWorker(ctx, stdout)
@@ -84,7 +81,6 @@ func runJoinstorm(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			scenario: "joinstorm", args: append(args, "--room", c.room), n: N, procs: *procs, hold: *hold,
 			shareArgs: func(share, off int) []string {
 				return []string{"--clients", strconv.Itoa(share), "--offset", strconv.Itoa(off),
-					"--members-total", strconv.Itoa(N),
 					"--rate", strconv.FormatFloat(*rate/float64(*procs), 'f', -1, 64),
 					"--concurrency", strconv.Itoa(max(1, *conc / *procs))}
 			}})
@@ -129,7 +125,6 @@ func runJoinstorm(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		js.Joined += j.Joined
 		js.Refused += j.Refused
 		js.Failed += j.Failed
-		js.Converged += j.Converged
 		js.FramesTotal += j.FramesTotal
 		js.BytesTotal += j.BytesTotal
 		js.FramesPerClient.merge(j.FramesPerClient)
@@ -150,10 +145,9 @@ func runJoinstorm(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(errCodes) > 0 {
 		res.ErrorCodes = errCodes
 	}
-	if len(counts) > 0 {
-		js.LastCounts = counts
-	}
-	js.NotConverged = N - js.Converged
+	js.LastCounts = counts
+	js.Converged = counts[strconv.Itoa(js.Joined)]
+	js.NotConverged = js.Joined - js.Converged
 	if js.FramesPerClient.Min == math.MaxInt64 {
 		js.FramesPerClient.Min, js.BytesPerClient.Min = 0, 0
 	}
@@ -195,7 +189,8 @@ func runJoinstorm(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	res.computeErrorRate()
-	// A refused join or a view that did not converge is an error too.
+	// A refused or failed join, or a view that did not converge, is an
+	// error too.
 	if N > 0 {
 		res.ErrorRate = math.Max(res.ErrorRate, float64(js.Refused+js.Failed+js.NotConverged)/float64(N))
 	}
@@ -211,11 +206,12 @@ type JoinStats struct {
 	// JoinsPerSec is joined / (last room:state − first dial).
 	JoinsPerSec      float64 `json:"joins_per_s"`
 	TimeToLastStateS float64 `json:"time_to_last_state_s"`
-	// Converged counts clients whose last member_count was the room's
-	// final size after the hold; LastCounts lists the others' last counts.
+	// Converged counts the joined clients whose last member_count, after
+	// the hold, was the number of clients that joined (N when none
+	// failed); LastCounts is how many clients ended with which count.
 	Converged    int            `json:"converged"`
 	NotConverged int            `json:"not_converged"`
-	LastCounts   map[string]int `json:"last_member_counts_not_converged,omitempty"`
+	LastCounts   map[string]int `json:"last_member_counts"`
 	// Frames and payload bytes each client received after its connected
 	// frame, until the end of the hold.
 	FramesPerClient countStat `json:"frames_per_client"`
@@ -262,7 +258,6 @@ type joinWorker struct {
 	c       *common
 	n       int
 	offset  int
-	total   int
 	rate    float64
 	conc    int
 	readBuf int
@@ -487,17 +482,13 @@ func (w *joinWorker) result() *Result {
 		js.FramesPerClient.Max = max(js.FramesPerClient.Max, f)
 		js.BytesPerClient.Min = min(js.BytesPerClient.Min, b)
 		js.BytesPerClient.Max = max(js.BytesPerClient.Max, b)
-		if n := jc.count.Load(); n == int64(w.total) {
-			js.Converged++
-		} else if len(counts) < 20 {
-			counts[strconv.FormatInt(n, 10)]++
-		} else {
-			counts["other"]++
+		k := strconv.FormatInt(jc.count.Load(), 10)
+		if _, ok := counts[k]; !ok && len(counts) >= 50 {
+			k = "other"
 		}
+		counts[k]++
 	}
-	if len(counts) > 0 {
-		js.LastCounts = counts
-	}
+	js.LastCounts = counts
 	if !w.first.IsZero() && !w.last.IsZero() {
 		js.FirstNs, js.LastNs = w.first.UnixNano(), w.last.UnixNano()
 	}
