@@ -480,6 +480,8 @@ func runWorkers(ctx context.Context, c *common, plan workerPlan) (
 			stopAll()
 		}
 	}
+	cn, f, _ := sum()
+	c.progressf("all %d processes ready: %d connected/joined, %d failed; holding %s", procs, cn, f, plan.settle+plan.hold)
 	sleepCtx(ctx, plan.settle)
 	atReady := c.sampleServer()
 	heldFrom := time.Now()
