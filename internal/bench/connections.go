@@ -129,6 +129,11 @@ func runConnections(ctx context.Context, args []string, stdout, stderr io.Writer
 				u.StackPerConn = round1(float64(afterEnd.stack-before.stack) / float64(res.Connected))
 			}
 		}
+		// CPU per connect: from the start until every connection was open
+		// (and --settle), i.e. without the idle hold.
+		if atReady.ok && res.Connected > 0 {
+			u.CPUNsPerOp = round1((atReady.cpu - before.cpu) * 1e9 / float64(res.Connected))
+		}
 		res.Server = u
 		res.Params["rss_at_ready_bytes"] = atReady.rss
 	}
