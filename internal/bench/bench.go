@@ -132,6 +132,7 @@ type common struct {
 	serverPIDArg string
 	serverPIDs   []int // one per URL, or none
 	metricsURL   string
+	gcURL        string   // --gc-url: asked before a hold, so memory is sampled after a GC
 	metricsURLs  []string // one per URL ("-" = none)
 	perSource    int
 	room         string
@@ -159,6 +160,7 @@ func newCommon(name string, stdout, stderr io.Writer, defDuration time.Duration)
 	fs.StringVar(&c.metricsURL, "metrics-url", "", "server metrics URL (default: derived from --url, /metrics; - = none); with several --url, one per URL, comma-separated")
 	fs.IntVar(&c.perSource, "per-source", 10000, "client sockets per loopback source address 127.0.0.2, .3, ... (0 = let the kernel choose)")
 	fs.StringVar(&c.room, "room", "", "room id (prefix) to use (default: bench-<scenario>-<random>)")
+	fs.StringVar(&c.gcURL, "gc-url", "", "connections, joinstorm: URL(s) that make the server collect garbage, fetched when the hold starts so that the memory sampled at its end is what stays rather than the connect phase's garbage; the server's pprof heap with gc=1, e.g. http://127.0.0.1:6060/debug/pprof/heap?gc=1 (serve --debug-addr); comma-separated, one per --url")
 	fs.DurationVar(&c.connTimeout, "connect-timeout", 10*time.Second, "timeout of one connect (TCP + upgrade + connected frame)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	fs.BoolVar(&c.joinFirst, "first-join-alone", false, "room scenarios: member 0 joins and gets its room:state before the others send their joins (so its server takes the room's lease in a cluster); always on with several --url")
@@ -260,6 +262,23 @@ func (c *common) parse(args []string) int {
 func (c *common) token(user string) (string, error) {
 	tok, _, err := c.signer.Mint(user, "Bench "+user, c.duration+time.Hour, map[string]auth.Perm{"*": auth.PermAll})
 	return tok, err
+}
+
+// forceGC fetches every --gc-url (a server's /debug/pprof/heap?gc=1 runs
+// a garbage collection first); failures are reported, not fatal.
+func (c *common) forceGC() {
+	for _, u := range splitList(c.gcURL) {
+		resp, err := metricsClient.Get(u)
+		if err != nil {
+			c.progressf("--gc-url %s: %v", u, err)
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			c.progressf("--gc-url %s: HTTP %d", u, resp.StatusCode)
+		}
+	}
 }
 
 // splitList splits a comma-separated flag value, dropping empty entries

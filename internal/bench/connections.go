@@ -42,7 +42,7 @@ func runConnections(ctx context.Context, args []string, stdout, stderr io.Writer
 		return w.runWorker(ctx, stdout)
 	}
 	res := &Result{Scenario: "connections", Params: map[string]any{"n": *n, "rate": *rate, "procs": *procs,
-		"concurrency": *conc, "duration": c.duration.String(), "url": c.url, "per_source": c.perSource}}
+		"concurrency": *conc, "duration": c.duration.String(), "url": c.url, "per_source": c.perSource, "gc_before_hold": c.gcURL != ""}}
 	if *procs == 1 {
 		if lim := noFileLimit(); lim > 0 && uint64(*n)+64 > lim {
 			c.progressf("warning: --n %d is close to this process's open-files limit %d; use --procs", *n, lim)
@@ -61,6 +61,7 @@ func runConnections(ctx context.Context, args []string, stdout, stderr io.Writer
 		})
 		sleepCtx(ctx, *settle)
 		atReady = c.sampleServer()
+		c.forceGC()
 		heldFrom = time.Now()
 		w.hold(ctx, c.duration, func(el time.Duration) {
 			c.progressf("holding %d connections, %.0fs, disconnects %d", w.connected.Load()-w.disconnects.Load(), el.Seconds(), w.disconnects.Load())
@@ -489,6 +490,7 @@ func runWorkers(ctx context.Context, c *common, plan workerPlan) (
 	c.progressf("all %d processes ready: %d connected/joined, %d failed; holding %s", procs, cn, f, plan.settle+plan.hold)
 	sleepCtx(ctx, plan.settle)
 	atReady := c.sampleServer()
+	c.forceGC()
 	heldFrom := time.Now()
 	sleepCtx(ctx, plan.hold)
 	afterEnd := c.sampleServer()

@@ -53,7 +53,7 @@ func runJoinstorm(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	N := *clients
 	res := &Result{Scenario: "joinstorm", Params: map[string]any{"clients": N, "rate": *rate, "procs": *procs,
-		"concurrency": *conc, "hold": hold.String(), "url": c.url, "room": c.room, "per_source": c.perSource}}
+		"concurrency": *conc, "hold": hold.String(), "url": c.url, "room": c.room, "per_source": c.perSource, "gc_before_hold": c.gcURL != ""}}
 	if *procs == 1 {
 		if lim := noFileLimit(); lim > 0 && uint64(N)+64 > lim {
 			c.progressf("warning: --clients %d is close to this process's open-files limit %d; use --procs", N, lim)
@@ -71,6 +71,7 @@ func runJoinstorm(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		})
 		atReady = c.sampleServer()
 		c.progressf("storm over: %d joined, %d refused, %d failed; holding %s", w.joined.Load(), w.refused.Load(), w.connFailed.Load()+w.lost.Load(), *hold)
+		c.forceGC()
 		sleepCtx(ctx, *hold)
 		afterEnd = c.sampleServer()
 		r := w.result()
