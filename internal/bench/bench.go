@@ -160,7 +160,7 @@ func newCommon(name string, stdout, stderr io.Writer, defDuration time.Duration)
 	fs.StringVar(&c.metricsURL, "metrics-url", "", "server metrics URL (default: derived from --url, /metrics; - = none); with several --url, one per URL, comma-separated")
 	fs.IntVar(&c.perSource, "per-source", 10000, "client sockets per loopback source address 127.0.0.2, .3, ... (0 = let the kernel choose)")
 	fs.StringVar(&c.room, "room", "", "room id (prefix) to use (default: bench-<scenario>-<random>)")
-	fs.StringVar(&c.gcURL, "gc-url", "", "connections, joinstorm: URL(s) that make the server collect garbage, fetched when the hold starts so that the memory sampled at its end is what stays rather than the connect phase's garbage; the server's pprof heap with gc=1, e.g. http://127.0.0.1:6060/debug/pprof/heap?gc=1 (serve --debug-addr); comma-separated, one per --url")
+	fs.StringVar(&c.gcURL, "gc-url", "", "connections, joinstorm: URL(s) that make the server collect garbage, fetched 4 times when the hold starts so that the memory sampled at its end is what stays rather than the connect phase's garbage; the server's pprof heap with gc=1, e.g. http://127.0.0.1:6060/debug/pprof/heap?gc=1 (serve --debug-addr); comma-separated, one per --url")
 	fs.DurationVar(&c.connTimeout, "connect-timeout", 10*time.Second, "timeout of one connect (TCP + upgrade + connected frame)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	fs.BoolVar(&c.joinFirst, "first-join-alone", false, "room scenarios: member 0 joins and gets its room:state before the others send their joins (so its server takes the room's lease in a cluster); always on with several --url")
@@ -264,9 +264,25 @@ func (c *common) token(user string) (string, error) {
 	return tok, err
 }
 
-// forceGC fetches every --gc-url (a server's /debug/pprof/heap?gc=1 runs
-// a garbage collection first); failures are reported, not fatal.
+// forceGC fetches every --gc-url four times, 250 ms apart (a server's
+// /debug/pprof/heap?gc=1 runs a garbage collection first): each collection
+// at most halves a goroutine stack that grew, and stack spans freed by one
+// collection return to the heap at the next, so it takes a few to reach
+// what an idle server settles at after its periodic (2-minute) ones.
+// Failures are reported, not fatal.
 func (c *common) forceGC() {
+	if c.gcURL == "" {
+		return
+	}
+	for i := 0; i < 4; i++ {
+		if i > 0 {
+			time.Sleep(250 * time.Millisecond)
+		}
+		c.getGCURLs()
+	}
+}
+
+func (c *common) getGCURLs() {
 	for _, u := range splitList(c.gcURL) {
 		resp, err := metricsClient.Get(u)
 		if err != nil {
