@@ -67,7 +67,6 @@ type Config struct {
 	HeartbeatInterval time.Duration `flag:"heartbeat-interval" env:"PARLEY_HEARTBEAT_INTERVAL" default:"30s" usage:"server WebSocket ping interval"`
 	HeartbeatTimeout  time.Duration `flag:"heartbeat-timeout" env:"PARLEY_HEARTBEAT_TIMEOUT" default:"120s" usage:"close a connection silent for this long"`
 	WriteTimeout      time.Duration `flag:"write-timeout" env:"PARLEY_WRITE_TIMEOUT" default:"10s" usage:"deadline for one socket write"`
-	WriteCoalesce     time.Duration `flag:"write-coalesce" env:"PARLEY_WRITE_COALESCE" default:"0s" usage:"hold a connection's next socket write until this long after its previous one (0 = off, at most 10ms): a connection receiving frames faster than that gets several per write, fewer syscalls for at most this much added latency"`
 	MaxMessageBytes   int           `flag:"max-message-bytes" env:"PARLEY_MAX_MESSAGE_BYTES" default:"65536" usage:"largest client message; bigger closes with 4009"`
 	QueueMaxBytes     int           `flag:"queue-max-bytes" env:"PARLEY_QUEUE_MAX_BYTES" default:"1048576" usage:"per-connection outbound queue; overflow closes with 4008"`
 	MsgRate           float64       `flag:"msg-rate" env:"PARLEY_MSG_RATE" default:"100" usage:"client messages per second per connection (token bucket rate)"`
@@ -442,9 +441,6 @@ func (c *Config) Validate() error {
 	}
 	if c.PresenceUpdateInterval < 0 {
 		bad("presence-update-interval", "must not be negative")
-	}
-	if c.WriteCoalesce < 0 || c.WriteCoalesce > 10*time.Millisecond {
-		bad("write-coalesce", "must be between 0 (off) and 10ms, got %s", c.WriteCoalesce)
 	}
 	if c.AuthLeeway < 0 {
 		bad("auth-leeway", "must not be negative")

@@ -50,7 +50,6 @@ type Conn struct {
 	writing   bool  // a writer goroutine is running
 	finished  bool  // the writer is done for good (close sent or socket failed)
 	deadline  int64 // unix ns of the current write deadline (writer only)
-	lastWrite int64 // unix ns when the last batch was written (writer only)
 
 	lastRead atomic.Int64 // unix ns of the last frame received
 	lastPing atomic.Int64
@@ -273,7 +272,6 @@ func (c *Conn) writeLoop() {
 	defer safe.Recover(c.g.log, c.g.metrics, safe.WSWriter, c.writerPanicked)
 	var hdr [ws.MaxHeaderSize]byte
 	for {
-		c.coalesceWait()
 		c.mu.Lock()
 		batch := c.queue
 		c.queue, c.spare = c.spare[:0], nil
@@ -325,34 +323,6 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// coalesceMaxBytes: with this much queued, a coalescing writer writes at
-// once (a full buffer gains nothing from waiting).
-const coalesceMaxBytes = 16 << 10
-
-// coalesceWait implements Options.WriteCoalesce: when this connection's
-// last write was less than WriteCoalesce ago, the writer waits until
-// WriteCoalesce has passed since it, so that frames arriving faster than
-// that go out several per write(2) instead of one each (a write is most of
-// a delivery's cost, docs/performance.md). A connection that has not
-// written for WriteCoalesce is written to at once; a close, a ping or a
-// full buffer is not held back. Writer only.
-func (c *Conn) coalesceWait() {
-	d := int64(c.g.opts.WriteCoalesce)
-	if d <= 0 || c.lastWrite == 0 {
-		return
-	}
-	wait := c.lastWrite + d - time.Now().UnixNano()
-	if wait <= 0 {
-		return
-	}
-	c.mu.Lock()
-	hold := !c.closing && !c.pingDue && !c.pongDue && c.queued < coalesceMaxBytes
-	c.mu.Unlock()
-	if hold {
-		time.Sleep(time.Duration(wait))
-	}
-}
-
 // writerFinished closes writerDone, once.
 func (c *Conn) writerFinished() { c.writerOnce.Do(func() { close(c.writerDone) }) }
 
@@ -395,7 +365,6 @@ func (c *Conn) writeBatch(hdr []byte, batch [][]byte, ping, pongDue bool, pong [
 	// arming a timer for every batch costs more than the write itself on
 	// a busy connection.
 	now := time.Now().UnixNano()
-	c.lastWrite = now
 	if c.deadline-now < int64(c.g.opts.WriteTimeout)/2 {
 		c.deadline = now + int64(c.g.opts.WriteTimeout)
 		_ = c.nc.SetWriteDeadline(time.Unix(0, c.deadline))

@@ -81,18 +81,13 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
 	WriteTimeout      time.Duration
-	// WriteCoalesce (0 = off) holds a connection's next write until this
-	// long after its previous one, so that a connection receiving frames
-	// faster than that gets several per write(2): at most this much added
-	// latency, only for connections that are that busy.
-	WriteCoalesce    time.Duration
-	MaxMessageBytes  int
-	QueueMaxBytes    int
-	MsgRate          float64
-	MsgBurst         int
-	RateLimitStrikes int
-	ViolationLimit   int
-	ViolationWindow  time.Duration
+	MaxMessageBytes   int
+	QueueMaxBytes     int
+	MsgRate           float64
+	MsgBurst          int
+	RateLimitStrikes  int
+	ViolationLimit    int
+	ViolationWindow   time.Duration
 	// MaxConnections caps the node's WebSocket connections (0 = no cap;
 	// the server derives a default from RLIMIT_NOFILE, see
 	// DeriveMaxConnections). Over it the upgrade gets 503.

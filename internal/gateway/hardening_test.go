@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -436,42 +435,5 @@ func TestServerClosesAfterClosingHandshake(t *testing.T) {
 	}
 	if n, err := rc.br.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("after the closing handshake: read %d bytes, %v; want EOF", n, err)
-	}
-}
-
-// TestWriteCoalesce: with Options.WriteCoalesce, frames queued within the
-// window after a connection's last write go out together in one batch
-// (one write), in order; without it each Send may be its own batch.
-func TestWriteCoalesce(t *testing.T) {
-	opts := defaultOpts()
-	opts.WriteCoalesce = time.Second // long: the sends below land well inside it
-	var mu sync.Mutex
-	batches := map[string]int{}
-	e := startWith(t, opts, 0, func(g *gateway.Gateway) {
-		gateway.SetWriterTestHook(g, func(connID string) {
-			mu.Lock()
-			batches[connID]++
-			mu.Unlock()
-		})
-	})
-	c := e.dial("u1") // the connected frame: the first write, at once
-	for i := 0; i < 5; i++ {
-		if !e.hub.SendToConn(c.connID, protocol.Encode(protocol.TypeRoomEvent, "", map[string]int{"n": i})) {
-			t.Fatal("send refused")
-		}
-	}
-	for i := 0; i < 5; i++ {
-		f := c.expect(protocol.TypeRoomEvent)
-		var d struct{ N int }
-		_ = json.Unmarshal(f.Data, &d)
-		if d.N != i {
-			t.Fatalf("event %d arrived as %d", d.N, i)
-		}
-	}
-	mu.Lock()
-	n := batches[c.connID]
-	mu.Unlock()
-	if n != 2 {
-		t.Fatalf("%d batches, want 2 (connected, then the five events together)", n)
 	}
 }
