@@ -8,7 +8,8 @@ import (
 // atomic flag: producer.paused at the top of producer.receive (nothing of a
 // paused producer is stored, forwarded or read for its audio level, so the
 // black frames and silence a paused mediasoup-client track keeps sending go
-// nowhere) and consumer.paused at the top of consumer.forward. Everything
+// nowhere) and consumer.paused in consumer.forward, before the forwarder.
+// On resume the consumers concerned are restarted (consumer.restart). Everything
 // else happens here, under the router's lock.
 
 func validID(id string) bool { return id != "" && len(id) <= 64 }
@@ -21,8 +22,9 @@ type pausedMsg struct {
 // pauseProducer handles media:producer_pause / media:producer_resume from
 // the producer's owner: ack, then media:producer_paused / _resumed to every
 // connection with a consumer of it (once each). A state that does not
-// change is acked without notifications. A resumed video producer is asked
-// for a key frame (its consumers' decoders lost the frames in between).
+// change is acked without notifications. On resume each consumer of the
+// producer is restarted (consumer.restart: sequence numbers and timestamps
+// continue, video waits for a key frame and requests one).
 func (s *SFU) pauseProducer(roomID, connID, producerID string, pause bool, reqID string) error {
 	if !validID(producerID) {
 		return badRequest("invalid producer_id")
@@ -56,14 +58,20 @@ func (s *SFU) pauseProducer(roomID, connID, producerID string, pause bool, reqID
 		}
 	}
 	if !pause {
-		pr.requestKeyFrame(true)
+		// Each consumer's forwarder continues its sequence numbers and
+		// timestamps after the last ones sent; video waits for a key
+		// frame, which restart requests.
+		for _, c := range *pr.consumers.Load() {
+			c.restart()
+		}
 	}
 	return nil
 }
 
 // pauseConsumer handles media:consumer_pause / media:consumer_resume from
-// the consumer's owner: ack; a resumed video consumer starts with a key
-// frame (one is requested from its producer).
+// the consumer's owner: ack; a resumed consumer is restarted
+// (consumer.restart: a video consumer starts with a key frame, requested
+// from its producer).
 func (s *SFU) pauseConsumer(roomID, connID, consumerID string, pause bool, reqID string) error {
 	if !validID(consumerID) {
 		return badRequest("invalid consumer_id")
@@ -82,7 +90,7 @@ func (s *SFU) pauseConsumer(roomID, connID, consumerID string, pause bool, reqID
 		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
 	}
 	if changed && !pause {
-		c.p.requestKeyFrame(true)
+		c.restart()
 	}
 	return nil
 }

@@ -59,37 +59,92 @@
 //
 // # Forwarding
 //
-// A producer is found by SSRC (media and RTX from its encodings). Its
-// packets are forwarded on the send transport's read goroutine to each
-// consumer: SSRC becomes the consumer's, the payload type the router's
-// preferred one, header extensions are rewritten from the client's ids
-// (read from each produce's rtp_parameters) to the router's (audio level,
-// video orientation, toffset copied; abs-send-time and transport-wide-cc
-// written fresh per consumer transport; mid and the rest dropped).
-// Sequence numbers and timestamps are kept, so NACKs map directly.
+// A producer has one layer per encoding (up to 3, lowest first: encoding i
+// is spatial layer i, as in mediasoup). Its packets are found by SSRC:
+// signalled ones (encodings with ssrc and rtx.ssrc), or, for rid-based
+// encodings (what mediasoup-client sends from Chromium: a rid and no
+// SSRC), learned from the first packets of an unknown SSRC on the send
+// transport (simulcast.go: learnSSRC): the RID header extension names the
+// layer of a media packet, the RRID one (repaired-rtp-stream-id) that of
+// an RTX packet, checked against the MID when both carry one. Each layer
+// keeps its own packet history (1024 packets, for NACKs), NACKs gaps in
+// its sequence to the client, and measures its bit rate per VP8 temporal
+// layer. VP8 payload descriptors are parsed once per packet (codec.go:
+// key frame, TID, picture id/TL0PICIDX offsets); H264 key frames are
+// recognised (SPS/IDR, STAP-A, FU-A); H264 has no temporal layers here.
+//
+// Packets are forwarded on the send transport's read goroutine to each
+// consumer, whose forwarder (forwarder.go) picks ONE spatial layer at a
+// time, and for VP8 a temporal ceiling (frames with a higher TID are
+// dropped), and rewrites per consumer: the SSRC, the router's payload
+// type, sequence numbers, timestamps and VP8 picture id/TL0PICIDX. The
+// first layer keeps its numbering; a switch happens only on a key frame
+// of the target layer (requested with a PLI on that layer's SSRC on every
+// new target, re-requested every second while waiting), and re-anchors
+// the offsets so that the consumer sees seq + 1, the next picture id and
+// a timestamp continuing from the last one by the elapsed time (mapped
+// through both layers' sender reports when known, else the wall clock).
+// Dropped temporal frames shift the later sequence numbers and picture ids
+// down, so the consumer sees no gap; a short history of offsets maps late
+// packets (the producer's retransmissions) to their place. A raised
+// temporal ceiling applies at the next base-layer (TID 0) frame. Every
+// packet sent is recorded by its output sequence number, so a consumer
+// NACK maps back to (layer, source seq) and is answered from that layer's
+// history with the same rewritten fields, as RTX when negotiated (each
+// packet at most 3 times, 100 ms apart, up to 1.5 s old, so that a
+// congested receiver's NACKs do not multiply its traffic).
+// consumer.restart re-anchors on the next key frame after a gap in
+// forwarding (resume). Header extensions are rewritten from the client's
+// ids (read from each produce's rtp_parameters) to the router's (audio
+// level, video orientation, toffset copied; abs-send-time and
+// transport-wide-cc written fresh per consumer transport; mid, rid, rrid
+// and the rest dropped). Single-layer producers are forwarded from their
+// first packet with their own sequence numbers and timestamps.
+//
+// Layer selection (bwe.go): media:set_preferred_layers caps a consumer's
+// layers; within that, every 500 ms each receiver's (recv transport's)
+// bandwidth estimate is shared among its video consumers. The estimate
+// comes from the receiver's transport-wide-cc feedback on the packets the
+// SFU sent it (loss > 10 %: × (1 − loss/2), not below 0.85 × the
+// delivered rate, after a 2 s warm-up; loss < 2 %: up 8 % per period, at
+// most 4 × delivered + 500 kbit/s), or REMB when the receiver sends only
+// that; a receiver that sends neither is not limited. Each consumer climbs
+// a ladder of (spatial, temporal) options, spatial then temporal with
+// increasing measured rates, while the extra rate fits (× 1.15 to go above
+// its current target; going up also waits 2 s since the last change,
+// doubled up to 60 s after a step up that loss undid); going down is
+// immediate. media:consumer_layers_changed tells the consumer's
+// connection every change of the layers it actually receives. Every
+// allocation is per receiver: a receiver on a poor link gets lower layers
+// without changing anyone else's.
 //
 // Pause (control.go): the packet path reads one atomic flag per packet,
 // producer.paused at the top of producer.receive and consumer.paused at the
-// top of consumer.forward; the rest (notifications, key-frame requests on
-// resume) is signalling. Statistics and the active speaker (stats.go,
+// start of consumer.forward (before the forwarder); the rest (notifications, key-frame requests on
+// resume: consumer.restart for the consumers concerned) is signalling. Statistics and the active speaker (stats.go,
 // speaker.go) read each packet through one hook in producer.receive
-// (producer.observe: RFC 3550 receive statistics and the audio level
-// extension, under the producer's own stats lock); consumers' loss, jitter
+// (producer.observe: RFC 3550 receive statistics per layer, summed in
+// the producer's inbound-rtp item, and the audio level extension, under
+// the producer's own stats lock); consumers' loss, jitter
 // and RTT come from the receivers' RTCP reports. The worker samples
 // bitrates, loss and audio levels and decides the active speaker
 // (periodic.go), and ends calls left without participants for
 // Config.CallIdleTimeout (through Events' CallIdler when implemented, so
 // that the server releases the call's cluster lease).
 //
-// RTCP: consumer PLI/FIR become a PLI to the producer (throttled to one per
-// 300 ms); a PLI is also sent for every new video consumer and when a recv
-// transport finishes connecting. Consumer NACKs are answered from the
-// producer's 1024-packet history, as RTX when the consumer negotiated it.
-// Gaps in a producer's sequence trigger a NACK to its client; incoming RTX
-// is unwrapped. Producer SRs are forwarded to consumers (lip sync).
+// RTCP: consumer PLI/FIR (counted in stats) become a PLI for the layer that consumer
+// receives (throttled to one per 300 ms per layer); a PLI is also sent
+// for every new video consumer and when a recv transport finishes
+// connecting. Producer SRs are kept per layer and forwarded, with the RTP
+// time rewritten, to the consumers receiving that layer (lip sync; the
+// NTP time sent is recorded for the consumer's RTT).
 // transport-wide-cc feedback is generated for each send transport with
 // pion/interceptor's twcc.Recorder, so Chrome's send-side bandwidth
-// estimation works; consumer-side REMB/TWCC feedback is read and ignored.
+// estimation works. pion/interceptor's NACK responder was not used: it
+// keeps one copy of every packet per outgoing stream (per consumer), where
+// the layer histories keep one per producer layer for every consumer;
+// its GCC estimator was not used either: it owns the write path through
+// its pacer (a queue and goroutine per transport).
 //
 // # Data channels
 //
@@ -125,8 +180,8 @@
 //
 // Panics are contained (internal/safe, counted in parley_panics_total):
 // each transport goroutine (ICE accept + DTLS setup, read loop, the
-// worker's per-transport TWCC flush) recovers and fails only that
-// transport: its participant leaves the call as on a closed connection
+// worker's per-transport TWCC flush, layer-rate measurement and layer
+// allocation) recovers and fails only that transport: its participant leaves the call as on a closed connection
 // (media:peer_left to the others; parley_media_transport_failures_total).
 // Forwarding to each consumer recovers on its own, so a panic there fails
 // the consumer's transport, not the publisher's; the same holds for data
@@ -149,18 +204,21 @@
 // by state, producers and consumers by kind, paused ones, forwarded packets
 // and bytes by kind, NACKs and key-frame requests, transport failures and
 // timeouts, idle calls ended, active speaker changes); the packet path does
-// two atomic adds per forwarded packet.
+// two atomic adds per forwarded packet (and, per incoming video packet,
+// three for the layer's rate and activity; per outgoing one, a short
+// per-consumer lock for the forwarder).
 //
 // Fuzz targets (fuzz_test.go, and datachannel_test.go for
 // sctp_stream_parameters and the data requests) cover Handle and the data decoders, rtp_parameters,
 // rtp_capabilities, dtls_parameters, STUN sniffing (UDP and the first
-// RFC 4571 frame on TCP), the RTP path (transport.onRTP, consumer.rewrite)
-// and the RTCP path (transport.onRTCP), all without sockets.
+// RFC 4571 frame on TCP), the RTP path (transport.onRTP with rid-based SSRC
+// learning, the forwarders, consumer.rewrite) and the RTCP path
+// (transport.onRTCP, transport-cc feedback included), all without sockets.
 //
 // # Not done
 //
-// Simulcast/SVC (rid-only encodings are refused; only the first encoding of
-// an ssrc simulcast is forwarded), active/simultaneous-open TCP candidates
-// and IPv6, layers, receiver-side bandwidth estimation and
-// pacing, receiver reports to publishers.
+// SVC (VP9/AV1 spatial layers, the dependency descriptor) and H264
+// temporal layers; delay-based bandwidth estimation, probing and pacing
+// (an up-switch is the probe); active/simultaneous-open TCP candidates and
+// IPv6, receiver reports to publishers.
 package media

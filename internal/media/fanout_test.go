@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +24,8 @@ import (
 // TestFanoutServerProcess is not a test: BenchmarkFanout re-executes the
 // test binary with PARLEY_FANOUT_SERVER=1 so that the SFU runs in its own
 // process and its CPU and memory can be read from /proc apart from the
-// clients'. It serves the WebSocket harness until stdin closes.
+// clients'. It serves the WebSocket harness until stdin closes, writing
+// its CPU profile to PARLEY_FANOUT_CPUPROFILE when set.
 func TestFanoutServerProcess(t *testing.T) {
 	if os.Getenv("PARLEY_FANOUT_SERVER") != "1" {
 		t.Skip("helper process for BenchmarkFanout")
@@ -31,6 +33,16 @@ func TestFanoutServerProcess(t *testing.T) {
 	h := newHarness(t, Config{ListenIP: "127.0.0.1", IncludeLoopback: true}, t.TempDir())
 	if _, _, err := h.sfu.StartCall("fanout", "pub"); err != nil {
 		t.Fatal(err)
+	}
+	if f := os.Getenv("PARLEY_FANOUT_CPUPROFILE"); f != "" { // the server's CPU profile
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); _ = out.Close() }()
 	}
 	fmt.Printf("URL=ws%s/ws\n", strings.TrimPrefix(h.srv.URL, "http"))
 	_, _ = io.Copy(io.Discard, os.Stdin)
@@ -43,17 +55,40 @@ func TestFanoutServerProcess(t *testing.T) {
 //
 //	go test -run XXX -bench Fanout -benchtime 1x ./internal/media/
 func BenchmarkFanout(b *testing.B) {
+	benchFanout(b, false)
+}
+
+// BenchmarkSimulcastFanout: the same with the publisher sending 3-layer
+// rid-based simulcast (simPublisher: VP8 L1T3 at 30 fps, ~150 kbit/s,
+// ~500 kbit/s and ~1.2 Mbit/s, 240 packets/s, plus opus); subscriber i asks
+// for spatial layer i%3 (media:set_preferred_layers), so a third of them
+// receive each layer.
+//
+//	go test -run XXX -bench SimulcastFanout -benchtime 1x ./internal/media/
+func BenchmarkSimulcastFanout(b *testing.B) {
+	benchFanout(b, true)
+}
+
+func benchFanout(b *testing.B, simulcast bool) {
 	subs := envInt("PARLEY_FANOUT_SUBS", 50)
 	secs := envInt("PARLEY_FANOUT_SECONDS", 10)
 	for i := 0; i < b.N; i++ {
-		r := runFanout(b, subs, time.Duration(secs)*time.Second)
+		r := runFanout(b, subs, time.Duration(secs)*time.Second, simulcast)
 		b.ReportMetric(r.fwdPerSec, "fwd-pkts/s")
 		b.ReportMetric(r.cpuPercent, "server-cpu-%")
 		b.ReportMetric(float64(r.rssKB)/1024, "server-rss-MiB")
 		b.ReportMetric(float64(r.stalled), "stalled-subs")
-		b.Logf("%d subscribers, %v: published %d pkts (%.0f pkt/s, %.2f Mbit/s video), received %d (%.0f pkt/s, %.1f%% of expected), server CPU %.1f%% of one core, server RSS %.1f MiB (%.1f MiB before subscribers), stalled subscribers %d, max gap %v",
+		b.ReportMetric(r.cpuPercent/100*1e6/r.fwdPerSec, "server-cpu-us/fwd-pkt")
+		expected := float64(r.published * uint64(subs))
+		if simulcast {
+			expected = float64(r.expected)
+		}
+		b.Logf("%d subscribers, %v: published %d pkts (%.0f pkt/s, %.2f Mbit/s video), received %d (%.0f pkt/s, %.1f%% of expected), server CPU %.1f%% of one core (%.1f µs per forwarded packet), server RSS %.1f MiB (%.1f MiB before subscribers), stalled subscribers %d, max gap %v",
 			subs, r.dur, r.published, float64(r.published)/r.dur.Seconds(), r.videoMbps, r.received, r.fwdPerSec,
-			100*float64(r.received)/float64(r.published*uint64(subs)), r.cpuPercent, float64(r.rssKB)/1024, float64(r.rssBaseKB)/1024, r.stalled, r.maxGap)
+			100*float64(r.received)/expected, r.cpuPercent, r.cpuPercent/100*1e6/r.fwdPerSec, float64(r.rssKB)/1024, float64(r.rssBaseKB)/1024, r.stalled, r.maxGap)
+		if simulcast {
+			b.Logf("received per spatial layer (packets/s per subscriber, audio included): %v", r.perLayer)
+		}
 	}
 }
 
@@ -67,6 +102,8 @@ func envInt(k string, d int) int {
 type fanoutResult struct {
 	dur                 time.Duration
 	published, received uint64
+	expected            uint64    // simulcast: what the subscribers' layers carry
+	perLayer            []float64 // simulcast: packets/s per subscriber, by preferred layer
 	fwdPerSec           float64
 	videoMbps           float64
 	cpuPercent          float64
@@ -75,7 +112,7 @@ type fanoutResult struct {
 	maxGap              time.Duration
 }
 
-func runFanout(tb testing.TB, subs int, dur time.Duration) fanoutResult {
+func runFanout(tb testing.TB, subs int, dur time.Duration, simulcast bool) fanoutResult {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestFanoutServerProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "PARLEY_FANOUT_SERVER=1")
 	stdin, _ := cmd.StdinPipe()
@@ -112,15 +149,25 @@ func runFanout(tb testing.TB, subs int, dur time.Duration) fanoutResult {
 	cancel()
 	defer pub.close()
 	const vSSRC, aSSRC = 0xAAAA, 0xBBBB
-	videoID := pubWS.produceID(tb, pj.Send.ID, "video", vp8ProduceParams(vSSRC, vSSRC+1))
+	videoParams := vp8ProduceParams(vSSRC, vSSRC+1)
+	if simulcast {
+		videoParams = simulcastParams(3)
+	}
+	videoID := pubWS.produceID(tb, pj.Send.ID, "video", videoParams)
 	audioID := pubWS.produceID(tb, pj.Send.ID, "audio", opusProduceParams(aSSRC))
 
 	var published atomic.Uint64
 	var videoBytes atomic.Uint64
 	stop := make(chan struct{})
 	var pubWG sync.WaitGroup
+	var sim *simPublisher
+	if simulcast {
+		// 1 × 625, 2 × 1040, 5 × 1000 bytes per frame at 30 fps.
+		sim = newSimPublisher(pub, 30, []int{1, 2, 5}, []int{625, 1040, 1000})
+		defer sim.close()
+	}
 	pubWG.Add(1)
-	go func() { // ~1.5 Mbit/s VP8 at 30 fps in 1100-byte packets, opus every 20 ms
+	go func() { // ~1.5 Mbit/s VP8 at 30 fps in 1100-byte packets (or simulcast), opus every 20 ms
 		defer pubWG.Done()
 		vt := time.NewTicker(time.Second / 30)
 		defer vt.Stop()
@@ -138,6 +185,9 @@ func runFanout(tb testing.TB, subs int, dur time.Duration) fanoutResult {
 				_ = pub.writeRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: aseq, Timestamp: uint32(aseq) * 960, SSRC: aSSRC}, Payload: make([]byte, 120)})
 				published.Add(1)
 			case <-vt.C:
+				if simulcast {
+					continue
+				}
 				frameNo++
 				for i := 0; i < 6; i++ {
 					vseq++
@@ -151,6 +201,12 @@ func runFanout(tb testing.TB, subs int, dur time.Duration) fanoutResult {
 	defer func() { close(stop); pubWG.Wait() }()
 	time.Sleep(300 * time.Millisecond)
 	_, rssBase := procStats(pid)
+	pubCount := func() (uint64, uint64) {
+		if sim != nil {
+			return published.Load() + sim.sent.Load(), sim.sentVid.Load()
+		}
+		return published.Load(), videoBytes.Load()
+	}
 
 	// Subscribers.
 	type sub struct {
@@ -184,7 +240,12 @@ func runFanout(tb testing.TB, subs int, dur time.Duration) fanoutResult {
 		s.c.onRTCP = func([]rtcp.Packet) {}
 		s.ws.request(tb, TypeConnectTransport, map[string]any{"room_id": "fanout", "transport_id": j.Recv.ID, "dtls_parameters": s.c.dtlsParameters()})
 		for _, pid := range []string{videoID, audioID} {
-			s.ws.request(tb, TypeConsume, map[string]any{"room_id": "fanout", "producer_id": pid, "rtp_capabilities": deviceCaps()})
+			f := s.ws.request(tb, TypeConsume, map[string]any{"room_id": "fanout", "producer_id": pid, "rtp_capabilities": deviceCaps()})
+			if simulcast && pid == videoID {
+				var cc consumerCreated
+				_ = json.Unmarshal(f.Data, &cc)
+				s.ws.request(tb, TypeSetPreferredLayers, map[string]any{"room_id": "fanout", "consumer_id": cc.ID, "spatial_layer": i % 3})
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		if err := s.c.connect(ctx); err != nil {
@@ -202,8 +263,14 @@ func runFanout(tb testing.TB, subs int, dur time.Duration) fanoutResult {
 	time.Sleep(500 * time.Millisecond) // let every subscriber's flow start
 
 	cpu0, _ := procStats(pid)
-	pub0 := published.Load()
-	vb0 := videoBytes.Load()
+	pub0, vb0 := pubCount()
+	audio0 := published.Load() // simulcast: published counts opus only
+	var layer0 [3]uint64
+	if sim != nil {
+		for l := range layer0 {
+			layer0[l] = sim.layerSent(l)
+		}
+	}
 	for _, s := range all {
 		s.counting.Store(true)
 	}
@@ -214,8 +281,31 @@ func runFanout(tb testing.TB, subs int, dur time.Duration) fanoutResult {
 	}
 	elapsed := time.Since(start)
 	cpu1, rss := procStats(pid)
-	res := fanoutResult{dur: elapsed, published: published.Load() - pub0, rssKB: rss, rssBaseKB: rssBase}
-	res.videoMbps = float64(videoBytes.Load()-vb0) * 8 / elapsed.Seconds() / 1e6
+	pub1, vb1 := pubCount()
+	audio := published.Load() - audio0
+	res := fanoutResult{dur: elapsed, published: pub1 - pub0, rssKB: rss, rssBaseKB: rssBase}
+	res.videoMbps = float64(vb1-vb0) * 8 / elapsed.Seconds() / 1e6
+	if sim != nil {
+		var perLayer [3]uint64
+		var subsAt [3]uint64
+		for l := range layer0 {
+			perLayer[l] = sim.layerSent(l) - layer0[l]
+		}
+		for i := range all {
+			subsAt[i%3]++
+		}
+		for l := range perLayer {
+			res.expected += subsAt[l] * perLayer[l]
+		}
+		res.expected += uint64(subs) * audio
+		got := [3]uint64{}
+		for i, s := range all {
+			got[i%3] += s.count.Load()
+		}
+		for l := range got {
+			res.perLayer = append(res.perLayer, float64(got[l])/float64(max(subsAt[l], 1))/elapsed.Seconds())
+		}
+	}
 	for _, s := range all {
 		res.received += s.count.Load()
 		s.mu.Lock()

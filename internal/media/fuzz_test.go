@@ -146,8 +146,13 @@ func FuzzRtpParameters(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if pp.ssrc == 0 || (pp.rtxSSRC != 0 && pp.rtxSSRC == pp.ssrc) {
-			t.Fatalf("accepted ssrc %d rtx %d", pp.ssrc, pp.rtxSSRC)
+		if len(pp.layers) == 0 || len(pp.layers) > maxLayers {
+			t.Fatalf("accepted %d layers", len(pp.layers))
+		}
+		for _, l := range pp.layers {
+			if (l.ssrc == 0) != pp.ridBased || (pp.ridBased && l.rid == "") || (l.rtxSSRC != 0 && l.rtxSSRC == l.ssrc) {
+				t.Fatalf("accepted layer %+v (rid-based %v)", l, pp.ridBased)
+			}
 		}
 		pr := newProducer(pp, kind, &participant{connID: "c"}, nil)
 		c, err := buildConsumer(pr, &caps)
@@ -278,10 +283,15 @@ type fuzzPath struct {
 	send, recv *transport
 	vp8, opus  *producer
 	cv, ca     *consumer
+	sim        *producer // rid-based simulcast: SSRCs learned from packets
+	cs         *consumer
 }
 
 func stubTransport(s *SFU, dir direction) *transport {
 	t := &transport{id: newID(), dir: dir, sfu: s, log: s.log, twccRec: twcc.NewRecorder(1), start: time.Now()}
+	if dir == dirRecv {
+		t.bwe.log = &sentLog{}
+	}
 	empty := map[uint32]producerRoute{}
 	t.producers.Store(&empty)
 	emptyC := map[uint32]*consumer{}
@@ -300,7 +310,8 @@ func newFuzzPath(tb testing.TB) *fuzzPath {
 		params map[string]any
 		p      **producer
 		c      **consumer
-	}{{kindVideo, vp8ProduceParams(0x1111, 0x2222), &fp.vp8, &fp.cv}, {kindAudio, opusProduceParams(0x3333), &fp.opus, &fp.ca}} {
+	}{{kindVideo, vp8ProduceParams(0x1111, 0x2222), &fp.vp8, &fp.cv}, {kindAudio, opusProduceParams(0x3333), &fp.opus, &fp.ca},
+		{kindVideo, simulcastParams(3), &fp.sim, &fp.cs}} {
 		pp, err := parseProduce(&produceRequest{Kind: k.kind, RtpParameters: mustMarshal(tb, k.params)})
 		if err != nil {
 			tb.Fatal(err)
@@ -313,9 +324,8 @@ func newFuzzPath(tb testing.TB) *fuzzPath {
 		c.t = fp.recv
 		pr.setConsumers(func(l []*consumer) []*consumer { return append(l, c) })
 		fp.send.setProducerRoutes(func(m map[uint32]producerRoute) {
-			m[pr.ssrc] = producerRoute{p: pr}
-			if pr.rtxSSRC != 0 {
-				m[pr.rtxSSRC] = producerRoute{p: pr, isRTX: true}
+			for ssrc, r := range pr.routes() {
+				m[ssrc] = r
 			}
 		})
 		fp.recv.setConsumerRoutes(func(m map[uint32]*consumer) {
@@ -326,6 +336,9 @@ func newFuzzPath(tb testing.TB) *fuzzPath {
 		})
 		if pp.twccID != 0 {
 			fp.send.twccExtID.Store(int32(pp.twccID))
+		}
+		if pr.ridBased {
+			fp.send.setRIDProducers(func(l []*producer) []*producer { return append(l, pr) })
 		}
 		*k.p, *k.c = pr, c
 	}
@@ -341,9 +354,10 @@ func marshalRTP(tb testing.TB, p *rtp.Packet) []byte {
 }
 
 // FuzzRTPPath: one decrypted RTP packet through a send transport (routing
-// by SSRC, transport-cc recording, RTX unwrapping, NACK generation, the
-// retransmission history) and the header rewrite for the consumer of its
-// producer: the rewritten packet always carries the consumer's SSRC and
+// by SSRC, learning the SSRCs of a rid-based simulcast producer from
+// MID/RID/RRID, transport-cc recording, RTX unwrapping, NACK generation,
+// the retransmission history, the VP8/H264 parsing and each consumer's
+// forwarder) and the header rewrite for the consumer of its producer: the rewritten packet always carries the consumer's SSRC and
 // payload type, only extension ids the consumer negotiated, and marshals
 // and parses back with the same payload.
 func FuzzRTPPath(f *testing.F) {
@@ -361,8 +375,21 @@ func FuzzRTPPath(f *testing.F) {
 	gap := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1010, Timestamp: 6000, SSRC: 0x1111}, Payload: vp8Payload(20)}
 	f.Add(marshalRTP(f, gap))
 	f.Add([]byte{0x80, 0x60, 0, 1})
+	// Packets of the rid-based producer: its layers' SSRCs are learned.
+	for i, rid := range []string{"r0", "r1", "r2"} {
+		sp := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(10 * i), Timestamp: 9000, SSRC: 0x7000 + uint32(i)},
+			Payload: vp8Frame(uint16(300+i), uint8(i), uint8(i), i == 0, true, 40)}
+		_ = sp.SetExtension(simMidExt, []byte("1"))
+		_ = sp.SetExtension(simRIDExt, []byte(rid))
+		f.Add(marshalRTP(f, sp))
+	}
+	srtx := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 97, SequenceNumber: 3, Timestamp: 9000, SSRC: 0x7100},
+		Payload: append([]byte{0, 10}, vp8Frame(301, 1, 1, false, true, 40)...)}
+	_ = srtx.SetExtension(simMidExt, []byte("1"))
+	_ = srtx.SetExtension(simRRIDExt, []byte("r1"))
+	f.Add(marshalRTP(f, srtx))
 	allowed := map[*consumer]map[uint8]bool{}
-	for _, c := range []*consumer{fp.cv, fp.ca} {
+	for _, c := range []*consumer{fp.cv, fp.ca, fp.cs} {
 		ids := map[uint8]bool{c.absID: true, c.twccID: true}
 		for _, id := range c.passExt {
 			ids[id] = true
@@ -378,8 +405,9 @@ func FuzzRTPPath(f *testing.F) {
 		if pkt.Unmarshal(append([]byte(nil), data...)) != nil {
 			return
 		}
-		for _, c := range []*consumer{fp.cv, fp.ca} {
+		for _, c := range []*consumer{fp.cv, fp.ca, fp.cs} {
 			h := c.rewrite(&pkt)
+			c.addTransportExtensions(&h)
 			out := &rtp.Packet{Header: h, Payload: pkt.Payload}
 			raw, err := out.Marshal()
 			if err != nil {
@@ -411,6 +439,10 @@ func FuzzRTCPPath(f *testing.F) {
 		{&rtcp.TransportLayerNack{SenderSSRC: 9, MediaSSRC: fp.cv.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{1000, 1001, 1005})}},
 		{&rtcp.ReceiverReport{SSRC: 9}, &rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: 9, Bitrate: 1e6, SSRCs: []uint32{fp.cv.ssrc}}},
 		{&rtcp.SenderReport{SSRC: 0x1111, NTPTime: 1 << 40, RTPTime: 3000, PacketCount: 10, OctetCount: 3000}},
+		{&rtcp.TransportLayerCC{SenderSSRC: 9, MediaSSRC: fp.cv.ssrc, BaseSequenceNumber: 1, PacketStatusCount: 3, ReferenceTime: 1,
+			PacketChunks: []rtcp.PacketStatusChunk{&rtcp.RunLengthChunk{PacketStatusSymbol: rtcp.TypeTCCPacketReceivedSmallDelta, RunLength: 2},
+				&rtcp.StatusVectorChunk{SymbolSize: rtcp.TypeTCCSymbolSizeOneBit, SymbolList: []uint16{0, 1}}},
+			RecvDeltas: []*rtcp.RecvDelta{{Type: rtcp.TypeTCCPacketReceivedSmallDelta, Delta: 250}, {Type: rtcp.TypeTCCPacketReceivedSmallDelta, Delta: 250}}}},
 	} {
 		b, err := rtcp.Marshal(pkts)
 		if err != nil {
@@ -420,7 +452,7 @@ func FuzzRTCPPath(f *testing.F) {
 	}
 	// Fill the history so that NACKs find packets.
 	for i := 0; i < 8; i++ {
-		fp.vp8.receive(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(1000 + i), SSRC: 0x1111}, Payload: vp8Payload(50)}, false)
+		fp.vp8.receive(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(1000 + i), SSRC: 0x1111}, Payload: vp8Payload(50)}, 0, false)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fp.recv.onRTCP(append([]byte(nil), data...))

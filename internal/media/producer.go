@@ -10,38 +10,68 @@ import (
 	"github.com/pion/rtp"
 )
 
-// producer is one incoming track on a send transport.
+// producer is one incoming track on a send transport: one layer per
+// encoding (simulcast: up to 3, lowest first, as mediasoup numbers them).
 type producer struct {
-	id      string
-	kind    string
-	source  string
-	owner   *participant
-	t       *transport
-	params  RtpParameters // as the client sent them
-	codec   RtpCodecParameters
-	router  RtpCodecCapability // matched router codec
-	ssrc    uint32
-	rtxSSRC uint32
-	pt      uint8
-	rtxPT   uint8
-	cname   string
-	extURI  map[uint8]string // client's ids
-	seqNo   uint64
+	id     string
+	kind   string
+	source string
+	owner  *participant
+	t      *transport
+	params RtpParameters // as the client sent them
+	codec  RtpCodecParameters
+	router RtpCodecCapability // matched router codec
+	layers []*layer
+	pt     uint8
+	rtxPT  uint8
+	cname  string
+	extURI map[uint8]string // client's ids
+	seqNo  uint64
+	vp8    bool
+	h264   bool
+
+	// rid-based encodings: where to read mid/rid/rrid on packets of unknown
+	// SSRCs (the client's ids; 0: not negotiated).
+	mid                     string
+	midExt, ridExt, rridExt uint8
+	ridBased                bool
+	temporalLayers          int // declared (encodings' scalabilityMode LxTy), for consumers' parameters
 
 	consumers atomic.Pointer[[]*consumer]
 	closed    atomic.Bool
 	paused    atomic.Bool // media:producer_pause: nothing is read or forwarded
+	packets   atomic.Uint64
+	bytes     atomic.Uint64
 
-	mu         sync.Mutex
+	ctl producerCtl // statistics and audio level (stats.go)
+}
+
+// layer is one encoding (spatial layer) of a producer.
+type layer struct {
+	rid     string
+	ssrc    atomic.Uint32 // learned from the RID extension when rid-based
+	rtxSSRC atomic.Uint32 // learned from the RRID extension when rid-based
+
+	history *packetHistory // video only
+
+	mu         sync.Mutex // history, NACK generation, PLI throttle, sender report
 	started    bool
 	highestSeq uint16
 	lastPLI    time.Time
-	history    *packetHistory
+	srNTP      uint64
+	srRTP      uint32
+	haveSR     bool
 
-	packets atomic.Uint64
-	bytes   atomic.Uint64
+	// Measured by the packet path, read by the allocator.
+	lastAt   atomic.Int64 // mono ns of the last media packet (0: none)
+	maxTID   atomic.Int32 // highest VP8 temporal layer id seen; -1: none
+	tidBytes [maxTemporal]atomic.Uint64
+	// rate[t]: bit/s of temporal layers 0..t, measured by the worker
+	// (measureRates); 0 until measured.
+	rate [maxTemporal]atomic.Uint64
 
-	ctl producerCtl // statistics and audio level (stats.go)
+	mBytes [maxTemporal]uint64 // worker only: counters at the last measurement
+	mAt    int64
 }
 
 // ProducerInfo describes a producer in Participants.
@@ -51,11 +81,18 @@ type ProducerInfo struct {
 	Source string `json:"source"`
 }
 
-// receive handles one decrypted packet from the producer's client.
-func (p *producer) receive(pkt *rtp.Packet, isRTX bool) {
+var monoEpoch = time.Now()
+
+// monoNow is a monotonic clock in ns for the packet path.
+func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+
+// receive handles one decrypted packet from the producer's client, of
+// layer li (media, or RTX to unwrap).
+func (p *producer) receive(pkt *rtp.Packet, li int, isRTX bool) {
 	if p.closed.Load() || p.paused.Load() {
 		return
 	}
+	lay := p.layers[li]
 	if isRTX {
 		if len(pkt.Payload) < 2 {
 			return // padding probe
@@ -63,7 +100,7 @@ func (p *producer) receive(pkt *rtp.Packet, isRTX bool) {
 		osn := binary.BigEndian.Uint16(pkt.Payload)
 		pkt.Payload = pkt.Payload[2:]
 		pkt.SequenceNumber = osn
-		pkt.SSRC = p.ssrc
+		pkt.SSRC = lay.ssrc.Load()
 		pkt.PayloadType = p.pt
 	} else if pkt.PayloadType != p.pt {
 		return
@@ -71,66 +108,165 @@ func (p *producer) receive(pkt *rtp.Packet, isRTX bool) {
 	if len(pkt.Payload) == 0 {
 		return // padding only
 	}
-	p.observe(pkt, isRTX)
+	p.observe(pkt, li, isRTX)
 	p.packets.Add(1)
 	p.bytes.Add(uint64(len(pkt.Payload)))
-	if p.history != nil {
-		var missing []uint16
-		p.mu.Lock()
-		p.history.store(pkt)
-		if !p.started {
-			p.started, p.highestSeq = true, pkt.SequenceNumber
-		} else if d := int16(pkt.SequenceNumber - p.highestSeq); d > 0 {
-			if d > 1 && d <= 128 && !isRTX {
-				for s := p.highestSeq + 1; s != pkt.SequenceNumber; s++ {
-					missing = append(missing, s)
-				}
+	in := pktInfo{layer: int8(li), tid: -1}
+	switch {
+	case p.vp8:
+		parseVP8(pkt.Payload, &in)
+	case p.h264:
+		parseH264(pkt.Payload, &in)
+	}
+	now := monoNow()
+	if !isRTX {
+		lay.lastAt.Store(now)
+		t := max(in.tid, 0)
+		lay.tidBytes[t].Add(uint64(len(pkt.Payload)))
+		if int32(in.tid) > lay.maxTID.Load() {
+			lay.maxTID.Store(int32(in.tid))
+		}
+	}
+	in.maxTID = int8(lay.maxTID.Load())
+	if lay.history != nil {
+		p.track(lay, pkt, isRTX)
+	}
+	for _, c := range *p.consumers.Load() {
+		c.forwardContained(pkt, &in)
+	}
+}
+
+// track stores a video packet in its layer's history and NACKs gaps in
+// the layer's sequence to the producer's client.
+func (p *producer) track(lay *layer, pkt *rtp.Packet, isRTX bool) {
+	var missing []uint16
+	lay.mu.Lock()
+	lay.history.store(pkt)
+	if !lay.started {
+		lay.started, lay.highestSeq = true, pkt.SequenceNumber
+	} else if d := int16(pkt.SequenceNumber - lay.highestSeq); d > 0 {
+		if d > 1 && d <= 128 && !isRTX {
+			for s := lay.highestSeq + 1; s != pkt.SequenceNumber; s++ {
+				missing = append(missing, s)
 			}
-			p.highestSeq = pkt.SequenceNumber
 		}
-		p.mu.Unlock()
-		if len(missing) > 0 {
-			p.countNACK()
-			p.t.writeRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{
-				SenderSSRC: 1, MediaSSRC: p.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(missing),
-			}})
-		}
+		lay.highestSeq = pkt.SequenceNumber
 	}
-	for _, c := range *p.consumers.Load() {
-		c.forwardContained(pkt)
+	lay.mu.Unlock()
+	if len(missing) > 0 {
+		p.countNACK()
+		p.t.writeRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{
+			SenderSSRC: 1, MediaSSRC: lay.ssrc.Load(), Nacks: rtcp.NackPairsFromSequenceNumbers(missing),
+		}})
 	}
 }
 
-// requestKeyFrame asks the producer's client for a key frame (PLI),
-// at most every 300 ms unless forced.
-func (p *producer) requestKeyFrame(force bool) {
-	if p.kind != kindVideo || p.closed.Load() {
+// requestKeyFrame asks the producer's client for a key frame of layer li
+// (PLI on that layer's SSRC), at most every 300 ms per layer unless forced.
+func (p *producer) requestKeyFrame(li int, force bool) {
+	if p.kind != kindVideo || p.closed.Load() || li < 0 || li >= len(p.layers) {
 		return
 	}
-	p.mu.Lock()
+	lay := p.layers[li]
+	ssrc := lay.ssrc.Load()
+	if ssrc == 0 {
+		return // rid-based layer not seen yet
+	}
+	lay.mu.Lock()
 	now := time.Now()
-	if !force && now.Sub(p.lastPLI) < 300*time.Millisecond {
-		p.mu.Unlock()
+	if !force && now.Sub(lay.lastPLI) < 300*time.Millisecond {
+		lay.mu.Unlock()
 		return
 	}
-	p.lastPLI = now
-	p.mu.Unlock()
+	lay.lastPLI = now
+	lay.mu.Unlock()
 	p.countKeyFrameRequest()
-	p.t.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: p.ssrc}})
+	p.t.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: ssrc}})
 }
 
-// onSenderReport forwards the producer's SR to each consumer, rewritten
-// (same NTP/RTP time mapping; the consumer keeps the producer's timestamps).
-func (p *producer) onSenderReport(sr *rtcp.SenderReport) {
+// onSenderReport records a layer's SR (NTP ↔ RTP, for timestamp
+// continuity on switches) and forwards it, rewritten, to each consumer
+// forwarding that layer (same NTP time, the consumer's RTP timeline).
+func (p *producer) onSenderReport(sr *rtcp.SenderReport, li int) {
+	lay := p.layers[li]
+	lay.mu.Lock()
+	lay.srNTP, lay.srRTP, lay.haveSR = sr.NTPTime, sr.RTPTime, true
+	lay.mu.Unlock()
 	for _, c := range *p.consumers.Load() {
-		if !c.t.ready.Load() {
+		if !c.t.ready.Load() || c.closed.Load() {
+			continue
+		}
+		c.fmu.Lock()
+		ok := c.fwd.started && c.fwd.cur == li
+		rtpTime := sr.RTPTime - c.fwd.tsOffset
+		c.fmu.Unlock()
+		if !ok {
 			continue
 		}
 		c.noteSR(sr.NTPTime)
 		c.t.writeRTCP([]rtcp.Packet{&rtcp.SenderReport{
-			SSRC: c.ssrc, NTPTime: sr.NTPTime, RTPTime: sr.RTPTime,
+			SSRC: c.ssrc, NTPTime: sr.NTPTime, RTPTime: rtpTime,
 			PacketCount: uint32(c.packets.Load()), OctetCount: uint32(c.bytes.Load()),
 		}})
+	}
+}
+
+// layerOffset implements srMapper from the layers' last sender reports.
+func (p *producer) layerOffset(from, to int, clock uint32) (uint32, bool) {
+	if from < 0 || to < 0 || from >= len(p.layers) || to >= len(p.layers) {
+		return 0, false
+	}
+	a, b := p.layers[from], p.layers[to]
+	a.mu.Lock()
+	aNTP, aRTP, aOK := a.srNTP, a.srRTP, a.haveSR
+	a.mu.Unlock()
+	b.mu.Lock()
+	bNTP, bRTP, bOK := b.srNTP, b.srRTP, b.haveSR
+	b.mu.Unlock()
+	if !aOK || !bOK {
+		return 0, false
+	}
+	// NTP is 32.32 fixed point seconds: (bNTP − aNTP) in clock units.
+	dNTP := int64(bNTP - aNTP)
+	dClock := (dNTP >> 16) * int64(clock) >> 16
+	return aRTP - bRTP + uint32(dClock), true
+}
+
+// active reports whether layer li had media within the last 1.5 s.
+func (p *producer) active(li int, now int64) bool {
+	at := p.layers[li].lastAt.Load()
+	return at != 0 && now-at < 1500e6
+}
+
+// measureRates updates each layer's bit rates from its byte counters
+// (worker, every allocation period): an average of the last measurement
+// and the new one.
+func (p *producer) measureRates(now int64) {
+	for _, lay := range p.layers {
+		if lay.mAt == 0 {
+			for t := range lay.mBytes {
+				lay.mBytes[t] = lay.tidBytes[t].Load()
+			}
+			lay.mAt = now
+			continue
+		}
+		dt := float64(now-lay.mAt) / 1e9
+		if dt < 0.2 {
+			continue
+		}
+		var cum float64
+		for t := range lay.mBytes {
+			b := lay.tidBytes[t].Load()
+			cum += float64(b-lay.mBytes[t]) * 8 / dt
+			lay.mBytes[t] = b
+			old := float64(lay.rate[t].Load())
+			v := cum
+			if old > 0 {
+				v = (old + cum) / 2
+			}
+			lay.rate[t].Store(uint64(v))
+		}
+		lay.mAt = now
 	}
 }
 
@@ -144,8 +280,15 @@ func (p *producer) info() ProducerInfo {
 	return ProducerInfo{ID: p.id, Kind: p.kind, Source: p.source}
 }
 
-// packetHistory keeps the last packets of a video producer for
+// packetHistory keeps the last packets of one video layer for
 // retransmission on a consumer's NACK.
+//
+// It is kept rather than pion/interceptor's NACK responder: the responder
+// buffers each outgoing stream, i.e. one copy of every packet per
+// consumer, with the consumer's own header; here one copy per producer
+// layer serves every consumer, and each consumer's forwarder maps its
+// sequence numbers back to this history (forwarder.lookup) and rewrites
+// the retransmission as it rewrote the original.
 type packetHistory struct {
 	slots [historySize]historySlot
 }

@@ -68,9 +68,10 @@ type RtxSSRC struct {
 
 // RtpEncodingParameters is one encoding of RtpParameters.
 type RtpEncodingParameters struct {
-	SSRC uint32   `json:"ssrc,omitempty"`
-	RID  string   `json:"rid,omitempty"`
-	RTX  *RtxSSRC `json:"rtx,omitempty"`
+	SSRC            uint32   `json:"ssrc,omitempty"`
+	RID             string   `json:"rid,omitempty"`
+	RTX             *RtxSSRC `json:"rtx,omitempty"`
+	ScalabilityMode string   `json:"scalabilityMode,omitempty"`
 }
 
 // RtcpParameters is mediasoup's RtcpParameters.
@@ -92,6 +93,8 @@ type RtpParameters struct {
 // Header extension URIs the router understands.
 const (
 	extMID          = "urn:ietf:params:rtp-hdrext:sdes:mid"
+	extRID          = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+	extRRID         = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 	extAbsSendTime  = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 	extTransportCC  = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 	extAudioLevel   = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -137,6 +140,10 @@ func routerHeaderExtensions() []RtpHeaderExtensionCapability {
 	return []RtpHeaderExtensionCapability{
 		{Kind: kindAudio, URI: extMID, PreferredID: 1, Direction: "recvonly"},
 		{Kind: kindVideo, URI: extMID, PreferredID: 1, Direction: "recvonly"},
+		// Simulcast (rid-based encodings): read on produce to learn each
+		// layer's SSRC (RID) and its RTX SSRC (RRID); never sent to consumers.
+		{Kind: kindVideo, URI: extRID, PreferredID: 2, Direction: "recvonly"},
+		{Kind: kindVideo, URI: extRRID, PreferredID: 3, Direction: "recvonly"},
 		{Kind: kindAudio, URI: extAbsSendTime, PreferredID: 4, Direction: "sendrecv"},
 		{Kind: kindVideo, URI: extAbsSendTime, PreferredID: 4, Direction: "sendrecv"},
 		{Kind: kindAudio, URI: extTransportCC, PreferredID: 5, Direction: "recvonly"},

@@ -636,11 +636,21 @@ func (r *router) closeProducerLocked(p *producer) {
 		r.closeConsumerLocked(c)
 	}
 	p.t.setProducerRoutes(func(m map[uint32]producerRoute) {
-		delete(m, p.ssrc)
-		if p.rtxSSRC != 0 {
-			delete(m, p.rtxSSRC)
+		for ssrc := range p.routes() {
+			delete(m, ssrc)
 		}
 	})
+	if p.ridBased {
+		p.t.setRIDProducers(func(l []*producer) []*producer {
+			out := l[:0]
+			for _, x := range l {
+				if x != p {
+					out = append(out, x)
+				}
+			}
+			return out
+		})
+	}
 	delete(p.owner.producers, p.id)
 	delete(r.producers, p.id)
 }
@@ -749,8 +759,9 @@ func (s *SFU) transportFailed(t *transport) {
 
 // ---- workers ----
 
-// worker drives the periodic media work (transport-wide-cc feedback) of
-// the routers assigned to it round-robin. Packets are forwarded on each
+// worker drives the periodic media work (transport-wide-cc feedback every
+// tick; layer rates, bandwidth estimates and layer allocation every
+// allocPeriod) of the routers assigned to it round-robin. Packets are forwarded on each
 // transport's read goroutine; control runs on the caller's goroutine under
 // the router's lock.
 type worker struct {
@@ -790,20 +801,36 @@ func (w *worker) loop() {
 	defer close(w.done)
 	tk := time.NewTicker(workerTick)
 	defer tk.Stop()
-	var ts []*transport
+	var ts, recvs []*transport
+	var prods []*producer
+	var lastAlloc int64
 	for {
 		select {
 		case <-w.quit:
 			return
 		case <-tk.C:
 		}
-		ts = ts[:0]
+		now := monoNow()
+		alloc := now-lastAlloc >= allocPeriod
+		if alloc {
+			lastAlloc = now
+		}
+		ts, recvs, prods = ts[:0], recvs[:0], prods[:0]
 		w.mu.Lock()
 		for r := range w.routers {
 			r.mu.Lock()
 			for _, t := range r.transports {
 				if t.dir == dirSend {
 					ts = append(ts, t)
+				} else if alloc {
+					recvs = append(recvs, t)
+				}
+			}
+			if alloc {
+				for _, p := range r.producers {
+					if p.kind == kindVideo {
+						prods = append(prods, p)
+					}
 				}
 			}
 			r.mu.Unlock()
@@ -812,8 +839,28 @@ func (w *worker) loop() {
 		for _, t := range ts {
 			w.flush(t)
 		}
+		// Layer allocation: the producers' layer rates first, then each
+		// receiver's estimate and its consumers' layers (bwe.go).
+		for _, p := range prods {
+			w.measure(p, now)
+		}
+		for _, t := range recvs {
+			w.allocate(t, now)
+		}
 		w.control(time.Now())
 	}
+}
+
+// measure and allocate contain panics like flush: the transport concerned
+// fails, the worker goes on.
+func (w *worker) measure(p *producer, now int64) {
+	defer p.t.recovered(safe.MediaPacket)
+	p.measureRates(now)
+}
+
+func (w *worker) allocate(t *transport, now int64) {
+	defer t.recovered(safe.MediaPacket)
+	t.allocate(now, true)
 }
 
 // flush sends one transport's transport-wide-cc feedback; a panic there

@@ -45,6 +45,10 @@ const (
 	TypeICERestarted    = "media:ice_restarted"
 	TypeStats           = "media:stats"
 	TypeActiveSpeaker   = "media:active_speaker"
+
+	// v1.1 simulcast layers (PROTOCOL.md section 6).
+	TypeSetPreferredLayers    = "media:set_preferred_layers"
+	TypeConsumerLayersChanged = "media:consumer_layers_changed"
 )
 
 // unsupportedTypes are the requests PROTOCOL.md v1.1 section 6 names that
@@ -52,8 +56,7 @@ const (
 // protocol.CodeUnsupported, which the gateway never counts as a protocol
 // violation; a media:* type missing from both this set and Handle's switch
 // stays bad_request.
-var unsupportedTypes = map[string]bool{
-	"media:set_preferred_layers": true,
+var unsupportedTypes = map[string]bool{ // none left: every section 6 request is implemented
 }
 
 // UnsupportedTypes lists, sorted, the requests PROTOCOL.md v1.1 section 6
@@ -72,7 +75,7 @@ func UnsupportedTypes() []string {
 func knownType(msgType string) bool {
 	switch msgType {
 	case TypeJoin, TypeConnectTransport, TypeProduce, TypeConsume, TypeProducerClose, TypeLeave,
-		TypeProduceData, TypeConsumeData:
+		TypeProduceData, TypeConsumeData, TypeSetPreferredLayers:
 		return true
 	case TypeProducerPause, TypeProducerResume, TypeConsumerPause, TypeConsumerResume, TypeRestartICE, TypeGetStats:
 		return true
@@ -156,6 +159,17 @@ func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string,
 			return err
 		}
 		return s.producerClose(m.RoomID, connID, m.ProducerID, reqID)
+	case TypeSetPreferredLayers:
+		var m struct {
+			RoomID        string `json:"room_id"`
+			ConsumerID    string `json:"consumer_id"`
+			SpatialLayer  *int   `json:"spatial_layer"`
+			TemporalLayer *int   `json:"temporal_layer"`
+		}
+		if err := decode(data, &m); err != nil {
+			return err
+		}
+		return s.setPreferredLayers(m.RoomID, connID, m.ConsumerID, m.SpatialLayer, m.TemporalLayer, reqID)
 	case TypeLeave:
 		var m struct {
 			RoomID string `json:"room_id"`
@@ -352,9 +366,12 @@ func (s *SFU) joinLocked(r *router, connID, userID, reqID string) (isNew bool, n
 	}
 	recv.onReady = func(t *transport) {
 		// Media may have been dropped while the transport was connecting:
-		// ask every video producer it consumes for a key frame.
-		for _, c := range *t.consumers.Load() {
-			c.p.requestKeyFrame(true)
+		// ask every video producer it consumes for a key frame (of the layer
+		// each consumer waits for).
+		for ssrc, c := range *t.consumers.Load() {
+			if ssrc == c.ssrc {
+				c.requestKeyFrame(true)
+			}
 		}
 	}
 	p.send, p.recv = send, recv
@@ -442,15 +459,19 @@ type produceRequest struct {
 
 // parsedProduce is a validated produce request.
 type parsedProduce struct {
-	params  RtpParameters
-	codec   RtpCodecParameters
-	router  RtpCodecCapability
-	ssrc    uint32
-	rtxSSRC uint32
-	rtxPT   uint8
-	extURI  map[uint8]string
-	twccID  uint8
-	source  string
+	params   RtpParameters
+	codec    RtpCodecParameters
+	router   RtpCodecCapability
+	layers   []parsedLayer
+	ridBased bool
+	rtxPT    uint8
+	extURI   map[uint8]string
+	twccID   uint8
+	midExt   uint8
+	ridExt   uint8
+	rridExt  uint8
+	temporal int
+	source   string
 }
 
 func parseProduce(m *produceRequest) (*parsedProduce, error) {
@@ -504,19 +525,17 @@ func parseProduce(m *produceRequest) (*parsedProduce, error) {
 			}
 		}
 	}
-	if len(rp.Encodings) == 0 || len(rp.Encodings) > 4 {
-		return nil, badRequest("rtp_parameters.encodings needs 1 to 4 encodings")
+	layers, ridBased, err := parseEncodings(rp.Encodings, out.rtxPT)
+	if err != nil {
+		return nil, err
 	}
-	enc := rp.Encodings[0]
-	if enc.SSRC == 0 {
-		return nil, badRequest("rtp_parameters.encodings[0].ssrc is required (rid-only simulcast is not supported)")
-	}
-	out.ssrc = enc.SSRC
-	if enc.RTX != nil && enc.RTX.SSRC != 0 && out.rtxPT != 0 {
-		if enc.RTX.SSRC == enc.SSRC {
-			return nil, badRequest("rtx ssrc equals media ssrc")
+	out.layers, out.ridBased = layers, ridBased
+	out.temporal = 1
+	for _, e := range rp.Encodings {
+		if len(e.ScalabilityMode) > 16 {
+			return nil, badRequest("scalabilityMode too long")
 		}
-		out.rtxSSRC = enc.RTX.SSRC
+		out.temporal = max(out.temporal, temporalOf(e.ScalabilityMode))
 	}
 	if len(rp.HeaderExtensions) > 32 {
 		return nil, badRequest("too many header extensions")
@@ -527,9 +546,19 @@ func parseProduce(m *produceRequest) (*parsedProduce, error) {
 			return nil, badRequest("invalid header extension %q id %d", e.URI, e.ID)
 		}
 		out.extURI[uint8(e.ID)] = e.URI
-		if e.URI == extTransportCC {
+		switch e.URI {
+		case extTransportCC:
 			out.twccID = uint8(e.ID)
+		case extMID:
+			out.midExt = uint8(e.ID)
+		case extRID:
+			out.ridExt = uint8(e.ID)
+		case extRRID:
+			out.rridExt = uint8(e.ID)
 		}
+	}
+	if out.ridBased && out.ridExt == 0 {
+		return nil, badRequest("rid-based encodings need the %s header extension", extRID)
 	}
 	if len(rp.Rtcp.CNAME) > 256 || len(rp.MID) > 32 {
 		return nil, badRequest("rtcp.cname or mid too long")
@@ -537,7 +566,7 @@ func parseProduce(m *produceRequest) (*parsedProduce, error) {
 	return out, nil
 }
 
-var producerSeq atomicCounter
+var producerSeq, consumerSeq atomicCounter
 
 // newProducer builds a producer of kind from a validated produce request,
 // owned by p on send transport t (not yet routed).
@@ -545,16 +574,41 @@ func newProducer(pp *parsedProduce, kind string, p *participant, t *transport) *
 	pr := &producer{
 		id: newID(), kind: kind, source: pp.source, owner: p, t: t,
 		params: pp.params, codec: pp.codec, router: pp.router,
-		ssrc: pp.ssrc, rtxSSRC: pp.rtxSSRC, pt: pp.codec.PayloadType, rtxPT: pp.rtxPT,
+		pt: pp.codec.PayloadType, rtxPT: pp.rtxPT,
 		cname: pp.params.Rtcp.CNAME, extURI: pp.extURI, seqNo: producerSeq.next(),
+		mid: pp.params.MID, midExt: pp.midExt, ridExt: pp.ridExt, rridExt: pp.rridExt,
+		ridBased: pp.ridBased, temporalLayers: pp.temporal,
+		vp8:  kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/VP8"),
+		h264: kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/H264"),
+	}
+	for _, pl := range pp.layers {
+		l := &layer{rid: pl.rid}
+		l.ssrc.Store(pl.ssrc)
+		l.rtxSSRC.Store(pl.rtxSSRC)
+		l.maxTID.Store(-1)
+		if kind == kindVideo {
+			l.history = &packetHistory{}
+		}
+		pr.layers = append(pr.layers, l)
 	}
 	pr.ctl.levelID, pr.ctl.clock = audioLevelID(pp.extURI), pp.codec.ClockRate
 	empty := []*consumer{}
 	pr.consumers.Store(&empty)
-	if kind == kindVideo {
-		pr.history = &packetHistory{}
-	}
 	return pr
+}
+
+// ssrcs lists the producer's known SSRCs with their routes.
+func (p *producer) routes() map[uint32]producerRoute {
+	m := map[uint32]producerRoute{}
+	for i, l := range p.layers {
+		if s := l.ssrc.Load(); s != 0 {
+			m[s] = producerRoute{p: p, layer: uint8(i)}
+		}
+		if s := l.rtxSSRC.Load(); s != 0 {
+			m[s] = producerRoute{p: p, layer: uint8(i), isRTX: true}
+		}
+	}
+	return m
 }
 
 func (s *SFU) produce(connID string, m *produceRequest, reqID string) error {
@@ -578,11 +632,12 @@ func (s *SFU) produce(connID string, m *produceRequest, reqID string) error {
 		return protocol.Errorf(protocol.CodeTooLarge, "at most %d producers per connection", s.cfg.MaxProducersPerConnection)
 	}
 	routes := *t.producers.Load()
-	if _, dup := routes[pp.ssrc]; dup {
-		return badRequest("ssrc %d is already in use", pp.ssrc)
-	}
-	if _, dup := routes[pp.rtxSSRC]; dup && pp.rtxSSRC != 0 {
-		return badRequest("rtx ssrc %d is already in use", pp.rtxSSRC)
+	for _, l := range pp.layers {
+		for _, ssrc := range []uint32{l.ssrc, l.rtxSSRC} {
+			if _, dup := routes[ssrc]; dup && ssrc != 0 {
+				return badRequest("ssrc %d is already in use", ssrc)
+			}
+		}
 	}
 	if tw := t.twccExtID.Load(); tw != 0 && pp.twccID != 0 && uint8(tw) != pp.twccID {
 		return badRequest("transport-wide-cc id differs from the transport's other producers")
@@ -592,11 +647,13 @@ func (s *SFU) produce(connID string, m *produceRequest, reqID string) error {
 		t.twccExtID.Store(int32(pp.twccID))
 	}
 	t.setProducerRoutes(func(mm map[uint32]producerRoute) {
-		mm[pr.ssrc] = producerRoute{p: pr}
-		if pr.rtxSSRC != 0 {
-			mm[pr.rtxSSRC] = producerRoute{p: pr, isRTX: true}
+		for ssrc, r := range pr.routes() {
+			mm[ssrc] = r
 		}
 	})
+	if pr.ridBased {
+		t.setRIDProducers(func(l []*producer) []*producer { return append(l, pr) })
+	}
 	p.producers[pr.id] = pr
 	r.producers[pr.id] = pr
 	// The others are told before the producer gets its reply, so that once
@@ -655,14 +712,52 @@ func (s *SFU) consume(roomID, connID, producerID string, rawCaps json.RawMessage
 			m[c.rtxSSRC] = c
 		}
 	})
-	pr.setConsumers(func(list []*consumer) []*consumer { return append(list, c) })
 	p.consumers[c.id] = c
+	// The reply goes out before the producer forwards to the consumer, so
+	// that media:consumer_layers_changed never precedes it.
 	s.sender.SendToConnection(connID, protocol.Encode(TypeConsumerCreated, reqID, consumerCreated{
 		ID: c.id, ProducerID: pr.id, Kind: pr.kind, RtpParameters: c.params,
 		Paused: paused, ProducerPaused: pr.paused.Load(),
 	}))
+	c.t.allocate(monoNow(), false)
+	pr.setConsumers(func(list []*consumer) []*consumer { return append(list, c) })
 	if !paused {
-		pr.requestKeyFrame(true)
+		c.requestKeyFrame(true)
+	}
+	return nil
+}
+
+// setPreferredLayers handles media:set_preferred_layers: the highest
+// layers the consumer wants (clamped to what the producer has; no
+// temporal_layer: the highest). The allocator re-targets at once.
+func (s *SFU) setPreferredLayers(roomID, connID, consumerID string, spatial, temporal *int, reqID string) error {
+	if consumerID == "" || len(consumerID) > 64 {
+		return badRequest("invalid consumer_id")
+	}
+	if spatial == nil || *spatial < 0 || *spatial > 255 {
+		return badRequest("spatial_layer must be an integer from 0")
+	}
+	tl := -1
+	if temporal != nil {
+		if *temporal < 0 || *temporal > 255 {
+			return badRequest("temporal_layer must be an integer from 0")
+		}
+		tl = min(*temporal, maxTemporal-1)
+	}
+	r, p, err := s.participantFor(roomID, connID)
+	if err != nil {
+		return err
+	}
+	defer r.mu.Unlock()
+	c := p.consumers[consumerID]
+	if c == nil {
+		return protocol.Errorf(protocol.CodeNotFound, "unknown consumer %s", consumerID)
+	}
+	if reqID != "" {
+		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
+	}
+	if c.p.kind == kindVideo {
+		c.setPreferredLayers(min(*spatial, len(c.p.layers)-1), tl)
 	}
 	return nil
 }
@@ -703,6 +798,9 @@ func buildConsumer(pr *producer, caps *RtpCapabilities) (*consumer, error) {
 	}
 	c := &consumer{
 		p: pr, kind: kindIndex(pr.kind), ssrc: randSSRC(), pt: rc.PreferredPayloadType, passExt: map[string]uint8{},
+		seq: consumerSeq.next(), prefSpatial: -1, prefTemporal: -1,
+		fwd:   newForwarder(pr.kind == kindVideo, len(pr.layers), rc.ClockRate),
+		alloc: allocState{spatial: -1, temporal: -1, upDelay: baseUpDelay},
 	}
 	codecs := []RtpCodecParameters{{
 		MimeType: rc.MimeType, PayloadType: rc.PreferredPayloadType, ClockRate: rc.ClockRate,
@@ -745,7 +843,8 @@ func buildConsumer(pr *producer, caps *RtpCapabilities) (*consumer, error) {
 			c.passExt[e.URI] = uint8(e.PreferredID)
 		}
 	}
-	enc := RtpEncodingParameters{SSRC: c.ssrc}
+	c.want.Store(c.fwd.wantMask())
+	enc := RtpEncodingParameters{SSRC: c.ssrc, ScalabilityMode: consumerScalabilityMode(pr)}
 	if c.rtxSSRC != 0 {
 		enc.RTX = &RtxSSRC{SSRC: c.rtxSSRC}
 	}

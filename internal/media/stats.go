@@ -48,17 +48,12 @@ type producerCtl struct {
 	levelID uint8  // the client's ssrc-audio-level extension id (0: none or video)
 	clock   uint32 // codec clock rate
 
-	mu          sync.Mutex // observe (read goroutine) vs the worker and get_stats
-	started     bool
-	baseSeq     uint16
-	maxSeq      uint16
-	cycles      uint64
-	received    uint64
-	jitter      float64 // RFC 3550 A.8, timestamp units
-	lastTransit int64
-	start       time.Time
-	lvlSum      uint32 // audio activity since the last speaker sample
-	lvlN        uint32
+	mu     sync.Mutex          // observe (read goroutine) vs the worker and get_stats
+	seq    [maxLayers]seqStats // per layer (simulcast: one RTP stream each)
+	jitter float64             // RFC 3550 A.8, timestamp units, over all layers
+	start  time.Time
+	lvlSum uint32 // audio activity since the last speaker sample
+	lvlN   uint32
 
 	rtx   atomic.Uint64 // retransmissions (RTX) received
 	nacks atomic.Uint64 // NACK packets sent to the client
@@ -71,6 +66,17 @@ type producerCtl struct {
 	fractionLost        uint8
 	sampled             bool
 	lastSampleAt        time.Time
+}
+
+// seqStats is one layer's RFC 3550 A.3 sequence accounting; the
+// producer's loss and jitter sum (resp. blend) its layers.
+type seqStats struct {
+	started     bool
+	baseSeq     uint16
+	maxSeq      uint16
+	cycles      uint64
+	received    uint64
+	lastTransit int64
 }
 
 // audioLevelID returns the client's id of the ssrc-audio-level extension
@@ -86,32 +92,39 @@ func audioLevelID(extURI map[uint8]string) uint8 {
 
 // observe is the producer's receive hook: one call per packet read (after
 // the RTX unwrap), see the top of this file.
-func (p *producer) observe(pkt *rtp.Packet, isRTX bool) {
+func (p *producer) observe(pkt *rtp.Packet, li int, isRTX bool) {
 	c := &p.ctl
 	if isRTX {
 		c.rtx.Add(1)
 		return
 	}
+	if li < 0 || li >= maxLayers {
+		return
+	}
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.start.IsZero() {
+		c.start = now
+	}
+	l := &c.seq[li]
 	seq := pkt.SequenceNumber
-	if !c.started {
-		c.started, c.baseSeq, c.maxSeq, c.start = true, seq, seq, now
-		c.lastTransit = c.transit(now, pkt.Timestamp)
+	if !l.started {
+		l.started, l.baseSeq, l.maxSeq = true, seq, seq
+		l.lastTransit = c.transit(now, pkt.Timestamp)
 	} else {
-		if d := seq - c.maxSeq; d != 0 && d < 0x8000 {
-			if seq < c.maxSeq {
-				c.cycles++
+		if d := seq - l.maxSeq; d != 0 && d < 0x8000 {
+			if seq < l.maxSeq {
+				l.cycles++
 			}
-			c.maxSeq = seq
+			l.maxSeq = seq
 		}
 		tr := c.transit(now, pkt.Timestamp)
-		d := float64(tr - c.lastTransit)
-		c.lastTransit = tr
+		d := float64(tr - l.lastTransit)
+		l.lastTransit = tr
 		c.jitter += (math.Abs(d) - c.jitter) / 16
 	}
-	c.received++
+	l.received++
 	if c.levelID != 0 {
 		if ext := pkt.GetExtension(c.levelID); len(ext) > 0 {
 			if v := speechFloorDBov - int(ext[0]&0x7f); v > 0 {
@@ -141,12 +154,26 @@ func (c *producerCtl) takeLevel() float64 {
 	return v
 }
 
-// expectedLocked is RFC 3550 A.3's expected packet count.
+// expectedLocked is RFC 3550 A.3's expected packet count, summed over
+// the layers.
 func (c *producerCtl) expectedLocked() uint64 {
-	if !c.started {
-		return 0
+	var n uint64
+	for i := range c.seq {
+		if l := &c.seq[i]; l.started {
+			n += l.cycles<<16 + uint64(l.maxSeq) - uint64(l.baseSeq) + 1
+		}
 	}
-	return c.cycles<<16 + uint64(c.maxSeq) - uint64(c.baseSeq) + 1
+	return n
+}
+
+// receivedLocked is the media packet count seen by observe, summed over
+// the layers.
+func (c *producerCtl) receivedLocked() uint64 {
+	var n uint64
+	for i := range c.seq {
+		n += c.seq[i].received
+	}
+	return n
 }
 
 // countNACK and countKeyFrameRequest are called where the producer's
@@ -262,7 +289,7 @@ func (r *router) sampleStatsLocked(now time.Time) {
 		}
 		c.lastBytes, c.lastSampleAt = b, now
 		c.mu.Lock()
-		exp, recv := c.expectedLocked(), c.received
+		exp, recv := c.expectedLocked(), c.receivedLocked()
 		c.mu.Unlock()
 		if c.sampled {
 			de, dr := exp-c.expPrior, recv-c.recvPrior
@@ -487,7 +514,7 @@ func (c *consumer) bitrate() uint64 { return c.ctl.bitrate }
 func (p *producer) stats(now time.Time) RtpStreamStats {
 	c := &p.ctl
 	c.mu.Lock()
-	exp, recv, jitter := c.expectedLocked(), c.received, c.jitter
+	exp, recv, jitter := c.expectedLocked(), c.receivedLocked(), c.jitter
 	c.mu.Unlock()
 	lost := int64(exp) - int64(recv)
 	if lost < 0 {
@@ -495,7 +522,7 @@ func (p *producer) stats(now time.Time) RtpStreamStats {
 	}
 	return RtpStreamStats{
 		Type: "inbound-rtp", ProducerID: p.id, Timestamp: now.UnixMilli(),
-		Ssrc: p.ssrc, RtxSsrc: p.rtxSSRC, Kind: p.kind, MimeType: p.codec.MimeType,
+		Ssrc: p.layers[0].ssrc.Load(), RtxSsrc: p.layers[0].rtxSSRC.Load(), Kind: p.kind, MimeType: p.codec.MimeType,
 		PacketCount: p.packets.Load(), ByteCount: p.bytes.Load(), Bitrate: c.bitrate,
 		PacketsLost: lost, FractionLost: c.fractionLost, Jitter: uint32(jitter),
 		Score: score(c.fractionLost), NackCount: c.nacks.Load(), PliCount: c.plis.Load(),

@@ -64,9 +64,10 @@ const (
 // used; mediasoup-client does not signal it anyway.
 const remotePwdPlaceholder = "parley-ice-lite-remote-password-unused"
 
-// producerRoute maps an incoming SSRC to its producer.
+// producerRoute maps an incoming SSRC to its producer and layer.
 type producerRoute struct {
 	p     *producer
+	layer uint8
 	isRTX bool
 }
 
@@ -109,9 +110,17 @@ type transport struct {
 	encBuf  []byte
 	plain   []byte
 
-	// Routing tables, copy-on-write; writers hold the router's lock.
+	// Routing tables, copy-on-write; writers hold the router's lock
+	// (consumers) or routesMu (producers: SSRCs of rid-based layers are
+	// also learned on the read goroutine).
 	producers atomic.Pointer[map[uint32]producerRoute]
 	consumers atomic.Pointer[map[uint32]*consumer]
+	routesMu  sync.Mutex
+	// ridProducers are the send transport's producers with rid-based
+	// layers, whose SSRCs are learned from the packets (learnSSRC).
+	ridProducers atomic.Pointer[[]*producer]
+
+	bwe bwe // recv transport: bandwidth estimate and layer allocation
 
 	twccExtID  atomic.Int32 // send transport: client's transport-cc id
 	twccMu     sync.Mutex
@@ -147,6 +156,9 @@ func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error
 	t.log = s.log.With("transport", t.id)
 	if !s.cfg.DisableDataChannels {
 		t.data = newDataTransport(t)
+	}
+	if dir == dirRecv {
+		t.bwe.log = &sentLog{}
 	}
 	empty := map[uint32]producerRoute{}
 	t.producers.Store(&empty)
@@ -533,7 +545,9 @@ func (t *transport) onRTP(plain []byte) {
 	routes := *t.producers.Load()
 	route, ok := routes[pkt.SSRC]
 	if !ok {
-		return
+		if route, ok = t.learnSSRC(&pkt); !ok {
+			return
+		}
 	}
 	if id := t.twccExtID.Load(); id > 0 {
 		if ext := pkt.GetExtension(uint8(id)); len(ext) >= 2 {
@@ -544,7 +558,7 @@ func (t *transport) onRTP(plain []byte) {
 		}
 	}
 	t.rtpIn.Add(1)
-	route.p.receive(&pkt, route.isRTX)
+	route.p.receive(&pkt, int(route.layer), route.isRTX)
 }
 
 func (t *transport) handleRTCP(b []byte) {
@@ -571,23 +585,23 @@ func (t *transport) onRTCP(plain []byte) {
 		switch p := pkt.(type) {
 		case *rtcp.SenderReport:
 			if r, ok := (*t.producers.Load())[p.SSRC]; ok && !r.isRTX {
-				r.p.onSenderReport(p)
+				r.p.onSenderReport(p, int(r.layer))
 			}
 		case *rtcp.PictureLossIndication:
 			if c := (*t.consumers.Load())[p.MediaSSRC]; c != nil {
 				c.countKeyFrameRequest(false)
-				c.p.requestKeyFrame(false)
+				c.requestKeyFrame(false)
 			}
 		case *rtcp.FullIntraRequest:
 			cs := *t.consumers.Load()
 			if c := cs[p.MediaSSRC]; c != nil {
 				c.countKeyFrameRequest(true)
-				c.p.requestKeyFrame(false)
+				c.requestKeyFrame(false)
 			}
 			for _, e := range p.FIR {
 				if c := cs[e.SSRC]; c != nil {
 					c.countKeyFrameRequest(true)
-					c.p.requestKeyFrame(false)
+					c.requestKeyFrame(false)
 				}
 			}
 		case *rtcp.TransportLayerNack:
@@ -597,20 +611,60 @@ func (t *transport) onRTCP(plain []byte) {
 			}
 		case *rtcp.ReceiverReport:
 			t.onReceiverReports(p)
+		case *rtcp.TransportLayerCC:
+			if t.dir == dirRecv {
+				t.bwe.feedback(p)
+			}
+		case *rtcp.ReceiverEstimatedMaximumBitrate:
+			if t.dir == dirRecv {
+				t.bwe.onREMB(p.Bitrate)
+			}
 		}
 	}
+}
+
+// vp8Rewrite is a consumer's picture id and TL0PICIDX to write into its
+// copy of a VP8 payload.
+type vp8Rewrite struct {
+	d   *vp8Desc
+	pid uint16
+	tl0 uint8
 }
 
 // writeRTP encrypts and sends one packet built from h and payload; it
 // reports whether the packet was written.
 func (t *transport) writeRTP(h *rtp.Header, payload []byte) bool {
+	return t.writeRTPRewrite(h, payload, nil, 0)
+}
+
+// sendFilter, when set (tests only), sees every RTP packet about to be
+// written to a transport; returning false drops it (a lossy link).
+var sendFilter atomic.Pointer[func(t *transport, size int) bool]
+
+// writeRTPRewrite is writeRTP with the VP8 fields of rw (when not nil)
+// rewritten in the copy of the payload and, when twccID is set, the
+// transport-wide sequence number written there under the write lock (so
+// that numbers go out in order) and recorded for the bandwidth estimate.
+func (t *transport) writeRTPRewrite(h *rtp.Header, payload []byte, rw *vp8Rewrite, twccID uint8) bool {
 	conn := t.iceConn.Load()
 	if conn == nil || !t.ready.Load() {
 		return false
 	}
 	t.encMu.Lock()
 	defer t.encMu.Unlock()
+	tw := -1
+	if twccID != 0 {
+		seq := uint16(t.twccSeq.Add(1))
+		_ = h.SetExtension(twccID, []byte{byte(seq >> 8), byte(seq)})
+		tw = int(seq)
+	}
 	hl := h.MarshalSize()
+	if tw >= 0 {
+		t.bwe.sent(uint16(tw), hl+len(payload), monoNow())
+	}
+	if f := sendFilter.Load(); f != nil && !(*f)(t, hl+len(payload)) {
+		return false
+	}
 	if cap(t.plain) < hl+len(payload) {
 		t.plain = make([]byte, 0, 1600)
 	}
@@ -619,6 +673,9 @@ func (t *transport) writeRTP(h *rtp.Header, payload []byte) bool {
 		return false
 	}
 	copy(plain[hl:], payload)
+	if rw != nil {
+		patchVP8(plain[hl:], rw.d, rw.pid, rw.tl0)
+	}
 	out, err := t.encrypt.EncryptRTP(t.encBuf[:0], plain, nil)
 	if err != nil {
 		return false
@@ -692,8 +749,10 @@ func (t *transport) close() {
 	t.wg.Wait()
 }
 
-// addProducerRoute/addConsumerRoute/remove*: callers hold the router lock.
+// setProducerRoutes/setConsumerRoutes: callers hold the router lock.
 func (t *transport) setProducerRoutes(fn func(m map[uint32]producerRoute)) {
+	t.routesMu.Lock()
+	defer t.routesMu.Unlock()
 	old := *t.producers.Load()
 	m := make(map[uint32]producerRoute, len(old)+2)
 	for k, v := range old {

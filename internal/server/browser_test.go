@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,6 +72,61 @@ func TestBrowserCallThroughServer(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatalf("browser scenario %s failed: %v", sc.name, err)
+			}
+		})
+	}
+}
+
+// Simulcast with Chromium and the real mediasoup-client through the real
+// server (test/browser/simulcast.mjs): layer switches on
+// media:set_preferred_layers, a receiver behind a 300 kbit/s relay moved
+// down alone, four publishers with three encodings each all decoding.
+// PARLEY_SIMULCAST_SCENARIOS (comma list) runs only some of them;
+// PARLEY_SIMULCAST_DEBUG=1 logs the SFU's layer decisions.
+func TestBrowserSimulcastThroughServer(t *testing.T) {
+	testenv.Browser(t, "browser test")
+	root := testenv.RepoRoot()
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	scenarios := []string{"switch", "limited", "four"}
+	if v := os.Getenv("PARLEY_SIMULCAST_SCENARIOS"); v != "" {
+		scenarios = strings.Split(v, ",")
+	}
+	for _, sc := range scenarios {
+		t.Run(sc, func(t *testing.T) {
+			env := map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
+				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0",
+				"PARLEY_WEB_DIR": filepath.Join(root, "web", "media", "dist")}
+			if os.Getenv("PARLEY_SIMULCAST_DEBUG") != "" {
+				env["PARLEY_LOG_LEVEL"] = "debug" // the SFU logs every layer re-allocation
+			}
+			s := servertest.Start(t, env)
+			ctx := context.Background()
+			room := "simulcast-" + sc
+			if err := s.Srv.Store.CreateRoom(ctx, store.Room{ID: room, Name: room, OwnerID: "alice", CreatedAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			users := []string{"alice", "bob", "carol", "dave"}
+			for _, u := range users[1:] {
+				if err := s.Srv.Store.AddMember(ctx, room, u); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if code, body := s.Do("POST", "/api/rooms/"+room+"/call/start", s.Token("alice", nil), nil); code != 200 {
+				t.Fatalf("call start: %d %s", code, body)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 240*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(cctx, "node", filepath.Join(root, "test", "browser", "simulcast.mjs"))
+			cmd.Env = append(os.Environ(), "PARLEY_PAGE_URL="+s.URL+"/", "PARLEY_ROOM="+room, "PARLEY_SCENARIO="+sc)
+			for i, u := range users {
+				cmd.Env = append(cmd.Env, fmt.Sprintf("PARLEY_WS_%c=%s?token=%s", 'A'+i, s.WSURL, s.Token(u, nil)))
+			}
+			out, err := cmd.CombinedOutput()
+			t.Logf("node output:\n%s", out)
+			if err != nil {
+				t.Fatalf("simulcast scenario %s failed: %v", sc, err)
 			}
 		})
 	}

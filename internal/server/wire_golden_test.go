@@ -52,9 +52,7 @@ const wireDir = "../protocol/testdata/wire"
 // cannot send yet, with the issue that will add them. When one starts being
 // sent, capture it in the scenario and remove it here (the test fails until
 // both are done).
-var wireServerNotSentYet = map[string]string{
-	protocol.TypeMediaConsumerLayersChanged: "issue 12 (v1.1 media: simulcast layers)",
-}
+var wireServerNotSentYet = map[string]string{}
 
 // wireClientNotAcceptedYet are the types of protocol.ClientTypes that no
 // handler implements yet: the scenario sends each (with the data below) and
@@ -62,9 +60,7 @@ var wireServerNotSentYet = map[string]string{
 var wireClientNotAcceptedYet = map[string]struct {
 	issue, code string
 	data        map[string]any
-}{
-	protocol.TypeMediaSetPreferredLayers: {"issue 12", protocol.CodeUnsupported, map[string]any{"room_id": "team", "consumer_id": "c", "spatial_layer": 1}},
-}
+}{}
 
 // wireRec collects the examples of one scenario run.
 type wireRec struct {
@@ -523,6 +519,12 @@ func TestWireGolden(t *testing.T) {
 	close(talking)
 	<-talked
 
+	// Simulcast: bob publishes two rid-based layers on the same send
+	// transport (key frames per layer every 50 ms), alice receives the top
+	// one, then asks for layer 0 and is told when she gets it.
+	stopRTP := wireSimulcast(t, w, a, b, mc, f.Data, caps.RTPCapabilities)
+	defer stopRTP()
+
 	// ICE restart and stats (one example of each stats item type).
 	w.send(a, protocol.TypeMediaRestartICE, "ri1", map[string]any{"room_id": "team", "transport_id": tc.SendTransport.ID}, "")
 	w.server(w.await(a, protocol.TypeMediaICERestarted, "ri1"), "")
@@ -560,6 +562,121 @@ func TestWireGolden(t *testing.T) {
 	w.server(w.await(b, protocol.TypeRoomCallEnded, ""), "")
 
 	w.check()
+}
+
+// wireSimulcast runs the simulcast part of the scenario: bob's send and
+// alice's receive transports are connected by mediatest endpoints, bob
+// produces two rid-based encodings, alice consumes them, gets
+// media:consumer_layers_changed for layer 1, sends media:set_preferred_layers
+// 0 and gets media:consumer_layers_changed for layer 0. It returns a
+// function that stops the media.
+func wireSimulcast(t *testing.T, w *wireRec, a, b *servertest.Client, pub *mediatest.Client, aliceTC, caps json.RawMessage) func() {
+	t.Helper()
+	var at struct {
+		RecvTransport json.RawMessage `json:"recv_transport"`
+	}
+	if err := json.Unmarshal(aliceTC, &at); err != nil {
+		t.Fatal(err)
+	}
+	connect := func(c *servertest.Client, raw json.RawMessage, id string) *mediatest.Client {
+		mc, err := mediatest.NewJSON(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tr struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(raw, &tr)
+		w.send(c, protocol.TypeMediaConnectTransport, id, map[string]any{"room_id": "team", "transport_id": tr.ID, "dtls_parameters": mc.DTLSParameters()}, "-")
+		w.await(c, protocol.TypeMediaTransportConnected, id)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := mc.Connect(ctx); err != nil {
+			t.Fatalf("mediatest connect: %v", err)
+		}
+		return mc
+	}
+	sub := connect(a, at.RecvTransport, "ct-sim-sub")
+	w.send(b, protocol.TypeMediaProduce, "pr-sim", map[string]any{"room_id": "team", "transport_id": pub.ID(), "kind": "video", "source": "webcam",
+		"rtp_parameters": map[string]any{
+			"mid": "1",
+			"codecs": []map[string]any{
+				{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000, "parameters": map[string]any{},
+					"rtcpFeedback": []map[string]any{{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"}, {"type": "transport-cc", "parameter": ""}}},
+				{"mimeType": "video/rtx", "payloadType": 97, "clockRate": 90000, "parameters": map[string]any{"apt": 96}, "rtcpFeedback": []any{}},
+			},
+			"headerExtensions": []map[string]any{
+				{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 4, "encrypt": false, "parameters": map[string]any{}},
+				{"uri": "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", "id": 10, "encrypt": false, "parameters": map[string]any{}},
+				{"uri": "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id", "id": 11, "encrypt": false, "parameters": map[string]any{}},
+			},
+			"encodings": []map[string]any{
+				{"rid": "r0", "active": true, "scaleResolutionDownBy": 2, "maxBitrate": 300000},
+				{"rid": "r1", "active": true, "scaleResolutionDownBy": 1, "maxBitrate": 900000},
+			},
+			"rtcp": map[string]any{"cname": "bob-cname", "reducedSize": true},
+		}}, "simulcast")
+	var produced struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(w.await(b, protocol.TypeMediaProduceResult, "pr-sim").Data, &produced); err != nil {
+		t.Fatal(err)
+	}
+	w.alias[produced.ID] = "<producer:bob-webcam>"
+	w.send(a, protocol.TypeMediaConsume, "co-sim", map[string]any{"room_id": "team", "producer_id": produced.ID, "rtp_capabilities": caps}, "-")
+	var consumer struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(w.await(a, protocol.TypeMediaConsumerCreated, "co-sim").Data, &consumer); err != nil {
+		t.Fatal(err)
+	}
+	w.alias[consumer.ID] = "<consumer:alice-webcam>"
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		seq := [2]uint16{100, 5000}
+		for frame := uint32(0); ; frame++ {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+			for l, rid := range []string{"r0", "r1"} {
+				seq[l]++
+				p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq[l], Timestamp: frame * 4500,
+					SSRC: 7000 + uint32(l), Marker: true}, Payload: []byte{0x10, 0x00, 0x9d, 0x01, 0x2a, 0, 0, 0, 0, byte(l)}}
+				_ = p.SetExtension(4, []byte("1"))
+				_ = p.SetExtension(10, []byte(rid))
+				_ = pub.WriteRTP(p)
+			}
+		}
+	}()
+	layers := func(want int) protocol.Envelope {
+		t.Helper()
+		for {
+			f := w.await(a, protocol.TypeMediaConsumerLayersChanged, "")
+			var m struct {
+				SpatialLayer int `json:"spatial_layer"`
+			}
+			_ = json.Unmarshal(f.Data, &m)
+			if m.SpatialLayer == want {
+				return f
+			}
+		}
+	}
+	layers(1)
+	w.send(a, protocol.TypeMediaSetPreferredLayers, "spl1", map[string]any{"room_id": "team", "consumer_id": consumer.ID, "spatial_layer": 0}, "")
+	w.await(a, protocol.TypeAck, "spl1")
+	w.server(layers(0), "")
+	return func() {
+		close(stop)
+		<-done
+		sub.Close() // pub is the caller's
+	}
 }
 
 // check compares the captured examples with the golden files (or rewrites

@@ -4,7 +4,12 @@ import { ParleyMediaClient, ParleyError } from './adapter.js';
 
 const state = { client: null, events: [], consumers: [], producers: {}, errors: [] };
 
-async function start({ wsUrl, roomId, iceTransportPolicy, audio = true, video = true }) {
+// simulcast: produce video with three rid-based encodings (¼, ½, full
+// resolution, lowest first); width/height: the camera's; relay: send the
+// receive transport through window.parleyRelay (a test's exposed function
+// that returns the transport info to use).
+async function start({ wsUrl, roomId, iceTransportPolicy, audio = true, video = true, simulcast = false,
+  width = 640, height = 360, relay = false, produce = true }) {
   const client = await ParleyMediaClient.connect(wsUrl);
   state.client = client;
   client.on('*', (data, msg) => {
@@ -24,10 +29,19 @@ async function start({ wsUrl, roomId, iceTransportPolicy, audio = true, video = 
     .catch((e) => state.errors.push(`consume ${producerId}: ${e.message}`));
   client.on('media:new_producer', (d) => consumeIt(d.producer_id));
   client.on('media:producer_closed', (d) => client.closeConsumersOf(d.producer_id));
-  await client.join(roomId, { iceTransportPolicy });
-  const stream = await navigator.mediaDevices.getUserMedia({ audio, video: video && { width: 640, height: 360 } });
+  await client.join(roomId, { iceTransportPolicy, mapRecvTransport: relay ? (info) => window.parleyRelay(info) : undefined });
+  if (!produce || (!audio && !video)) return { producers: state.producers };
+  const stream = await navigator.mediaDevices.getUserMedia({ audio, video: video && { width, height } });
   for (const track of stream.getTracks()) {
-    const p = await client.produce(track, { source: track.kind === 'audio' ? 'mic' : 'webcam' });
+    const opts = { source: track.kind === 'audio' ? 'mic' : 'webcam' };
+    if (track.kind === 'video' && simulcast) {
+      opts.encodings = [
+        { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+        { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+        { scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
+      ];
+    }
+    const p = await client.produce(track, opts);
     state.producers[track.kind] = p.id;
   }
   return { producers: state.producers };
@@ -46,9 +60,13 @@ async function stats() {
     report.forEach((s) => {
       if (s.type === 'inbound-rtp') {
         out.inbound.push({ kind: s.kind, ssrc: s.ssrc, bytesReceived: s.bytesReceived ?? 0,
-          packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0 });
+          packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0,
+          frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0, freezeCount: s.freezeCount ?? 0,
+          packetsLost: s.packetsLost ?? 0, nackCount: s.nackCount ?? 0, packetsDiscarded: s.packetsDiscarded ?? 0,
+          trackIdentifier: s.trackIdentifier });
       } else if (s.type === 'outbound-rtp') {
-        out.outbound.push({ kind: s.kind, bytesSent: s.bytesSent ?? 0 });
+        out.outbound.push({ kind: s.kind, bytesSent: s.bytesSent ?? 0, rid: s.rid, frameWidth: s.frameWidth ?? 0,
+          framesEncoded: s.framesEncoded ?? 0, qualityLimitationReason: s.qualityLimitationReason });
       } else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
         const local = byId.get(s.localCandidateId);
         out.pairs.push({ direction: transport.direction, localType: local?.candidateType, remote: byId.get(s.remoteCandidateId)?.address });
@@ -64,4 +82,8 @@ async function closeProducer(kind) {
   return id;
 }
 
-window.parleyMedia = { ParleyMediaClient, ParleyError, start, stats, closeProducer, state };
+async function setPreferredLayers(consumerId, spatial, temporal) {
+  await state.client.setPreferredLayers(consumerId, spatial, temporal);
+}
+
+window.parleyMedia = { ParleyMediaClient, ParleyError, start, stats, closeProducer, setPreferredLayers, state };

@@ -97,7 +97,9 @@ export class ParleyMediaClient {
     return this.joined;
   }
 
-  async _join(roomId, { iceTransportPolicy } = {}) {
+  // options.mapRecvTransport (tests): async (transportInfo) => transportInfo,
+  // e.g. to send the receive transport through a relay.
+  async _join(roomId, { iceTransportPolicy, mapRecvTransport } = {}) {
     const reply = await this.request('media:join', { room_id: roomId });
     const tc = reply.data;
     if (!this.device.loaded) {
@@ -105,8 +107,9 @@ export class ParleyMediaClient {
     }
     const policy = iceTransportPolicy ?? (tc.force_relay ? 'relay' : 'all');
     const common = { iceServers: tc.ice_servers, iceTransportPolicy: policy };
+    const recvInfo = mapRecvTransport ? await mapRecvTransport(tc.recv_transport) : tc.recv_transport;
     this.sendTransport = this.device.createSendTransport({ ...tc.send_transport, ...common });
-    this.recvTransport = this.device.createRecvTransport({ ...tc.recv_transport, ...common });
+    this.recvTransport = this.device.createRecvTransport({ ...recvInfo, ...common });
     for (const transport of [this.sendTransport, this.recvTransport]) {
       transport.on('connect', ({ dtlsParameters }, callback, errback) => {
         this.request('media:connect_transport', {
@@ -149,6 +152,13 @@ export class ParleyMediaClient {
     this.producers.get(producerId)?.close();
     this.producers.delete(producerId);
     await this.request('media:producer_close', { room_id: this.roomId, producer_id: producerId });
+  }
+
+  /** media:set_preferred_layers: the highest layers wanted for one of my consumers (temporal: highest when omitted). */
+  async setPreferredLayers(consumerId, spatialLayer, temporalLayer) {
+    const data = { room_id: this.roomId, consumer_id: consumerId, spatial_layer: spatialLayer };
+    if (temporalLayer !== undefined) data.temporal_layer = temporalLayer;
+    await this.request('media:set_preferred_layers', data);
   }
 
   /** Closes local consumers of a producer (on media:producer_closed). */

@@ -1,9 +1,10 @@
 // Package mediatest is a minimal WebRTC client for tests outside
 // internal/media that need real media through the SFU (the server's wire
-// golden test sends audio to capture media:active_speaker): a full pion ICE
-// agent (controlling, loopback host candidates, UDP), a DTLS client with a
+// golden test sends audio to capture media:active_speaker and simulcast
+// video to capture media:consumer_layers_changed): a full pion ICE agent
+// (controlling, loopback host candidates, UDP), a DTLS client with a
 // self-signed certificate, and SRTP to send RTP. It receives nothing but
-// DTLS.
+// DTLS (on a recv transport, the media it is sent is read and dropped).
 package mediatest
 
 import (
@@ -11,6 +12,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -102,6 +104,16 @@ func New(info media.TransportInfo) (*Client, error) {
 	return c, nil
 }
 
+// NewJSON is New for a transport as media:transport_created carries it
+// (its raw JSON).
+func NewJSON(raw json.RawMessage) (*Client, error) {
+	var info media.TransportInfo
+	if err := json.Unmarshal(raw, &info); err != nil {
+		return nil, err
+	}
+	return New(info)
+}
+
 func (c *Client) closeErr(err error) error {
 	_ = c.agent.Close()
 	return err
@@ -110,6 +122,14 @@ func (c *Client) closeErr(err error) error {
 // DtlsParameters are the client's, for media:connect_transport.
 func (c *Client) DtlsParameters() media.DtlsParameters {
 	return media.DtlsParameters{Role: "client", Fingerprints: []media.DtlsFingerprint{{Algorithm: "sha-256", Value: c.fp}}}
+}
+
+// ID is the server transport's id.
+func (c *Client) ID() string { return c.info.ID }
+
+// DTLSParameters is DtlsParameters as a JSON object.
+func (c *Client) DTLSParameters() map[string]any {
+	return map[string]any{"role": "client", "fingerprints": []map[string]string{{"algorithm": "sha-256", "value": c.fp}}}
 }
 
 // Connect runs ICE and the DTLS handshake (after media:connect_transport)

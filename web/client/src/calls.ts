@@ -161,6 +161,12 @@ export interface CallEvents {
   peer_left: { userId: string; connectionId: string };
   /** The dominant speaker changed; local: it is one of my producers. */
   active_speaker: { producerId: string; userId: string; connectionId: string; local: boolean };
+  /**
+   * The layers a remote simulcast/SVC video is received in changed
+   * (media:consumer_layers_changed): the spatial layer (0 = lowest encoding)
+   * and the temporal ceiling the SFU forwards now. Follows its 'track'.
+   */
+  layers_changed: RemoteTrack & { spatialLayer: number; temporalLayer: number };
   /** A remote producer was paused / resumed by its owner (the local consumer is paused / resumed too). */
   paused: RemoteTrack;
   resumed: RemoteTrack;
@@ -422,6 +428,7 @@ export class Call {
   private dataQueue: NewDataProducer[] = [];                 // data producers announced while joining
   private dataAnnounced = new Map<string, RemoteDataProducer>(); // others' data producers by id
   private dataRemotes = new Map<string, DataRemote>();       // consumed (or being consumed) data producers
+  private layers = new Map<string, { spatialLayer: number; temporalLayer: number }>(); // consumer id → last layers_changed
 
   constructor(signaling: CallSignaling, roomId: string, options: CallOptions = {}) {
     this.signaling = signaling;
@@ -557,6 +564,7 @@ export class Call {
       });
     });
     on('media:new_data_producer', (d) => this.onNewDataProducer(d as NewDataProducer));
+    on('media:consumer_layers_changed', (d) => this.onLayers(d));
     on('media:room_closed', () => this.end('room_closed'));
     on('disconnected', () => this.end('disconnected'));
   }
@@ -918,6 +926,8 @@ export class Call {
       };
       this.remotes.set(pid, { info, consumer });
       this.emit('track', info);
+      const l = this.layers.get(consumer.id); // came before the consumer was ready
+      if (l) this.emit('layers_changed', { ...info, ...l });
       if (this.pausedRemote.has(pid)) {
         consumer.pause();
         this.emit('paused', info);
@@ -941,8 +951,32 @@ export class Call {
     const r = this.remotes.get(producerId);
     if (!r) return;
     this.remotes.delete(producerId);
+    this.layers.delete(r.info.consumerId);
     r.consumer.close();
     this.emit('track_ended', { ...r.info, reason });
+  }
+
+  private onLayers(d: { consumer_id?: unknown; spatial_layer?: unknown; temporal_layer?: unknown }): void {
+    if (typeof d.consumer_id !== 'string' || typeof d.spatial_layer !== 'number') return;
+    const l = { spatialLayer: d.spatial_layer, temporalLayer: typeof d.temporal_layer === 'number' ? d.temporal_layer : 0 };
+    this.layers.set(d.consumer_id, l);
+    for (const r of this.remotes.values()) {
+      if (r.info.consumerId === d.consumer_id) this.emit('layers_changed', { ...r.info, ...l });
+    }
+  }
+
+  /**
+   * media:set_preferred_layers: the highest layers wanted for a remote
+   * video (its consumerId from 'track'); temporalLayer omitted: the highest.
+   * The SFU may send less when this connection's bandwidth estimate is
+   * short; 'layers_changed' tells what arrives. Rejects with the server's
+   * error ('not_found' for an unknown consumer).
+   */
+  async setPreferredLayers(consumerId: string, spatialLayer: number, temporalLayer?: number): Promise<void> {
+    if (this._state !== 'joined') throw new CallError('bad_state', `setPreferredLayers() needs a joined call (state ${this._state})`);
+    const data: Record<string, unknown> = { consumer_id: consumerId, spatial_layer: spatialLayer };
+    if (temporalLayer !== undefined) data['temporal_layer'] = temporalLayer;
+    await this.request('media:set_preferred_layers', data);
   }
 
   private onPeerLeft(d: { user_id?: string; connection_id?: string }): void {
@@ -992,6 +1026,7 @@ export class Call {
     this.dataQueue = [];
     for (const id of [...this.dataAnnounced.keys()]) this.endDataRemote(id, reason);
     for (const d of [...this.dataProducers.values()]) d.close();
+    this.layers.clear();
     for (const p of [...this.producers.values()]) {
       this.producers.delete(p.id);
       const track = p.track;

@@ -180,7 +180,7 @@ function fakeDevice() {
 function newCall(server, opts = {}) {
   const call = new Call(server, ROOM, { Device: fakeDevice(), ...opts });
   const events = [];
-  for (const ev of ['track', 'track_ended', 'peer_left', 'active_speaker', 'paused', 'resumed', 'closed', 'local_track_ended', 'error', 'ice_restarted']) {
+  for (const ev of ['track', 'track_ended', 'peer_left', 'active_speaker', 'paused', 'resumed', 'closed', 'local_track_ended', 'error', 'ice_restarted', 'layers_changed']) {
     call.on(ev, (d) => events.push({ ev, ...d }));
   }
   return { call, events };
@@ -191,9 +191,12 @@ const peer = (n, kind, extra = {}) => ({
   source: kind === 'audio' ? 'mic' : 'webcam', ...extra,
 });
 
-const ridCaps = () => {
+// The router's own capabilities carry rtp-stream-id (simulcast); noRidCaps
+// is a router without it.
+const ridCaps = () => structuredClone(fx.rtp_capabilities);
+const noRidCaps = () => {
   const caps = structuredClone(fx.rtp_capabilities);
-  caps.headerExtensions.push({ kind: 'video', uri: RTP_STREAM_ID_URI, preferredId: 14, preferredEncrypt: false, direction: 'sendrecv' });
+  caps.headerExtensions = caps.headerExtensions.filter((e) => e.uri !== RTP_STREAM_ID_URI && !e.uri.endsWith('repaired-rtp-stream-id'));
   return caps;
 };
 
@@ -254,7 +257,7 @@ test('transports: ice_servers passed through, force_relay means relay, else the 
 });
 
 test('produce: source defaults, simulcast exactly when the router has rtp-stream-id', async () => {
-  for (const [caps, wantLayers] of [[fx.rtp_capabilities, 1], [ridCaps(), 3]]) {
+  for (const [caps, wantLayers] of [[noRidCaps(), 1], [ridCaps(), 3]]) {
     const server = new FakeServer({ caps });
     const { call } = newCall(server);
     await call.join();
@@ -277,11 +280,11 @@ test('produce: source defaults, simulcast exactly when the router has rtp-stream
     await call.leave();
   }
   assert.equal(supportsSimulcast(ridCaps()), true);
-  assert.equal(supportsSimulcast(fx.rtp_capabilities), false);
+  assert.equal(supportsSimulcast(noRidCaps()), false);
   assert.deepEqual(videoEncodings(ridCaps(), 720).map((e) => e.scaleResolutionDownBy), [4, 2, 1]);
   assert.deepEqual(videoEncodings(ridCaps(), 360).map((e) => e.scaleResolutionDownBy), [2, 1]);
   assert.equal(videoEncodings(ridCaps(), 180), undefined);
-  assert.equal(videoEncodings(fx.rtp_capabilities, 720), undefined);
+  assert.equal(videoEncodings(noRidCaps(), 720), undefined);
 });
 
 test('pause/resume: unsupported keeps the local state quietly, other errors reject', async () => {
@@ -379,6 +382,39 @@ test('producer_closed, a close during consume, peer_left, paused/resumed, active
   ]);
   assert.deepEqual(call.remoteTracks.map((t) => t.producerId), ['peer3-audio']);
   assert.deepEqual(events.filter((e) => e.ev === 'error'), []);
+});
+
+test('layers: setPreferredLayers sends media:set_preferred_layers; layers_changed follows its track', async () => {
+  const server = new FakeServer({ existing: [peer(2, 'video')], hold: ['media:consume'] });
+  const { call, events } = newCall(server);
+  await call.join();
+  await until('consume sent', () => server.held.length === 1);
+  server.release('media:consume');
+  const early = `cons-${server.nextId}`;
+  // Sent by the server right after consumer_created: before the consumer is ready here.
+  server.emit('media:consumer_layers_changed', { consumer_id: early, spatial_layer: 2, temporal_layer: 2 });
+  await until('track', () => events.some((e) => e.ev === 'layers_changed'));
+  assert.deepEqual(events.map((e) => e.ev), ['track', 'layers_changed']);
+  const track = events[0];
+  assert.equal(track.consumerId, early);
+  assert.deepEqual([events[1].producerId, events[1].spatialLayer, events[1].temporalLayer], ['peer2-video', 2, 2]);
+
+  server.emit('media:consumer_layers_changed', { consumer_id: early, spatial_layer: 0, temporal_layer: 1 });
+  server.emit('media:consumer_layers_changed', { room_id: 'other', consumer_id: early, spatial_layer: 1, temporal_layer: 1 });
+  server.emit('media:consumer_layers_changed', { consumer_id: 'unknown', spatial_layer: 1, temporal_layer: 1 });
+  assert.deepEqual(events.filter((e) => e.ev === 'layers_changed').map((e) => [e.spatialLayer, e.temporalLayer]), [[2, 2], [0, 1]]);
+
+  await call.setPreferredLayers(early, 0);
+  await call.setPreferredLayers(early, 2, 1);
+  const reqs = server.requests.filter((r) => r.type === 'media:set_preferred_layers').map((r) => r.data);
+  assert.deepEqual(reqs, [
+    { room_id: ROOM, consumer_id: early, spatial_layer: 0 },
+    { room_id: ROOM, consumer_id: early, spatial_layer: 2, temporal_layer: 1 },
+  ]);
+  server.errors['media:set_preferred_layers'] = 'not_found';
+  await assert.rejects(call.setPreferredLayers('nope', 1), (e) => e.code === 'not_found');
+  await call.leave();
+  await assert.rejects(call.setPreferredLayers(early, 1), (e) => e.code === 'bad_state');
 });
 
 test('room_closed: closed, everything torn down, other rooms ignored', async () => {
