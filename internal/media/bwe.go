@@ -229,7 +229,7 @@ type layerOption struct {
 // ones, spatial then temporal, lowest first, with increasing measured rates.
 func (c *consumer) options(now int64) []layerOption {
 	p := c.p
-	maxS := len(p.layers) - 1
+	maxS := p.spatialLayers() - 1
 	if c.prefSpatial >= 0 {
 		maxS = min(maxS, c.prefSpatial)
 	}
@@ -238,13 +238,12 @@ func (c *consumer) options(now int64) []layerOption {
 		if !p.active(s, now) {
 			continue
 		}
-		lay := p.layers[s]
-		maxT := max(int(lay.maxTID.Load()), 0)
+		maxT := max(int(p.meterOf(s).maxTID.Load()), 0)
 		if c.prefTemporal >= 0 {
 			maxT = min(maxT, c.prefTemporal)
 		}
 		for t := 0; t <= maxT; t++ {
-			opts = append(opts, layerOption{s, t, float64(lay.rate[t].Load())})
+			opts = append(opts, layerOption{s, t, p.optionRate(s, t)})
 		}
 	}
 	// Keep the ladder's rates increasing: an option that costs no more than
@@ -291,7 +290,7 @@ func (t *transport) allocate(now int64, periodic bool) {
 		if len(opts) == 0 {
 			// Nothing flowing yet: aim at the preferred layers; the forwarder
 			// starts on the first key frame of any layer up to them.
-			s := len(c.p.layers) - 1
+			s := c.p.spatialLayers() - 1
 			if c.prefSpatial >= 0 {
 				s = min(s, c.prefSpatial)
 			}

@@ -1,18 +1,26 @@
 package media
 
 // What the forwarding path reads from a video payload: whether a packet
-// starts a frame or a key frame, the VP8 temporal layer and the byte
-// offsets of the VP8 picture id and TL0PICIDX, which each consumer
-// rewrites (see forwarder). Parsed once per incoming packet.
+// starts a frame or a key frame, the VP8/VP9 temporal layer, the VP9
+// spatial layer and frame boundaries, and the byte offsets of the VP8
+// picture id and TL0PICIDX, which each consumer rewrites (see forwarder).
+// Parsed once per incoming packet.
 
 // pktInfo describes one incoming packet for the consumers' forwarders.
 type pktInfo struct {
-	layer      int8 // spatial layer (the producer's encoding index)
+	stream     int8 // the producer's encoding index (its SSRC: history, sender reports)
+	layer      int8 // spatial layer: the encoding index (simulcast) or the VP9 SVC layer id
 	keyframe   bool // the packet starts a key frame
-	frameStart bool // the packet starts a frame (VP8 only; H264: false)
-	tid        int8 // VP8 temporal layer id; -1 when the stream carries none
+	frameStart bool // the packet starts a frame (VP8; VP9: a picture's first layer frame; H264: false)
+	tid        int8 // VP8/VP9 temporal layer id; -1 when the stream carries none
 	maxTID     int8 // highest temporal layer id seen on this layer so far (-1: none)
 	vp8        vp8Desc
+
+	// VP9 (RFC 9628 4.2): the packet ends a layer frame (E), and that
+	// frame is predicted from an earlier picture (P): K-SVC leaves such
+	// frames of the layers below the one received out.
+	layerEnd bool
+	inter    bool
 }
 
 // vp8Desc locates the fields of a VP8 payload descriptor (RFC 7741 4.2)
@@ -128,4 +136,53 @@ func parseH264(b []byte, in *pktInfo) {
 			in.keyframe = true
 		}
 	}
+}
+
+// parseVP9 fills in from a VP9 RTP payload descriptor (RFC 9628 4.2,
+// "I|P|L|F|B|E|V|Z", then the picture id when I, then the layer indices
+// "TID|U|SID|D" when L, then TL0PICIDX when L and not F): the spatial
+// layer id (in.layer, when svc), the temporal layer id, frame boundaries
+// and key frames (B set, P clear, spatial layer 0: a picture that
+// references no earlier one, as mediasoup's VP9::Parse decides). The
+// rest of the descriptor (scalability structure, flexible-mode
+// references) is not needed to forward. Malformed or short payloads leave
+// in as "no information". pion/rtp's codecs.VP9Packet parses the same
+// fields but allocates per packet (its P_DIFF slice), on the hot path.
+func parseVP9(b []byte, in *pktInfo, svc bool) {
+	in.tid = -1
+	if len(b) < 1 {
+		return
+	}
+	h := b[0]
+	i := 1
+	if h&0x80 != 0 { // I: picture id, 7 or 15 bits
+		if len(b) <= i {
+			return
+		}
+		if b[i]&0x80 != 0 {
+			i++
+		}
+		i++
+	}
+	sid, tid := int8(0), int8(-1)
+	if h&0x20 != 0 { // L: layer indices
+		if len(b) <= i {
+			return
+		}
+		tid, sid = int8(b[i]>>5), int8(b[i]>>1&0x07)
+		i++
+	}
+	if len(b) <= i {
+		return
+	}
+	inter, start, end := h&0x40 != 0, h&0x08 != 0, h&0x04 != 0
+	if tid >= maxTemporal {
+		tid = maxTemporal - 1
+	}
+	in.tid, in.inter, in.layerEnd = tid, inter, end
+	if svc {
+		in.layer = sid
+	}
+	in.frameStart = start && sid == 0
+	in.keyframe = in.frameStart && !inter
 }

@@ -96,6 +96,7 @@ func (c *consumer) forward(pkt *rtp.Packet, in *pktInfo) {
 	}
 	h := c.rewrite(pkt)
 	h.SequenceNumber, h.Timestamp = o.seq, o.ts
+	h.Marker = h.Marker || o.marker
 	c.addTransportExtensions(&h)
 	var rw *vp8Rewrite
 	if o.patch {
@@ -234,7 +235,7 @@ func (c *consumer) retransmit(pairs []rtcp.NackPair) {
 			parseVP8(payload, &in)
 			patchVP8(payload, &in.vp8, e.pid, e.tl0)
 		}
-		h := rtp.Header{Version: 2, Marker: slot.marker, Timestamp: e.ts}
+		h := rtp.Header{Version: 2, Marker: slot.marker || e.marker, Timestamp: e.ts}
 		if c.rtxSSRC != 0 {
 			c.rtxMu.Lock()
 			c.rtxSeq++

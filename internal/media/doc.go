@@ -73,6 +73,15 @@
 // key frame, TID, picture id/TL0PICIDX offsets); H264 key frames are
 // recognised (SPS/IDR, STAP-A, FU-A); H264 has no temporal layers here.
 //
+// VP9 SVC (one encoding with scalabilityMode L2/L3, with or without _KEY:
+// simulcast.go svcOf) carries its spatial layers in one SSRC: the spatial
+// layer of a packet is the SID of its VP9 payload descriptor (codec.go
+// parseVP9), each spatial layer is measured apart (producer.svcMeters),
+// and its consumers' forwarders run translateSVC (every layer up to the
+// chosen one, only that one between key pictures in K-SVC, the marker bit
+// on its last packet of each picture, mediasoup's VP9 handler being the
+// model).
+//
 // Packets are forwarded on the send transport's read goroutine to each
 // consumer, whose forwarder (forwarder.go) picks ONE spatial layer at a
 // time, and for VP8 a temporal ceiling (frames with a higher TID are

@@ -29,6 +29,8 @@ package media
 type forwarder struct {
 	video     bool
 	simulcast bool // more than one spatial layer: start and switch on key frames
+	svc       bool // VP9 SVC: the spatial layers share one stream (translateSVC)
+	ksvc      bool // K-SVC: layers depend on each other only at key frames
 	clock     uint32
 
 	started  bool
@@ -80,17 +82,18 @@ type offEntry struct {
 }
 
 type seqEntry struct {
-	valid bool
-	layer int8
-	patch bool // VP8 fields to rewrite
-	tl0   uint8
-	out   uint16
-	src   uint16
-	pid   uint16
-	rtxN  uint8 // retransmissions so far
-	ts    uint32
-	at    uint32 // ms (monoNow) it was sent
-	rtxAt uint32 // ms of the last retransmission
+	valid  bool
+	layer  int8 // the producer's stream (encoding) it came from
+	patch  bool // VP8 fields to rewrite
+	marker bool // sent with the marker bit set (VP9 SVC: ends the picture for this consumer)
+	tl0    uint8
+	out    uint16
+	src    uint16
+	pid    uint16
+	rtxN   uint8 // retransmissions so far
+	ts     uint32
+	at     uint32 // ms (monoNow) it was sent
+	rtxAt  uint32 // ms of the last retransmission
 }
 
 // Retransmission limits (per packet and consumer): NACKed packets are
@@ -113,6 +116,7 @@ type translated struct {
 	pid      uint16
 	tl0      uint8
 	patch    bool // rewrite the VP8 descriptor
+	marker   bool // set the RTP marker bit (VP9 SVC: the last packet of the highest layer forwarded)
 	send     bool
 	askKey   int // layer to request a key frame of; -1: none
 	changed  bool
@@ -125,6 +129,9 @@ type translated struct {
 // current and the target one. The consumer keeps a copy (consumer.want) so
 // that packets of other layers skip the lock.
 func (f *forwarder) wantMask() uint32 {
+	if f.svc {
+		return ^uint32(0) // one stream: every packet moves the numbering
+	}
 	if !f.started || f.resync || f.cur < 0 {
 		return 1<<(f.target+1) - 1
 	}
@@ -140,6 +147,16 @@ func newForwarder(video bool, layers int, clock uint32) *forwarder {
 	return f
 }
 
+// forwarderFor is a new consumer's forwarder of producer p.
+func forwarderFor(p *producer, clock uint32) *forwarder {
+	if p.svc > 1 {
+		f := newForwarder(p.kind == kindVideo, 1, clock)
+		f.svc, f.ksvc, f.target = true, p.ksvc, p.svc-1
+		return f
+	}
+	return newForwarder(p.kind == kindVideo, len(p.layers), clock)
+}
+
 // setTarget sets the layers wanted; it returns the layer to request a key
 // frame of (a new spatial target), or -1.
 func (f *forwarder) setTarget(spatial, temporal int, now int64) int {
@@ -148,6 +165,9 @@ func (f *forwarder) setTarget(spatial, temporal int, now int64) int {
 		return -1
 	}
 	f.target = spatial
+	if f.svc && !f.ksvc && f.started && spatial < f.cur {
+		return -1 // full SVC goes down at the end of a layer frame (translateSVC)
+	}
 	if spatial != f.cur {
 		f.askedAt = now
 		return spatial
@@ -168,6 +188,9 @@ func (f *forwarder) restart(now int64) {
 // forwarded and with which rewritten fields. sr maps a layer's RTP time to
 // NTP (from its sender reports) for timestamp continuity on switches.
 func (f *forwarder) translate(seq uint16, ts uint32, in *pktInfo, now int64, sr srMapper) (o translated) {
+	if f.svc {
+		return f.translateSVC(seq, ts, in, now)
+	}
 	o.askKey = -1
 	l := int(in.layer)
 	switch {
@@ -234,7 +257,7 @@ func (f *forwarder) translate(seq uint16, ts uint32, in *pktInfo, now int64, sr 
 	}
 	o.send = true
 	if f.seqr != nil {
-		f.seqr[o.seq%seqrSize] = seqEntry{valid: true, layer: in.layer, patch: o.patch, tl0: o.tl0,
+		f.seqr[o.seq%seqrSize] = seqEntry{valid: true, layer: in.stream, patch: o.patch, tl0: o.tl0,
 			out: o.seq, src: seq, pid: o.pid, ts: o.ts, at: uint32(now / 1e6)}
 	}
 	if f.video && (f.simulcast || in.maxTID > 0) {
@@ -243,6 +266,85 @@ func (f *forwarder) translate(seq uint16, ts uint32, in *pktInfo, now int64, sr 
 		}
 	}
 	return o
+}
+
+// translateSVC is translate for a VP9 SVC stream (the model is
+// mediasoup's VP9 PayloadDescriptorHandler::Process): the consumer
+// receives every spatial layer up to cur (K-SVC: only cur, and the lower
+// ones in key pictures) and temporal layers up to curT, from one stream
+// whose numbering continues across everything dropped (snOffset, as for
+// temporal layers). Start and resync wait for a key picture; going up
+// switches at a key picture; going down switches at the next key picture
+// in K-SVC, at the end of the target layer's frame in full SVC. The last
+// packet of the highest layer forwarded in each picture gets the marker
+// bit, as the sender's last packet of the picture has it (RFC 9628 4.1).
+func (f *forwarder) translateSVC(seq uint16, ts uint32, in *pktInfo, now int64) (o translated) {
+	o.askKey = -1
+	l := int(in.layer)
+	if !f.started || f.resync || f.cur < 0 {
+		if !in.keyframe {
+			if now-f.askedAt > keyRetry {
+				f.askedAt = now
+				o.askKey = f.target
+			}
+			return o
+		}
+		f.anchor(seq, ts, f.target, in, now, nil)
+		o.anchored = true
+	}
+	d := int16(seq - f.highest)
+	if d > 0 {
+		switch {
+		case f.target > f.cur && in.keyframe:
+			f.cur = f.target
+		case f.target < f.cur && f.ksvc && in.keyframe:
+			f.cur = f.target
+		case f.target < f.cur && !f.ksvc && l == f.target && in.layerEnd:
+			f.cur = f.target
+		case f.target != f.cur && now-f.askedAt > keyRetry && (f.ksvc || f.target > f.cur):
+			f.askedAt = now
+			o.askKey = f.target
+		}
+		if in.frameStart {
+			f.stepTemporal(in)
+		}
+		f.highest = seq
+		if f.svcDrops(in) {
+			f.snOffset++
+			f.pushOff(seq + 1)
+			return o
+		}
+		o.seq, o.ts = seq-f.snOffset, ts-f.tsOffset
+		f.lastSN, f.lastTS, f.lastAt = o.seq, o.ts, now
+	} else {
+		if d == 0 || f.svcDrops(in) {
+			return o
+		}
+		e, ok := f.offAt(seq)
+		if !ok {
+			return o
+		}
+		o.seq, o.ts = seq-e.sn, ts-f.tsOffset
+	}
+	o.send = true
+	o.marker = l == f.cur && in.layerEnd
+	if f.seqr != nil {
+		f.seqr[o.seq%seqrSize] = seqEntry{valid: true, layer: in.stream, marker: o.marker,
+			out: o.seq, src: seq, ts: o.ts, at: uint32(now / 1e6)}
+	}
+	if ls := (layerState{f.cur, min(f.curT, int(max(in.maxTID, 0)))}); ls != f.layer {
+		f.layer, o.changed, o.layers = ls, true, ls
+	}
+	return o
+}
+
+// svcDrops reports whether an SVC packet is above what the consumer
+// receives: a higher spatial layer, a lower one's inter-picture frame in
+// K-SVC (the layer received no longer references it), or a temporal
+// layer above the ceiling.
+func (f *forwarder) svcDrops(in *pktInfo) bool {
+	l := int(in.layer)
+	return l > f.cur || (f.ksvc && in.inter && l != f.cur) || in.tid > int8(f.curT)
 }
 
 // stepTemporal applies a new temporal ceiling at a frame start: down at

@@ -28,7 +28,7 @@ func vp8Frame(pid uint16, tl0 uint8, tid uint8, key, start bool, size int) []byt
 func negU32(v uint32) uint32 { return -v }
 
 func info(layer int, payload []byte) *pktInfo {
-	in := &pktInfo{layer: int8(layer), tid: -1}
+	in := &pktInfo{stream: int8(layer), layer: int8(layer), tid: -1}
 	parseVP8(payload, in)
 	in.maxTID = 2
 	return in

@@ -285,6 +285,8 @@ type fuzzPath struct {
 	cv, ca     *consumer
 	sim        *producer // rid-based simulcast: SSRCs learned from packets
 	cs         *consumer
+	svc        *producer // VP9 SVC (L3T3_KEY): spatial layers in one SSRC
+	csvc       *consumer
 }
 
 func stubTransport(s *SFU, dir direction) *transport {
@@ -311,7 +313,8 @@ func newFuzzPath(tb testing.TB) *fuzzPath {
 		p      **producer
 		c      **consumer
 	}{{kindVideo, vp8ProduceParams(0x1111, 0x2222), &fp.vp8, &fp.cv}, {kindAudio, opusProduceParams(0x3333), &fp.opus, &fp.ca},
-		{kindVideo, simulcastParams(3), &fp.sim, &fp.cs}} {
+		{kindVideo, simulcastParams(3), &fp.sim, &fp.cs},
+		{kindVideo, vp9SVCProduceParams(0x5555, 0x5556, "L3T3_KEY"), &fp.svc, &fp.csvc}} {
 		pp, err := parseProduce(&produceRequest{Kind: k.kind, RtpParameters: mustMarshal(tb, k.params)})
 		if err != nil {
 			tb.Fatal(err)
@@ -388,8 +391,14 @@ func FuzzRTPPath(f *testing.F) {
 	_ = srtx.SetExtension(simMidExt, []byte("1"))
 	_ = srtx.SetExtension(simRRIDExt, []byte("r1"))
 	f.Add(marshalRTP(f, srtx))
+	// A VP9 SVC key picture, layers 0 to 2.
+	for sid := range 3 {
+		vp := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 98, SequenceNumber: uint16(20 + sid), Timestamp: 9000, SSRC: 0x5555, Marker: sid == 2},
+			Payload: vp9Pkt(400, uint8(sid), 0, false, true, true)}
+		f.Add(marshalRTP(f, vp))
+	}
 	allowed := map[*consumer]map[uint8]bool{}
-	for _, c := range []*consumer{fp.cv, fp.ca, fp.cs} {
+	for _, c := range []*consumer{fp.cv, fp.ca, fp.cs, fp.csvc} {
 		ids := map[uint8]bool{c.absID: true, c.twccID: true}
 		for _, id := range c.passExt {
 			ids[id] = true
@@ -405,7 +414,7 @@ func FuzzRTPPath(f *testing.F) {
 		if pkt.Unmarshal(append([]byte(nil), data...)) != nil {
 			return
 		}
-		for _, c := range []*consumer{fp.cv, fp.ca, fp.cs} {
+		for _, c := range []*consumer{fp.cv, fp.ca, fp.cs, fp.csvc} {
 			h := c.rewrite(&pkt)
 			c.addTransportExtensions(&h)
 			out := &rtp.Packet{Header: h, Payload: pkt.Payload}

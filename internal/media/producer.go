@@ -28,7 +28,17 @@ type producer struct {
 	extURI map[uint8]string // client's ids
 	seqNo  uint64
 	vp8    bool
+	vp9    bool
 	h264   bool
+
+	// VP9 SVC (one encoding carrying several spatial layers, its
+	// scalabilityMode "L<n>T<m>[_KEY]" with n > 1): svc is n, ksvc whether
+	// the layers only depend on each other at key frames (_KEY, or "S"
+	// modes). svcMeters measure each spatial layer as layer.meter does an
+	// encoding's. svc is 0 for simulcast and single-layer producers.
+	svc       int
+	ksvc      bool
+	svcMeters []*meter
 
 	// rid-based encodings: where to read mid/rid/rrid on packets of unknown
 	// SSRCs (the client's ids; 0: not negotiated).
@@ -62,9 +72,14 @@ type layer struct {
 	srRTP      uint32
 	haveSR     bool
 
-	// Measured by the packet path, read by the allocator.
+	meter
+}
+
+// meter measures one spatial layer (an encoding, or a VP9 SVC layer):
+// written by the packet path, read by the allocator.
+type meter struct {
 	lastAt   atomic.Int64 // mono ns of the last media packet (0: none)
-	maxTID   atomic.Int32 // highest VP8 temporal layer id seen; -1: none
+	maxTID   atomic.Int32 // highest temporal layer id seen; -1: none
 	tidBytes [maxTemporal]atomic.Uint64
 	// rate[t]: bit/s of temporal layers 0..t, measured by the worker
 	// (measureRates); 0 until measured.
@@ -72,6 +87,36 @@ type layer struct {
 
 	mBytes [maxTemporal]uint64 // worker only: counters at the last measurement
 	mAt    int64
+}
+
+func newMeter() *meter {
+	m := &meter{}
+	m.maxTID.Store(-1)
+	return m
+}
+
+// spatialLayers is the number of spatial layers consumers choose from.
+func (p *producer) spatialLayers() int {
+	if p.svc > 1 {
+		return p.svc
+	}
+	return len(p.layers)
+}
+
+// meterOf returns spatial layer s's meter.
+func (p *producer) meterOf(s int) *meter {
+	if p.svc > 1 {
+		return p.svcMeters[s]
+	}
+	return &p.layers[s].meter
+}
+
+// streamOf is the encoding (SSRC) that carries spatial layer s.
+func (p *producer) streamOf(s int) int {
+	if p.svc > 1 {
+		return 0
+	}
+	return s
 }
 
 // ProducerInfo describes a producer in Participants.
@@ -111,23 +156,29 @@ func (p *producer) receive(pkt *rtp.Packet, li int, isRTX bool) {
 	p.observe(pkt, li, isRTX)
 	p.packets.Add(1)
 	p.bytes.Add(uint64(len(pkt.Payload)))
-	in := pktInfo{layer: int8(li), tid: -1}
+	in := pktInfo{stream: int8(li), layer: int8(li), tid: -1}
 	switch {
 	case p.vp8:
 		parseVP8(pkt.Payload, &in)
+	case p.vp9:
+		parseVP9(pkt.Payload, &in, p.svc > 1)
+		if int(in.layer) >= p.spatialLayers() {
+			return // a spatial layer the producer did not declare
+		}
 	case p.h264:
 		parseH264(pkt.Payload, &in)
 	}
 	now := monoNow()
+	m := p.meterOf(int(in.layer))
 	if !isRTX {
-		lay.lastAt.Store(now)
+		m.lastAt.Store(now)
 		t := max(in.tid, 0)
-		lay.tidBytes[t].Add(uint64(len(pkt.Payload)))
-		if int32(in.tid) > lay.maxTID.Load() {
-			lay.maxTID.Store(int32(in.tid))
+		m.tidBytes[t].Add(uint64(len(pkt.Payload)))
+		if int32(in.tid) > m.maxTID.Load() {
+			m.maxTID.Store(int32(in.tid))
 		}
 	}
-	in.maxTID = int8(lay.maxTID.Load())
+	in.maxTID = int8(m.maxTID.Load())
 	if lay.history != nil {
 		p.track(lay, pkt, isRTX)
 	}
@@ -161,13 +212,14 @@ func (p *producer) track(lay *layer, pkt *rtp.Packet, isRTX bool) {
 	}
 }
 
-// requestKeyFrame asks the producer's client for a key frame of layer li
-// (PLI on that layer's SSRC), at most every 300 ms per layer unless forced.
-func (p *producer) requestKeyFrame(li int, force bool) {
-	if p.kind != kindVideo || p.closed.Load() || li < 0 || li >= len(p.layers) {
+// requestKeyFrame asks the producer's client for a key frame of spatial
+// layer s (PLI on the SSRC carrying it: RFC 4585 6.3.1), at most every
+// 300 ms per SSRC unless forced.
+func (p *producer) requestKeyFrame(s int, force bool) {
+	if p.kind != kindVideo || p.closed.Load() || s < 0 || s >= p.spatialLayers() {
 		return
 	}
-	lay := p.layers[li]
+	lay := p.layers[p.streamOf(s)]
 	ssrc := lay.ssrc.Load()
 	if ssrc == 0 {
 		return // rid-based layer not seen yet
@@ -197,7 +249,7 @@ func (p *producer) onSenderReport(sr *rtcp.SenderReport, li int) {
 			continue
 		}
 		c.fmu.Lock()
-		ok := c.fwd.started && c.fwd.cur == li
+		ok := c.fwd.started && c.fwd.cur >= 0 && p.streamOf(c.fwd.cur) == li
 		rtpTime := sr.RTPTime - c.fwd.tsOffset
 		c.fmu.Unlock()
 		if !ok {
@@ -213,6 +265,9 @@ func (p *producer) onSenderReport(sr *rtcp.SenderReport, li int) {
 
 // layerOffset implements srMapper from the layers' last sender reports.
 func (p *producer) layerOffset(from, to int, clock uint32) (uint32, bool) {
+	if p.svc > 1 {
+		return 0, true // one stream, one RTP clock
+	}
 	if from < 0 || to < 0 || from >= len(p.layers) || to >= len(p.layers) {
 		return 0, false
 	}
@@ -232,17 +287,32 @@ func (p *producer) layerOffset(from, to int, clock uint32) (uint32, bool) {
 	return aRTP - bRTP + uint32(dClock), true
 }
 
-// active reports whether layer li had media within the last 1.5 s.
-func (p *producer) active(li int, now int64) bool {
-	at := p.layers[li].lastAt.Load()
+// active reports whether spatial layer s had media within the last 1.5 s.
+func (p *producer) active(s int, now int64) bool {
+	at := p.meterOf(s).lastAt.Load()
 	return at != 0 && now-at < 1500e6
 }
 
-// measureRates updates each layer's bit rates from its byte counters
-// (worker, every allocation period): an average of the last measurement
-// and the new one.
+// optionRate is what forwarding spatial layer s with temporal layers
+// 0..t costs, in bit/s: the layer's own rate, plus in full SVC the layers
+// below it, which each of its pictures references (K-SVC: only at key
+// frames, which are not counted).
+func (p *producer) optionRate(s, t int) float64 {
+	r := float64(p.meterOf(s).rate[t].Load())
+	if p.svc > 1 && !p.ksvc {
+		for below := range s {
+			r += float64(p.svcMeters[below].rate[t].Load())
+		}
+	}
+	return r
+}
+
+// measureRates updates each spatial layer's bit rates from its byte
+// counters (worker, every allocation period): an average of the last
+// measurement and the new one.
 func (p *producer) measureRates(now int64) {
-	for _, lay := range p.layers {
+	for s := range p.spatialLayers() {
+		lay := p.meterOf(s)
 		if lay.mAt == 0 {
 			for t := range lay.mBytes {
 				lay.mBytes[t] = lay.tidBytes[t].Load()

@@ -130,6 +130,12 @@ func routerCodecs() []RtpCodecCapability {
 			}, RtcpFeedback: videoFeedback()},
 		{Kind: kindVideo, MimeType: mimeRTX, PreferredPayloadType: 104, ClockRate: 90000,
 			Parameters: map[string]any{"apt": 103}, RtcpFeedback: []RtcpFeedback{}},
+		// VP9 profile 0, for SVC (scalabilityMode L3T3_KEY and friends);
+		// after VP8 so that VP8 stays what clients pick by default.
+		{Kind: kindVideo, MimeType: "video/VP9", PreferredPayloadType: 105, ClockRate: 90000,
+			Parameters: map[string]any{"profile-id": 0}, RtcpFeedback: videoFeedback()},
+		{Kind: kindVideo, MimeType: mimeRTX, PreferredPayloadType: 106, ClockRate: 90000,
+			Parameters: map[string]any{"apt": 105}, RtcpFeedback: []RtcpFeedback{}},
 	}
 }
 
@@ -231,6 +237,14 @@ func codecMatches(rc RtpCodecCapability, mime string, clock uint32, channels int
 		}
 		rplid := strings.ToLower(paramString(rc.Parameters, "profile-level-id"))
 		if len(plid) != 6 || len(rplid) != 6 || plid[:2] != rplid[:2] {
+			return false
+		}
+	}
+	if strings.EqualFold(mime, "video/VP9") {
+		// profile-id (RFC 9628 6.1), 0 when absent.
+		pid, _ := paramInt(params, "profile-id")
+		rpid, _ := paramInt(rc.Parameters, "profile-id")
+		if pid != rpid {
 			return false
 		}
 	}

@@ -471,6 +471,8 @@ type parsedProduce struct {
 	ridExt   uint8
 	rridExt  uint8
 	temporal int
+	svc      int  // VP9 SVC spatial layers in the one encoding (0: none)
+	ksvc     bool // ... dependent only at key frames
 	source   string
 }
 
@@ -537,6 +539,7 @@ func parseProduce(m *produceRequest) (*parsedProduce, error) {
 		}
 		out.temporal = max(out.temporal, temporalOf(e.ScalabilityMode))
 	}
+	out.svc, out.ksvc = svcOf(out.codec.MimeType, rp.Encodings)
 	if len(rp.HeaderExtensions) > 32 {
 		return nil, badRequest("too many header extensions")
 	}
@@ -579,7 +582,12 @@ func newProducer(pp *parsedProduce, kind string, p *participant, t *transport) *
 		mid: pp.params.MID, midExt: pp.midExt, ridExt: pp.ridExt, rridExt: pp.rridExt,
 		ridBased: pp.ridBased, temporalLayers: pp.temporal,
 		vp8:  kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/VP8"),
+		vp9:  kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/VP9"),
 		h264: kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/H264"),
+		svc:  pp.svc, ksvc: pp.ksvc,
+	}
+	for range pp.svc {
+		pr.svcMeters = append(pr.svcMeters, newMeter())
 	}
 	for _, pl := range pp.layers {
 		l := &layer{rid: pl.rid}
@@ -757,7 +765,7 @@ func (s *SFU) setPreferredLayers(roomID, connID, consumerID string, spatial, tem
 		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
 	}
 	if c.p.kind == kindVideo {
-		c.setPreferredLayers(min(*spatial, len(c.p.layers)-1), tl)
+		c.setPreferredLayers(min(*spatial, c.p.spatialLayers()-1), tl)
 	}
 	return nil
 }
@@ -799,7 +807,7 @@ func buildConsumer(pr *producer, caps *RtpCapabilities) (*consumer, error) {
 	c := &consumer{
 		p: pr, kind: kindIndex(pr.kind), ssrc: randSSRC(), pt: rc.PreferredPayloadType, passExt: map[string]uint8{},
 		seq: consumerSeq.next(), prefSpatial: -1, prefTemporal: -1,
-		fwd:   newForwarder(pr.kind == kindVideo, len(pr.layers), rc.ClockRate),
+		fwd:   forwarderFor(pr, rc.ClockRate),
 		alloc: allocState{spatial: -1, temporal: -1, upDelay: baseUpDelay},
 	}
 	codecs := []RtpCodecParameters{{

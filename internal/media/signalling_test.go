@@ -58,7 +58,7 @@ func TestJoinPayloadShapes(t *testing.T) {
 			t.Fatal("rtx without apt")
 		}
 	}
-	if want := []string{"audio/opus", "video/VP8", "video/rtx", "video/H264", "video/rtx"}; !reflect.DeepEqual(mimes, want) {
+	if want := []string{"audio/opus", "video/VP8", "video/rtx", "video/H264", "video/rtx", "video/VP9", "video/rtx"}; !reflect.DeepEqual(mimes, want) {
 		t.Fatalf("codecs %v", mimes)
 	}
 	for _, e := range rc.RtpCapabilities.HeaderExtensions {

@@ -105,6 +105,24 @@ func temporalOf(mode string) int {
 	return n
 }
 
+// svcOf reads VP9 SVC from a producer's encodings (mediasoup's
+// scalabilityMode, W3C webrtc-svc): a single VP9 encoding whose mode is
+// "L<n>T<m>" (full SVC: each picture's layer n references layer n-1),
+// "L<n>T<m>_KEY" or "S<n>T<m>" (K-SVC: the layers depend on each other
+// only at key frames), with 2 <= n <= 3, carries n spatial layers in one
+// SSRC. Anything else (simulcast, other codecs, n = 1, an unreadable
+// mode) is not SVC: 0.
+func svcOf(mime string, encs []RtpEncodingParameters) (layers int, ksvc bool) {
+	if !strings.EqualFold(mime, "video/VP9") || len(encs) != 1 {
+		return 0, false
+	}
+	mode := encs[0].ScalabilityMode
+	if len(mode) < 4 || (mode[0] != 'L' && mode[0] != 'S') || mode[1] < '2' || mode[1] > '0'+maxLayers || mode[2] != 'T' {
+		return 0, false
+	}
+	return int(mode[1] - '0'), mode[0] == 'S' || strings.Contains(mode, "_KEY")
+}
+
 // consumerScalabilityMode is what a consumer's single encoding declares,
 // as mediasoup does: L<spatial layers>T<temporal layers> for simulcast,
 // the producer's own mode otherwise.

@@ -89,7 +89,7 @@ func TestBrowserSimulcastThroughServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	scenarios := []string{"switch", "limited", "four"}
+	scenarios := []string{"switch", "svc", "svcfull", "limited", "four"}
 	if v := os.Getenv("PARLEY_SIMULCAST_SCENARIOS"); v != "" {
 		scenarios = strings.Split(v, ",")
 	}

@@ -15,6 +15,15 @@
 //            C (a queue of 200 ms, then drops): C is moved below the top
 //            layer (media:consumer_layers_changed) and decodes the encoding
 //            it was told of, while B stays on the top layer.
+//   svc      A publishes 1280x720 VP9 with scalabilityMode L3T3_KEY (three
+//            spatial layers in one stream; libwebrtc makes fewer of a
+//            smaller picture), B consumes: B decodes the top layer (1280
+//            wide, spatial 2 reported); after media:set_preferred_layers 0
+//            it decodes 320 wide (spatial 0),
+//            after 2 the top again; framesDecoded keeps growing throughout.
+//   svcfull  the same with scalabilityMode L3T3 (full SVC: every picture's
+//            layers reference the ones below, and going down needs no key
+//            frame).
 //   four     A, B, C, D each publish 640x360 simulcast and consume the three
 //            others: every page decodes three videos, each reported by
 //            media:consumer_layers_changed.
@@ -201,6 +210,37 @@ try {
     await waitWidth('B', 'A', 'r0', 0, c.id);
     await pages.B.evaluate((id) => window.parleyMedia.setPreferredLayers(id, 2), c.id);
     await waitWidth('B', 'A', 'r2', 2, c.id);
+    log('layers_changed seen by B:', JSON.stringify((await layerEvents('B')).map((e) => [e.spatial_layer, e.temporal_layer])));
+  } else if (scenario === 'svc' || scenario === 'svcfull') {
+    await open('A', { svc: scenario === 'svc' ? 'L3T3_KEY' : 'L3T3', width: 1280, height: 720 });
+    await open('B', { produce: false });
+    const [c] = (await waitUntil('B consumer', async () => {
+      const cs = await consumers('B');
+      return { ok: cs.length === 1, cs };
+    })).cs;
+    // waitSVC: B decodes A's spatial layer s (width 1280 / 2^(2-s)), told
+    // by media:consumer_layers_changed, with framesDecoded growing.
+    const waitSVC = async (s) => {
+      const want = 1280 >> (2 - s);
+      const before = await video('B');
+      const got = await waitUntil(`B decoding A's spatial layer ${s} (${want} wide)`, async () => {
+        const v = await video('B');
+        const ev = (await layerEvents('B')).filter((e) => e.consumer_id === c.id);
+        const last = ev[ev.length - 1];
+        return { ok: v.frameWidth === want && last?.spatial_layer === s && v.framesDecoded > before.framesDecoded,
+          width: v.frameWidth, framesDecoded: v.framesDecoded, last };
+      });
+      const after = await waitUntil('B still decoding', async () => {
+        const v = await video('B');
+        return { ok: v.framesDecoded > got.framesDecoded + 10, framesDecoded: v.framesDecoded, width: v.frameWidth };
+      });
+      log(`B decodes A's spatial layer ${s}: width ${got.width}, framesDecoded ${before.framesDecoded} -> ${got.framesDecoded} -> ${after.framesDecoded}`);
+    };
+    await waitSVC(2);
+    await pages.B.evaluate((id) => window.parleyMedia.setPreferredLayers(id, 0), c.id);
+    await waitSVC(0);
+    await pages.B.evaluate((id) => window.parleyMedia.setPreferredLayers(id, 2), c.id);
+    await waitSVC(2);
     log('layers_changed seen by B:', JSON.stringify((await layerEvents('B')).map((e) => [e.spatial_layer, e.temporal_layer])));
   } else if (scenario === 'limited') {
     await open('A', { simulcast: true, width: 1280, height: 720 });

@@ -5,10 +5,11 @@ import { ParleyMediaClient, ParleyError } from './adapter.js';
 const state = { client: null, events: [], consumers: [], producers: {}, errors: [] };
 
 // simulcast: produce video with three rid-based encodings (¼, ½, full
-// resolution, lowest first); width/height: the camera's; relay: send the
+// resolution, lowest first); svc: produce VP9 with this scalabilityMode
+// (e.g. 'L3T3_KEY': three spatial layers in one stream); width/height: the camera's; relay: send the
 // receive transport through window.parleyRelay (a test's exposed function
 // that returns the transport info to use).
-async function start({ wsUrl, roomId, iceTransportPolicy, audio = true, video = true, simulcast = false,
+async function start({ wsUrl, roomId, iceTransportPolicy, audio = true, video = true, simulcast = false, svc = '',
   width = 640, height = 360, relay = false, produce = true }) {
   const client = await ParleyMediaClient.connect(wsUrl);
   state.client = client;
@@ -40,6 +41,10 @@ async function start({ wsUrl, roomId, iceTransportPolicy, audio = true, video = 
         { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
         { scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
       ];
+    } else if (track.kind === 'video' && svc) {
+      opts.codec = client.device.rtpCapabilities.codecs.find((c) => c.mimeType.toLowerCase() === 'video/vp9');
+      if (!opts.codec) throw new Error('the router offers no VP9');
+      opts.encodings = [{ scalabilityMode: svc, maxBitrate: 1_500_000 }];
     }
     const p = await client.produce(track, opts);
     state.producers[track.kind] = p.id;
