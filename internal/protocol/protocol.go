@@ -351,7 +351,14 @@ func CheckRoomID(field, id string) error {
 // value encoding/json can marshal. Nothing is HTML-escaped (see Marshal):
 // a frame is as long as what the limits measured plus the envelope.
 func Encode(typ, id string, data any) []byte {
-	buf := make([]byte, 0, 128)
+	size := 128
+	switch d := data.(type) {
+	case json.RawMessage:
+		size = 32 + len(typ) + 2*len(id) + len(d) // one allocation, even for a room:state
+	case []byte:
+		size = 32 + len(typ) + 2*len(id) + len(d)
+	}
+	buf := make([]byte, 0, size)
 	buf = append(buf, `{"type":`...)
 	buf = strconv.AppendQuote(buf, typ) // message types are ASCII
 	if id != "" {
