@@ -88,6 +88,43 @@ func TestGrantsTable(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("%s: %v %v, want %v", tc.name, got, err, tc.want)
 		}
+		// GrantsOf is Grants restricted to what was asked, whichever
+		// way it answers (from the token alone or from the store).
+		for _, want := range []access.Set{access.Read | access.Presence | access.Write, access.Read, access.Chat | access.Call, ^access.Set(0) &^ access.Create} {
+			if g, err := p.GrantsOf(context.Background(), tc.sub, tc.room, want); err != nil || g != got&want {
+				t.Errorf("%s: GrantsOf(%v) = %v %v, want %v", tc.name, want, g, err, got&want)
+			}
+		}
+	}
+}
+
+// TestGrantsOfReadsStoreOnlyWhenNeeded: GrantsOf answers from the token
+// and dev mode alone when they hold every action asked for (a broken
+// store is then never seen), and asks the store otherwise.
+func TestGrantsOfReadsStoreOnlyWhenNeeded(t *testing.T) {
+	const R, P, W, K = access.Read, access.Presence, access.Write, access.Call
+	broken := &records{err: errors.New("store down")}
+	for _, tc := range []struct {
+		dev     bool
+		sub     access.Subject
+		want    access.Set
+		got     access.Set
+		readsDB bool
+	}{
+		{false, user("g", map[string]auth.Perm{"*": auth.PermAll}), R | P | W, R | P | W, false},
+		{false, user("g", map[string]auth.Perm{"*": auth.PermAll}), R | P | W | access.Chat, 0, true},
+		{false, user("g", map[string]auth.Perm{"priv": auth.PermRead}), R, R, false},
+		{false, user("g", map[string]auth.Perm{"priv": auth.PermRead}), R | P | W, 0, true},
+		{false, user("member", nil), R, 0, true},
+		{true, user("eve", nil), R | P | W | K, R | P | W | K, false},
+		{false, access.Key(), R | W, R | W, false},
+		{false, access.Key(), access.Moderate, 0, true},
+	} {
+		p := &access.Policy{Dev: tc.dev, Records: broken}
+		got, err := p.GrantsOf(context.Background(), tc.sub, "priv", tc.want)
+		if tc.readsDB != (err != nil) || got != tc.got {
+			t.Errorf("dev %v, %+v, want %v: GrantsOf = %v, %v; want %v and a store read: %v", tc.dev, tc.sub, tc.want, got, err, tc.got, tc.readsDB)
+		}
 	}
 }
 

@@ -5,7 +5,9 @@
 //
 //	parley bench connections --n 19000 --rate 5000 --procs 2 --server-pid PID
 //	parley bench fanout --subscribers 1000 --publishers 1 --size 100 --rate 0
+//	parley bench joinstorm --clients 5000 --procs 2 --server-pid PID
 //	parley bench presence --clients 100 --rate 20
+//	parley bench presence --clients 1000 --rate 20 --coalesce
 //	parley bench storage --writers 16 --rooms 1 --inflight 8
 //	parley bench fanout --url ws://127.0.0.1:7881/ws,ws://127.0.0.1:7882/ws,ws://127.0.0.1:7883/ws
 //
@@ -53,8 +55,17 @@ scenarios:
                room:broadcast events of --size bytes at --rate events/s total
                (0 = as fast as the --window in-flight bound allows);
                deliveries/s, latency, drops, server CPU per delivery
+  joinstorm    --clients N (default 5000) connect and join ONE room at --rate
+               joins/s (0 = as fast as --concurrency allows), --procs K client
+               processes; joins/s, p50/p99 dial to room:state, time to the
+               last room:state, refused/failed joins, server CPU per 1,000
+               joins, RSS per connection, frames and bytes per client; after
+               --hold, checks every client's member_count is N
   presence     --clients C in one room each sending room:update_presence at
-               --rate per client; delivered updates/s and latency
+               --rate per client; delivered updates/s and latency; understands
+               room:presence_batch (each entry is a delivery); --coalesce
+               says the room is large (C > --large-room-members) and reports
+               presence frames/s beside deliveries/s
   storage      --writers W sending room:update_storage batches into --rooms R,
                each keeping --inflight requests outstanding; acked batches/s
                and ack latency
@@ -102,6 +113,7 @@ var scenarios map[string]scenarioFunc
 func init() {
 	scenarios = map[string]scenarioFunc{
 		"connections": runConnections,
+		"joinstorm":   runJoinstorm,
 		"fanout":      runFanout,
 		"presence":    runPresence,
 		"storage":     runStorage,
@@ -120,6 +132,7 @@ type common struct {
 	serverPIDArg string
 	serverPIDs   []int // one per URL, or none
 	metricsURL   string
+	gcURL        string   // --gc-url: asked before a hold, so memory is sampled after a GC
 	metricsURLs  []string // one per URL ("-" = none)
 	perSource    int
 	room         string
@@ -147,6 +160,7 @@ func newCommon(name string, stdout, stderr io.Writer, defDuration time.Duration)
 	fs.StringVar(&c.metricsURL, "metrics-url", "", "server metrics URL (default: derived from --url, /metrics; - = none); with several --url, one per URL, comma-separated")
 	fs.IntVar(&c.perSource, "per-source", 10000, "client sockets per loopback source address 127.0.0.2, .3, ... (0 = let the kernel choose)")
 	fs.StringVar(&c.room, "room", "", "room id (prefix) to use (default: bench-<scenario>-<random>)")
+	fs.StringVar(&c.gcURL, "gc-url", "", "connections, joinstorm: URL(s) that make the server collect garbage, fetched 4 times when the hold starts so that the memory sampled at its end is what stays rather than the connect phase's garbage; the server's pprof heap with gc=1, e.g. http://127.0.0.1:6060/debug/pprof/heap?gc=1 (serve --debug-addr); comma-separated, one per --url")
 	fs.DurationVar(&c.connTimeout, "connect-timeout", 10*time.Second, "timeout of one connect (TCP + upgrade + connected frame)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	fs.BoolVar(&c.joinFirst, "first-join-alone", false, "room scenarios: member 0 joins and gets its room:state before the others send their joins (so its server takes the room's lease in a cluster); always on with several --url")
@@ -250,6 +264,39 @@ func (c *common) token(user string) (string, error) {
 	return tok, err
 }
 
+// forceGC fetches every --gc-url four times, 250 ms apart (a server's
+// /debug/pprof/heap?gc=1 runs a garbage collection first): each collection
+// at most halves a goroutine stack that grew, and stack spans freed by one
+// collection return to the heap at the next, so it takes a few to reach
+// what an idle server settles at after its periodic (2-minute) ones.
+// Failures are reported, not fatal.
+func (c *common) forceGC() {
+	if c.gcURL == "" {
+		return
+	}
+	for i := 0; i < 4; i++ {
+		if i > 0 {
+			time.Sleep(250 * time.Millisecond)
+		}
+		c.getGCURLs()
+	}
+}
+
+func (c *common) getGCURLs() {
+	for _, u := range splitList(c.gcURL) {
+		resp, err := metricsClient.Get(u)
+		if err != nil {
+			c.progressf("--gc-url %s: %v", u, err)
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			c.progressf("--gc-url %s: HTTP %d", u, resp.StatusCode)
+		}
+	}
+}
+
 // splitList splits a comma-separated flag value, dropping empty entries
 // and surrounding spaces.
 func splitList(v string) []string {
@@ -336,6 +383,10 @@ type Result struct {
 	FailureReasons  map[string]int `json:"failure_reasons,omitempty"`
 	HeldS           float64        `json:"held_s,omitempty"`
 
+	// joinstorm: dial to room:state, and the storm's own figures.
+	JoinTime *Summary   `json:"join_time,omitempty"`
+	Join     *JoinStats `json:"join,omitempty"`
+
 	Sent            int64    `json:"sent,omitempty"`
 	SentPerSec      float64  `json:"sent_per_s,omitempty"`
 	Acked           int64    `json:"acked,omitempty"`
@@ -345,8 +396,15 @@ type Result struct {
 	Delivered       int64    `json:"delivered,omitempty"`
 	DeliveredPerSec float64  `json:"delivered_per_s,omitempty"`
 	Latency         *Summary `json:"latency,omitempty"`
-	Drops           int64    `json:"drops"`       // sequence gaps: lost messages
-	Undelivered     int64    `json:"undelivered"` // still missing at the end of the drain (live members)
+	// presence: room:presence_updated + room:presence_batch frames
+	// received, of which batches; values coalesced away by a batch.
+	PresenceFrames       int64   `json:"presence_frames,omitempty"`
+	PresenceFramesPerSec float64 `json:"presence_frames_per_s,omitempty"`
+	PresenceBatches      int64   `json:"presence_batches,omitempty"`
+	Superseded           int64   `json:"superseded,omitempty"`
+
+	Drops       int64 `json:"drops"`       // sequence gaps: lost messages
+	Undelivered int64 `json:"undelivered"` // still missing at the end of the drain (live members)
 
 	Errors      int64            `json:"errors"`
 	ErrorCodes  map[string]int64 `json:"error_codes,omitempty"`
@@ -459,8 +517,25 @@ func (r *Result) printTable(w io.Writer) {
 	if len(r.FailureReasons) > 0 {
 		add("failure reasons", fmtCounts(r.FailureReasons))
 	}
+	if j := r.Join; j != nil {
+		add("joined", fmt.Sprintf("%d of %d (refused %d, failed %d)", j.Joined, j.Clients, j.Refused, j.Failed))
+		add("join rate", fmt.Sprintf("%.0f /s, last room:state after %.3f s", j.JoinsPerSec, j.TimeToLastStateS))
+	}
+	lat("join time", r.JoinTime)
 	if r.HeldS > 0 {
 		add("held", fmt.Sprintf("%.1f s", r.HeldS))
+	}
+	if j := r.Join; j != nil {
+		conv := fmt.Sprintf("%d of %d joined clients see member_count %d", j.Converged, j.Joined, j.Joined)
+		if j.NotConverged > 0 {
+			conv += "; last counts seen " + fmtCounts(j.LastCounts)
+		}
+		add("converged", conv)
+		add("frames/client", fmt.Sprintf("mean %.1f  min %d  max %d  (%.3f per join)", j.FramesPerClient.Mean, j.FramesPerClient.Min, j.FramesPerClient.Max, j.FramesPerJoin))
+		add("bytes/client", fmt.Sprintf("mean %.0f  min %d  max %d  (%.0f per join)", j.BytesPerClient.Mean, j.BytesPerClient.Min, j.BytesPerClient.Max, j.BytesPerJoin))
+		if j.ServerCPUPer1000 > 0 {
+			add("server cpu/1000 joins", fmt.Sprintf("%.3f s (%.2f s until the last room:state)", j.ServerCPUPer1000, j.ServerCPUAtLastStateS))
+		}
 	}
 	if r.Sent > 0 {
 		add("sent", fmt.Sprintf("%d (%.0f /s)", r.Sent, r.SentPerSec))
@@ -475,6 +550,13 @@ func (r *Result) printTable(w io.Writer) {
 		add("delivered", fmt.Sprintf("%d (%.0f /s)", r.Delivered, r.DeliveredPerSec))
 	}
 	lat("delivery latency", r.Latency)
+	if r.PresenceFrames > 0 {
+		line := fmt.Sprintf("%d (%.0f /s)", r.PresenceFrames, r.PresenceFramesPerSec)
+		if r.PresenceBatches > 0 {
+			line += fmt.Sprintf(", of which %d room:presence_batch; %d values superseded before their batch", r.PresenceBatches, r.Superseded)
+		}
+		add("presence frames", line)
+	}
 	if r.Expected > 0 || r.Drops > 0 {
 		add("drops", strconv.FormatInt(r.Drops, 10)+" (sequence gaps)")
 	}

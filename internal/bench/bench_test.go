@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -337,10 +338,31 @@ func TestScenarios(t *testing.T) {
 		{"connections", "--n", "100", "--rate", "0", "--duration", "500ms", "--settle", "100ms"},
 		{"connections", "--n", "101", "--rate", "500", "--procs", "2", "--duration", "500ms", "--settle", "100ms"},
 	}
+	// Large rooms from 6 members on, so that a tiny storm goes through
+	// both the small phase (room:joined) and the large one
+	// (room:members_changed, room:presence_batch), with and without
+	// presence coalescing.
+	large := map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000",
+		"PARLEY_LARGE_ROOM_MEMBERS": "5", "PARLEY_LARGE_ROOM_INTERVAL": "20ms"}
+	sl := servertest.Start(t, large)
+	large["PARLEY_PRESENCE_COALESCE"] = "false"
+	slOff := servertest.Start(t, large)
+	for _, args := range [][]string{
+		{"joinstorm", "--clients", "30", "--hold", "300ms"},
+		{"joinstorm", "--clients", "31", "--rate", "300", "--procs", "2", "--hold", "300ms"},
+		{"presence", "--clients", "12", "--rate", "20", "--duration", "1s", "--coalesce", "--large-room-members", "5"},
+	} {
+		cases = append(cases, append(args, "--url", sl.WSURL))
+	}
+	cases = append(cases, []string{"presence", "--clients", "12", "--rate", "20", "--duration", "1s", "--coalesce", "--large-room-members", "5", "--url", slOff.WSURL})
 	for _, args := range cases {
 		t.Run(strings.Join(args, "_"), func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			full := append(args, "--url", s.WSURL, "--secret", servertest.Secret, "--json", "--quiet", "--max-error-rate", "0")
+			full := append([]string{}, args...)
+			if !slices.Contains(args, "--url") {
+				full = append(full, "--url", s.WSURL)
+			}
+			full = append(full, "--secret", servertest.Secret, "--json", "--quiet", "--max-error-rate", "0")
 			code := Main(full, &out, &errOut)
 			if code != 0 {
 				t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out.String(), errOut.String())
@@ -349,8 +371,36 @@ func TestScenarios(t *testing.T) {
 			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 				t.Fatalf("bad JSON %q: %v", out.String(), err)
 			}
+			coalescing := slices.Contains(args, "--coalesce") && slices.Contains(args, sl.WSURL)
 			switch args[0] {
-			case "fanout", "presence":
+			case "joinstorm":
+				want, _ := strconv.Atoi(args[2])
+				j := r.Join
+				if j == nil || j.Joined != want || j.Refused != 0 || j.Failed != 0 || j.Converged != want ||
+					r.JoinTime == nil || r.JoinTime.Count != uint64(want) || j.JoinsPerSec <= 0 || r.Server == nil {
+					t.Fatalf("join stats %+v, join time %+v, server %+v", j, r.JoinTime, r.Server)
+				}
+				// Every client got its room:state and at least one frame
+				// telling it of later joins (but the last one).
+				if j.FramesPerClient.Min < 1 || j.FramesTotal < int64(want) || j.BytesTotal <= 0 {
+					t.Errorf("frames %+v total %d bytes %d", j.FramesPerClient, j.FramesTotal, j.BytesTotal)
+				}
+			case "presence":
+				if r.Delivered == 0 || r.Drops != 0 || r.Undelivered != 0 || r.Latency.Count == 0 || r.PresenceFrames == 0 {
+					t.Errorf("delivered %d, drops %d, undelivered %d, frames %d", r.Delivered, r.Drops, r.Undelivered, r.PresenceFrames)
+				}
+				if coalescing {
+					// batches: entries are counted one by one, and fewer
+					// frames than deliveries arrive
+					if r.PresenceBatches == 0 || r.Expected != 0 || r.PresenceFrames >= r.Delivered {
+						t.Errorf("coalesced: batches %d, expected %d, frames %d, delivered %d", r.PresenceBatches, r.Expected, r.PresenceFrames, r.Delivered)
+					}
+				} else if r.PresenceBatches != 0 || r.Delivered != r.Expected || r.PresenceFrames != r.Delivered {
+					t.Errorf("not coalesced: batches %d, delivered %d of %d, frames %d", r.PresenceBatches, r.Delivered, r.Expected, r.PresenceFrames)
+				}
+			}
+			switch args[0] {
+			case "fanout":
 				if r.Delivered == 0 || r.Delivered != r.Expected || r.Drops != 0 || r.Latency.Count == 0 {
 					t.Errorf("delivered %d of %d, drops %d", r.Delivered, r.Expected, r.Drops)
 				}

@@ -42,7 +42,7 @@ func runConnections(ctx context.Context, args []string, stdout, stderr io.Writer
 		return w.runWorker(ctx, stdout)
 	}
 	res := &Result{Scenario: "connections", Params: map[string]any{"n": *n, "rate": *rate, "procs": *procs,
-		"concurrency": *conc, "duration": c.duration.String(), "url": c.url, "per_source": c.perSource}}
+		"concurrency": *conc, "duration": c.duration.String(), "url": c.url, "per_source": c.perSource, "gc_before_hold": c.gcURL != ""}}
 	if *procs == 1 {
 		if lim := noFileLimit(); lim > 0 && uint64(*n)+64 > lim {
 			c.progressf("warning: --n %d is close to this process's open-files limit %d; use --procs", *n, lim)
@@ -61,6 +61,7 @@ func runConnections(ctx context.Context, args []string, stdout, stderr io.Writer
 		})
 		sleepCtx(ctx, *settle)
 		atReady = c.sampleServer()
+		c.forceGC()
 		heldFrom = time.Now()
 		w.hold(ctx, c.duration, func(el time.Duration) {
 			c.progressf("holding %d connections, %.0fs, disconnects %d", w.connected.Load()-w.disconnects.Load(), el.Seconds(), w.disconnects.Load())
@@ -70,7 +71,13 @@ func runConnections(ctx context.Context, args []string, stdout, stderr io.Writer
 		agg = []*Result{w.result()}
 	} else {
 		var err error
-		agg, heldFrom, atReady, afterEnd, err = runWorkers(ctx, c, args, *n, *procs, *rate, *conc, *settle)
+		agg, heldFrom, atReady, afterEnd, err = runWorkers(ctx, c, workerPlan{
+			scenario: "connections", args: args, n: *n, procs: *procs, settle: *settle, hold: c.duration,
+			shareArgs: func(share, off int) []string {
+				return []string{"--n", strconv.Itoa(share), "--offset", strconv.Itoa(off),
+					"--rate", strconv.FormatFloat(*rate/float64(*procs), 'f', -1, 64),
+					"--concurrency", strconv.Itoa(max(1, *conc / *procs))}
+			}})
 		if err != nil {
 			fmt.Fprintf(stderr, "parley bench connections: %v\n", err)
 			return 1
@@ -122,6 +129,11 @@ func runConnections(ctx context.Context, args []string, stdout, stderr io.Writer
 				u.HeapPerConn = round1(float64(afterEnd.heap-before.heap) / float64(res.Connected))
 				u.StackPerConn = round1(float64(afterEnd.stack-before.stack) / float64(res.Connected))
 			}
+		}
+		// CPU per connect: from the start until every connection was open
+		// (and --settle), i.e. without the idle hold.
+		if atReady.ok && res.Connected > 0 {
+			u.CPUNsPerOp = round1((atReady.cpu - before.cpu) * 1e9 / float64(res.Connected))
 		}
 		res.Server = u
 		res.Params["rss_at_ready_bytes"] = atReady.rss
@@ -370,16 +382,30 @@ type workerProc struct {
 	disc   atomic.Int64
 }
 
+// workerPlan says how runWorkers splits a scenario over processes.
+type workerPlan struct {
+	scenario string   // the scenario the workers run
+	args     []string // the user's flags, passed on (later ones win)
+	n        int      // clients in all
+	procs    int
+	// shareArgs returns the flags that give a worker its share: share
+	// clients, the first one numbered off.
+	shareArgs func(share, off int) []string
+	settle    time.Duration // wait after every worker is ready before sampling
+	hold      time.Duration // then hold this long before stopping them
+}
+
 // runWorkers starts procs copies of this binary, each with a share of n,
 // and coordinates them: wait until all are ready, settle, sample the
 // server, hold, stop them (close their stdin) and collect their results.
-func runWorkers(ctx context.Context, c *common, args []string, n, procs int, rate float64, conc int, settle time.Duration) (
+func runWorkers(ctx context.Context, c *common, plan workerPlan) (
 	[]*Result, time.Time, serverSample, serverSample, error) {
 	var zero serverSample
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, time.Time{}, zero, zero, fmt.Errorf("cannot re-execute: %w", err)
 	}
+	n, procs := plan.n, plan.procs
 	ws := make([]*workerProc, procs)
 	off := 0
 	for k := 0; k < procs; k++ {
@@ -387,12 +413,10 @@ func runWorkers(ctx context.Context, c *common, args []string, n, procs int, rat
 		if k < n%procs {
 			share++
 		}
-		wargs := []string{"bench", "connections"}
-		wargs = append(wargs, args...) // the user's flags; later ones win
-		wargs = append(wargs, "--worker", "--procs", "1", "--quiet",
-			"--n", strconv.Itoa(share), "--offset", strconv.Itoa(off),
-			"--rate", strconv.FormatFloat(rate/float64(procs), 'f', -1, 64),
-			"--concurrency", strconv.Itoa(max(1, conc/procs)))
+		wargs := []string{"bench", plan.scenario}
+		wargs = append(wargs, plan.args...) // the user's flags; later ones win
+		wargs = append(wargs, "--worker", "--procs", "1", "--quiet")
+		wargs = append(wargs, plan.shareArgs(share, off)...)
 		off += share
 		cmd := exec.Command(exe, wargs...)
 		cmd.Env = append(os.Environ(), "PARLEY_AUTH_SECRET="+c.secret)
@@ -462,10 +486,13 @@ func runWorkers(ctx context.Context, c *common, args []string, n, procs int, rat
 			stopAll()
 		}
 	}
-	sleepCtx(ctx, settle)
+	cn, f, _ := sum()
+	c.progressf("all %d processes ready: %d connected/joined, %d failed; holding %s", procs, cn, f, plan.settle+plan.hold)
+	sleepCtx(ctx, plan.settle)
 	atReady := c.sampleServer()
+	c.forceGC()
 	heldFrom := time.Now()
-	sleepCtx(ctx, c.duration)
+	sleepCtx(ctx, plan.hold)
 	afterEnd := c.sampleServer()
 	close(stopProg)
 	stopAll()

@@ -26,10 +26,13 @@ type peer struct {
 	next []int64
 
 	// reader-local, flushed to rr
-	delivered int64
-	drops     int64
-	frames    int64
-	lastRecv  int64
+	delivered  int64
+	drops      int64
+	frames     int64
+	lastRecv   int64
+	superseded int64 // presence: values a batch skipped (coalesced away)
+	presFrames int64 // presence: room:presence_updated + room:presence_batch frames
+	batches    int64 // presence: room:presence_batch frames
 
 	sent  atomic.Int64 // requests sent by this peer
 	acked atomic.Int64 // replies received
@@ -52,6 +55,9 @@ type roomRun struct {
 	delivered   atomic.Int64
 	drops       atomic.Int64
 	frames      atomic.Int64
+	superseded  atomic.Int64
+	presFrames  atomic.Int64
+	batches     atomic.Int64
 	errors      atomic.Int64
 	disconnects atomic.Int64
 	errCodes    codeCounts
@@ -76,6 +82,18 @@ func (rr *roomRun) flush(p *peer) {
 	if p.frames != 0 {
 		rr.frames.Add(p.frames)
 		p.frames = 0
+	}
+	if p.superseded != 0 {
+		rr.superseded.Add(p.superseded)
+		p.superseded = 0
+	}
+	if p.presFrames != 0 {
+		rr.presFrames.Add(p.presFrames)
+		p.presFrames = 0
+	}
+	if p.batches != 0 {
+		rr.batches.Add(p.batches)
+		p.batches = 0
 	}
 }
 
@@ -311,6 +329,21 @@ func (p *peer) markSeq(pub, seq int64) {
 		p.drops += seq - exp
 	}
 	if seq >= exp {
+		p.next[pub] = seq + 1
+	}
+}
+
+// markLatest records sequence seq from sender pub at p when values may be
+// coalesced (room:presence_batch carries only each sender's latest): a
+// jump counts the skipped values as superseded, not as drops.
+func (p *peer) markLatest(pub, seq int64) {
+	if pub < 0 || int(pub) >= len(p.next) {
+		return
+	}
+	if exp := p.next[pub]; seq > exp {
+		p.superseded += seq - exp
+	}
+	if seq >= p.next[pub] {
 		p.next[pub] = seq + 1
 	}
 }

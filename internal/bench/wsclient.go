@@ -263,6 +263,8 @@ var (
 	pfxRoomState       = []byte(`{"type":"room:state"`)
 	pfxConnected       = []byte(`{"type":"connected"`)
 	pfxPresenceUpdated = []byte(`{"type":"room:presence_updated"`)
+	pfxPresenceBatch   = []byte(`{"type":"room:presence_batch"`)
+	keyPresenceObj     = []byte(`"presence":{`)
 	pfxStorageUpdated  = []byte(`{"type":"room:storage_updated"`)
 	keyTS              = []byte(`"bts":`)
 	keySeq             = []byte(`"bseq":`)

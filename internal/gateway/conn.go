@@ -59,7 +59,9 @@ type Conn struct {
 	writerOnce sync.Once
 	expiry     *time.Timer
 
-	// read-goroutine-only state
+	// read-goroutine-only state (handle runs on a hook worker while the
+	// reader waits on handled)
+	handled    chan struct{}
 	limiter    *rate.Limiter
 	winStart   time.Time
 	violations int
@@ -509,7 +511,7 @@ func (c *Conn) readLoop() {
 		if f.binary {
 			c.violation("", protocol.Errorf(protocol.CodeBadRequest, "binary frames are not supported; send JSON text frames"))
 		} else {
-			c.handle(f.payload)
+			c.handleOffStack(f.payload)
 		}
 		if c.isClosing() {
 			c.drain(r)
@@ -547,6 +549,28 @@ func (c *Conn) violation(id string, e *protocol.Error) {
 		c.g.log.Info("closing for repeated protocol violations", "conn", c.id, "user", c.userID)
 		c.Close(protocol.CloseProtocolAbuse, "repeated protocol violations")
 	}
+}
+
+// handleOffStack runs handle on a hook worker (gateway.runHook) and waits
+// for it, so messages of one connection are still handled one at a time,
+// in order. Handlers go deep (JSON decoding, rooms, the store), and this
+// goroutine then waits in the read loop for the life of the connection: a
+// stack grown here once stays at 8 KiB, since the GC halves a stack only
+// while less than a quarter of it is used, which an idle read loop is
+// not. Handling a room:join here made an idle member's stack 8 KiB
+// instead of 4 KiB (docs/performance.md, "Join storm"). A panic in a
+// handler closes this connection with 1011 as before: the reader sees it
+// closing and drains.
+func (c *Conn) handleOffStack(frame []byte) {
+	if c.handled == nil {
+		c.handled = make(chan struct{}, 1)
+	}
+	c.g.runHook(func() {
+		defer func() { c.handled <- struct{}{} }()
+		defer safe.Recover(c.g.log, c.g.metrics, safe.WSReader, c.internalError)
+		c.handle(frame)
+	})
+	<-c.handled
 }
 
 // handle processes one complete text message.

@@ -437,3 +437,55 @@ func TestServerClosesAfterClosingHandshake(t *testing.T) {
 		t.Fatalf("after the closing handshake: read %d bytes, %v; want EOF", n, err)
 	}
 }
+
+// TestHandlersOneAtATimeInOrder: a connection's messages are handled one
+// at a time and in the order they arrived, whatever goroutine runs them
+// (handlers run on hook workers while the reader waits), and handlers
+// blocked on many connections at once, more than there are hook workers,
+// hold up neither each other's connections nor anyone else's.
+func TestHandlersOneAtATimeInOrder(t *testing.T) {
+	release := make(chan struct{})
+	var inflight sync.Map // connection id -> *atomic.Int32
+	var overlap atomic.Int32
+	var blocked sync.WaitGroup
+	const conns, msgs = 12, 50
+	blocked.Add(conns)
+	e := startWith(t, defaultOpts(), 0, func(g *gateway.Gateway) {
+		g.Route("seq", gateway.HandlerFunc(func(_ context.Context, s gateway.Session, env protocol.Envelope) error {
+			v, _ := inflight.LoadOrStore(s.ID(), new(atomic.Int32))
+			n := v.(*atomic.Int32)
+			if n.Add(1) != 1 {
+				overlap.Add(1)
+			}
+			defer n.Add(-1)
+			if env.ID == "0" {
+				blocked.Done()
+				<-release
+			}
+			s.Reply("seq:ok", env.ID, nil)
+			return nil
+		}))
+	})
+	cs := make([]*client, conns)
+	for i := range cs {
+		cs[i] = e.dial(fmt.Sprintf("u%d", i))
+		for j := range msgs {
+			cs[i].send(fmt.Sprintf(`{"type":"seq:x","id":"%d"}`, j))
+		}
+	}
+	blocked.Wait() // every connection's first handler is blocked
+	other := e.dial("other")
+	other.send(`{"type":"ping","id":"p"}`)
+	other.expect(protocol.TypePong)
+	close(release)
+	for i, c := range cs {
+		for j := range msgs {
+			if f := c.expect("seq:ok"); f.ID != fmt.Sprint(j) {
+				t.Fatalf("connection %d: reply %q, want %d", i, f.ID, j)
+			}
+		}
+	}
+	if n := overlap.Load(); n != 0 {
+		t.Fatalf("%d messages were handled while another of the same connection was", n)
+	}
+}

@@ -347,11 +347,31 @@ func CheckRoomID(field, id string) error {
 	return Errorf(CodeBadRequest, "%s must be 1-128 characters of [A-Za-z0-9._:-], and not . or ..", field)
 }
 
-// Encode builds one server frame. data may be nil, a json.RawMessage or any
-// value encoding/json can marshal. Nothing is HTML-escaped (see Marshal):
+// Appender is frame data that writes its own JSON encoding: Encode sizes
+// the frame by JSONLen and appends the data in place, so a large reply
+// built from cached parts (a room:state with its first page of members) is
+// copied once, not built and then copied into the frame.
+type Appender interface {
+	// JSONLen is the length of the encoding, or an estimate of it.
+	JSONLen() int
+	// AppendJSON appends the encoding (valid JSON) to b.
+	AppendJSON(b []byte) []byte
+}
+
+// Encode builds one server frame. data may be nil, a json.RawMessage, an
+// Appender or any value encoding/json can marshal. Nothing is HTML-escaped (see Marshal):
 // a frame is as long as what the limits measured plus the envelope.
 func Encode(typ, id string, data any) []byte {
-	buf := make([]byte, 0, 128)
+	size := 128
+	switch d := data.(type) {
+	case json.RawMessage:
+		size = 32 + len(typ) + 2*len(id) + len(d) // one allocation, even for a room:state
+	case []byte:
+		size = 32 + len(typ) + 2*len(id) + len(d)
+	case Appender:
+		size = 32 + len(typ) + 2*len(id) + d.JSONLen()
+	}
+	buf := make([]byte, 0, size)
 	buf = append(buf, `{"type":`...)
 	buf = strconv.AppendQuote(buf, typ) // message types are ASCII
 	if id != "" {
@@ -365,6 +385,8 @@ func Encode(typ, id string, data any) []byte {
 			buf = append(buf, d...)
 		case []byte:
 			buf = append(buf, d...)
+		case Appender:
+			buf = d.AppendJSON(buf)
 		default:
 			var err error
 			if buf, err = appendJSON(buf, d); err != nil {

@@ -217,3 +217,39 @@ func BenchmarkEncodeStruct(b *testing.B) {
 		Encode("room:event", "42", data)
 	}
 }
+
+// TestEncodeRawOneAllocation: a frame around pre-encoded data (a
+// room:state or a room:members_changed batch of tens of KiB, sent to every
+// member) is built in exactly one allocation, sized up front, and is the
+// same bytes as before.
+func TestEncodeRawOneAllocation(t *testing.T) {
+	big := json.RawMessage(`{"room_id":"r","members":[` + strings.Repeat(`{"client_id":"0123456789abcdef","user_id":"u"},`, 400) + `{}]}`)
+	for _, tc := range []struct {
+		typ, id string
+		data    any
+	}{
+		{"room:state", "join-1", big},
+		{"room:members_changed", "", big},
+		{"room:event", "", []byte(`{"x":1}`)},
+		{"room:state", "j", rawAppender(big)}, // written in place, no copy of its own
+	} {
+		var out []byte
+		if n := testing.AllocsPerRun(20, func() { out = Encode(tc.typ, tc.id, tc.data) }); n != 1 {
+			t.Errorf("%s: %v allocations, want 1", tc.typ, n)
+		}
+		var env struct {
+			Type string          `json:"type"`
+			ID   string          `json:"id"`
+			Data json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal(out, &env); err != nil || env.Type != tc.typ || env.ID != tc.id {
+			t.Errorf("%s: %q decodes to %+v, %v", tc.typ, out, env, err)
+		}
+	}
+}
+
+// rawAppender is an Appender of fixed bytes.
+type rawAppender []byte
+
+func (a rawAppender) JSONLen() int               { return len(a) }
+func (a rawAppender) AppendJSON(b []byte) []byte { return append(b, a...) }

@@ -156,10 +156,10 @@ type fakeAccess struct {
 	denied map[string]access.Set
 }
 
-func (a *fakeAccess) Grants(_ context.Context, sub access.Subject, _ string) (access.Set, error) {
+func (a *fakeAccess) GrantsOf(_ context.Context, sub access.Subject, _ string, want access.Set) (access.Set, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return (access.Read | access.Presence | access.Write) &^ a.denied[sub.UserID], nil
+	return want & (access.Read | access.Presence | access.Write) &^ a.denied[sub.UserID], nil
 }
 
 func (a *fakeAccess) deny(user string, s access.Set) {
@@ -185,16 +185,22 @@ type fakeSession struct {
 	mu       sync.Mutex
 	frames   []frame
 	changed  chan struct{}
+	claims   *auth.Claims // nil: no room grants in the token
 }
 
 func newSession(id, user string) *fakeSession {
 	return &fakeSession{id: id, user: user, changed: make(chan struct{}, 1)}
 }
 
-func (s *fakeSession) ID() string           { return s.id }
-func (s *fakeSession) UserID() string       { return s.user }
-func (s *fakeSession) Name() string         { return "" }
-func (s *fakeSession) Claims() *auth.Claims { return &auth.Claims{UserID: s.user} }
+func (s *fakeSession) ID() string     { return s.id }
+func (s *fakeSession) UserID() string { return s.user }
+func (s *fakeSession) Name() string   { return "" }
+func (s *fakeSession) Claims() *auth.Claims {
+	if s.claims != nil {
+		return s.claims
+	}
+	return &auth.Claims{UserID: s.user}
+}
 
 func (s *fakeSession) Send(b []byte) bool {
 	var f frame

@@ -72,7 +72,10 @@ const DefaultKeepUpdatesBytes = 1 << 20
 // access.Presence, room:update_storage and room:broadcast access.Write
 // (PROTOCOL.md v1.1 §4; the table is in internal/access).
 type Access interface {
-	Grants(ctx context.Context, sub access.Subject, roomID string) (access.Set, error)
+	// GrantsOf returns the actions of want that sub may take in roomID
+	// (access.Policy.GrantsOf, which reads the store only when the token
+	// alone does not grant them all).
+	GrantsOf(ctx context.Context, sub access.Subject, roomID string, want access.Set) (access.Set, error)
 }
 
 // Documents is what rooms reads from the store (writes go through the
@@ -460,9 +463,14 @@ func subject(s Session) access.Subject {
 	return sub
 }
 
-// permsFor asks the policy what s may do in roomID.
+// roomActions are the actions rooms checks (join, clientWith).
+const roomActions = access.Read | access.Presence | access.Write
+
+// permsFor asks the policy which room actions s may take in roomID. This
+// runs on every join; the policy answers from the token alone when it
+// grants all three (GrantsOf), sparing a store read per join.
 func (m *Manager) permsFor(ctx context.Context, s Session, roomID string) (access.Set, error) {
-	return m.access.Grants(ctx, subject(s), roomID)
+	return m.access.GrantsOf(ctx, subject(s), roomID, roomActions)
 }
 
 // HasState reports whether the room is live: on this node a client in it

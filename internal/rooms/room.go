@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -283,13 +284,34 @@ type joinState struct {
 	Storage     json.RawMessage `json:"storage"`
 }
 
-func (js joinState) state(roomID, clientID string) json.RawMessage {
-	b := make([]byte, 0, 64+len(roomID)+len(clientID)+len(js.Members)+len(js.Storage))
+// state completes js for one joiner. The result is written straight into
+// the room:state frame by protocol.Encode (an Appender): the first page of
+// members, tens of KB in a large room, is copied once per joiner.
+func (js joinState) state(roomID, clientID string) stateData {
+	return stateData{js: js, roomID: roomID, clientID: clientID}
+}
+
+// stateData is one joiner's room:state data (joinState.state).
+type stateData struct {
+	js               joinState
+	roomID, clientID string
+}
+
+// JSONLen implements protocol.Appender.
+func (s stateData) JSONLen() int {
+	return 96 + 2*(len(s.roomID)+len(s.clientID)+len(s.js.MembersNext)) + len(s.js.Members) + len(s.js.Storage)
+}
+
+// AppendJSON implements protocol.Appender.
+func (s stateData) AppendJSON(b []byte) []byte {
+	js := s.js
 	b = append(b, `{"room_id":`...)
-	b = jsonpatch.AppendString(b, roomID)
+	b = jsonpatch.AppendString(b, s.roomID)
 	b = append(b, `,"client_id":`...)
-	b = jsonpatch.AppendString(b, clientID)
-	b = fmt.Appendf(b, `,"member_count":%d,"members":`, js.MemberCount)
+	b = jsonpatch.AppendString(b, s.clientID)
+	b = append(b, `,"member_count":`...)
+	b = strconv.AppendInt(b, int64(js.MemberCount), 10)
+	b = append(b, `,"members":`...)
 	b = append(b, js.Members...)
 	if js.MembersNext != "" {
 		b = append(b, `,"members_next":`...)
@@ -299,6 +321,9 @@ func (js joinState) state(roomID, clientID string) json.RawMessage {
 	b = append(b, js.Storage...)
 	return append(b, '}')
 }
+
+// MarshalJSON is AppendJSON, for encoders other than protocol.Encode.
+func (s stateData) MarshalJSON() ([]byte, error) { return s.AppendJSON(nil), nil }
 
 type storageState struct {
 	Version int64           `json:"version"`

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/internal/access"
+	"github.com/parleyhq/parley/internal/auth"
+	"github.com/parleyhq/parley/internal/metrics"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/store"
 )
@@ -752,5 +755,63 @@ func TestClusterRestartedOwnerAdoptsItsLease(t *testing.T) {
 	f := b.wait(t, &cb, "answer w2", func(f frame) bool { return f.ID == "w2" })
 	if f.Type != protocol.TypeRoomStorageUpdated {
 		t.Fatalf("write after the owner restarted: %s %+v", f.Type, f.Err)
+	}
+}
+
+// countingRecords is the store as the access policy reads it, counting
+// every read; err fails them all.
+type countingRecords struct {
+	reads atomic.Int64
+	err   error
+}
+
+func (r *countingRecords) GetRoom(context.Context, string) (store.Room, error) {
+	r.reads.Add(1)
+	if r.err != nil {
+		return store.Room{}, r.err
+	}
+	return store.Room{}, store.ErrNotFound
+}
+
+func (r *countingRecords) IsMember(context.Context, string, string) (bool, error) {
+	r.reads.Add(1)
+	return false, r.err
+}
+
+// TestJoinWithTokenGrantsReadsNoRecord: with the real access policy, a
+// join whose token grants read, presence and write reads no room record
+// (it would be one store read per join: the join storm's cost), and the
+// member may then set presence and write; a token granting less still
+// asks the store, and a failing store then refuses the join.
+func TestJoinWithTokenGrantsReadsNoRecord(t *testing.T) {
+	st := newFakeStore()
+	rec := &countingRecords{}
+	m := NewManager(testOptions, st, newFakeCommitter(t, st), &access.Policy{Records: rec}, metrics.New(nil), quietLog(), nil)
+	a := newSession("a", "ua")
+	a.claims = &auth.Claims{UserID: "ua", Rooms: map[string]auth.Perm{"*": auth.PermAll}}
+	var ca int
+	join(t, m, a, "r", &ca)
+	send(t, m, a, protocol.TypeRoomUpdatePresence, "p", map[string]any{"room_id": "r", "presence": map[string]any{"x": 1}})
+	a.wait(t, &ca, "presence reply", isType(protocol.TypeRoomPresenceUpdated, "p"))
+	send(t, m, a, protocol.TypeRoomUpdateStorage, "s", map[string]any{"room_id": "r", "ops": addOp("k", 1)})
+	a.wait(t, &ca, "storage ack", isType(protocol.TypeRoomStorageUpdated, "s"))
+	if n := rec.reads.Load(); n != 0 {
+		t.Fatalf("join with read+presence+write in the token read the store %d times", n)
+	}
+
+	b := newSession("b", "ub")
+	b.claims = &auth.Claims{UserID: "ub", Rooms: map[string]auth.Perm{"r": auth.PermRead}}
+	var cb int
+	join(t, m, b, "r", &cb)
+	if n := rec.reads.Load(); n == 0 {
+		t.Fatal("join with a read-only token did not ask the store")
+	}
+	rec.err = errors.New("store down")
+	c := newSession("c", "uc")
+	c.claims = b.claims
+	var cc int
+	send(t, m, c, protocol.TypeRoomJoin, "j", map[string]any{"room_id": "r"})
+	if f := c.wait(t, &cc, "join refused", func(f frame) bool { return f.ID == "j" }); f.Type != protocol.TypeError {
+		t.Fatalf("join needing the store while it fails: %s, want an error", f.Type)
 	}
 }
