@@ -37,13 +37,19 @@
 //              on A's send and B's receive transport: the browser's ICE ufrag
 //              changes, the server learns the new one, B keeps decoding.
 //              Server stats (getStats) in mediasoup's shapes.
+//   cycles     A joins and produces; B joins, produces webcam + mic, A gets
+//              both tracks (and plays B's video every 10th cycle), B leaves,
+//              A gets track_ended: 50 times. Afterwards the server is where
+//              it was after the first cycle (its /metrics): one participant,
+//              two transports, A's two producers, no consumer, and its
+//              goroutines and open file descriptors back to that baseline.
 //
 // Inputs (environment):
 //   PARLEY_PAGE_URL     URL of calls.html (same origin as the WebSockets)
 //   PARLEY_WS_A, PARLEY_WS_B  WebSocket URLs with their tokens
 //   PARLEY_ROOM         room whose call is started
 //   PARLEY_API_URL, PARLEY_TOKEN_A  REST base (http://host) and a token allowed to end the call
-//   PARLEY_SCENARIO     two-party (default) | late-join | data | controls
+//   PARLEY_SCENARIO     two-party (default) | late-join | data | controls | cycles
 //   PARLEY_TEST_ARTIFACTS  directory for screenshots (optional)
 //   CHROMIUM            browser binary (default /usr/bin/chromium)
 import { createRequire } from 'node:module';
@@ -476,12 +482,73 @@ async function dataChannels() {
   log("A's data consumer of B's echo ended when B left");
 }
 
+// metrics reads the server's /metrics as {name or name{labels}: value}.
+async function metrics() {
+  const res = await fetch(`${apiURL}/metrics`);
+  check(res.status === 200, 'GET /metrics', res.status);
+  const out = {};
+  for (const line of (await res.text()).split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    out[line.slice(0, i)] = Number(line.slice(i + 1));
+  }
+  return out;
+}
+
+async function cycles() {
+  const A = await openPage('A', wsA);
+  await A.page.evaluate((room) => window.parleyCalls.join({ roomId: room }), room);
+  A.producers = await A.page.evaluate(() => window.parleyCalls.produce());
+  const B = await openPage('B', wsB);
+  const n = 50;
+  let base;
+  for (let i = 1; i <= n; i++) {
+    await B.page.evaluate((room) => window.parleyCalls.join({ roomId: room }), room);
+    const prod = await B.page.evaluate(() => window.parleyCalls.produce());
+    await waitUntil(`cycle ${i}: A gets B's tracks`, async () => {
+      const ev = await events(A.page);
+      const got = ev.filter((e) => e.ev === 'track' && (e.producerId === prod.video || e.producerId === prod.audio));
+      return { ok: got.length === 2, got: got.length };
+    });
+    if (i % 10 === 1) await waitPlaying('A', A.page, B.conn);
+    const left = await B.page.evaluate(() => window.parleyCalls.leave());
+    check(left === 'left', `cycle ${i}: B state after leave`, left);
+    await waitUntil(`cycle ${i}: A's tracks of B end`, async () => {
+      const ev = await events(A.page);
+      const ended = ev.filter((e) => e.ev === 'track_ended' && (e.producerId === prod.video || e.producerId === prod.audio));
+      return { ok: ended.length === 2, ended: ended.length };
+    });
+    if (i === 1) {
+      // Baseline once everything lazily started exists (first cycle done).
+      base = await waitUntil('the server settles after cycle 1', async () => {
+        const m = await metrics();
+        return { ok: m.parley_media_transports === 2, m };
+      });
+      base = base.m;
+      log(`after cycle 1: goroutines ${base.go_goroutines}, open fds ${base.process_open_fds}`);
+    }
+  }
+  const end = await waitUntil(`the server back to its state after cycle 1 (goroutines ${base.go_goroutines}, fds ${base.process_open_fds})`, async () => {
+    const m = await metrics();
+    const ok = m.parley_media_participants === 1 && m.parley_media_transports === 2 &&
+      m['parley_media_producers{kind="audio"}'] === 1 && m['parley_media_producers{kind="video"}'] === 1 &&
+      m['parley_media_consumers{kind="audio"}'] === 0 && m['parley_media_consumers{kind="video"}'] === 0 &&
+      m.go_goroutines <= base.go_goroutines + 5 && m.process_open_fds <= base.process_open_fds + 2;
+    return { ok, goroutines: m.go_goroutines, fds: m.process_open_fds, transports: m.parley_media_transports,
+      participants: m.parley_media_participants };
+  }, 20000);
+  log(`after ${n} cycles: goroutines ${end.goroutines}, open fds ${end.fds}, transports ${end.transports}`);
+  const errs = (await inspect(A.page)).errors.concat((await inspect(B.page)).errors);
+  check(errs.length === 0, 'no errors', errs);
+}
+
 let failed = false;
 try {
   if (scenario === 'two-party') await twoParty();
   else if (scenario === 'late-join') await lateJoin();
   else if (scenario === 'data') await dataChannels();
   else if (scenario === 'controls') await controls();
+  else if (scenario === 'cycles') await cycles();
   else throw new Error(`unknown scenario ${scenario}`);
   log('PASS');
 } catch (e) {
