@@ -35,7 +35,7 @@ func TestBrowserCallsSDK(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(testenv.WebMedia(), "build-calls.sh"), page).CombinedOutput(); err != nil {
 		t.Fatalf("web/media/build-calls.sh: %v\n%s", err, out)
 	}
-	for _, scenario := range []string{"two-party", "late-join", "data", "controls", "cycles"} {
+	for _, scenario := range []string{"two-party", "late-join", "data", "controls", "svc", "cycles"} {
 		t.Run(scenario, func(t *testing.T) {
 			s := servertest.Start(t, map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
 				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0", "PARLEY_WEB_DIR": page})

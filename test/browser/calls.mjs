@@ -37,6 +37,12 @@
 //              on A's send and B's receive transport: the browser's ICE ufrag
 //              changes, the server learns the new one, B keeps decoding.
 //              Server stats (getStats) in mediasoup's shapes.
+//   svc        A produces 1280x720 VP9 with codec 'video/VP9' and
+//              scalabilityMode L3T3_KEY through the SDK; B plays it, is told
+//              layers_changed above 0 (at least 640 wide), and after
+//              setPreferredLayers(0) decodes at most half that width
+//              (spatial 0); an unknown codec is refused
+//              with CallError 'unsupported'.
 //   cycles     A joins and produces; B joins, produces webcam + mic, A gets
 //              both tracks (and plays B's video every 10th cycle), B leaves,
 //              A gets track_ended: 50 times. Afterwards the server is where
@@ -495,6 +501,43 @@ async function metrics() {
   return out;
 }
 
+async function svc() {
+  const A = await openPage('A', wsA);
+  const B = await openPage('B', wsB);
+  await A.page.evaluate((room) => window.parleyCalls.join({ roomId: room }), room);
+  await B.page.evaluate((room) => window.parleyCalls.join({ roomId: room }), room);
+  const bad = await A.page.evaluate(() => window.parleyCalls.produce({ audio: false, codec: 'video/AV2' })
+    .then(() => 'produced', (e) => e.code));
+  check(bad === 'unsupported', "produce with a codec nobody offers", bad);
+  const prod = await A.page.evaluate(() => window.parleyCalls.produce({ audio: false, codec: 'video/VP9',
+    encodings: [{ scalabilityMode: 'L3T3_KEY', maxBitrate: 1_500_000 }], width: 1280, height: 720 }));
+  log(`A produces VP9 SVC ${JSON.stringify(prod)}`);
+  // B decodes A's video with layers_changed saying spatial layer s (or,
+  // s undefined, any layer above 0: the encoder may send fewer layers than
+  // asked when the CPU is short).
+  const decodes = (s, pred, minFrames) => waitUntil(`B decodes A's spatial layer ${s ?? '>0'}`, async () => {
+    const st = await inspect(B.page);
+    const v = st.tracks.find((t) => t.kind === 'video' && t.producerId === prod.video);
+    const ev = (await events(B.page)).filter((e) => e.ev === 'layers_changed' && e.producerId === prod.video);
+    const width = await B.page.evaluate(async () => {
+      let w = 0;
+      (await window.parleyCalls.state.call.recvTransport.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') w = r.frameWidth ?? 0;
+      });
+      return w;
+    });
+    const last = ev[ev.length - 1];
+    const layerOK = s === undefined ? last?.spatialLayer > 0 : last?.spatialLayer === s;
+    return { ok: !!v && width > 0 && layerOK && pred(width) && st.inboundVideoFrames >= minFrames, width, spatial: last?.spatialLayer, frames: st.inboundVideoFrames,
+      consumerId: last?.consumerId };
+  }, 45000);
+  const top = await decodes(undefined, (w) => w >= 640, 60);
+  await B.page.evaluate((id) => window.parleyCalls.state.call.setPreferredLayers(id, 0), top.consumerId);
+  const low = await decodes(0, (w) => w <= top.width / 2, top.frames + 30);
+  check(low.frames > top.frames, 'B keeps decoding through the switch', { top: top.frames, low: low.frames });
+  log(`B decoded A's VP9 SVC at ${top.width} (spatial ${top.spatial}) then ${low.width} wide (spatial 0), frames ${top.frames} -> ${low.frames}`);
+}
+
 async function cycles() {
   const A = await openPage('A', wsA);
   await A.page.evaluate((room) => window.parleyCalls.join({ roomId: room }), room);
@@ -549,6 +592,7 @@ try {
   else if (scenario === 'data') await dataChannels();
   else if (scenario === 'controls') await controls();
   else if (scenario === 'cycles') await cycles();
+  else if (scenario === 'svc') await svc();
   else throw new Error(`unknown scenario ${scenario}`);
   log('PASS');
 } catch (e) {

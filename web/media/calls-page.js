@@ -103,9 +103,10 @@ async function join({ roomId, iceTransportPolicy, slowLoadMs = 0, consumePaused 
     ev, producerId: d.producerId, consumerId: d.consumerId, connectionId: d.connectionId, userId: d.userId,
     kind: d.kind, source: d.source, reason: d.reason, state: d.state, direction: d.direction, local: d.local, automatic: d.automatic,
     dataProducerId: d.dataProducerId, label: d.label, protocol: d.protocol,
+    spatialLayer: d.spatialLayer, temporalLayer: d.temporalLayer,
   });
   for (const ev of ['track_ended', 'peer_left', 'active_speaker', 'paused', 'resumed', 'closed', 'local_track_ended', 'connection_state',
-    'data_producer', 'data_producer_ended', 'ice_restarted']) {
+    'data_producer', 'data_producer_ended', 'ice_restarted', 'layers_changed']) {
     call.on(ev, (d) => record(ev, d));
   }
   call.on('error', (d) => state.errors.push(`${d.op} ${d.producerId}: ${d.error.message}`));
@@ -136,10 +137,13 @@ async function join({ roomId, iceTransportPolicy, slowLoadMs = 0, consumePaused 
   return { connectionId: state.sig.connectionId, simulcast: call.simulcast };
 }
 
-async function produce({ audio = true, video = true } = {}) {
-  const stream = await navigator.mediaDevices.getUserMedia({ audio, video: video && { width: 640, height: 360 } });
+// produce({audio, video, codec, encodings, width, height}): codec and
+// encodings (e.g. VP9 SVC) apply to the video track.
+async function produce({ audio = true, video = true, codec, encodings, width = 640, height = 360 } = {}) {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio, video: video && { width, height } });
   for (const track of stream.getTracks()) {
-    const p = await state.call.produce(track, { source: track.kind === 'audio' ? 'mic' : 'webcam' });
+    const extra = track.kind === 'video' ? { ...(codec ? { codec } : {}), ...(encodings ? { encodings } : {}) } : {};
+    const p = await state.call.produce(track, { source: track.kind === 'audio' ? 'mic' : 'webcam', ...extra });
     state.producers[track.kind] = p;
   }
   const out = Object.fromEntries(Object.entries(state.producers).map(([k, p]) => [k, p.id]));

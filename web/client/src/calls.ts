@@ -127,8 +127,12 @@ export type DataEndReason = 'closed' | 'peer_left' | 'left' | 'room_closed' | 'd
 export interface ProduceOptions {
   /** Echoed to the others; default 'mic' for audio, 'webcam' for video. At most 32 characters. */
   source?: CallSource;
-  /** RTP encodings; default for video: simulcast layers when the router supports them, else one encoding. */
+  /** RTP encodings; default for video: simulcast layers when the router supports them, else one encoding.
+   * For VP9 SVC: one encoding with a scalabilityMode, e.g. `[{ scalabilityMode: 'L3T3_KEY' }]`. */
   encodings?: RtpEncodingParameters[];
+  /** The codec to send by mimeType (e.g. 'video/VP9' for SVC); default: the first the router and browser share.
+   * Not offered by both: CallError 'unsupported'. */
+  codec?: string;
   codecOptions?: ProducerCodecOptions;
   appData?: Record<string, unknown>;
 }
@@ -601,6 +605,12 @@ export class Call {
     if (this._state !== 'joined' || !this.send) throw new CallError('bad_state', `produce() needs a joined call (state ${this._state})`);
     const kind = track.kind as MediaKind;
     const source = opts.source ?? (kind === 'audio' ? 'mic' : 'webcam');
+    let codec;
+    if (opts.codec !== undefined) {
+      const want = opts.codec.toLowerCase();
+      codec = this.device.rtpCapabilities.codecs?.find((c) => c.mimeType.toLowerCase() === want);
+      if (!codec) throw new CallError('unsupported', `codec ${opts.codec} is not offered by both the server and this browser`);
+    }
     let encodings = opts.encodings;
     if (encodings === undefined && kind === 'video') {
       encodings = videoEncodings(this.routerCaps, track.getSettings?.().height);
@@ -608,6 +618,7 @@ export class Call {
     const gen = this.generation;
     const producer = await this.send.produce({
       track,
+      ...(codec ? { codec } : {}),
       ...(encodings ? { encodings } : {}),
       ...(opts.codecOptions ? { codecOptions: opts.codecOptions } : {}),
       appData: { ...opts.appData, source },
