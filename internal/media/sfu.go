@@ -67,6 +67,7 @@ type Participant struct {
 type SFU struct {
 	cfg    Config
 	sender Sender
+	notify notifier // encodes every media:* message (signalling_events.go)
 	events Events
 	log    *slog.Logger
 	lf     logging.LoggerFactory
@@ -145,7 +146,7 @@ func New(cfg Config, sender Sender, events Events, log *slog.Logger) (*SFU, erro
 	}
 	log = log.With("component", "media")
 	s := &SFU{
-		cfg: c, sender: sender, events: events, log: log,
+		cfg: c, sender: sender, notify: notifier{sender: sender}, events: events, log: log,
 		lf:        &pionLogFactory{log: log, panics: c.Panics},
 		ports:     &portAllocator{min: c.RTCMinPort, max: c.RTCMaxPort},
 		routers:   map[string]*router{},
@@ -254,15 +255,7 @@ func (s *SFU) StartCall(roomID, userID string) (json.RawMessage, bool, error) {
 		return s.caps, false, nil
 	}
 	w := s.workers[int(s.nextWorker.Add(1)-1)%len(s.workers)]
-	r := &router{
-		roomID: roomID, worker: w,
-		participants: map[string]*participant{},
-		producers:    map[string]*producer{},
-		transports:   map[string]*transport{},
-		emptySince:   time.Now(),
-
-		dataProducers: map[string]*dataProducer{},
-	}
+	r := newRouter(s, roomID, w)
 	s.routers[roomID] = r
 	w.add(r)
 	s.mu.Unlock()
@@ -315,10 +308,9 @@ func (s *SFU) endCall(roomID string, cond func(r *router) bool) bool {
 	func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		frame := protocol.Encode(TypeRoomClosed, "", map[string]string{"room_id": roomID})
 		left = r.sortedParticipants()
 		for _, p := range left {
-			s.sender.SendToConnection(p.connID, frame)
+			s.notify.roomClosed(p.connID, roomID)
 		}
 	}()
 	for _, t := range r.shutdown() {
@@ -470,7 +462,7 @@ func (s *SFU) Stats() Stats {
 			st.ProducersByKind[kindIndex(pr.kind)]++
 		}
 		for _, pr := range r.producers {
-			if pr.paused.Load() {
+			if pr.state() == producerPaused {
 				st.PausedProducers++
 			}
 		}
@@ -479,7 +471,7 @@ func (s *SFU) Stats() Stats {
 			st.DataConsumers += len(p.dataConsumers)
 			for _, c := range p.consumers {
 				st.ConsumersByKind[kindIndex(c.p.kind)]++
-				if c.paused.Load() {
+				if c.state() == consumerPaused {
 					st.PausedConsumers++
 				}
 			}
@@ -552,41 +544,23 @@ func (s *SFU) leave(roomID, connID, reqID string) error {
 	s.mu.Lock()
 	s.dropConnRoomLocked(connID, roomID)
 	s.mu.Unlock()
-	ts, n, userID, err := s.leaveLocked(r, connID, reqID)
-	if err != nil {
-		return err
+	p, ts, n := func() (*participant, []*transport, int) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		p, ts := r.removeParticipant(connID)
+		if p != nil {
+			s.notify.ack(connID, reqID)
+			s.notify.peerLeftLocked(r, p)
+		}
+		return p, ts, len(r.participants)
+	}()
+	if p == nil {
+		return protocol.Errorf(protocol.CodeNotFound, "connection is not in the call of room %s", roomID)
 	}
-	s.closeAll(ts)
-	s.participantLeft(roomID, connID, userID)
+	closeTransports(ts)
+	s.participantLeft(roomID, connID, p.userID)
 	s.callUpdated(roomID, n)
 	return nil
-}
-
-// leaveLocked does leave's work under the router's lock (released by a
-// defer) and returns the transports to close, the participant count and
-// the leaver's user id.
-func (s *SFU) leaveLocked(r *router, connID, reqID string) ([]*transport, int, string, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	p := r.participants[connID]
-	if p == nil || r.closed {
-		return nil, 0, "", protocol.Errorf(protocol.CodeNotFound, "connection is not in the call of room %s", r.roomID)
-	}
-	ts := r.clearMediaLocked(p)
-	delete(r.participants, connID)
-	if len(r.participants) == 0 {
-		r.emptySince = time.Now()
-	}
-	if reqID != "" {
-		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
-	}
-	frame := protocol.Encode(TypePeerLeft, "", map[string]string{
-		"room_id": r.roomID, "user_id": p.userID, "connection_id": connID,
-	})
-	for _, o := range r.sortedParticipants() {
-		s.sender.SendToConnection(o.connID, frame)
-	}
-	return ts, len(r.participants), p.userID, nil
 }
 
 // transportFailed makes the participant that owns t leave the call, as on a
