@@ -35,7 +35,7 @@ type consumer struct {
 	absID   uint8
 	twccID  uint8
 
-	st atomic.Int32 // consumerState; paused: media:consumer_pause (or consume with paused: true)
+	st streamLifecycle // paused: media:consumer_pause (or consume with paused: true)
 
 	// fwd picks the layer forwarded and rewrites sequence numbers,
 	// timestamps and VP8 ids (forwarder.go); fmu guards it.
@@ -58,35 +58,17 @@ type consumer struct {
 	ctl consumerCtl // statistics from the receiver's RTCP (stats.go)
 }
 
-// consumerState is a consumer's lifecycle (mediasoup's Consumer: paused,
-// closed): active ⇄ paused (media:consumer_pause / _resume, or
-// media:consume with paused: true) → closed (its producer closing, its
-// owner leaving, a second join, the call ending). The packet path reads
-// it once per packet (forward): only an active consumer is sent anything.
-type consumerState int32
-
-const (
-	consumerActive consumerState = iota
-	consumerPaused
-	consumerClosed
-)
-
-var consumerStateNames = [...]string{"active", "paused", "closed"}
-
-func (s consumerState) String() string { return consumerStateNames[s] }
-
-func (c *consumer) state() consumerState { return consumerState(c.st.Load()) }
+// state is the consumer's lifecycle: active ⇄ paused
+// (media:consumer_pause / _resume, or media:consume with paused: true) →
+// closed (its producer closing, its owner leaving, a second join, the call
+// ending). The packet path reads it once per packet (forward): only an
+// active consumer is sent anything.
+func (c *consumer) state() streamState { return c.st.load() }
 
 // setPaused pauses or resumes an open consumer and reports whether its
 // state changed; the caller restarts a resumed one (restart: a video
 // consumer starts again with a key frame, requested from its producer).
-func (c *consumer) setPaused(pause bool) bool {
-	from, to := consumerActive, consumerPaused
-	if !pause {
-		from, to = to, from
-	}
-	return c.st.CompareAndSwap(int32(from), int32(to))
-}
+func (c *consumer) setPaused(pause bool) bool { return c.st.setPaused(pause) }
 
 // start attaches a new consumer to its producer once media:consumer_created
 // is out (router lock held): its recv transport's layer allocation runs
@@ -95,7 +77,7 @@ func (c *consumer) setPaused(pause bool) bool {
 func (c *consumer) start() {
 	c.t.allocate(monoNow(), false)
 	c.p.setConsumers(func(list []*consumer) []*consumer { return append(list, c) })
-	if c.state() != consumerPaused {
+	if c.state() != streamPaused {
 		c.requestKeyFrame(true)
 	}
 }
@@ -119,7 +101,7 @@ func (c *consumer) preferLayers(spatial, temporal int) {
 // forwarding to it, its transport stops routing its RTCP, its owner
 // forgets it. It reports false when it was already closed.
 func (c *consumer) close() bool {
-	if consumerState(c.st.Swap(int32(consumerClosed))) == consumerClosed {
+	if !c.st.close() {
 		return false
 	}
 	c.p.setConsumers(func(list []*consumer) []*consumer {
@@ -153,7 +135,7 @@ func (c *consumer) forward(pkt *rtp.Packet, in *pktInfo) {
 	if h := forwardHook.Load(); h != nil {
 		(*h)(c)
 	}
-	if c.state() != consumerActive || !c.t.ready.Load() || c.want.Load()&(1<<in.layer) == 0 {
+	if c.state() != streamActive || !c.t.ready.Load() || c.want.Load()&(1<<in.layer) == 0 {
 		return
 	}
 	now := monoNow()
@@ -269,7 +251,7 @@ func (c *consumer) addTransportExtensions(h *rtp.Header) {
 // of forwarder.nacked (3 times, 100 ms apart, up to 1.5 s old).
 func (c *consumer) retransmit(pairs []rtcp.NackPair) {
 	p := c.p
-	if p.kind != kindVideo || c.state() == consumerClosed {
+	if p.kind != kindVideo || c.state() == streamClosed {
 		return
 	}
 	var seqs []uint16

@@ -24,10 +24,11 @@
 //     signalling_data.go, signalling_events.go) owns mediasoup's JSON:
 //     Handle looks the request type up in handlers; each handler decodes
 //     and validates the request body, resolves what it names once
-//     (request.resolve: the call's router, locked until scope.done, and
-//     the caller's participant; then scope.transport / sendTransport /
-//     ownProducer / producer / consumer / dataProducer, with checkID and
-//     atMost for ids and per-connection limits), calls the objects with Go
+//     (resolveID / resolveIn: request.resolve finds the call's router,
+//     locked until scope.done, and the caller's participant; then one of
+//     scope.transport / sendTransport / ownProducer / producer / consumer /
+//     dataProducer; checkID for ids, atMost for the per-connection
+//     limits), calls the objects with Go
 //     values and encodes the reply. Every message the SFU sends without
 //     being asked is encoded by a notifier method (SFU.notify). Nothing
 //     below this layer imports encoding/json or internal/protocol; the
@@ -42,11 +43,11 @@
 //     DTLS, SRTP, its routes (admitProducer, addProducer, addConsumer),
 //     connect, restartICE, close; typed states connState and dtlsState.
 //   - producer (producer.go, simulcast.go): layers, packet histories,
-//     receive, requestKeyFrame, setPaused, close; typed producerState
-//     (active, paused, closed).
+//     receive, requestKeyFrame, setPaused, close; its state is a
+//     streamState (active, paused, closed; state.go).
 //   - consumer (consumer.go, forwarder.go, bwe.go): the forwarder, forward,
 //     rewrite, retransmit, start, setPaused, restart, preferLayers, close;
-//     typed consumerState (active, paused, closed).
+//     its state is a streamState too.
 //   - dataProducer, dataConsumer, dataTransport (datachannel.go).
 //
 // Where each request is handled (all handlers are in signalling*.go and

@@ -39,30 +39,17 @@ type producer struct {
 	temporalLayers          int // declared (encodings' scalabilityMode LxTy), for consumers' parameters
 
 	consumers atomic.Pointer[[]*consumer]
-	st        atomic.Int32 // producerState; paused: nothing is read or forwarded
+	st        streamLifecycle // paused: nothing is read or forwarded
 	packets   atomic.Uint64
 	bytes     atomic.Uint64
 
 	ctl producerCtl // statistics and audio level (stats.go)
 }
 
-// producerState is a producer's lifecycle (mediasoup's Producer: paused,
-// closed): active ⇄ paused (media:producer_pause / _resume) → closed
-// (media:producer_close, its owner leaving, a second join, the call
-// ending). The packet path reads it once per packet.
-type producerState int32
-
-const (
-	producerActive producerState = iota
-	producerPaused
-	producerClosed
-)
-
-var producerStateNames = [...]string{"active", "paused", "closed"}
-
-func (s producerState) String() string { return producerStateNames[s] }
-
-func (p *producer) state() producerState { return producerState(p.st.Load()) }
+// state is the producer's lifecycle: active ⇄ paused (media:producer_pause
+// / _resume) → closed (media:producer_close, its owner leaving, a second
+// join, the call ending). The packet path reads it once per packet.
+func (p *producer) state() streamState { return p.st.load() }
 
 // setPaused pauses or resumes an open producer (media:producer_pause /
 // _resume) and reports whether its state changed. A paused producer's
@@ -70,13 +57,7 @@ func (p *producer) state() producerState { return producerState(p.st.Load()) }
 // forwarded or read for its audio level, so the black frames and silence
 // a paused mediasoup-client track keeps sending go nowhere. The caller
 // restarts its consumers on resume (restartConsumers).
-func (p *producer) setPaused(pause bool) bool {
-	from, to := producerActive, producerPaused
-	if !pause {
-		from, to = to, from
-	}
-	return p.st.CompareAndSwap(int32(from), int32(to))
-}
+func (p *producer) setPaused(pause bool) bool { return p.st.setPaused(pause) }
 
 // restartConsumers makes each consumer's forwarder continue its sequence
 // numbers and timestamps after the last ones sent; video waits for a key
@@ -95,7 +76,7 @@ func (p *producer) consumerList() []*consumer { return *p.consumers.Load() }
 // closes, its SSRCs are no longer routed on its transport, and its owner
 // forgets it. It reports false when it was already closed.
 func (p *producer) close() bool {
-	if producerState(p.st.Swap(int32(producerClosed))) == producerClosed {
+	if !p.st.close() {
 		return false
 	}
 	for _, c := range p.consumerList() {
@@ -149,7 +130,7 @@ func monoNow() int64 { return int64(time.Since(monoEpoch)) }
 // receive handles one decrypted packet from the producer's client, of
 // layer li (media, or RTX to unwrap).
 func (p *producer) receive(pkt *rtp.Packet, li int, isRTX bool) {
-	if p.state() != producerActive {
+	if p.state() != streamActive {
 		return
 	}
 	lay := p.layers[li]
@@ -224,7 +205,7 @@ func (p *producer) track(lay *layer, pkt *rtp.Packet, isRTX bool) {
 // requestKeyFrame asks the producer's client for a key frame of layer li
 // (PLI on that layer's SSRC), at most every 300 ms per layer unless forced.
 func (p *producer) requestKeyFrame(li int, force bool) {
-	if p.kind != kindVideo || p.state() == producerClosed || li < 0 || li >= len(p.layers) {
+	if p.kind != kindVideo || p.state() == streamClosed || li < 0 || li >= len(p.layers) {
 		return
 	}
 	lay := p.layers[li]
@@ -253,7 +234,7 @@ func (p *producer) onSenderReport(sr *rtcp.SenderReport, li int) {
 	lay.srNTP, lay.srRTP, lay.haveSR = sr.NTPTime, sr.RTPTime, true
 	lay.mu.Unlock()
 	for _, c := range *p.consumers.Load() {
-		if !c.t.ready.Load() || c.state() == consumerClosed {
+		if !c.t.ready.Load() || c.state() == streamClosed {
 			continue
 		}
 		c.fmu.Lock()

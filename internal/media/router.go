@@ -191,7 +191,7 @@ func (r *router) consume(p *participant, pr *producer, caps *RtpCapabilities, pa
 	}
 	c.id, c.owner, c.t = newID(), p, p.recv
 	if paused {
-		c.st.Store(int32(consumerPaused))
+		c.st.setPaused(true)
 	}
 	c.params.MID = strconv.Itoa(p.recv.nextMid)
 	p.recv.nextMid++

@@ -462,7 +462,7 @@ func (s *SFU) Stats() Stats {
 			st.ProducersByKind[kindIndex(pr.kind)]++
 		}
 		for _, pr := range r.producers {
-			if pr.state() == producerPaused {
+			if pr.state() == streamPaused {
 				st.PausedProducers++
 			}
 		}
@@ -471,7 +471,7 @@ func (s *SFU) Stats() Stats {
 			st.DataConsumers += len(p.dataConsumers)
 			for _, c := range p.consumers {
 				st.ConsumersByKind[kindIndex(c.p.kind)]++
-				if c.state() == consumerPaused {
+				if c.state() == streamPaused {
 					st.PausedConsumers++
 				}
 			}

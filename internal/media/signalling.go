@@ -181,6 +181,33 @@ func (q *request) resolve(roomID string) (*scope, error) {
 // done releases the router's lock.
 func (sc *scope) done() { sc.r.mu.Unlock() }
 
+// resolveIn is request.resolve, then find(sc, id) (one of scope's
+// look-ups: transport, sendTransport, ownProducer, producer, consumer,
+// dataProducer). On success the router is locked: the caller defers
+// sc.done(); on an error nothing stays locked.
+func resolveIn[T any](q *request, roomID, id string, find func(*scope, string) (*T, error)) (*scope, *T, error) {
+	sc, err := q.resolve(roomID)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := find(sc, id)
+	if err != nil {
+		sc.done()
+		return nil, nil, err
+	}
+	return sc, v, nil
+}
+
+// resolveID is checkID(name, id), before anything is resolved (a bad id
+// is bad_request even when the connection has not joined), then
+// resolveIn.
+func resolveID[T any](q *request, roomID, name, id string, find func(*scope, string) (*T, error)) (*scope, *T, error) {
+	if err := checkID(name, id); err != nil {
+		return nil, nil, err
+	}
+	return resolveIn(q, roomID, id, find)
+}
+
 // transport is the participant's transport id: bad_request for an
 // invalid id, not_found for another's or an unknown one.
 func (sc *scope) transport(id string) (*transport, error) {
@@ -429,15 +456,11 @@ func handleConnectTransport(q *request, data json.RawMessage) error {
 	if err := dp.validate(); err != nil {
 		return badRequest("%s", err.Error())
 	}
-	sc, err := q.resolve(m.RoomID)
+	sc, t, err := resolveIn(q, m.RoomID, m.TransportID, (*scope).transport)
 	if err != nil {
 		return err
 	}
 	defer sc.done()
-	t, err := sc.transport(m.TransportID)
-	if err != nil {
-		return err
-	}
 	if !t.connect(&dp) {
 		return badRequest("transport %s is already connected", m.TransportID)
 	}
@@ -463,15 +486,11 @@ func handleRestartICE(q *request, data json.RawMessage) error {
 	if err := decode(data, &m); err != nil {
 		return err
 	}
-	sc, err := q.resolve(m.RoomID)
+	sc, t, err := resolveIn(q, m.RoomID, m.TransportID, (*scope).transport)
 	if err != nil {
 		return err
 	}
 	defer sc.done()
-	t, err := sc.transport(m.TransportID)
-	if err != nil {
-		return err
-	}
 	params, err := t.restartICE()
 	if err != nil {
 		q.s.log.Warn("ice restart failed", "transport", t.id, "err", err)

@@ -135,15 +135,11 @@ func handleProduceData(q *request, data json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	sc, err := q.resolve(m.RoomID)
+	sc, t, err := resolveIn(q, m.RoomID, m.TransportID, (*scope).sendTransport)
 	if err != nil {
 		return err
 	}
 	defer sc.done()
-	t, err := sc.sendTransport(m.TransportID)
-	if err != nil {
-		return err
-	}
 	if err := atMost(len(sc.p.dataProducers), q.s.cfg.MaxDataProducersPerConnection, "data producers"); err != nil {
 		return err
 	}
@@ -170,18 +166,11 @@ func handleConsumeData(q *request, data json.RawMessage) error {
 	if err := decode(data, &m); err != nil {
 		return err
 	}
-	if err := checkID("data_producer_id", m.DataProducerID); err != nil {
-		return err
-	}
-	sc, err := q.resolve(m.RoomID)
+	sc, dp, err := resolveID(q, m.RoomID, "data_producer_id", m.DataProducerID, (*scope).dataProducer)
 	if err != nil {
 		return err
 	}
 	defer sc.done()
-	dp, err := sc.dataProducer(m.DataProducerID)
-	if err != nil {
-		return err
-	}
 	if err := atMost(len(sc.p.dataConsumers), q.s.cfg.MaxDataConsumersPerConnection, "data consumers"); err != nil {
 		return err
 	}

@@ -147,15 +147,11 @@ func handleProduce(q *request, data json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	sc, err := q.resolve(m.RoomID)
+	sc, t, err := resolveIn(q, m.RoomID, m.TransportID, (*scope).sendTransport)
 	if err != nil {
 		return err
 	}
 	defer sc.done()
-	t, err := sc.sendTransport(m.TransportID)
-	if err != nil {
-		return err
-	}
 	if err := atMost(len(sc.p.producers), q.s.cfg.MaxProducersPerConnection, "producers"); err != nil {
 		return err
 	}
@@ -206,18 +202,11 @@ func handleConsume(q *request, data json.RawMessage) error {
 	if err := validateCapabilities(&caps); err != nil {
 		return badRequest("invalid rtp_capabilities: %s", err.Error())
 	}
-	if err := checkID("producer_id", m.ProducerID); err != nil {
-		return err
-	}
-	sc, err := q.resolve(m.RoomID)
+	sc, pr, err := resolveID(q, m.RoomID, "producer_id", m.ProducerID, (*scope).producer)
 	if err != nil {
 		return err
 	}
 	defer sc.done()
-	pr, err := sc.producer(m.ProducerID)
-	if err != nil {
-		return err
-	}
 	if err := atMost(len(sc.p.consumers), q.s.cfg.MaxConsumersPerConnection, "consumers"); err != nil {
 		return err
 	}
@@ -229,7 +218,7 @@ func handleConsume(q *request, data json.RawMessage) error {
 	// that media:consumer_layers_changed never precedes it.
 	q.reply(TypeConsumerCreated, consumerCreated{
 		ID: c.id, ProducerID: pr.id, Kind: pr.kind, RtpParameters: c.params,
-		Paused: m.Paused, ProducerPaused: pr.state() == producerPaused,
+		Paused: m.Paused, ProducerPaused: pr.state() == streamPaused,
 	})
 	c.start()
 	return nil
@@ -247,18 +236,11 @@ func handleProducerClose(q *request, data json.RawMessage) error {
 	if err := decode(data, &m); err != nil {
 		return err
 	}
-	if err := checkID("producer_id", m.ProducerID); err != nil {
-		return err
-	}
-	sc, err := q.resolve(m.RoomID)
+	sc, pr, err := resolveID(q, m.RoomID, "producer_id", m.ProducerID, (*scope).ownProducer)
 	if err != nil {
 		return err
 	}
 	defer sc.done()
-	pr, err := sc.ownProducer(m.ProducerID)
-	if err != nil {
-		return err
-	}
 	sc.r.closeProducerLocked(pr)
 	q.ack()
 	q.s.notify.producerClosedLocked(sc.r, pr)
@@ -293,15 +275,11 @@ func handleSetPreferredLayers(q *request, data json.RawMessage) error {
 		}
 		tl = *m.TemporalLayer
 	}
-	sc, err := q.resolve(m.RoomID)
+	sc, c, err := resolveIn(q, m.RoomID, m.ConsumerID, (*scope).consumer)
 	if err != nil {
 		return err
 	}
 	defer sc.done()
-	c, err := sc.consumer(m.ConsumerID)
-	if err != nil {
-		return err
-	}
 	q.ack()
 	c.preferLayers(*m.SpatialLayer, tl)
 	return nil
@@ -338,18 +316,11 @@ func pauseProducer(q *request, data json.RawMessage, pause bool) error {
 	if err := decode(data, &m); err != nil {
 		return err
 	}
-	if err := checkID("producer_id", m.ProducerID); err != nil {
-		return err
-	}
-	sc, err := q.resolve(m.RoomID)
+	sc, pr, err := resolveID(q, m.RoomID, "producer_id", m.ProducerID, (*scope).ownProducer)
 	if err != nil {
 		return err
 	}
 	defer sc.done()
-	pr, err := sc.ownProducer(m.ProducerID)
-	if err != nil {
-		return err
-	}
 	changed := pr.setPaused(pause)
 	q.ack()
 	if changed {
@@ -368,18 +339,11 @@ func pauseConsumer(q *request, data json.RawMessage, pause bool) error {
 	if err := decode(data, &m); err != nil {
 		return err
 	}
-	if err := checkID("consumer_id", m.ConsumerID); err != nil {
-		return err
-	}
-	sc, err := q.resolve(m.RoomID)
+	sc, c, err := resolveID(q, m.RoomID, "consumer_id", m.ConsumerID, (*scope).consumer)
 	if err != nil {
 		return err
 	}
 	defer sc.done()
-	c, err := sc.consumer(m.ConsumerID)
-	if err != nil {
-		return err
-	}
 	changed := c.setPaused(pause)
 	q.ack()
 	if changed && !pause {

@@ -458,7 +458,7 @@ func (p *producer) stats(now time.Time) RtpStreamStats {
 		PacketCount: p.packets.Load(), ByteCount: p.bytes.Load(), Bitrate: c.bitrate,
 		PacketsLost: lost, FractionLost: c.fractionLost, Jitter: uint32(jitter),
 		Score: score(c.fractionLost), NackCount: c.nacks.Load(), PliCount: c.plis.Load(),
-		PacketsRetrans: c.rtx.Load(), Paused: p.state() == producerPaused,
+		PacketsRetrans: c.rtx.Load(), Paused: p.state() == streamPaused,
 	}
 }
 
@@ -468,7 +468,7 @@ func (c *consumer) stats(now time.Time) RtpStreamStats {
 	cc.mu.Lock()
 	lost, frac, jitter, rtt := cc.packetsLost, cc.fractionLost, cc.jitter, cc.rtt
 	cc.mu.Unlock()
-	pp := c.p.state() == producerPaused
+	pp := c.p.state() == streamPaused
 	mime := ""
 	if len(c.params.Codecs) > 0 {
 		mime = c.params.Codecs[0].MimeType
@@ -479,6 +479,6 @@ func (c *consumer) stats(now time.Time) RtpStreamStats {
 		PacketCount: c.packets.Load(), ByteCount: c.bytes.Load(), Bitrate: cc.bitrate,
 		PacketsLost: int64(lost), FractionLost: frac, Jitter: jitter, RoundTripTime: rtt,
 		Score: score(frac), NackCount: cc.nacks.Load(), PliCount: cc.plis.Load(), FirCount: cc.firs.Load(),
-		Paused: c.state() == consumerPaused, ProducerPaused: &pp,
+		Paused: c.state() == streamPaused, ProducerPaused: &pp,
 	}
 }
