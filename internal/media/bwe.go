@@ -277,7 +277,7 @@ func (t *transport) allocate(now int64, periodic bool) {
 	}
 	var cands []*cand
 	for ssrc, c := range *t.consumers.Load() {
-		if ssrc != c.ssrc || c.closed.Load() || c.p.kind != kindVideo {
+		if ssrc != c.ssrc || c.state() == streamClosed || c.p.kind != kindVideo {
 			continue
 		}
 		opts := c.options(now)

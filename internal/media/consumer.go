@@ -3,6 +3,8 @@ package media
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,7 +12,6 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
-	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/safe"
 )
 
@@ -34,8 +35,7 @@ type consumer struct {
 	absID   uint8
 	twccID  uint8
 
-	closed atomic.Bool
-	paused atomic.Bool // media:consumer_pause (or consume with paused: true)
+	st streamLifecycle // paused: media:consumer_pause (or consume with paused: true)
 
 	// fwd picks the layer forwarded and rewrites sequence numbers,
 	// timestamps and VP8 ids (forwarder.go); fmu guards it.
@@ -58,6 +58,66 @@ type consumer struct {
 	ctl consumerCtl // statistics from the receiver's RTCP (stats.go)
 }
 
+// state is the consumer's lifecycle: active ⇄ paused
+// (media:consumer_pause / _resume, or media:consume with paused: true) →
+// closed (its producer closing, its owner leaving, a second join, the call
+// ending). The packet path reads it once per packet (forward): only an
+// active consumer is sent anything.
+func (c *consumer) state() streamState { return c.st.load() }
+
+// setPaused pauses or resumes an open consumer and reports whether its
+// state changed; the caller restarts a resumed one (restart: a video
+// consumer starts again with a key frame, requested from its producer).
+func (c *consumer) setPaused(pause bool) bool { return c.st.setPaused(pause) }
+
+// start attaches a new consumer to its producer once media:consumer_created
+// is out (router lock held): its recv transport's layer allocation runs
+// for it, the producer forwards to it from the next packet, and an
+// unpaused one asks for a key frame.
+func (c *consumer) start() {
+	c.t.allocate(monoNow(), false)
+	c.p.setConsumers(func(list []*consumer) []*consumer { return append(list, c) })
+	if c.state() != streamPaused {
+		c.requestKeyFrame(true)
+	}
+}
+
+// preferLayers sets the highest spatial and temporal layers (0-based;
+// temporal -1: the highest) this consumer wants
+// (media:set_preferred_layers, mediasoup's consumer.setPreferredLayers),
+// clamped to what the producer has; the allocator re-targets at once. An
+// audio consumer ignores it.
+func (c *consumer) preferLayers(spatial, temporal int) {
+	if c.p.kind != kindVideo {
+		return
+	}
+	if temporal >= 0 {
+		temporal = min(temporal, maxTemporal-1)
+	}
+	c.setPreferredLayers(min(spatial, c.p.spatialLayers()-1), temporal)
+}
+
+// close closes the consumer (router lock held): its producer stops
+// forwarding to it, its transport stops routing its RTCP, its owner
+// forgets it. It reports false when it was already closed.
+func (c *consumer) close() bool {
+	if !c.st.close() {
+		return false
+	}
+	c.p.setConsumers(func(list []*consumer) []*consumer {
+		out := list[:0]
+		for _, x := range list {
+			if x != c {
+				out = append(out, x)
+			}
+		}
+		return out
+	})
+	c.t.removeConsumer(c)
+	delete(c.owner.consumers, c.id)
+	return true
+}
+
 // forwardContained forwards on the producer's read goroutine; a panic
 // while forwarding to this consumer fails the consumer's transport (its
 // participant leaves the call), not the producer's, and the producer's
@@ -75,7 +135,7 @@ func (c *consumer) forward(pkt *rtp.Packet, in *pktInfo) {
 	if h := forwardHook.Load(); h != nil {
 		(*h)(c)
 	}
-	if c.closed.Load() || !c.t.ready.Load() || c.paused.Load() || c.want.Load()&(1<<in.layer) == 0 {
+	if c.state() != streamActive || !c.t.ready.Load() || c.want.Load()&(1<<in.layer) == 0 {
 		return
 	}
 	now := monoNow()
@@ -114,21 +174,9 @@ func (c *consumer) forward(pkt *rtp.Packet, in *pktInfo) {
 // layersChanged tells the consumer's connection which layers it now
 // receives (media:consumer_layers_changed).
 func (c *consumer) layersChanged(ls layerState) {
-	s := c.t.sfu
-	if s == nil || s.sender == nil || c.owner == nil {
-		return
+	if s := c.t.sfu; s != nil {
+		s.notify.consumerLayersChanged(c, ls)
 	}
-	s.sender.SendToConnection(c.owner.connID, protocol.Encode(TypeConsumerLayersChanged, "", layersChangedMsg{
-		ConsumerID: c.id, SpatialLayer: ls.spatial, TemporalLayer: ls.temporal,
-	}))
-}
-
-// layersChangedMsg is media:consumer_layers_changed (consumer ids are
-// unique across rooms: no room_id, as PROTOCOL.md names it).
-type layersChangedMsg struct {
-	ConsumerID    string `json:"consumer_id"`
-	SpatialLayer  int    `json:"spatial_layer"`
-	TemporalLayer int    `json:"temporal_layer"`
 }
 
 // keyFrameLayer is the layer a key-frame request of this consumer is for:
@@ -204,7 +252,7 @@ func (c *consumer) addTransportExtensions(h *rtp.Header) {
 // of forwarder.nacked (3 times, 100 ms apart, up to 1.5 s old).
 func (c *consumer) retransmit(pairs []rtcp.NackPair) {
 	p := c.p
-	if p.kind != kindVideo || c.closed.Load() {
+	if p.kind != kindVideo || c.state() == streamClosed {
 		return
 	}
 	var seqs []uint16
@@ -259,4 +307,106 @@ func randSSRC() uint32 {
 			return v
 		}
 	}
+}
+
+// buildConsumer makes a consumer of pr for a device with caps: its RTP
+// parameters (mediasoup's ortc.getConsumerRtpParameters, reduced to one
+// encoding: the router's codec the device has, its RTCP feedback in
+// common, RTX for video when the device has it, the router's header
+// extensions the device has), new random SSRCs and a forwarder. Not yet
+// owned, routed or attached (router.consume, consumer.start). Error: no
+// codec of the device matches the producer's router codec.
+func buildConsumer(pr *producer, caps *RtpCapabilities) (*consumer, error) {
+	rc := pr.router
+	var capCodec *RtpCodecCapability
+	for i := range caps.Codecs {
+		cc := &caps.Codecs[i]
+		if isRTXMime(cc.MimeType) {
+			continue
+		}
+		if codecMatches(rc, cc.MimeType, cc.ClockRate, cc.Channels, cc.Parameters) {
+			capCodec = cc
+			break
+		}
+	}
+	if capCodec == nil {
+		return nil, fmt.Errorf("no compatible codec for producer %s (%s)", pr.id, rc.MimeType)
+	}
+	fb := []RtcpFeedback{}
+	for _, f := range rc.RtcpFeedback {
+		if hasFeedback(capCodec.RtcpFeedback, f) {
+			fb = append(fb, f)
+		}
+	}
+	params := map[string]any{}
+	for k, v := range pr.codec.Parameters {
+		params[k] = v
+	}
+	if strings.EqualFold(rc.MimeType, "video/H264") {
+		for k, v := range rc.Parameters {
+			params[k] = v
+		}
+	}
+	c := &consumer{
+		p: pr, kind: kindIndex(pr.kind), ssrc: randSSRC(), pt: rc.PreferredPayloadType, passExt: map[string]uint8{},
+		seq: consumerSeq.next(), prefSpatial: -1, prefTemporal: -1,
+		fwd:   forwarderFor(pr, rc.ClockRate),
+		alloc: allocState{spatial: -1, temporal: -1, upDelay: baseUpDelay},
+	}
+	codecs := []RtpCodecParameters{{
+		MimeType: rc.MimeType, PayloadType: rc.PreferredPayloadType, ClockRate: rc.ClockRate,
+		Channels: rc.Channels, Parameters: params, RtcpFeedback: fb,
+	}}
+	if rtx, ok := routerRTXFor(rc.PreferredPayloadType); ok && pr.kind == kindVideo {
+		for _, cc := range caps.Codecs {
+			if apt, ok := paramInt(cc.Parameters, "apt"); ok && isRTXMime(cc.MimeType) && apt == int(rc.PreferredPayloadType) {
+				codecs = append(codecs, RtpCodecParameters{
+					MimeType: rtx.MimeType, PayloadType: rtx.PreferredPayloadType, ClockRate: rtx.ClockRate,
+					Parameters: map[string]any{"apt": int(rc.PreferredPayloadType)}, RtcpFeedback: []RtcpFeedback{},
+				})
+				c.rtxSSRC, c.rtxPT = randSSRC(), rtx.PreferredPayloadType
+				break
+			}
+		}
+	}
+	exts := []RtpHeaderExtensionParameters{}
+	for _, e := range routerHeaderExtensions() {
+		if e.Kind != pr.kind || (e.Direction != "sendrecv" && e.Direction != "sendonly") {
+			continue
+		}
+		found := false
+		for _, ce := range caps.HeaderExtensions {
+			if ce.URI == e.URI && (ce.Kind == "" || ce.Kind == pr.kind) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			continue
+		}
+		exts = append(exts, RtpHeaderExtensionParameters{URI: e.URI, ID: e.PreferredID, Parameters: map[string]any{}})
+		switch e.URI {
+		case extAbsSendTime:
+			c.absID = uint8(e.PreferredID)
+		case extTransportCC:
+			c.twccID = uint8(e.PreferredID)
+		default:
+			c.passExt[e.URI] = uint8(e.PreferredID)
+		}
+	}
+	c.want.Store(c.fwd.wantMask())
+	enc := RtpEncodingParameters{SSRC: c.ssrc, ScalabilityMode: consumerScalabilityMode(pr)}
+	if c.rtxSSRC != 0 {
+		enc.RTX = &RtxSSRC{SSRC: c.rtxSSRC}
+	}
+	cname := pr.cname
+	if cname == "" {
+		cname = "parley-" + pr.owner.connID
+	}
+	mux := true
+	c.params = RtpParameters{
+		Codecs: codecs, HeaderExtensions: exts, Encodings: []RtpEncodingParameters{enc},
+		Rtcp: RtcpParameters{CNAME: cname, ReducedSize: true, Mux: &mux},
+	}
+	return c, nil
 }

@@ -86,6 +86,19 @@ type dataProducer struct {
 	stream *sctp.Stream // set once the association is up; t.data.mu
 }
 
+var dataProducerSeq atomicCounter
+
+// newDataProducer makes a data producer for the client's SCTP stream
+// params.StreamID on send transport t (not yet added to it).
+func newDataProducer(t *transport, params SctpStreamParameters, label, proto string) *dataProducer {
+	dp := &dataProducer{
+		id: newID(), owner: t.owner, t: t, params: params, label: label, protocol: proto, seqNo: dataProducerSeq.next(),
+	}
+	empty := []*dataConsumer{}
+	dp.consumers.Store(&empty)
+	return dp
+}
+
 func (p *dataProducer) setConsumers(fn func([]*dataConsumer) []*dataConsumer) {
 	old := *p.consumers.Load()
 	next := fn(append([]*dataConsumer(nil), old...))
@@ -309,7 +322,7 @@ func (c *dataConsumer) watch(dc *datachannel.DataChannel) {
 			break
 		}
 	}
-	t.sfu.dataConsumerEnded(c)
+	c.ended()
 }
 
 // addProducer registers a data producer on this send transport; false
@@ -423,7 +436,7 @@ func (p *dataProducer) read(s *sctp.Stream) {
 	// The client reset its stream (DataChannel closed), sent too much, or
 	// the association ended: reset ours too and close the data producer.
 	_ = s.Close()
-	t.sfu.dataProducerEnded(p)
+	p.ended()
 }
 
 // relay hands one message to every data consumer.
@@ -477,13 +490,13 @@ func (c *dataConsumer) writeLocked(m dataMessage) {
 	c.t.sfu.data.bytes.Add(uint64(len(m.b)))
 }
 
-// dataProducerEnded closes p after its reader ended (no-op when signalling
-// closed it first). It runs on p's reader goroutine, which holds no lock.
-func (s *SFU) dataProducerEnded(p *dataProducer) {
+// ended closes p after its reader ended (no-op when signalling closed it
+// first). It runs on p's reader goroutine, which holds no lock.
+func (p *dataProducer) ended() {
 	if p.closed.Load() {
 		return
 	}
-	r, err := s.routerFor(p.t.roomID)
+	r, err := p.t.sfu.routerFor(p.t.roomID)
 	if err != nil {
 		return
 	}
@@ -492,16 +505,16 @@ func (s *SFU) dataProducerEnded(p *dataProducer) {
 	r.closeDataProducerLocked(p)
 }
 
-// dataConsumerEnded closes c after its stream ended (no-op when signalling
-// closed it first). It runs on c's watch goroutine, which holds no lock.
-func (s *SFU) dataConsumerEnded(c *dataConsumer) {
+// ended closes c after its stream ended (no-op when signalling closed it
+// first). It runs on c's watch goroutine, which holds no lock.
+func (c *dataConsumer) ended() {
 	c.mu.Lock()
 	done := c.closed
 	c.mu.Unlock()
 	if done {
 		return
 	}
-	r, err := s.routerFor(c.t.roomID)
+	r, err := c.t.sfu.routerFor(c.t.roomID)
 	if err != nil {
 		return
 	}

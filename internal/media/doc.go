@@ -10,6 +10,76 @@
 // Signalling runs on the caller's goroutine (SFU.Handle) under the router's
 // lock; packets never take that lock.
 //
+// # Layers
+//
+// The code is split as mediasoup's (and pion's ORTC) objects are, so that
+// the packet path can be read without the wire format:
+//
+//   - SFU (sfu.go): what is node-wide only: Config, sockets (shared UDP,
+//     ICE-TCP, TURN), the certificate, the workers, the calls (routers by
+//     room), counters and metrics, and the entry points the server calls
+//     (StartCall, EndCall, JoinCall, LeaveCall, LeaveUser, Disconnect,
+//     Participants, Handle).
+//   - The signalling layer (signalling.go, signalling_media.go,
+//     signalling_data.go, signalling_events.go) owns mediasoup's JSON:
+//     Handle looks the request type up in handlers; each handler decodes
+//     and validates the request body, resolves what it names once
+//     (resolveID / resolveIn: request.resolve finds the call's router,
+//     locked until scope.done, and the caller's participant; then one of
+//     scope.transport / sendTransport / ownProducer / producer / consumer /
+//     dataProducer; checkID for ids, atMost for the per-connection
+//     limits), calls the objects with Go
+//     values and encodes the reply. Every message the SFU sends without
+//     being asked is encoded by a notifier method (SFU.notify). Nothing
+//     below this layer imports encoding/json or internal/protocol; the
+//     objects' Go shapes are mediasoup's parameter and stats structs
+//     (RtpParameters, DtlsParameters, IceParameters, SctpStreamParameters,
+//     TransportStats, RtpStreamStats).
+//   - router (router.go): one call: participants, their transports,
+//     producers, consumers, data producers; join (creates the two
+//     transports), removeParticipant, produce, consume, produceData,
+//     consumeData, closeProducerLocked, the active speaker (speaker.go).
+//   - transport (transport.go, state.go, dtls.go, udp.go, tcp.go): ICE,
+//     DTLS, SRTP, its routes (admitProducer, addProducer, addConsumer),
+//     connect, restartICE, close; typed states connState and dtlsState.
+//   - producer (producer.go, simulcast.go): layers, packet histories,
+//     receive, requestKeyFrame, setPaused, close; its state is a
+//     streamState (active, paused, closed; state.go).
+//   - consumer (consumer.go, forwarder.go, bwe.go): the forwarder, forward,
+//     rewrite, retransmit, start, setPaused, restart, preferLayers, close;
+//     its state is a streamState too.
+//   - dataProducer, dataConsumer, dataTransport (datachannel.go).
+//
+// Where each request is handled (all handlers are in signalling*.go and
+// run under the router's lock, taken by request.resolve):
+//
+//	media:join                 handleJoin               router.join → newTransport (×2)
+//	media:connect_transport    handleConnectTransport   transport.connect
+//	media:produce              handleProduce            router.produce → transport.admitProducer, newProducer, transport.addProducer
+//	media:consume              handleConsume            router.consume → buildConsumer, transport.addConsumer; then consumer.start
+//	media:producer_close       handleProducerClose      router.closeProducerLocked → producer.close → consumer.close
+//	media:set_preferred_layers handleSetPreferredLayers consumer.preferLayers
+//	media:producer_pause       handleProducerPause      producer.setPaused
+//	media:producer_resume      handleProducerResume     producer.setPaused, producer.restartConsumers
+//	media:consumer_pause       handleConsumerPause      consumer.setPaused
+//	media:consumer_resume      handleConsumerResume     consumer.setPaused, consumer.restart
+//	media:restart_ice          handleRestartICE         transport.restartICE
+//	media:get_stats            handleGetStats           transport.stats, producer.stats, consumer.stats
+//	media:produce_data         handleProduceData        router.produceData → newDataProducer, dataTransport.addProducer
+//	media:consume_data         handleConsumeData        router.consumeData → dataTransport.addConsumer
+//	media:leave                handleLeave              SFU.leave → router.removeParticipant
+//
+// And each message the SFU sends on its own (notifier, signalling_events.go):
+//
+//	media:new_producer            notifier.newProducerLocked (produce), handleJoin (to the joiner)
+//	media:producer_closed         notifier.producerClosedLocked (producer_close, a second join)
+//	media:producer_paused/resumed notifier.producerPausedLocked
+//	media:consumer_layers_changed notifier.consumerLayersChanged (consumer.layersChanged, packet path and worker)
+//	media:active_speaker          notifier.activeSpeakerLocked (router.decideSpeakerLocked, worker)
+//	media:new_data_producer       notifier.newDataProducerLocked, handleJoin (to the joiner)
+//	media:peer_left               notifier.peerLeftLocked (SFU.leave)
+//	media:room_closed             notifier.roomClosed (SFU.EndCall, SFU.transportTimedOut)
+//
 // Each participant is a connection (two tabs of a user are two
 // participants) with two transports, as mediasoup-client expects: a send
 // transport carrying its producers and a recv transport carrying its
@@ -127,9 +197,10 @@
 // allocation is per receiver: a receiver on a poor link gets lower layers
 // without changing anyone else's.
 //
-// Pause (control.go): the packet path reads one atomic flag per packet,
-// producer.paused at the top of producer.receive and consumer.paused at the
-// start of consumer.forward (before the forwarder); the rest (notifications, key-frame requests on
+// Pause (producer.setPaused, consumer.setPaused): the packet path reads
+// one atomic state per packet, producer.state() at the top of
+// producer.receive and consumer.state() at the start of consumer.forward
+// (before the forwarder); the rest (notifications, key-frame requests on
 // resume: consumer.restart for the consumers concerned) is signalling. Statistics and the active speaker (stats.go,
 // speaker.go) read each packet through one hook in producer.receive
 // (producer.observe: RFC 3550 receive statistics per layer, summed in

@@ -3,7 +3,6 @@ package media
 import (
 	"time"
 
-	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/safe"
 )
 
@@ -61,7 +60,7 @@ func (w *worker) controlRouter(r *router, now time.Time, audio, decide, second b
 		if audio {
 			r.sampleSpeakersLocked()
 			if decide {
-				s.decideSpeakerLocked(r)
+				r.decideSpeakerLocked()
 			}
 		}
 		if !second {
@@ -122,7 +121,7 @@ func (s *SFU) transportTimedOut(t *transport) {
 	current := p != nil && (p.send == t || p.recv == t)
 	r.mu.Unlock()
 	if current && s.leave(t.roomID, t.owner.connID, "") == nil {
-		s.sender.SendToConnection(t.owner.connID, protocol.Encode(TypeRoomClosed, "", map[string]string{"room_id": t.roomID}))
+		s.notify.roomClosed(t.owner.connID, t.roomID)
 	}
 	t.close() // no-op when leave closed it
 }

@@ -2,6 +2,7 @@ package media
 
 import (
 	"encoding/binary"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,12 +49,52 @@ type producer struct {
 	temporalLayers          int // declared (encodings' scalabilityMode LxTy), for consumers' parameters
 
 	consumers atomic.Pointer[[]*consumer]
-	closed    atomic.Bool
-	paused    atomic.Bool // media:producer_pause: nothing is read or forwarded
+	st        streamLifecycle // paused: nothing is read or forwarded
 	packets   atomic.Uint64
 	bytes     atomic.Uint64
 
 	ctl producerCtl // statistics and audio level (stats.go)
+}
+
+// state is the producer's lifecycle: active ⇄ paused (media:producer_pause
+// / _resume) → closed (media:producer_close, its owner leaving, a second
+// join, the call ending). The packet path reads it once per packet.
+func (p *producer) state() streamState { return p.st.load() }
+
+// setPaused pauses or resumes an open producer (media:producer_pause /
+// _resume) and reports whether its state changed. A paused producer's
+// packets are dropped on arrival (producer.receive): nothing is stored,
+// forwarded or read for its audio level, so the black frames and silence
+// a paused mediasoup-client track keeps sending go nowhere. The caller
+// restarts its consumers on resume (restartConsumers).
+func (p *producer) setPaused(pause bool) bool { return p.st.setPaused(pause) }
+
+// restartConsumers makes each consumer's forwarder continue its sequence
+// numbers and timestamps after the last ones sent; video waits for a key
+// frame, which consumer.restart requests (after a resume).
+func (p *producer) restartConsumers() {
+	for _, c := range p.consumerList() {
+		c.restart()
+	}
+}
+
+// consumerList is the producer's consumers now (copy-on-write: do not
+// modify).
+func (p *producer) consumerList() []*consumer { return *p.consumers.Load() }
+
+// close closes the producer (router lock held): every consumer of it
+// closes, its SSRCs are no longer routed on its transport, and its owner
+// forgets it. It reports false when it was already closed.
+func (p *producer) close() bool {
+	if !p.st.close() {
+		return false
+	}
+	for _, c := range p.consumerList() {
+		c.close()
+	}
+	p.t.removeProducer(p)
+	delete(p.owner.producers, p.id)
+	return true
 }
 
 // layer is one encoding (spatial layer) of a producer.
@@ -134,7 +175,7 @@ func monoNow() int64 { return int64(time.Since(monoEpoch)) }
 // receive handles one decrypted packet from the producer's client, of
 // layer li (media, or RTX to unwrap).
 func (p *producer) receive(pkt *rtp.Packet, li int, isRTX bool) {
-	if p.closed.Load() || p.paused.Load() {
+	if p.state() != streamActive {
 		return
 	}
 	lay := p.layers[li]
@@ -216,7 +257,7 @@ func (p *producer) track(lay *layer, pkt *rtp.Packet, isRTX bool) {
 // layer s (PLI on the SSRC carrying it: RFC 4585 6.3.1), at most every
 // 300 ms per SSRC unless forced.
 func (p *producer) requestKeyFrame(s int, force bool) {
-	if p.kind != kindVideo || p.closed.Load() || s < 0 || s >= p.spatialLayers() {
+	if p.kind != kindVideo || p.state() == streamClosed || s < 0 || s >= p.spatialLayers() {
 		return
 	}
 	lay := p.layers[p.streamOf(s)]
@@ -245,7 +286,7 @@ func (p *producer) onSenderReport(sr *rtcp.SenderReport, li int) {
 	lay.srNTP, lay.srRTP, lay.haveSR = sr.NTPTime, sr.RTPTime, true
 	lay.mu.Unlock()
 	for _, c := range *p.consumers.Load() {
-		if !c.t.ready.Load() || c.closed.Load() {
+		if !c.t.ready.Load() || c.state() == streamClosed {
 			continue
 		}
 		c.fmu.Lock()
@@ -386,4 +427,54 @@ func (h *packetHistory) get(seq uint16) (historySlot, bool) {
 	}
 	s.payload = append([]byte(nil), s.payload...)
 	return s, true
+}
+
+var producerSeq, consumerSeq atomicCounter
+
+// newProducer builds a producer of kind from a validated produce request,
+// owned by p on send transport t (not yet routed).
+func newProducer(pp *parsedProduce, kind string, p *participant, t *transport) *producer {
+	pr := &producer{
+		id: newID(), kind: kind, source: pp.source, owner: p, t: t,
+		params: pp.params, codec: pp.codec, router: pp.router,
+		pt: pp.codec.PayloadType, rtxPT: pp.rtxPT,
+		cname: pp.params.Rtcp.CNAME, extURI: pp.extURI, seqNo: producerSeq.next(),
+		mid: pp.params.MID, midExt: pp.midExt, ridExt: pp.ridExt, rridExt: pp.rridExt,
+		ridBased: pp.ridBased, temporalLayers: pp.temporal,
+		vp8:  kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/VP8"),
+		vp9:  kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/VP9"),
+		h264: kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/H264"),
+		svc:  pp.svc, ksvc: pp.ksvc,
+	}
+	for range pp.svc {
+		pr.svcMeters = append(pr.svcMeters, newMeter())
+	}
+	for _, pl := range pp.layers {
+		l := &layer{rid: pl.rid}
+		l.ssrc.Store(pl.ssrc)
+		l.rtxSSRC.Store(pl.rtxSSRC)
+		l.maxTID.Store(-1)
+		if kind == kindVideo {
+			l.history = &packetHistory{}
+		}
+		pr.layers = append(pr.layers, l)
+	}
+	pr.ctl.levelID, pr.ctl.clock = audioLevelID(pp.extURI), pp.codec.ClockRate
+	empty := []*consumer{}
+	pr.consumers.Store(&empty)
+	return pr
+}
+
+// ssrcs lists the producer's known SSRCs with their routes.
+func (p *producer) routes() map[uint32]producerRoute {
+	m := map[uint32]producerRoute{}
+	for i, l := range p.layers {
+		if s := l.ssrc.Load(); s != 0 {
+			m[s] = producerRoute{p: p, layer: uint8(i)}
+		}
+		if s := l.rtxSSRC.Load(); s != 0 {
+			m[s] = producerRoute{p: p, layer: uint8(i), isRTX: true}
+		}
+	}
+	return m
 }

@@ -67,6 +67,7 @@ type Participant struct {
 type SFU struct {
 	cfg    Config
 	sender Sender
+	notify notifier // encodes every media:* message (signalling_events.go)
 	events Events
 	log    *slog.Logger
 	lf     logging.LoggerFactory
@@ -99,38 +100,6 @@ type SFU struct {
 	closed    bool
 	routers   map[string]*router
 	connRooms map[string]map[string]struct{}
-}
-
-// router is one call: its participants (keyed by connection), their
-// transports, producers and consumers. Its lock guards all of them; the
-// packet path never takes it.
-type router struct {
-	roomID string
-	worker *worker
-
-	mu           sync.Mutex
-	closed       bool
-	seq          uint64
-	participants map[string]*participant
-	producers    map[string]*producer
-	transports   map[string]*transport
-
-	emptySince    time.Time    // no participant since (zero while it has some): idle calls end
-	idleFired     time.Time    // the emptySince an idle end was last started for
-	speaker       speakerState // active speaker detection (worker, under mu)
-	dataProducers map[string]*dataProducer
-}
-
-type participant struct {
-	roomID         string
-	connID, userID string
-	seq            uint64
-	send, recv     *transport
-	producers      map[string]*producer
-	consumers      map[string]*consumer
-
-	dataProducers map[string]*dataProducer
-	dataConsumers map[string]*dataConsumer
 }
 
 // ErrNoAnnouncedIP is returned by New when the machine has no IPv4 address
@@ -177,7 +146,7 @@ func New(cfg Config, sender Sender, events Events, log *slog.Logger) (*SFU, erro
 	}
 	log = log.With("component", "media")
 	s := &SFU{
-		cfg: c, sender: sender, events: events, log: log,
+		cfg: c, sender: sender, notify: notifier{sender: sender}, events: events, log: log,
 		lf:        &pionLogFactory{log: log, panics: c.Panics},
 		ports:     &portAllocator{min: c.RTCMinPort, max: c.RTCMaxPort},
 		routers:   map[string]*router{},
@@ -286,15 +255,7 @@ func (s *SFU) StartCall(roomID, userID string) (json.RawMessage, bool, error) {
 		return s.caps, false, nil
 	}
 	w := s.workers[int(s.nextWorker.Add(1)-1)%len(s.workers)]
-	r := &router{
-		roomID: roomID, worker: w,
-		participants: map[string]*participant{},
-		producers:    map[string]*producer{},
-		transports:   map[string]*transport{},
-		emptySince:   time.Now(),
-
-		dataProducers: map[string]*dataProducer{},
-	}
+	r := newRouter(s, roomID, w)
 	s.routers[roomID] = r
 	w.add(r)
 	s.mu.Unlock()
@@ -347,10 +308,9 @@ func (s *SFU) endCall(roomID string, cond func(r *router) bool) bool {
 	func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		frame := protocol.Encode(TypeRoomClosed, "", map[string]string{"room_id": roomID})
 		left = r.sortedParticipants()
 		for _, p := range left {
-			s.sender.SendToConnection(p.connID, frame)
+			s.notify.roomClosed(p.connID, roomID)
 		}
 	}()
 	for _, t := range r.shutdown() {
@@ -502,7 +462,7 @@ func (s *SFU) Stats() Stats {
 			st.ProducersByKind[kindIndex(pr.kind)]++
 		}
 		for _, pr := range r.producers {
-			if pr.paused.Load() {
+			if pr.state() == streamPaused {
 				st.PausedProducers++
 			}
 		}
@@ -511,7 +471,7 @@ func (s *SFU) Stats() Stats {
 			st.DataConsumers += len(p.dataConsumers)
 			for _, c := range p.consumers {
 				st.ConsumersByKind[kindIndex(c.p.kind)]++
-				if c.paused.Load() {
+				if c.state() == streamPaused {
 					st.PausedConsumers++
 				}
 			}
@@ -574,121 +534,6 @@ func (s *SFU) callUpdated(roomID string, n int) {
 	}
 }
 
-func (r *router) addParticipant(connID, userID string) *participant {
-	r.seq++
-	p := &participant{
-		roomID: r.roomID, connID: connID, userID: userID, seq: r.seq,
-		producers: map[string]*producer{}, consumers: map[string]*consumer{},
-		dataProducers: map[string]*dataProducer{}, dataConsumers: map[string]*dataConsumer{},
-	}
-	r.participants[connID] = p
-	r.emptySince = time.Time{}
-	return p
-}
-
-func (r *router) sortedParticipants() []*participant {
-	out := make([]*participant, 0, len(r.participants))
-	for _, p := range r.participants {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
-	return out
-}
-
-func sortedProducers(m map[string]*producer) []*producer {
-	out := make([]*producer, 0, len(m))
-	for _, p := range m {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].seqNo < out[j].seqNo })
-	return out
-}
-
-// closeConsumerLocked detaches a consumer from its producer and transport.
-func (r *router) closeConsumerLocked(c *consumer) {
-	if c.closed.Swap(true) {
-		return
-	}
-	c.p.setConsumers(func(list []*consumer) []*consumer {
-		out := list[:0]
-		for _, x := range list {
-			if x != c {
-				out = append(out, x)
-			}
-		}
-		return out
-	})
-	c.t.setConsumerRoutes(func(m map[uint32]*consumer) {
-		delete(m, c.ssrc)
-		if c.rtxSSRC != 0 {
-			delete(m, c.rtxSSRC)
-		}
-	})
-	delete(c.owner.consumers, c.id)
-}
-
-// closeProducerLocked closes a producer and every consumer of it.
-func (r *router) closeProducerLocked(p *producer) {
-	if p.closed.Swap(true) {
-		return
-	}
-	for _, c := range *p.consumers.Load() {
-		r.closeConsumerLocked(c)
-	}
-	p.t.setProducerRoutes(func(m map[uint32]producerRoute) {
-		for ssrc := range p.routes() {
-			delete(m, ssrc)
-		}
-	})
-	if p.ridBased {
-		p.t.setRIDProducers(func(l []*producer) []*producer {
-			out := l[:0]
-			for _, x := range l {
-				if x != p {
-					out = append(out, x)
-				}
-			}
-			return out
-		})
-	}
-	delete(p.owner.producers, p.id)
-	delete(r.producers, p.id)
-}
-
-// clearMediaLocked closes a participant's producers, consumers and
-// transports and returns the transports to close outside the lock.
-func (r *router) clearMediaLocked(p *participant) []*transport {
-	r.clearDataLocked(p)
-	for _, pr := range sortedProducers(p.producers) {
-		r.closeProducerLocked(pr)
-	}
-	for _, c := range p.consumers {
-		r.closeConsumerLocked(c)
-	}
-	var ts []*transport
-	for _, t := range []*transport{p.send, p.recv} {
-		if t != nil {
-			delete(r.transports, t.id)
-			ts = append(ts, t)
-		}
-	}
-	p.send, p.recv = nil, nil
-	return ts
-}
-
-// shutdown closes the router's state and returns its transports to close.
-func (r *router) shutdown() []*transport {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.closed = true
-	var ts []*transport
-	for _, p := range r.sortedParticipants() {
-		ts = append(ts, r.clearMediaLocked(p)...)
-	}
-	r.participants = map[string]*participant{}
-	return ts
-}
-
 // leave removes a connection from a call: others get media:peer_left,
 // members get CallUpdated. reqID, when set, gets an ack.
 func (s *SFU) leave(roomID, connID, reqID string) error {
@@ -699,41 +544,23 @@ func (s *SFU) leave(roomID, connID, reqID string) error {
 	s.mu.Lock()
 	s.dropConnRoomLocked(connID, roomID)
 	s.mu.Unlock()
-	ts, n, userID, err := s.leaveLocked(r, connID, reqID)
-	if err != nil {
-		return err
+	p, ts, n := func() (*participant, []*transport, int) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		p, ts := r.removeParticipant(connID)
+		if p != nil {
+			s.notify.ack(connID, reqID)
+			s.notify.peerLeftLocked(r, p)
+		}
+		return p, ts, len(r.participants)
+	}()
+	if p == nil {
+		return protocol.Errorf(protocol.CodeNotFound, "connection is not in the call of room %s", roomID)
 	}
-	s.closeAll(ts)
-	s.participantLeft(roomID, connID, userID)
+	closeTransports(ts)
+	s.participantLeft(roomID, connID, p.userID)
 	s.callUpdated(roomID, n)
 	return nil
-}
-
-// leaveLocked does leave's work under the router's lock (released by a
-// defer) and returns the transports to close, the participant count and
-// the leaver's user id.
-func (s *SFU) leaveLocked(r *router, connID, reqID string) ([]*transport, int, string, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	p := r.participants[connID]
-	if p == nil || r.closed {
-		return nil, 0, "", protocol.Errorf(protocol.CodeNotFound, "connection is not in the call of room %s", r.roomID)
-	}
-	ts := r.clearMediaLocked(p)
-	delete(r.participants, connID)
-	if len(r.participants) == 0 {
-		r.emptySince = time.Now()
-	}
-	if reqID != "" {
-		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
-	}
-	frame := protocol.Encode(TypePeerLeft, "", map[string]string{
-		"room_id": r.roomID, "user_id": p.userID, "connection_id": connID,
-	})
-	for _, o := range r.sortedParticipants() {
-		s.sender.SendToConnection(o.connID, frame)
-	}
-	return ts, len(r.participants), p.userID, nil
 }
 
 // transportFailed makes the participant that owns t leave the call, as on a

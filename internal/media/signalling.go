@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"runtime/debug"
 	"sort"
-	"strconv"
-	"strings"
 	"sync/atomic"
-	"unicode/utf8"
+	"time"
 
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/safe"
@@ -73,17 +71,33 @@ func UnsupportedTypes() []string {
 // knownType reports whether msgType is a client request of PROTOCOL.md
 // section 6 (implemented or not).
 func knownType(msgType string) bool {
-	switch msgType {
-	case TypeJoin, TypeConnectTransport, TypeProduce, TypeConsume, TypeProducerClose, TypeLeave,
-		TypeProduceData, TypeConsumeData, TypeSetPreferredLayers:
-		return true
-	case TypeProducerPause, TypeProducerResume, TypeConsumerPause, TypeConsumerResume, TypeRestartICE, TypeGetStats:
-		return true
-	}
-	return unsupportedTypes[msgType]
+	_, ok := handlers[msgType]
+	return ok || unsupportedTypes[msgType]
 }
 
 const maxSourceLen = 32
+
+// handlers maps each media:* request of PROTOCOL.md section 6 to the
+// function that decodes and validates its data, resolves what it names
+// (request.resolve) and calls the objects. doc.go has the table of
+// message → handler → object method.
+var handlers = map[string]func(q *request, data json.RawMessage) error{
+	TypeJoin:               handleJoin,
+	TypeConnectTransport:   handleConnectTransport,
+	TypeProduce:            handleProduce,
+	TypeConsume:            handleConsume,
+	TypeProducerClose:      handleProducerClose,
+	TypeSetPreferredLayers: handleSetPreferredLayers,
+	TypeLeave:              handleLeave,
+	TypeProducerPause:      handleProducerPause,
+	TypeProducerResume:     handleProducerResume,
+	TypeConsumerPause:      handleConsumerPause,
+	TypeConsumerResume:     handleConsumerResume,
+	TypeRestartICE:         handleRestartICE,
+	TypeGetStats:           handleGetStats,
+	TypeProduceData:        handleProduceData,
+	TypeConsumeData:        handleConsumeData,
+}
 
 // Handle processes one media:* message from connection connID of userID.
 // Replies and broadcasts go out through the Sender; a returned error is a
@@ -114,110 +128,158 @@ func (s *SFU) Handle(ctx context.Context, connID, userID, msgType, reqID string,
 	if unsupportedTypes[msgType] {
 		return protocol.Errorf(protocol.CodeUnsupported, "%s is not supported by this server", msgType)
 	}
-	switch msgType {
-	case TypeJoin:
-		var m struct {
-			RoomID string `json:"room_id"`
-		}
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.join(m.RoomID, connID, userID, reqID)
-	case TypeConnectTransport:
-		var m struct {
-			RoomID         string          `json:"room_id"`
-			TransportID    string          `json:"transport_id"`
-			DtlsParameters json.RawMessage `json:"dtls_parameters"`
-		}
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.connectTransport(m.RoomID, connID, m.TransportID, m.DtlsParameters, reqID)
-	case TypeProduce:
-		var m produceRequest
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.produce(connID, &m, reqID)
-	case TypeConsume:
-		var m struct {
-			RoomID          string          `json:"room_id"`
-			ProducerID      string          `json:"producer_id"`
-			RtpCapabilities json.RawMessage `json:"rtp_capabilities"`
-			Paused          bool            `json:"paused"`
-		}
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.consume(m.RoomID, connID, m.ProducerID, m.RtpCapabilities, m.Paused, reqID)
-	case TypeProducerClose:
-		var m struct {
-			RoomID     string `json:"room_id"`
-			ProducerID string `json:"producer_id"`
-		}
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.producerClose(m.RoomID, connID, m.ProducerID, reqID)
-	case TypeSetPreferredLayers:
-		var m struct {
-			RoomID        string `json:"room_id"`
-			ConsumerID    string `json:"consumer_id"`
-			SpatialLayer  *int   `json:"spatial_layer"`
-			TemporalLayer *int   `json:"temporal_layer"`
-		}
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.setPreferredLayers(m.RoomID, connID, m.ConsumerID, m.SpatialLayer, m.TemporalLayer, reqID)
-	case TypeLeave:
-		var m struct {
-			RoomID string `json:"room_id"`
-		}
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		if !protocol.ValidRoomID(m.RoomID) {
-			return protocol.Errorf(protocol.CodeBadRequest, "invalid room_id")
-		}
-		return s.leave(m.RoomID, connID, reqID)
-	case TypeProducerPause, TypeProducerResume:
-		var m struct {
-			RoomID     string `json:"room_id"`
-			ProducerID string `json:"producer_id"`
-		}
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.pauseProducer(m.RoomID, connID, m.ProducerID, msgType == TypeProducerPause, reqID)
-	case TypeConsumerPause, TypeConsumerResume:
-		var m struct {
-			RoomID     string `json:"room_id"`
-			ConsumerID string `json:"consumer_id"`
-		}
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.pauseConsumer(m.RoomID, connID, m.ConsumerID, msgType == TypeConsumerPause, reqID)
-	case TypeRestartICE:
-		var m struct {
-			RoomID      string `json:"room_id"`
-			TransportID string `json:"transport_id"`
-		}
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.restartICE(m.RoomID, connID, m.TransportID, reqID)
-	case TypeGetStats:
-		var m statsRequest
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.getStats(connID, &m, reqID)
-	case TypeProduceData, TypeConsumeData:
-		return s.handleData(connID, msgType, reqID, data)
+	if h := handlers[msgType]; h != nil {
+		return h(&request{s: s, connID: connID, userID: userID, id: reqID}, data)
 	}
 	return protocol.Errorf(protocol.CodeBadRequest, "unknown message type %q", truncate(msgType, 64))
+}
+
+// request is one media:* request being handled: who sent it and the id
+// its reply carries ("" for none).
+type request struct {
+	s      *SFU
+	connID string
+	userID string
+	id     string
+}
+
+// reply sends the request's answer of type typ to its connection.
+func (q *request) reply(typ string, v any) { q.s.notify.send(q.connID, typ, q.id, v) }
+
+// ack answers protocol.TypeAck (nothing when the request has no id).
+func (q *request) ack() { q.s.notify.ack(q.connID, q.id) }
+
+// scope is what a request acts on once resolved: its call's router,
+// locked until done, and the requesting connection's participant.
+type scope struct {
+	r *router
+	p *participant
+}
+
+// resolve finds the call of roomID and the connection's participant in
+// it, which must have joined with media:join (it has transports). On
+// success the router is locked: the caller defers sc.done(). Errors:
+// bad_request (invalid room_id), not_found (no call, not joined).
+func (q *request) resolve(roomID string) (*scope, error) {
+	r, err := q.s.routerFor(roomID)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, notFoundCall(roomID)
+	}
+	p := r.participants[q.connID]
+	if p == nil || p.send == nil {
+		r.mu.Unlock()
+		return nil, protocol.Errorf(protocol.CodeNotFound, "connection has not joined the call of room %s (send media:join)", roomID)
+	}
+	return &scope{r: r, p: p}, nil
+}
+
+// done releases the router's lock.
+func (sc *scope) done() { sc.r.mu.Unlock() }
+
+// resolveIn is request.resolve, then find(sc, id) (one of scope's
+// look-ups: transport, sendTransport, ownProducer, producer, consumer,
+// dataProducer). On success the router is locked: the caller defers
+// sc.done(); on an error nothing stays locked.
+func resolveIn[T any](q *request, roomID, id string, find func(*scope, string) (*T, error)) (*scope, *T, error) {
+	sc, err := q.resolve(roomID)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := find(sc, id)
+	if err != nil {
+		sc.done()
+		return nil, nil, err
+	}
+	return sc, v, nil
+}
+
+// resolveID is checkID(name, id), before anything is resolved (a bad id
+// is bad_request even when the connection has not joined), then
+// resolveIn.
+func resolveID[T any](q *request, roomID, name, id string, find func(*scope, string) (*T, error)) (*scope, *T, error) {
+	if err := checkID(name, id); err != nil {
+		return nil, nil, err
+	}
+	return resolveIn(q, roomID, id, find)
+}
+
+// transport is the participant's transport id: bad_request for an
+// invalid id, not_found for another's or an unknown one.
+func (sc *scope) transport(id string) (*transport, error) {
+	if !validID(id) {
+		return nil, badRequest("invalid transport_id")
+	}
+	t := sc.r.transports[id]
+	if t == nil || t.owner != sc.p {
+		return nil, protocol.Errorf(protocol.CodeNotFound, "unknown transport %s", id)
+	}
+	return t, nil
+}
+
+// sendTransport is transport, which must be the send transport
+// (bad_request otherwise): producers and data producers live there.
+func (sc *scope) sendTransport(id string) (*transport, error) {
+	t, err := sc.transport(id)
+	if err != nil {
+		return nil, err
+	}
+	if t.dir != dirSend {
+		return nil, badRequest("transport %s is a receive transport", t.id)
+	}
+	return t, nil
+}
+
+// ownProducer is one of the participant's producers (not_found otherwise).
+func (sc *scope) ownProducer(id string) (*producer, error) {
+	return found(sc.p.producers[id], "producer", id)
+}
+
+// producer is any producer of the call (not_found otherwise).
+func (sc *scope) producer(id string) (*producer, error) {
+	return found(sc.r.producers[id], "producer", id)
+}
+
+// consumer is one of the participant's consumers (not_found otherwise).
+func (sc *scope) consumer(id string) (*consumer, error) {
+	return found(sc.p.consumers[id], "consumer", id)
+}
+
+// dataProducer is any data producer of the call (not_found otherwise).
+func (sc *scope) dataProducer(id string) (*dataProducer, error) {
+	return found(sc.r.dataProducers[id], "data producer", id)
+}
+
+func found[T any](v *T, what, id string) (*T, error) {
+	if v == nil {
+		return nil, protocol.Errorf(protocol.CodeNotFound, "unknown %s %s", what, id)
+	}
+	return v, nil
+}
+
+// atMost refuses (too_large) a participant's n+1-th object of a kind
+// limited to max per connection (Config.Max...PerConnection).
+func atMost(n, max int, what string) error {
+	if n >= max {
+		return protocol.Errorf(protocol.CodeTooLarge, "at most %d %s per connection", max, what)
+	}
+	return nil
+}
+
+// validID reports whether id can be an object id (1 to 64 bytes).
+func validID(id string) bool { return id != "" && len(id) <= 64 }
+
+// checkID is bad_request "invalid <name>" unless validID(id); requests
+// check their ids before resolving anything.
+func checkID(name, id string) error {
+	if !validID(id) {
+		return badRequest("invalid %s", name)
+	}
+	return nil
 }
 
 // joinHook, when set (tests only), runs in media:join under the router's
@@ -267,25 +329,11 @@ func shortErr(err error) string {
 	return s
 }
 
-// participantFor finds the router and the connection's participant; the
-// router is returned locked on success.
-func (s *SFU) participantFor(roomID, connID string) (*router, *participant, error) {
-	r, err := s.routerFor(roomID)
-	if err != nil {
-		return nil, nil, err
-	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, nil, notFoundCall(roomID)
-	}
-	p := r.participants[connID]
-	if p == nil || p.send == nil {
-		r.mu.Unlock()
-		return nil, nil, protocol.Errorf(protocol.CodeNotFound, "connection has not joined the call of room %s (send media:join)", roomID)
-	}
-	return r, p, nil
+type roomRequest struct {
+	RoomID string `json:"room_id"`
 }
+
+// ---- media:join, media:leave ----
 
 type transportCreated struct {
 	SendTransport TransportInfo `json:"send_transport"`
@@ -294,43 +342,39 @@ type transportCreated struct {
 	ForceRelay    bool          `json:"force_relay"`
 }
 
-type newProducerMsg struct {
-	ProducerID   string `json:"producer_id"`
-	UserID       string `json:"user_id"`
-	ConnectionID string `json:"connection_id"`
-	Kind         string `json:"kind"`
-	Source       string `json:"source"`
-}
-
-func newProducerFrame(p *producer) []byte {
-	return protocol.Encode(TypeNewProducer, "", newProducerMsg{
-		ProducerID: p.id, UserID: p.owner.userID, ConnectionID: p.owner.connID, Kind: p.kind, Source: p.source,
-	})
-}
-
-func (s *SFU) join(roomID, connID, userID, reqID string) error {
-	r, err := s.routerFor(roomID)
+// handleJoin: media:join {room_id} → router.join. Replies
+// media:router_capabilities, media:transport_created (with the request
+// id), then media:new_producer / media:new_data_producer per producer of
+// the others. A second join of the same connection restarts its media
+// (the others get media:producer_closed for each of its producers).
+func handleJoin(q *request, data json.RawMessage) error {
+	var m roomRequest
+	if err := decode(data, &m); err != nil {
+		return err
+	}
+	s := q.s
+	r, err := s.routerFor(m.RoomID)
 	if err != nil {
 		return err
 	}
-	s.addConnRoom(connID, roomID)
-	isNew, n, stale, err := s.joinLocked(r, connID, userID, reqID)
-	s.closeAll(stale)
+	s.addConnRoom(q.connID, m.RoomID)
+	isNew, n, stale, err := q.joinLocked(r)
+	closeTransports(stale)
 	if err != nil {
 		return err
 	}
 	if isNew {
-		s.participantJoined(roomID, connID, userID)
-		s.callUpdated(roomID, n)
+		s.participantJoined(m.RoomID, q.connID, q.userID)
+		s.callUpdated(m.RoomID, n)
 	}
 	return nil
 }
 
-// joinLocked does join's work under the router's lock (released by a defer,
-// so that a contained panic leaves no lock held). It returns whether the
-// participant is new, the participant count, and the transports of a
-// previous join to close once unlocked.
-func (s *SFU) joinLocked(r *router, connID, userID, reqID string) (isNew bool, n int, stale []*transport, err error) {
+// joinLocked does media:join's work under the router's lock (released by
+// a defer, so that a contained panic leaves no lock held). It returns
+// whether the participant is new, the participant count, and the
+// transports to close once unlocked.
+func (q *request) joinLocked(r *router) (isNew bool, n int, stale []*transport, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if h := joinHook.Load(); h != nil {
@@ -339,554 +383,195 @@ func (s *SFU) joinLocked(r *router, connID, userID, reqID string) (isNew bool, n
 	if r.closed {
 		return false, 0, nil, notFoundCall(r.roomID)
 	}
-	p := r.participants[connID]
-	isNew = p == nil
-	if isNew {
-		p = r.addParticipant(connID, userID)
-	} else {
-		// A second join restarts the connection's media (a new Device):
-		// its producers close (others are told), its consumers go.
-		for _, pr := range sortedProducers(p.producers) {
-			r.closeProducerLocked(pr)
-			s.broadcastLocked(r, connID, protocol.Encode(TypeProducerClosed, "", map[string]string{
-				"producer_id": pr.id, "user_id": p.userID,
-			}))
-		}
-		stale = r.clearMediaLocked(p)
+	s := q.s
+	j, err := r.join(q.connID, q.userID)
+	for _, pr := range j.closedProducers {
+		s.notify.producerClosedLocked(r, pr)
 	}
-	send, err := s.newTransport(p, dirSend)
 	if err != nil {
 		s.log.Error("create transport", "err", err)
-		return false, 0, stale, protocol.Errorf(protocol.CodeInternal, "cannot create transport")
+		return false, 0, j.stale, protocol.Errorf(protocol.CodeInternal, "cannot create transport")
 	}
-	recv, err := s.newTransport(p, dirRecv)
-	if err != nil {
-		s.log.Error("create transport", "err", err)
-		return false, 0, append(stale, send), protocol.Errorf(protocol.CodeInternal, "cannot create transport")
-	}
-	recv.onReady = func(t *transport) {
-		// Media may have been dropped while the transport was connecting:
-		// ask every video producer it consumes for a key frame (of the layer
-		// each consumer waits for).
-		for ssrc, c := range *t.consumers.Load() {
-			if ssrc == c.ssrc {
-				c.requestKeyFrame(true)
-			}
-		}
-	}
-	p.send, p.recv = send, recv
-	r.transports[send.id] = send
-	r.transports[recv.id] = recv
-
-	s.sender.SendToConnection(connID, protocol.Encode(TypeRouterCapabilities, "",
-		map[string]json.RawMessage{"rtp_capabilities": s.caps}))
-	s.sender.SendToConnection(connID, protocol.Encode(TypeTransportCreated, reqID, transportCreated{
-		SendTransport: send.info(s.cert.sha256),
-		RecvTransport: recv.info(s.cert.sha256),
-		IceServers:    s.iceServers(userID),
+	p := j.p
+	s.notify.send(q.connID, TypeRouterCapabilities, "", map[string]json.RawMessage{"rtp_capabilities": s.caps})
+	q.reply(TypeTransportCreated, transportCreated{
+		SendTransport: p.send.info(s.cert.sha256),
+		RecvTransport: p.recv.info(s.cert.sha256),
+		IceServers:    s.iceServers(q.userID),
 		ForceRelay:    s.cfg.ForceRelay,
-	}))
+	})
 	for _, o := range r.sortedParticipants() {
 		if o == p {
 			continue
 		}
 		for _, pr := range sortedProducers(o.producers) {
-			s.sender.SendToConnection(connID, newProducerFrame(pr))
+			s.notify.send(q.connID, TypeNewProducer, "", newProducerPayload(pr))
 		}
 	}
-	s.announceDataProducersLocked(r, p)
-	return isNew, len(r.participants), stale, nil
-}
-
-func (s *SFU) closeAll(ts []*transport) {
-	for _, t := range ts {
-		t.close()
-	}
-}
-
-// broadcastLocked sends frame to every participant but connID.
-func (s *SFU) broadcastLocked(r *router, connID string, frame []byte) {
 	for _, o := range r.sortedParticipants() {
-		if o.connID != connID {
-			s.sender.SendToConnection(o.connID, frame)
+		if o == p {
+			continue
+		}
+		for _, dp := range sortedDataProducers(o.dataProducers) {
+			s.notify.send(q.connID, TypeNewDataProducer, "", newDataProducerPayload(dp))
 		}
 	}
+	return j.isNew, len(r.participants), j.stale, nil
 }
 
-func (s *SFU) transportOf(r *router, p *participant, id string) (*transport, error) {
-	if id == "" || len(id) > 64 {
-		return nil, badRequest("invalid transport_id")
+// handleLeave: media:leave {room_id} → SFU.leave (router.leave): ack,
+// media:peer_left to the others.
+func handleLeave(q *request, data json.RawMessage) error {
+	var m roomRequest
+	if err := decode(data, &m); err != nil {
+		return err
 	}
-	t := r.transports[id]
-	if t == nil || t.owner != p {
-		return nil, protocol.Errorf(protocol.CodeNotFound, "unknown transport %s", id)
+	if !protocol.ValidRoomID(m.RoomID) {
+		return protocol.Errorf(protocol.CodeBadRequest, "invalid room_id")
 	}
-	return t, nil
+	return q.s.leave(m.RoomID, q.connID, q.id)
 }
 
-func (s *SFU) connectTransport(roomID, connID, transportID string, raw json.RawMessage, reqID string) error {
+// ---- transports ----
+
+// handleConnectTransport: media:connect_transport {room_id, transport_id,
+// dtls_parameters} → transport.connect; replies
+// media:transport_connected {transport_id} at once (PROTOCOL.md: before
+// the handshake). The DTLS parameters are mediasoup's DtlsParameters
+// (RFC 8842 fingerprints), at most 4 KiB; a second connect is
+// bad_request.
+func handleConnectTransport(q *request, data json.RawMessage) error {
+	var m struct {
+		RoomID         string          `json:"room_id"`
+		TransportID    string          `json:"transport_id"`
+		DtlsParameters json.RawMessage `json:"dtls_parameters"`
+	}
+	if err := decode(data, &m); err != nil {
+		return err
+	}
 	var dp DtlsParameters
-	if err := lenient(raw, 4096, "dtls_parameters", &dp); err != nil {
+	if err := lenient(m.DtlsParameters, 4096, "dtls_parameters", &dp); err != nil {
 		return err
 	}
 	if err := dp.validate(); err != nil {
 		return badRequest("%s", err.Error())
 	}
-	r, p, err := s.participantFor(roomID, connID)
+	sc, t, err := resolveIn(q, m.RoomID, m.TransportID, (*scope).transport)
 	if err != nil {
 		return err
 	}
-	defer r.mu.Unlock()
-	t, err := s.transportOf(r, p, transportID)
-	if err != nil {
-		return err
+	defer sc.done()
+	if !t.connect(&dp) {
+		return badRequest("transport %s is already connected", m.TransportID)
 	}
-	if !t.setRemoteDTLS(&dp) {
-		return badRequest("transport %s is already connected", transportID)
-	}
-	s.sender.SendToConnection(connID, protocol.Encode(TypeTransportConnected, reqID,
-		map[string]string{"transport_id": t.id}))
+	q.reply(TypeTransportConnected, map[string]string{"transport_id": t.id})
 	return nil
 }
 
-type produceRequest struct {
-	RoomID        string          `json:"room_id"`
-	TransportID   string          `json:"transport_id"`
-	Kind          string          `json:"kind"`
-	RtpParameters json.RawMessage `json:"rtp_parameters"`
-	Source        *string         `json:"source"`
+type iceRestarted struct {
+	TransportID   string        `json:"transport_id"`
+	IceParameters IceParameters `json:"ice_parameters"`
 }
 
-// parsedProduce is a validated produce request.
-type parsedProduce struct {
-	params   RtpParameters
-	codec    RtpCodecParameters
-	router   RtpCodecCapability
-	layers   []parsedLayer
-	ridBased bool
-	rtxPT    uint8
-	extURI   map[uint8]string
-	twccID   uint8
-	midExt   uint8
-	ridExt   uint8
-	rridExt  uint8
-	temporal int
-	svc      int  // VP9 SVC spatial layers in the one encoding (0: none)
-	ksvc     bool // ... dependent only at key frames
-	source   string
-}
-
-func parseProduce(m *produceRequest) (*parsedProduce, error) {
-	if m.Kind != kindAudio && m.Kind != kindVideo {
-		return nil, badRequest("kind must be audio or video")
+// handleRestartICE: media:restart_ice {room_id, transport_id} →
+// transport.restartICE; the reply media:ice_restarted {transport_id,
+// ice_parameters} carries the new generation's ICE parameters for
+// mediasoup-client's transport.restartIce({iceParameters}) (RFC 8445
+// section 9). A failed restart is internal.
+func handleRestartICE(q *request, data json.RawMessage) error {
+	var m struct {
+		RoomID      string `json:"room_id"`
+		TransportID string `json:"transport_id"`
 	}
-	out := &parsedProduce{}
-	if m.Source != nil {
-		src := *m.Source
-		if src == "" || len(src) > maxSourceLen || !utf8.ValidString(src) {
-			return nil, badRequest("source must be 1 to %d characters", maxSourceLen)
-		}
-		out.source = src
-	} else if m.Kind == kindAudio {
-		out.source = "mic"
-	} else {
-		out.source = "webcam"
+	if err := decode(data, &m); err != nil {
+		return err
 	}
-	rp := &out.params
-	if err := lenient(m.RtpParameters, maxRTPParamSize, "rtp_parameters", rp); err != nil {
-		return nil, err
-	}
-	if len(rp.Codecs) == 0 || len(rp.Codecs) > 32 {
-		return nil, badRequest("rtp_parameters.codecs needs 1 to 32 codecs")
-	}
-	media := -1
-	for i, c := range rp.Codecs {
-		if c.MimeType == "" || c.ClockRate == 0 || c.PayloadType > 127 {
-			return nil, badRequest("rtp_parameters.codecs[%d] needs mimeType, clockRate and a payloadType 0-127", i)
-		}
-		if media < 0 && !isRTXMime(c.MimeType) {
-			media = i
-		}
-	}
-	if media < 0 {
-		return nil, badRequest("rtp_parameters has no media codec")
-	}
-	out.codec = rp.Codecs[media]
-	if !strings.HasPrefix(strings.ToLower(out.codec.MimeType), m.Kind+"/") {
-		return nil, badRequest("codec %s does not match kind %s", out.codec.MimeType, m.Kind)
-	}
-	rc, ok := findRouterCodec(m.Kind, out.codec.MimeType, out.codec.ClockRate, out.codec.Channels, out.codec.Parameters)
-	if !ok {
-		return nil, badRequest("unsupported codec %s", out.codec.MimeType)
-	}
-	out.router = rc
-	for _, c := range rp.Codecs {
-		if isRTXMime(c.MimeType) {
-			if apt, ok := paramInt(c.Parameters, "apt"); ok && apt == int(out.codec.PayloadType) {
-				out.rtxPT = c.PayloadType
-			}
-		}
-	}
-	layers, ridBased, err := parseEncodings(rp.Encodings, out.rtxPT)
-	if err != nil {
-		return nil, err
-	}
-	out.layers, out.ridBased = layers, ridBased
-	out.temporal = 1
-	for _, e := range rp.Encodings {
-		if len(e.ScalabilityMode) > 16 {
-			return nil, badRequest("scalabilityMode too long")
-		}
-		out.temporal = max(out.temporal, temporalOf(e.ScalabilityMode))
-	}
-	out.svc, out.ksvc = svcOf(out.codec.MimeType, rp.Encodings)
-	if len(rp.HeaderExtensions) > 32 {
-		return nil, badRequest("too many header extensions")
-	}
-	out.extURI = map[uint8]string{}
-	for _, e := range rp.HeaderExtensions {
-		if e.ID < 1 || e.ID > 255 || e.URI == "" || len(e.URI) > 256 {
-			return nil, badRequest("invalid header extension %q id %d", e.URI, e.ID)
-		}
-		out.extURI[uint8(e.ID)] = e.URI
-		switch e.URI {
-		case extTransportCC:
-			out.twccID = uint8(e.ID)
-		case extMID:
-			out.midExt = uint8(e.ID)
-		case extRID:
-			out.ridExt = uint8(e.ID)
-		case extRRID:
-			out.rridExt = uint8(e.ID)
-		}
-	}
-	if out.ridBased && out.ridExt == 0 {
-		return nil, badRequest("rid-based encodings need the %s header extension", extRID)
-	}
-	if len(rp.Rtcp.CNAME) > 256 || len(rp.MID) > 32 {
-		return nil, badRequest("rtcp.cname or mid too long")
-	}
-	return out, nil
-}
-
-var producerSeq, consumerSeq atomicCounter
-
-// newProducer builds a producer of kind from a validated produce request,
-// owned by p on send transport t (not yet routed).
-func newProducer(pp *parsedProduce, kind string, p *participant, t *transport) *producer {
-	pr := &producer{
-		id: newID(), kind: kind, source: pp.source, owner: p, t: t,
-		params: pp.params, codec: pp.codec, router: pp.router,
-		pt: pp.codec.PayloadType, rtxPT: pp.rtxPT,
-		cname: pp.params.Rtcp.CNAME, extURI: pp.extURI, seqNo: producerSeq.next(),
-		mid: pp.params.MID, midExt: pp.midExt, ridExt: pp.ridExt, rridExt: pp.rridExt,
-		ridBased: pp.ridBased, temporalLayers: pp.temporal,
-		vp8:  kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/VP8"),
-		vp9:  kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/VP9"),
-		h264: kind == kindVideo && strings.EqualFold(pp.codec.MimeType, "video/H264"),
-		svc:  pp.svc, ksvc: pp.ksvc,
-	}
-	for range pp.svc {
-		pr.svcMeters = append(pr.svcMeters, newMeter())
-	}
-	for _, pl := range pp.layers {
-		l := &layer{rid: pl.rid}
-		l.ssrc.Store(pl.ssrc)
-		l.rtxSSRC.Store(pl.rtxSSRC)
-		l.maxTID.Store(-1)
-		if kind == kindVideo {
-			l.history = &packetHistory{}
-		}
-		pr.layers = append(pr.layers, l)
-	}
-	pr.ctl.levelID, pr.ctl.clock = audioLevelID(pp.extURI), pp.codec.ClockRate
-	empty := []*consumer{}
-	pr.consumers.Store(&empty)
-	return pr
-}
-
-// ssrcs lists the producer's known SSRCs with their routes.
-func (p *producer) routes() map[uint32]producerRoute {
-	m := map[uint32]producerRoute{}
-	for i, l := range p.layers {
-		if s := l.ssrc.Load(); s != 0 {
-			m[s] = producerRoute{p: p, layer: uint8(i)}
-		}
-		if s := l.rtxSSRC.Load(); s != 0 {
-			m[s] = producerRoute{p: p, layer: uint8(i), isRTX: true}
-		}
-	}
-	return m
-}
-
-func (s *SFU) produce(connID string, m *produceRequest, reqID string) error {
-	pp, err := parseProduce(m)
+	sc, t, err := resolveIn(q, m.RoomID, m.TransportID, (*scope).transport)
 	if err != nil {
 		return err
 	}
-	r, p, err := s.participantFor(m.RoomID, connID)
+	defer sc.done()
+	params, err := t.restartICE()
 	if err != nil {
-		return err
+		q.s.log.Warn("ice restart failed", "transport", t.id, "err", err)
+		return protocol.Errorf(protocol.CodeInternal, "ice restart of transport %s failed", t.id)
 	}
-	defer r.mu.Unlock()
-	t, err := s.transportOf(r, p, m.TransportID)
-	if err != nil {
-		return err
-	}
-	if t.dir != dirSend {
-		return badRequest("transport %s is a receive transport", t.id)
-	}
-	if len(p.producers) >= s.cfg.MaxProducersPerConnection {
-		return protocol.Errorf(protocol.CodeTooLarge, "at most %d producers per connection", s.cfg.MaxProducersPerConnection)
-	}
-	routes := *t.producers.Load()
-	for _, l := range pp.layers {
-		for _, ssrc := range []uint32{l.ssrc, l.rtxSSRC} {
-			if _, dup := routes[ssrc]; dup && ssrc != 0 {
-				return badRequest("ssrc %d is already in use", ssrc)
-			}
-		}
-	}
-	if tw := t.twccExtID.Load(); tw != 0 && pp.twccID != 0 && uint8(tw) != pp.twccID {
-		return badRequest("transport-wide-cc id differs from the transport's other producers")
-	}
-	pr := newProducer(pp, m.Kind, p, t)
-	if pp.twccID != 0 {
-		t.twccExtID.Store(int32(pp.twccID))
-	}
-	t.setProducerRoutes(func(mm map[uint32]producerRoute) {
-		for ssrc, r := range pr.routes() {
-			mm[ssrc] = r
-		}
-	})
-	if pr.ridBased {
-		t.setRIDProducers(func(l []*producer) []*producer { return append(l, pr) })
-	}
-	p.producers[pr.id] = pr
-	r.producers[pr.id] = pr
-	// The others are told before the producer gets its reply, so that once
-	// the reply is in, every participant's media:new_producer is already
-	// queued ahead of anything sent to them afterwards.
-	s.broadcastLocked(r, connID, newProducerFrame(pr))
-	s.sender.SendToConnection(connID, protocol.Encode(TypeProduceResult, reqID, map[string]string{"id": pr.id}))
+	q.s.log.Debug("ice restart", "transport", t.id, "connection", q.connID)
+	q.reply(TypeICERestarted, iceRestarted{TransportID: t.id, IceParameters: params})
 	return nil
 }
 
-type consumerCreated struct {
-	ID            string        `json:"id"`
-	ProducerID    string        `json:"producer_id"`
-	Kind          string        `json:"kind"`
-	RtpParameters RtpParameters `json:"rtp_parameters"`
-	// Paused echoes media:consume's paused; ProducerPaused: its producer
-	// is paused by its owner now (media:producer_resumed follows).
-	Paused         bool `json:"paused"`
-	ProducerPaused bool `json:"producer_paused"`
+// ---- media:get_stats ----
+
+type statsRequest struct {
+	RoomID      string `json:"room_id"`
+	TransportID string `json:"transport_id"`
+	ProducerID  string `json:"producer_id"`
+	ConsumerID  string `json:"consumer_id"`
 }
 
-func (s *SFU) consume(roomID, connID, producerID string, rawCaps json.RawMessage, paused bool, reqID string) error {
-	var caps RtpCapabilities
-	if err := lenient(rawCaps, maxRTPCapsSize, "rtp_capabilities", &caps); err != nil {
+type statsReply struct {
+	Items []any `json:"items"`
+}
+
+// handleGetStats: media:get_stats {room_id, transport_id?, producer_id?,
+// consumer_id?} → transport.stats, producer.stats, consumer.stats; reply
+// media:stats {items} in mediasoup's stats shapes: the caller's own
+// objects named (each must be the caller's: not_found otherwise), or all
+// of them (transports, producers, consumers in creation order) when none
+// is named.
+func handleGetStats(q *request, data json.RawMessage) error {
+	var m statsRequest
+	if err := decode(data, &m); err != nil {
 		return err
 	}
-	if err := validateCapabilities(&caps); err != nil {
-		return badRequest("invalid rtp_capabilities: %s", err.Error())
+	for _, id := range []string{m.TransportID, m.ProducerID, m.ConsumerID} {
+		if len(id) > 64 {
+			return badRequest("invalid id")
+		}
 	}
-	if producerID == "" || len(producerID) > 64 {
-		return badRequest("invalid producer_id")
-	}
-	r, p, err := s.participantFor(roomID, connID)
+	sc, err := q.resolve(m.RoomID)
 	if err != nil {
 		return err
 	}
-	defer r.mu.Unlock()
-	pr := r.producers[producerID]
-	if pr == nil {
-		return protocol.Errorf(protocol.CodeNotFound, "unknown producer %s", producerID)
-	}
-	if len(p.consumers) >= s.cfg.MaxConsumersPerConnection {
-		return protocol.Errorf(protocol.CodeTooLarge, "at most %d consumers per connection", s.cfg.MaxConsumersPerConnection)
-	}
-	c, err := buildConsumer(pr, &caps)
-	if err != nil {
-		return err
-	}
-	c.id, c.owner, c.t = newID(), p, p.recv
-	c.paused.Store(paused)
-	c.params.MID = strconv.Itoa(p.recv.nextMid)
-	p.recv.nextMid++
-	p.recv.setConsumerRoutes(func(m map[uint32]*consumer) {
-		m[c.ssrc] = c
-		if c.rtxSSRC != 0 {
-			m[c.rtxSSRC] = c
+	defer sc.done()
+	p := sc.p
+	now := time.Now()
+	items := []any{}
+	if m.TransportID != "" {
+		t, err := sc.transport(m.TransportID)
+		if err != nil {
+			return err
 		}
-	})
-	p.consumers[c.id] = c
-	// The reply goes out before the producer forwards to the consumer, so
-	// that media:consumer_layers_changed never precedes it.
-	s.sender.SendToConnection(connID, protocol.Encode(TypeConsumerCreated, reqID, consumerCreated{
-		ID: c.id, ProducerID: pr.id, Kind: pr.kind, RtpParameters: c.params,
-		Paused: paused, ProducerPaused: pr.paused.Load(),
-	}))
-	c.t.allocate(monoNow(), false)
-	pr.setConsumers(func(list []*consumer) []*consumer { return append(list, c) })
-	if !paused {
-		c.requestKeyFrame(true)
+		items = append(items, t.stats(now))
 	}
-	return nil
-}
-
-// setPreferredLayers handles media:set_preferred_layers: the highest
-// layers the consumer wants (clamped to what the producer has; no
-// temporal_layer: the highest). The allocator re-targets at once.
-func (s *SFU) setPreferredLayers(roomID, connID, consumerID string, spatial, temporal *int, reqID string) error {
-	if consumerID == "" || len(consumerID) > 64 {
-		return badRequest("invalid consumer_id")
-	}
-	if spatial == nil || *spatial < 0 || *spatial > 255 {
-		return badRequest("spatial_layer must be an integer from 0")
-	}
-	tl := -1
-	if temporal != nil {
-		if *temporal < 0 || *temporal > 255 {
-			return badRequest("temporal_layer must be an integer from 0")
+	if m.ProducerID != "" {
+		pr, err := sc.ownProducer(m.ProducerID)
+		if err != nil {
+			return err
 		}
-		tl = min(*temporal, maxTemporal-1)
+		items = append(items, pr.stats(now))
 	}
-	r, p, err := s.participantFor(roomID, connID)
-	if err != nil {
-		return err
-	}
-	defer r.mu.Unlock()
-	c := p.consumers[consumerID]
-	if c == nil {
-		return protocol.Errorf(protocol.CodeNotFound, "unknown consumer %s", consumerID)
-	}
-	if reqID != "" {
-		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
-	}
-	if c.p.kind == kindVideo {
-		c.setPreferredLayers(min(*spatial, c.p.spatialLayers()-1), tl)
-	}
-	return nil
-}
-
-// buildConsumer computes a consumer's RTP parameters from the producer and
-// the consuming device's capabilities (mediasoup's getConsumerRtpParameters,
-// reduced to one encoding).
-func buildConsumer(pr *producer, caps *RtpCapabilities) (*consumer, error) {
-	rc := pr.router
-	var capCodec *RtpCodecCapability
-	for i := range caps.Codecs {
-		cc := &caps.Codecs[i]
-		if isRTXMime(cc.MimeType) {
-			continue
+	if m.ConsumerID != "" {
+		c, err := sc.consumer(m.ConsumerID)
+		if err != nil {
+			return err
 		}
-		if codecMatches(rc, cc.MimeType, cc.ClockRate, cc.Channels, cc.Parameters) {
-			capCodec = cc
-			break
-		}
+		items = append(items, c.stats(now))
 	}
-	if capCodec == nil {
-		return nil, badRequest("no compatible codec for producer %s (%s)", pr.id, rc.MimeType)
-	}
-	fb := []RtcpFeedback{}
-	for _, f := range rc.RtcpFeedback {
-		if hasFeedback(capCodec.RtcpFeedback, f) {
-			fb = append(fb, f)
-		}
-	}
-	params := map[string]any{}
-	for k, v := range pr.codec.Parameters {
-		params[k] = v
-	}
-	if strings.EqualFold(rc.MimeType, "video/H264") {
-		for k, v := range rc.Parameters {
-			params[k] = v
-		}
-	}
-	c := &consumer{
-		p: pr, kind: kindIndex(pr.kind), ssrc: randSSRC(), pt: rc.PreferredPayloadType, passExt: map[string]uint8{},
-		seq: consumerSeq.next(), prefSpatial: -1, prefTemporal: -1,
-		fwd:   forwarderFor(pr, rc.ClockRate),
-		alloc: allocState{spatial: -1, temporal: -1, upDelay: baseUpDelay},
-	}
-	codecs := []RtpCodecParameters{{
-		MimeType: rc.MimeType, PayloadType: rc.PreferredPayloadType, ClockRate: rc.ClockRate,
-		Channels: rc.Channels, Parameters: params, RtcpFeedback: fb,
-	}}
-	if rtx, ok := routerRTXFor(rc.PreferredPayloadType); ok && pr.kind == kindVideo {
-		for _, cc := range caps.Codecs {
-			if apt, ok := paramInt(cc.Parameters, "apt"); ok && isRTXMime(cc.MimeType) && apt == int(rc.PreferredPayloadType) {
-				codecs = append(codecs, RtpCodecParameters{
-					MimeType: rtx.MimeType, PayloadType: rtx.PreferredPayloadType, ClockRate: rtx.ClockRate,
-					Parameters: map[string]any{"apt": int(rc.PreferredPayloadType)}, RtcpFeedback: []RtcpFeedback{},
-				})
-				c.rtxSSRC, c.rtxPT = randSSRC(), rtx.PreferredPayloadType
-				break
+	if m.TransportID == "" && m.ProducerID == "" && m.ConsumerID == "" {
+		for _, t := range []*transport{p.send, p.recv} {
+			if t != nil {
+				items = append(items, t.stats(now))
 			}
 		}
-	}
-	exts := []RtpHeaderExtensionParameters{}
-	for _, e := range routerHeaderExtensions() {
-		if e.Kind != pr.kind || (e.Direction != "sendrecv" && e.Direction != "sendonly") {
-			continue
+		for _, pr := range sortedProducers(p.producers) {
+			items = append(items, pr.stats(now))
 		}
-		found := false
-		for _, ce := range caps.HeaderExtensions {
-			if ce.URI == e.URI && (ce.Kind == "" || ce.Kind == pr.kind) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			continue
-		}
-		exts = append(exts, RtpHeaderExtensionParameters{URI: e.URI, ID: e.PreferredID, Parameters: map[string]any{}})
-		switch e.URI {
-		case extAbsSendTime:
-			c.absID = uint8(e.PreferredID)
-		case extTransportCC:
-			c.twccID = uint8(e.PreferredID)
-		default:
-			c.passExt[e.URI] = uint8(e.PreferredID)
+		for _, c := range sortedConsumers(p.consumers) {
+			items = append(items, c.stats(now))
 		}
 	}
-	c.want.Store(c.fwd.wantMask())
-	enc := RtpEncodingParameters{SSRC: c.ssrc, ScalabilityMode: consumerScalabilityMode(pr)}
-	if c.rtxSSRC != 0 {
-		enc.RTX = &RtxSSRC{SSRC: c.rtxSSRC}
-	}
-	cname := pr.cname
-	if cname == "" {
-		cname = "parley-" + pr.owner.connID
-	}
-	mux := true
-	c.params = RtpParameters{
-		Codecs: codecs, HeaderExtensions: exts, Encodings: []RtpEncodingParameters{enc},
-		Rtcp: RtcpParameters{CNAME: cname, ReducedSize: true, Mux: &mux},
-	}
-	return c, nil
-}
-
-func (s *SFU) producerClose(roomID, connID, producerID, reqID string) error {
-	if producerID == "" || len(producerID) > 64 {
-		return badRequest("invalid producer_id")
-	}
-	r, p, err := s.participantFor(roomID, connID)
-	if err != nil {
-		return err
-	}
-	defer r.mu.Unlock()
-	pr := p.producers[producerID]
-	if pr == nil {
-		return protocol.Errorf(protocol.CodeNotFound, "unknown producer %s", producerID)
-	}
-	r.closeProducerLocked(pr)
-	if reqID != "" {
-		s.sender.SendToConnection(connID, protocol.Encode(protocol.TypeAck, reqID, nil))
-	}
-	s.broadcastLocked(r, connID, protocol.Encode(TypeProducerClosed, "", map[string]string{
-		"producer_id": pr.id, "user_id": p.userID,
-	}))
+	q.reply(TypeStats, statsReply{Items: items})
 	return nil
 }

@@ -30,45 +30,12 @@ type consumeDataRequest struct {
 	DataProducerID string `json:"data_producer_id"`
 }
 
-type newDataProducerMsg struct {
-	DataProducerID string `json:"data_producer_id"`
-	UserID         string `json:"user_id"`
-	ConnectionID   string `json:"connection_id"`
-	Label          string `json:"label"`
-	Protocol       string `json:"protocol"`
-}
-
 type dataConsumerCreated struct {
 	ID                   string               `json:"id"`
 	DataProducerID       string               `json:"data_producer_id"`
 	SctpStreamParameters SctpStreamParameters `json:"sctp_stream_parameters"`
 	Label                string               `json:"label"`
 	Protocol             string               `json:"protocol"`
-}
-
-func newDataProducerFrame(p *dataProducer) []byte {
-	return protocol.Encode(TypeNewDataProducer, "", newDataProducerMsg{
-		DataProducerID: p.id, UserID: p.owner.userID, ConnectionID: p.owner.connID, Label: p.label, Protocol: p.protocol,
-	})
-}
-
-// handleData decodes and runs media:produce_data and media:consume_data.
-func (s *SFU) handleData(connID, msgType, reqID string, data json.RawMessage) error {
-	if s.cfg.DisableDataChannels {
-		return protocol.Errorf(protocol.CodeUnsupported, "data channels are disabled on this server (--media-data-channels=false)")
-	}
-	if msgType == TypeProduceData {
-		var m produceDataRequest
-		if err := decode(data, &m); err != nil {
-			return err
-		}
-		return s.produceData(connID, &m, reqID)
-	}
-	var m consumeDataRequest
-	if err := decode(data, &m); err != nil {
-		return err
-	}
-	return s.consumeData(connID, &m, reqID)
 }
 
 // parseSctpStreamParameters validates the client's sctp_stream_parameters
@@ -132,9 +99,30 @@ func checkLabel(name string, v *string) (string, error) {
 	return *v, nil
 }
 
-var dataProducerSeq atomicCounter
+// dataChannelsOn is unsupported when Config.DisableDataChannels.
+func dataChannelsOn(q *request) error {
+	if q.s.cfg.DisableDataChannels {
+		return protocol.Errorf(protocol.CodeUnsupported, "data channels are disabled on this server (--media-data-channels=false)")
+	}
+	return nil
+}
 
-func (s *SFU) produceData(connID string, m *produceDataRequest, reqID string) error {
+// handleProduceData: media:produce_data {room_id, transport_id,
+// sctp_stream_parameters, label?, protocol?} → router.produceData on the
+// caller's send transport (at most Config.MaxDataProducersPerConnection;
+// a stream id in use is bad_request). The others get
+// media:new_data_producer before the caller's media:produce_data_result
+// {id}. sctp_stream_parameters is mediasoup's SctpStreamParameters
+// (RFC 8831/8832 reliability); label and protocol at most
+// maxDataLabelLen bytes of UTF-8.
+func handleProduceData(q *request, data json.RawMessage) error {
+	if err := dataChannelsOn(q); err != nil {
+		return err
+	}
+	var m produceDataRequest
+	if err := decode(data, &m); err != nil {
+		return err
+	}
 	params, err := parseSctpStreamParameters(m.SctpStreamParameters)
 	if err != nil {
 		return err
@@ -147,74 +135,51 @@ func (s *SFU) produceData(connID string, m *produceDataRequest, reqID string) er
 	if err != nil {
 		return err
 	}
-	r, p, err := s.participantFor(m.RoomID, connID)
+	sc, t, err := resolveIn(q, m.RoomID, m.TransportID, (*scope).sendTransport)
 	if err != nil {
 		return err
 	}
-	defer r.mu.Unlock()
-	t, err := s.transportOf(r, p, m.TransportID)
-	if err != nil {
+	defer sc.done()
+	if err := atMost(len(sc.p.dataProducers), q.s.cfg.MaxDataProducersPerConnection, "data producers"); err != nil {
 		return err
 	}
-	if t.dir != dirSend {
-		return badRequest("transport %s is a receive transport", t.id)
-	}
-	if len(p.dataProducers) >= s.cfg.MaxDataProducersPerConnection {
-		return protocol.Errorf(protocol.CodeTooLarge, "at most %d data producers per connection", s.cfg.MaxDataProducersPerConnection)
-	}
-	dp := &dataProducer{
-		id: newID(), owner: p, t: t, params: params, label: label, protocol: proto, seqNo: dataProducerSeq.next(),
-	}
-	empty := []*dataConsumer{}
-	dp.consumers.Store(&empty)
-	if !t.data.addProducer(dp) {
+	dp := sc.r.produceData(t, params, label, proto)
+	if dp == nil {
 		return badRequest("sctp stream %d is already in use on transport %s", params.StreamID, t.id)
 	}
-	p.dataProducers[dp.id] = dp
-	r.dataProducers[dp.id] = dp
 	// As for media:produce, the others are told before the reply.
-	s.broadcastLocked(r, connID, newDataProducerFrame(dp))
-	s.sender.SendToConnection(connID, protocol.Encode(TypeProduceDataResult, reqID, map[string]string{"id": dp.id}))
+	q.s.notify.newDataProducerLocked(sc.r, dp)
+	q.reply(TypeProduceDataResult, map[string]string{"id": dp.id})
 	return nil
 }
 
-func (s *SFU) consumeData(connID string, m *consumeDataRequest, reqID string) error {
-	if m.DataProducerID == "" || len(m.DataProducerID) > 64 {
-		return badRequest("invalid data_producer_id")
+// handleConsumeData: media:consume_data {room_id, data_producer_id} →
+// router.consumeData on the caller's recv transport (at most
+// Config.MaxDataConsumersPerConnection; too_large when no SCTP stream is
+// free); reply media:data_consumer_created {id, data_producer_id,
+// sctp_stream_parameters, label, protocol}.
+func handleConsumeData(q *request, data json.RawMessage) error {
+	if err := dataChannelsOn(q); err != nil {
+		return err
 	}
-	r, p, err := s.participantFor(m.RoomID, connID)
+	var m consumeDataRequest
+	if err := decode(data, &m); err != nil {
+		return err
+	}
+	sc, dp, err := resolveID(q, m.RoomID, "data_producer_id", m.DataProducerID, (*scope).dataProducer)
 	if err != nil {
 		return err
 	}
-	defer r.mu.Unlock()
-	dp := r.dataProducers[m.DataProducerID]
-	if dp == nil {
-		return protocol.Errorf(protocol.CodeNotFound, "unknown data producer %s", m.DataProducerID)
+	defer sc.done()
+	if err := atMost(len(sc.p.dataConsumers), q.s.cfg.MaxDataConsumersPerConnection, "data consumers"); err != nil {
+		return err
 	}
-	if len(p.dataConsumers) >= s.cfg.MaxDataConsumersPerConnection {
-		return protocol.Errorf(protocol.CodeTooLarge, "at most %d data consumers per connection", s.cfg.MaxDataConsumersPerConnection)
+	c := sc.r.consumeData(sc.p, dp)
+	if c == nil {
+		return protocol.Errorf(protocol.CodeTooLarge, "no free SCTP stream on transport %s", sc.p.recv.id)
 	}
-	c := &dataConsumer{id: newID(), dp: dp, owner: p, t: p.recv, params: dp.params}
-	if !p.recv.data.addConsumer(c) {
-		return protocol.Errorf(protocol.CodeTooLarge, "no free SCTP stream on transport %s", p.recv.id)
-	}
-	dp.setConsumers(func(list []*dataConsumer) []*dataConsumer { return append(list, c) })
-	p.dataConsumers[c.id] = c
-	s.sender.SendToConnection(connID, protocol.Encode(TypeDataConsumerCreated, reqID, dataConsumerCreated{
+	q.reply(TypeDataConsumerCreated, dataConsumerCreated{
 		ID: c.id, DataProducerID: dp.id, SctpStreamParameters: c.params, Label: dp.label, Protocol: dp.protocol,
-	}))
+	})
 	return nil
-}
-
-// announceDataProducersLocked sends p one media:new_data_producer per data
-// producer of the others (after media:join).
-func (s *SFU) announceDataProducersLocked(r *router, p *participant) {
-	for _, o := range r.sortedParticipants() {
-		if o == p {
-			continue
-		}
-		for _, dp := range sortedDataProducers(o.dataProducers) {
-			s.sender.SendToConnection(p.connID, newDataProducerFrame(dp))
-		}
-	}
 }

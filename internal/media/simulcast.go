@@ -149,7 +149,7 @@ func (t *transport) learnSSRC(pkt *rtp.Packet) (producerRoute, bool) {
 		return producerRoute{}, false
 	}
 	for _, p := range *list {
-		if p.closed.Load() {
+		if p.state() == streamClosed {
 			continue
 		}
 		if p.midExt != 0 && p.mid != "" {
@@ -192,7 +192,7 @@ func (t *transport) learnSSRC(pkt *rtp.Packet) (producerRoute, bool) {
 func (t *transport) bindLayer(p *producer, li int, ssrc uint32, isRTX bool) (producerRoute, bool) {
 	t.routesMu.Lock()
 	defer t.routesMu.Unlock()
-	if p.closed.Load() || ssrc == 0 {
+	if p.state() == streamClosed || ssrc == 0 {
 		return producerRoute{}, false
 	}
 	lay := p.layers[li]

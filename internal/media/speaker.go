@@ -1,8 +1,6 @@
 package media
 
-import (
-	"github.com/parleyhq/parley/internal/protocol"
-)
+import ()
 
 // Active speaker (media:active_speaker), per call, from the
 // ssrc-audio-level header extension (RFC 6464) of its audio producers.
@@ -83,17 +81,9 @@ func (r *router) sampleSpeakersLocked() {
 	}
 }
 
-// activeSpeakerMsg is media:active_speaker.
-type activeSpeakerMsg struct {
-	RoomID       string `json:"room_id"`
-	ProducerID   string `json:"producer_id"`
-	UserID       string `json:"user_id"`
-	ConnectionID string `json:"connection_id"`
-}
-
 // decideSpeakerLocked applies the rules above and tells every participant
 // of a change (router lock held).
-func (s *SFU) decideSpeakerLocked(r *router) {
+func (r *router) decideSpeakerLocked() {
 	sp := &r.speaker
 	if len(sp.tracks) == 0 {
 		return
@@ -114,11 +104,6 @@ func (s *SFU) decideSpeakerLocked(r *router) {
 		}
 	}
 	sp.current = best
-	s.ctr.speakerChanges.Add(1)
-	frame := protocol.Encode(TypeActiveSpeaker, "", activeSpeakerMsg{
-		RoomID: r.roomID, ProducerID: best.id, UserID: best.owner.userID, ConnectionID: best.owner.connID,
-	})
-	for _, p := range r.sortedParticipants() {
-		s.sender.SendToConnection(p.connID, frame)
-	}
+	r.sfu.ctr.speakerChanges.Add(1)
+	r.sfu.notify.activeSpeakerLocked(r, best)
 }

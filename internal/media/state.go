@@ -2,6 +2,7 @@ package media
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -46,6 +47,42 @@ const (
 var connStateNames = [numConnStates]string{"new", "connecting", "connected", "disconnected", "failed", "closed"}
 
 func (c connState) String() string { return connStateNames[c] }
+
+// streamState is the lifecycle of a producer or a consumer (mediasoup's
+// Producer and Consumer: paused, closed): active ⇄ paused → closed.
+type streamState int32
+
+const (
+	streamActive streamState = iota
+	streamPaused
+	streamClosed
+)
+
+var streamStateNames = [...]string{"active", "paused", "closed"}
+
+func (s streamState) String() string { return streamStateNames[s] }
+
+// streamLifecycle holds a streamState: the packet path loads it once per
+// packet, signalling changes it (router lock held). The zero value is
+// active.
+type streamLifecycle struct{ v atomic.Int32 }
+
+func (l *streamLifecycle) load() streamState { return streamState(l.v.Load()) }
+
+// setPaused goes from active to paused (pause) or back and reports
+// whether the state changed; a closed stream stays closed.
+func (l *streamLifecycle) setPaused(pause bool) bool {
+	from, to := streamActive, streamPaused
+	if !pause {
+		from, to = to, from
+	}
+	return l.v.CompareAndSwap(int32(from), int32(to))
+}
+
+// close makes the stream closed and reports whether it was open.
+func (l *streamLifecycle) close() bool {
+	return streamState(l.v.Swap(int32(streamClosed))) != streamClosed
+}
 
 // transportStateTracker holds a transport's ICE and DTLS states and since
 // when the transport has been disconnected or failed.

@@ -9,8 +9,6 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
-
-	"github.com/parleyhq/parley/internal/protocol"
 )
 
 // Server-side statistics (media:get_stats, in mediasoup's stats shapes) and
@@ -316,13 +314,6 @@ func (r *router) sampleStatsLocked(now time.Time) {
 
 // ---- media:get_stats ----
 
-type statsRequest struct {
-	RoomID      string `json:"room_id"`
-	TransportID string `json:"transport_id"`
-	ProducerID  string `json:"producer_id"`
-	ConsumerID  string `json:"consumer_id"`
-}
-
 // IceSelectedTuple is mediasoup's TransportTuple of the selected pair.
 type IceSelectedTuple struct {
 	LocalIP    string `json:"localIp"`
@@ -382,65 +373,6 @@ type RtpStreamStats struct {
 	PacketsRetrans uint64  `json:"packetsRetransmitted"`
 	Paused         bool    `json:"paused"`
 	ProducerPaused *bool   `json:"producerPaused,omitempty"`
-}
-
-type statsReply struct {
-	Items []any `json:"items"`
-}
-
-// getStats answers media:get_stats with the caller's own transports,
-// producers and consumers: those named (each must be the caller's:
-// not_found otherwise), or all of them when none is named.
-func (s *SFU) getStats(connID string, m *statsRequest, reqID string) error {
-	for _, id := range []string{m.TransportID, m.ProducerID, m.ConsumerID} {
-		if len(id) > 64 {
-			return badRequest("invalid id")
-		}
-	}
-	r, p, err := s.participantFor(m.RoomID, connID)
-	if err != nil {
-		return err
-	}
-	defer r.mu.Unlock()
-	now := time.Now()
-	items := []any{}
-	all := m.TransportID == "" && m.ProducerID == "" && m.ConsumerID == ""
-	if m.TransportID != "" {
-		t, err := s.transportOf(r, p, m.TransportID)
-		if err != nil {
-			return err
-		}
-		items = append(items, t.stats(now))
-	}
-	if m.ProducerID != "" {
-		pr := p.producers[m.ProducerID]
-		if pr == nil {
-			return protocol.Errorf(protocol.CodeNotFound, "unknown producer %s", m.ProducerID)
-		}
-		items = append(items, pr.stats(now))
-	}
-	if m.ConsumerID != "" {
-		c := p.consumers[m.ConsumerID]
-		if c == nil {
-			return protocol.Errorf(protocol.CodeNotFound, "unknown consumer %s", m.ConsumerID)
-		}
-		items = append(items, c.stats(now))
-	}
-	if all {
-		for _, t := range []*transport{p.send, p.recv} {
-			if t != nil {
-				items = append(items, t.stats(now))
-			}
-		}
-		for _, pr := range sortedProducers(p.producers) {
-			items = append(items, pr.stats(now))
-		}
-		for _, c := range sortedConsumers(p.consumers) {
-			items = append(items, c.stats(now))
-		}
-	}
-	s.sender.SendToConnection(connID, protocol.Encode(TypeStats, reqID, statsReply{Items: items}))
-	return nil
 }
 
 func sortedConsumers(m map[string]*consumer) []*consumer {
@@ -526,7 +458,7 @@ func (p *producer) stats(now time.Time) RtpStreamStats {
 		PacketCount: p.packets.Load(), ByteCount: p.bytes.Load(), Bitrate: c.bitrate,
 		PacketsLost: lost, FractionLost: c.fractionLost, Jitter: uint32(jitter),
 		Score: score(c.fractionLost), NackCount: c.nacks.Load(), PliCount: c.plis.Load(),
-		PacketsRetrans: c.rtx.Load(), Paused: p.paused.Load(),
+		PacketsRetrans: c.rtx.Load(), Paused: p.state() == streamPaused,
 	}
 }
 
@@ -536,7 +468,7 @@ func (c *consumer) stats(now time.Time) RtpStreamStats {
 	cc.mu.Lock()
 	lost, frac, jitter, rtt := cc.packetsLost, cc.fractionLost, cc.jitter, cc.rtt
 	cc.mu.Unlock()
-	pp := c.p.paused.Load()
+	pp := c.p.state() == streamPaused
 	mime := ""
 	if len(c.params.Codecs) > 0 {
 		mime = c.params.Codecs[0].MimeType
@@ -547,6 +479,6 @@ func (c *consumer) stats(now time.Time) RtpStreamStats {
 		PacketCount: c.packets.Load(), ByteCount: c.bytes.Load(), Bitrate: cc.bitrate,
 		PacketsLost: int64(lost), FractionLost: frac, Jitter: jitter, RoundTripTime: rtt,
 		Score: score(frac), NackCount: cc.nacks.Load(), PliCount: cc.plis.Load(), FirCount: cc.firs.Load(),
-		Paused: c.paused.Load(), ProducerPaused: &pp,
+		Paused: c.state() == streamPaused, ProducerPaused: &pp,
 	}
 }

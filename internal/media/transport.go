@@ -138,7 +138,15 @@ type transport struct {
 	data *dataTransport        // SCTP (data channels); nil when they are off
 }
 
-func (s *SFU) newTransport(owner *participant, dir direction) (*transport, error) {
+// newTransport creates one of owner's transports (mediasoup's
+// WebRtcTransport, ICE-lite): its UDP socket (Config.UDPMuxPort's shared
+// one, or its own from Config.RTCMinPort..RTCMaxPort), a pion ice.Agent in
+// lite mode with new local credentials (RFC 8445 section 5.3), host
+// candidates for each announced IP (and a passive TCP one, RFC 6544, with
+// Config.TCPPort), and data channels unless Config.DisableDataChannels.
+// ICE and DTLS start when the client's first binding request arrives.
+// Errors: the socket or the agent cannot be made.
+func newTransport(s *SFU, owner *participant, dir direction) (*transport, error) {
 	ep := s.sharedEP
 	if ep == nil {
 		var err error
@@ -342,8 +350,11 @@ func (t *transport) recovered(where safe.Where) {
 // reads before it is decrypted; a test makes it panic to check containment.
 var packetHook atomic.Pointer[func(t *transport, b []byte)]
 
-// setRemoteDTLS records the client's DTLS parameters (once).
-func (t *transport) setRemoteDTLS(p *DtlsParameters) bool {
+// connect records the client's DTLS parameters (mediasoup's
+// transport.connect({dtlsParameters}); RFC 8842 role and fingerprints),
+// which the DTLS handshake waits for. It reports false when they were
+// already given or the transport is closed.
+func (t *transport) connect(p *DtlsParameters) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.remoteDTLS != nil || t.closed {
@@ -760,6 +771,84 @@ func (t *transport) setProducerRoutes(fn func(m map[uint32]producerRoute)) {
 	}
 	fn(m)
 	t.producers.Store(&m)
+}
+
+// admitProducer checks that a new producer fits on send transport t: its
+// signalled SSRCs (and RTX SSRCs) are not routed yet, and its
+// transport-wide-cc extension id (draft-holmer-rmcat-transport-wide-cc-
+// extensions-01: one sequence per transport) is the one t's other
+// producers use.
+func (t *transport) admitProducer(pp *parsedProduce) error {
+	routes := *t.producers.Load()
+	for _, l := range pp.layers {
+		for _, ssrc := range []uint32{l.ssrc, l.rtxSSRC} {
+			if _, dup := routes[ssrc]; dup && ssrc != 0 {
+				return fmt.Errorf("ssrc %d is already in use", ssrc)
+			}
+		}
+	}
+	if tw := t.twccExtID.Load(); tw != 0 && pp.twccID != 0 && uint8(tw) != pp.twccID {
+		return errors.New("transport-wide-cc id differs from the transport's other producers")
+	}
+	return nil
+}
+
+// addProducer routes pr's SSRCs on t (and, rid-based, lets t learn them:
+// learnSSRC), with twcc (0: none) the transport-wide-cc extension id of
+// its packets.
+func (t *transport) addProducer(pr *producer, twcc uint8) {
+	if twcc != 0 {
+		t.twccExtID.Store(int32(twcc))
+	}
+	t.setProducerRoutes(func(mm map[uint32]producerRoute) {
+		for ssrc, r := range pr.routes() {
+			mm[ssrc] = r
+		}
+	})
+	if pr.ridBased {
+		t.setRIDProducers(func(l []*producer) []*producer { return append(l, pr) })
+	}
+}
+
+// removeProducer stops routing pr's packets on t.
+func (t *transport) removeProducer(pr *producer) {
+	t.setProducerRoutes(func(m map[uint32]producerRoute) {
+		for ssrc := range pr.routes() {
+			delete(m, ssrc)
+		}
+	})
+	if pr.ridBased {
+		t.setRIDProducers(func(l []*producer) []*producer {
+			out := l[:0]
+			for _, x := range l {
+				if x != pr {
+					out = append(out, x)
+				}
+			}
+			return out
+		})
+	}
+}
+
+// addConsumer routes the receiver's RTCP for c's SSRC and RTX SSRC on
+// recv transport t to c (router lock held).
+func (t *transport) addConsumer(c *consumer) {
+	t.setConsumerRoutes(func(m map[uint32]*consumer) {
+		m[c.ssrc] = c
+		if c.rtxSSRC != 0 {
+			m[c.rtxSSRC] = c
+		}
+	})
+}
+
+// removeConsumer stops routing c's RTCP on t (router lock held).
+func (t *transport) removeConsumer(c *consumer) {
+	t.setConsumerRoutes(func(m map[uint32]*consumer) {
+		delete(m, c.ssrc)
+		if c.rtxSSRC != 0 {
+			delete(m, c.rtxSSRC)
+		}
+	})
 }
 
 func (t *transport) setConsumerRoutes(fn func(m map[uint32]*consumer)) {
