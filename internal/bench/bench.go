@@ -137,6 +137,7 @@ type common struct {
 	perSource    int
 	room         string
 	connTimeout  time.Duration
+	compression  bool
 	quiet        bool
 	joinFirst    bool // member 0 joins alone first (always with several URLs)
 
@@ -162,6 +163,7 @@ func newCommon(name string, stdout, stderr io.Writer, defDuration time.Duration)
 	fs.StringVar(&c.room, "room", "", "room id (prefix) to use (default: bench-<scenario>-<random>)")
 	fs.StringVar(&c.gcURL, "gc-url", "", "connections, joinstorm: URL(s) that make the server collect garbage, fetched 4 times when the hold starts so that the memory sampled at its end is what stays rather than the connect phase's garbage; the server's pprof heap with gc=1, e.g. http://127.0.0.1:6060/debug/pprof/heap?gc=1 (serve --debug-addr); comma-separated, one per --url")
 	fs.DurationVar(&c.connTimeout, "connect-timeout", 10*time.Second, "timeout of one connect (TCP + upgrade + connected frame)")
+	fs.BoolVar(&c.compression, "compression", false, "offer permessage-deflate (no context takeover both ways) and inflate compressed frames; the server compresses shared frames of at least its --ws-compression-threshold")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	fs.BoolVar(&c.joinFirst, "first-join-alone", false, "room scenarios: member 0 joins and gets its room:state before the others send their joins (so its server takes the room's lease in a cluster); always on with several --url")
 	c.fs = fs
@@ -316,7 +318,7 @@ func (c *common) nodeOf(i int) int { return i % len(c.urls) }
 // dialOpts for connection number i (on server nodeOf(i), spread over
 // source addresses).
 func (c *common) dialOpts(i int, readBuf int) dialOpts {
-	o := dialOpts{url: c.urls[c.nodeOf(i)], readBuf: readBuf, timeout: c.connTimeout}
+	o := dialOpts{url: c.urls[c.nodeOf(i)], readBuf: readBuf, timeout: c.connTimeout, compression: c.compression}
 	if c.perSource > 0 {
 		o.src = sourceIP(i / c.perSource)
 	}

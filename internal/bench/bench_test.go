@@ -343,12 +343,16 @@ func TestScenarios(t *testing.T) {
 	// (room:members_changed, room:presence_batch), with and without
 	// presence coalescing.
 	large := map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000",
-		"PARLEY_LARGE_ROOM_MEMBERS": "5", "PARLEY_LARGE_ROOM_INTERVAL": "20ms"}
+		"PARLEY_LARGE_ROOM_MEMBERS": "5", "PARLEY_LARGE_ROOM_INTERVAL": "20ms",
+		// batches from 64 bytes on go out compressed to a client that
+		// negotiated permessage-deflate (the --compression storm)
+		"PARLEY_WS_COMPRESSION_THRESHOLD": "64"}
 	sl := servertest.Start(t, large)
 	large["PARLEY_PRESENCE_COALESCE"] = "false"
 	slOff := servertest.Start(t, large)
 	for _, args := range [][]string{
 		{"joinstorm", "--clients", "30", "--hold", "300ms"},
+		{"joinstorm", "--clients", "30", "--hold", "300ms", "--compression"},
 		{"joinstorm", "--clients", "31", "--rate", "300", "--procs", "2", "--hold", "300ms"},
 		{"presence", "--clients", "12", "--rate", "20", "--duration", "1s", "--coalesce", "--large-room-members", "5"},
 	} {

@@ -12,7 +12,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
+
+	"github.com/parleyhq/parley/internal/wsdeflate"
 )
 
 // wsConn is a minimal, low-allocation WebSocket client connection: frames
@@ -30,6 +34,10 @@ type wsConn struct {
 	wbuf []byte
 
 	closeCode int
+
+	// deflate: permessage-deflate was negotiated (--compression); a
+	// message with RSV1 is inflated.
+	deflate bool
 }
 
 var errClosedByServer = errors.New("closed by server")
@@ -40,6 +48,8 @@ type dialOpts struct {
 	src     net.IP // local (source) address; nil = kernel's choice
 	readBuf int    // bufio size for reading; small for idle connections
 	timeout time.Duration
+	// compression offers permessage-deflate with no context takeover.
+	compression bool
 }
 
 // dialWS opens an authenticated WebSocket (token in the query string) and
@@ -55,6 +65,11 @@ func dialWS(ctx context.Context, o dialOpts, token string) (*wsConn, error) {
 		WriteBufferSize: 1024,
 		NetDial:         nd.DialContext,
 	}
+	if o.compression {
+		d.Extensions = []httphead.Option{wsflate.Parameters{
+			ServerNoContextTakeover: true, ClientNoContextTakeover: true,
+		}.Option()}
+	}
 	var status int
 	var body bytes.Buffer
 	d.OnStatusError = func(st int, _ []byte, resp io.Reader) {
@@ -65,7 +80,7 @@ func dialWS(ctx context.Context, o dialOpts, token string) (*wsConn, error) {
 	if bytes.ContainsRune([]byte(o.url), '?') {
 		sep = "&"
 	}
-	nc, hbr, _, err := d.Dial(ctx, o.url+sep+"token="+token)
+	nc, hbr, hs, err := d.Dial(ctx, o.url+sep+"token="+token)
 	if err != nil {
 		if status != 0 {
 			return nil, fmt.Errorf("HTTP %d: %s", status, firstLine(body.Bytes()))
@@ -84,7 +99,13 @@ func dialWS(ctx context.Context, o dialOpts, token string) (*wsConn, error) {
 	if size < 64 {
 		size = 64
 	}
-	return &wsConn{nc: nc, br: bufio.NewReaderSize(r, size)}, nil
+	c := &wsConn{nc: nc, br: bufio.NewReaderSize(r, size)}
+	for _, x := range hs.Extensions {
+		if bytes.Equal(x.Name, wsflate.ExtensionNameBytes) {
+			c.deflate = true
+		}
+	}
+	return c, nil
 }
 
 func firstLine(b []byte) string {
@@ -104,7 +125,7 @@ func firstLine(b []byte) string {
 // valid until the following call.
 func (c *wsConn) next() ([]byte, error) {
 	var frag []byte
-	inFrag := false
+	inFrag, compressed := false, false
 	for {
 		if c.skip > 0 {
 			if _, err := c.br.Discard(c.skip); err != nil {
@@ -117,6 +138,7 @@ func (c *wsConn) next() ([]byte, error) {
 			return nil, err
 		}
 		fin := h[0]&0x80 != 0
+		rsv1 := h[0]&0x40 != 0
 		op := ws.OpCode(h[0] & 0x0f)
 		masked := h[1]&0x80 != 0
 		n := int64(h[1] & 0x7f)
@@ -192,16 +214,29 @@ func (c *wsConn) next() ([]byte, error) {
 			}
 			frag = append(frag, p...)
 		default:
+			compressed = rsv1
+			if rsv1 && !c.deflate {
+				return nil, errors.New("compressed frame without permessage-deflate")
+			}
 			if fin {
-				return p, nil
+				return c.message(p, compressed)
 			}
 			inFrag = true
 			frag = append(frag[:0], p...)
 		}
 		if fin && inFrag {
-			return frag, nil
+			return c.message(frag, compressed)
 		}
 	}
+}
+
+// message returns a whole message's payload, inflated when it was sent
+// compressed.
+func (c *wsConn) message(p []byte, compressed bool) ([]byte, error) {
+	if !compressed {
+		return p, nil
+	}
+	return wsdeflate.Inflate(p, 64<<20)
 }
 
 // buffered reports whether another frame's bytes are already read, i.e.

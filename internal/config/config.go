@@ -65,19 +65,21 @@ type Config struct {
 	HTTPIdleTimeout       time.Duration `flag:"http-idle-timeout" env:"PARLEY_HTTP_IDLE_TIMEOUT" default:"60s" usage:"close a keep-alive HTTP connection idle for this long"`
 	HTTPMaxConns          int           `flag:"http-max-connections" env:"PARLEY_HTTP_MAX_CONNECTIONS" default:"1024" usage:"most HTTP connections not yet upgraded to WebSocket; beyond it idle (then oldest request-less) ones are closed (0 = unlimited)"`
 
-	HeartbeatInterval time.Duration `flag:"heartbeat-interval" env:"PARLEY_HEARTBEAT_INTERVAL" default:"30s" usage:"server WebSocket ping interval"`
-	HeartbeatTimeout  time.Duration `flag:"heartbeat-timeout" env:"PARLEY_HEARTBEAT_TIMEOUT" default:"120s" usage:"close a connection silent for this long"`
-	WriteTimeout      time.Duration `flag:"write-timeout" env:"PARLEY_WRITE_TIMEOUT" default:"10s" usage:"deadline for one socket write"`
-	MaxMessageBytes   int           `flag:"max-message-bytes" env:"PARLEY_MAX_MESSAGE_BYTES" default:"65536" usage:"largest client message; bigger closes with 4009"`
-	QueueMaxBytes     int           `flag:"queue-max-bytes" env:"PARLEY_QUEUE_MAX_BYTES" default:"1048576" usage:"per-connection outbound queue; overflow closes with 4008"`
-	MsgRate           float64       `flag:"msg-rate" env:"PARLEY_MSG_RATE" default:"100" usage:"client messages per second per connection (token bucket rate)"`
-	MsgBurst          int           `flag:"msg-burst" env:"PARLEY_MSG_BURST" default:"200" usage:"client message burst per connection"`
-	RateLimitStrikes  int           `flag:"rate-limit-strikes" env:"PARLEY_RATE_LIMIT_STRIKES" default:"50" usage:"rate_limited replies within the violation window before closing with 4029"`
-	ViolationLimit    int           `flag:"violation-limit" env:"PARLEY_VIOLATION_LIMIT" default:"20" usage:"protocol violations within the window before closing with 4400"`
-	ViolationWindow   time.Duration `flag:"violation-window" env:"PARLEY_VIOLATION_WINDOW" default:"10s" usage:"window for counting violations and rate-limit strikes"`
-	MaxConnections    int           `flag:"max-connections" env:"PARLEY_MAX_CONNECTIONS" default:"0" usage:"refuse new WebSocket connections beyond this many with 503 (0 = derived: RLIMIT_NOFILE minus 64 minus http-max-connections, the latter counted as at most a quarter of the rest; logged at start-up)"`
-	MaxConnsPerUser   int           `flag:"max-connections-per-user" env:"PARLEY_MAX_CONNECTIONS_PER_USER" default:"50" usage:"refuse a user's WebSocket connections on this node beyond this many with 429 rate_limited (0 = unlimited)"`
-	MaxConnsPerIP     int           `flag:"max-connections-per-ip" env:"PARLEY_MAX_CONNECTIONS_PER_IP" default:"0" usage:"refuse WebSocket connections from one IPv4 address or IPv6 /64 (the TCP peer, so off by default: behind a reverse proxy every client shares its address; set it when clients connect directly) beyond this many with 429 rate_limited (0 = unlimited)"`
+	HeartbeatInterval      time.Duration `flag:"heartbeat-interval" env:"PARLEY_HEARTBEAT_INTERVAL" default:"30s" usage:"server WebSocket ping interval"`
+	HeartbeatTimeout       time.Duration `flag:"heartbeat-timeout" env:"PARLEY_HEARTBEAT_TIMEOUT" default:"120s" usage:"close a connection silent for this long"`
+	WriteTimeout           time.Duration `flag:"write-timeout" env:"PARLEY_WRITE_TIMEOUT" default:"10s" usage:"deadline for one socket write"`
+	MaxMessageBytes        int           `flag:"max-message-bytes" env:"PARLEY_MAX_MESSAGE_BYTES" default:"65536" usage:"largest client message; bigger closes with 4009"`
+	QueueMaxBytes          int           `flag:"queue-max-bytes" env:"PARLEY_QUEUE_MAX_BYTES" default:"1048576" usage:"per-connection outbound queue; overflow closes with 4008"`
+	MsgRate                float64       `flag:"msg-rate" env:"PARLEY_MSG_RATE" default:"100" usage:"client messages per second per connection (token bucket rate)"`
+	MsgBurst               int           `flag:"msg-burst" env:"PARLEY_MSG_BURST" default:"200" usage:"client message burst per connection"`
+	RateLimitStrikes       int           `flag:"rate-limit-strikes" env:"PARLEY_RATE_LIMIT_STRIKES" default:"50" usage:"rate_limited replies within the violation window before closing with 4029"`
+	ViolationLimit         int           `flag:"violation-limit" env:"PARLEY_VIOLATION_LIMIT" default:"20" usage:"protocol violations within the window before closing with 4400"`
+	ViolationWindow        time.Duration `flag:"violation-window" env:"PARLEY_VIOLATION_WINDOW" default:"10s" usage:"window for counting violations and rate-limit strikes"`
+	MaxConnections         int           `flag:"max-connections" env:"PARLEY_MAX_CONNECTIONS" default:"0" usage:"refuse new WebSocket connections beyond this many with 503 (0 = derived: RLIMIT_NOFILE minus 64 minus http-max-connections, the latter counted as at most a quarter of the rest; logged at start-up)"`
+	MaxConnsPerUser        int           `flag:"max-connections-per-user" env:"PARLEY_MAX_CONNECTIONS_PER_USER" default:"50" usage:"refuse a user's WebSocket connections on this node beyond this many with 429 rate_limited (0 = unlimited)"`
+	MaxConnsPerIP          int           `flag:"max-connections-per-ip" env:"PARLEY_MAX_CONNECTIONS_PER_IP" default:"0" usage:"refuse WebSocket connections from one IPv4 address or IPv6 /64 (the TCP peer, so off by default: behind a reverse proxy every client shares its address; set it when clients connect directly) beyond this many with 429 rate_limited (0 = unlimited)"`
+	WSCompression          bool          `flag:"ws-compression" env:"PARLEY_WS_COMPRESSION" default:"true" usage:"accept permessage-deflate (RFC 7692) when a client offers it, always with server_no_context_takeover and client_no_context_takeover; frames delivered to many connections (room batches, broadcasts) are compressed once and the same bytes written to every connection that negotiated it, a frame for one connection is never compressed; compressed client messages are inflated up to max-message-bytes"`
+	WSCompressionThreshold int           `flag:"ws-compression-threshold" env:"PARLEY_WS_COMPRESSION_THRESHOLD" default:"1024" usage:"shared frames shorter than this many bytes are sent uncompressed even on a connection that negotiated permessage-deflate (0 = compress every shared frame that shrinks)"`
 
 	StorageMaxBytes    int `flag:"storage-max-bytes" env:"PARLEY_STORAGE_MAX_BYTES" default:"1048576" usage:"largest room storage document"`
 	StorageMaxOps      int `flag:"storage-max-ops" env:"PARLEY_STORAGE_MAX_OPS" default:"100" usage:"most JSON Patch ops per batch"`
@@ -483,6 +485,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AuthLeeway < 0 {
 		bad("auth-leeway", "must not be negative")
+	}
+	if c.WSCompressionThreshold < 0 {
+		bad("ws-compression-threshold", "must not be negative")
 	}
 	if c.HeartbeatTimeout > 0 && c.HeartbeatInterval >= c.HeartbeatTimeout {
 		bad("heartbeat-timeout", "must be longer than heartbeat-interval (%s)", c.HeartbeatInterval)

@@ -19,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/internal/auth"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/safe"
+	"github.com/parleyhq/parley/internal/wsdeflate"
 )
 
 // Conn is one WebSocket connection. Send never blocks: frames go into a
@@ -37,9 +38,14 @@ type Conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// deflate: permessage-deflate was negotiated (wsdeflate): shared
+	// frames of at least Options.CompressionThreshold bytes are written
+	// compressed, and client messages may arrive compressed.
+	deflate bool
+
 	mu        sync.Mutex
-	queue     [][]byte
-	spare     [][]byte
+	queue     []outFrame
+	spare     []outFrame
 	queued    int
 	closing   bool // no more frames accepted; writer sends the close frame
 	closeCode int
@@ -68,9 +74,16 @@ type Conn struct {
 	strikes    int
 }
 
-func newConn(g *Gateway, nc net.Conn, br *bufio.Reader, claims *auth.Claims) *Conn {
+// outFrame is one queued frame: its bytes, and when they are shared by
+// many connections, the Shared that holds their compressed form.
+type outFrame struct {
+	raw    []byte
+	shared *wsdeflate.Shared
+}
+
+func newConn(g *Gateway, nc net.Conn, br *bufio.Reader, claims *auth.Claims, deflate bool) *Conn {
 	c := &Conn{
-		g: g, nc: nc, id: newConnID(), userID: claims.UserID, claims: claims,
+		g: g, nc: nc, id: newConnID(), userID: claims.UserID, claims: claims, deflate: deflate,
 		writerDone: make(chan struct{}),
 		limiter:    rate.NewLimiter(rate.Limit(g.opts.MsgRate), g.opts.MsgBurst),
 	}
@@ -108,7 +121,14 @@ func (c *Conn) Done() <-chan struct{} { return c.ctx.Done() }
 // plus the frame stay within Options.QueueMaxBytes; otherwise the
 // connection is closed with 4008 (slow consumer) and what was queued is
 // dropped.
-func (c *Conn) Send(frame []byte) bool { return c.enqueue(frame, false) }
+func (c *Conn) Send(frame []byte) bool { return c.enqueue(outFrame{raw: frame}, false) }
+
+// SendShared is Send for a frame delivered to many connections
+// (wsdeflate.SharedSender): a connection that negotiated permessage-deflate
+// writes the frame's compressed form, made once for all of them.
+func (c *Conn) SendShared(s *wsdeflate.Shared) bool {
+	return c.enqueue(outFrame{raw: s.Raw(), shared: s}, false)
+}
 
 // Reply encodes and sends a reply to this connection's own request (or the
 // connected frame). The reply rule: it is admitted whenever the bytes
@@ -116,11 +136,11 @@ func (c *Conn) Send(frame []byte) bool { return c.enqueue(frame, false) }
 // so a join reply (room:state) is never refused for its size (PROTOCOL.md
 // §3); a client that has let its queue fill up is still cut with 4008.
 func (c *Conn) Reply(typ, id string, data any) {
-	c.enqueue(protocol.Encode(typ, id, data), true)
+	c.enqueue(outFrame{raw: protocol.Encode(typ, id, data)}, true)
 }
 
 // enqueue admits frame by the Send rule, or by the Reply rule when reply.
-func (c *Conn) enqueue(frame []byte, reply bool) bool {
+func (c *Conn) enqueue(frame outFrame, reply bool) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -129,7 +149,7 @@ func (c *Conn) enqueue(frame []byte, reply bool) bool {
 	max := c.g.opts.QueueMaxBytes
 	// c.queued ≤ max holds after every admission but a reply's, and the
 	// frame is a server-built byte slice: no overflow in either sum.
-	over := c.queued+len(frame) > max
+	over := c.queued+len(frame.raw) > max
 	if reply {
 		over = c.queued >= max
 	}
@@ -144,7 +164,7 @@ func (c *Conn) enqueue(frame []byte, reply bool) bool {
 		return false
 	}
 	c.queue = append(c.queue, frame)
-	c.queued += len(frame)
+	c.queued += len(frame.raw)
 	c.kickLocked()
 	c.mu.Unlock()
 	return true
@@ -154,7 +174,7 @@ func (c *Conn) enqueue(frame []byte, reply bool) bool {
 // admission rule).
 func (c *Conn) ReplyError(id string, e *protocol.Error) {
 	c.g.metrics.Error(e.Code)
-	c.enqueue(protocol.EncodeError(id, e), true)
+	c.enqueue(outFrame{raw: protocol.EncodeError(id, e)}, true)
 }
 
 // Close starts closing with code: what is queued is flushed, then the close
@@ -302,11 +322,11 @@ func (c *Conn) writeLoop() {
 		err := c.writeBatch(hdr[:], batch, ping, pongDue, pong, closing, code, msg)
 		if err == nil {
 			for _, f := range batch {
-				c.g.metrics.OutFrame(f)
+				c.g.metrics.OutFrame(f.raw)
 			}
 		}
 		for i := range batch {
-			batch[i] = nil
+			batch[i] = outFrame{}
 		}
 		c.mu.Lock()
 		if c.spare == nil && cap(batch) <= 1024 {
@@ -367,7 +387,7 @@ func (c *Conn) writerPanicked(any) {
 }
 
 // writeBatch writes frames and control frames in one buffered write.
-func (c *Conn) writeBatch(hdr []byte, batch [][]byte, ping, pongDue bool, pong []byte, closing bool, code int, msg string) error {
+func (c *Conn) writeBatch(hdr []byte, batch []outFrame, ping, pongDue bool, pong []byte, closing bool, code int, msg string) error {
 	// Re-arm the write deadline only when less than half of it is left:
 	// arming a timer for every batch costs more than the write itself on
 	// a busy connection.
@@ -383,11 +403,17 @@ func (c *Conn) writeBatch(hdr []byte, batch [][]byte, ping, pongDue bool, pong [
 		writerPool.Put(bw)
 	}()
 	for _, f := range batch {
-		n := putHeader(hdr, ws.OpText, len(f))
+		p, first := f.raw, byte(0x80|ws.OpText)
+		if z := c.compressed(f); z != nil {
+			// RSV1: a compressed message (RFC 7692 §6).
+			p, first = z, first|0x40
+		}
+		n := putHeader(hdr, ws.OpText, len(p))
+		hdr[0] = first
 		if _, err := bw.Write(hdr[:n]); err != nil {
 			return err
 		}
-		if _, err := bw.Write(f); err != nil {
+		if _, err := bw.Write(p); err != nil {
 			return err
 		}
 	}
@@ -407,6 +433,18 @@ func (c *Conn) writeBatch(hdr []byte, batch [][]byte, ping, pongDue bool, pong [
 		}
 	}
 	return bw.Flush()
+}
+
+// compressed is the bytes to write for f compressed, or nil to write it
+// raw: only a shared frame of at least the threshold, on a connection that
+// negotiated permessage-deflate, and only if compressing made it smaller.
+// Frames for one connection are never compressed (that would cost
+// compression per connection).
+func (c *Conn) compressed(f outFrame) []byte {
+	if !c.deflate || f.shared == nil || len(f.raw) < c.g.opts.CompressionThreshold {
+		return nil
+	}
+	return f.shared.Compressed()
 }
 
 func putHeader(b []byte, op ws.OpCode, n int) int {
@@ -475,6 +513,7 @@ func (c *Conn) readLoop() {
 		return
 	}
 	fr := newFrameReader(r, c.g.opts.MaxMessageBytes)
+	fr.deflate = c.deflate
 	fr.onFrame = func() { c.lastRead.Store(time.Now().UnixNano()) }
 	for {
 		f, err := fr.next()

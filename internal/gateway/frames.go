@@ -6,8 +6,10 @@ import (
 	"slices"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/wsdeflate"
 )
 
 // frameKind is what frameReader.next returned.
@@ -51,6 +53,14 @@ type frameReader struct {
 	// for the heartbeat).
 	onFrame func()
 
+	// deflate: permessage-deflate was negotiated. RSV1 on the first frame
+	// of a data message then marks it compressed; it is inflated to at
+	// most max bytes (wsdeflate.Inflate). RSV1 on a control frame or a
+	// continuation is a protocol error (RFC 7692 §6.1), and RSV1 at all
+	// without the extension stays one (ws.CheckHeader).
+	deflate bool
+	ms      wsflate.MessageState
+
 	hb     [ws.MaxHeaderSize]byte
 	state  ws.State // ws.StateServerSide, plus ws.StateFragmented inside a message
 	msg    []byte   // fragments of the message in progress
@@ -73,7 +83,8 @@ func protocolError(reason string) *frameError {
 // is gone, nothing to send).
 //
 // The rules, each checked by gobwas/ws where it has a checker:
-//   - §5.2 RSV1-3 must be 0 (no extension is negotiated), opcodes 0x3-0x7
+//   - §5.2 RSV1-3 must be 0 (RSV1 may be set on a data message's first
+//     frame when permessage-deflate was negotiated: RFC 7692 §6), opcodes 0x3-0x7
 //     and 0xB-0xF are reserved, the 64-bit length has its top bit clear
 //     (ws.ReadHeaderBuffer, ws.CheckHeader);
 //   - §5.1 and §5.3 client frames are masked (ws.CheckHeader);
@@ -98,6 +109,13 @@ func (fr *frameReader) next() (frame, error) {
 		}
 		if fr.onFrame != nil {
 			fr.onFrame()
+		}
+		if fr.deflate {
+			// Clears RSV1 on a data message's first frame and records
+			// it; refuses it anywhere else.
+			if h, err = fr.ms.UnsetBits(h); err != nil {
+				return frame{}, protocolError(err.Error())
+			}
 		}
 		if err := ws.CheckHeader(h, fr.state); err != nil {
 			return frame{}, protocolError(err.Error())
@@ -151,6 +169,20 @@ func (fr *frameReader) next() (frame, error) {
 		fr.msg = nil
 		if msg == nil {
 			msg = []byte{}
+		}
+		if fr.deflate && fr.ms.IsCompressed() {
+			// The compressed bytes were bounded by max above; the output
+			// is bounded by max here, whatever the input claims: a
+			// decompression bomb is refused like an oversized message.
+			fr.ms.SetCompressed(false)
+			out, err := wsdeflate.Inflate(msg, int(fr.max))
+			switch {
+			case errors.Is(err, wsdeflate.ErrTooBig):
+				return frame{}, &frameError{code: protocol.CloseMessageTooBig, reason: "message too big"}
+			case err != nil:
+				return frame{}, protocolError(err.Error())
+			}
+			msg = out
 		}
 		return frame{kind: kindMessage, payload: msg, binary: fr.binary}, nil
 	}

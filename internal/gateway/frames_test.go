@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	stdflate "compress/flate"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/parleyhq/parley/internal/protocol"
+	"github.com/parleyhq/parley/internal/wsdeflate"
 )
 
 // Frame bits (RFC 6455 §5.2).
@@ -197,14 +199,22 @@ func TestFrameReaderValid(t *testing.T) {
 // (1002 or 4009) or the reader's own io error.
 func FuzzFrameReader(f *testing.F) {
 	for _, tc := range framingCases {
-		f.Add(bytes.Join(tc.frames, nil))
+		f.Add(bytes.Join(tc.frames, nil), false)
 	}
 	f.Add(bytes.Join([][]byte{mf(byte(ws.OpText), `{"type":`), mf(bitFin|byte(ws.OpPing), "hi"),
-		mf(bitFin|byte(ws.OpContinuation), `"ping"}`)}, nil))
-	f.Add(mf(bitFin|byte(ws.OpText), pingMsg))
+		mf(bitFin|byte(ws.OpContinuation), `"ping"}`)}, nil), false)
+	f.Add(mf(bitFin|byte(ws.OpText), pingMsg), false)
+	// permessage-deflate negotiated: compressed messages, whole and in
+	// fragments, a bomb, RSV1 where it is not allowed.
+	z := string(wsdeflate.Compress([]byte(strings.Repeat(pingMsg, 20))))
+	f.Add(mf(bitFin|bitRsv1|byte(ws.OpText), z), true)
+	f.Add(bytes.Join([][]byte{mf(bitRsv1|byte(ws.OpText), z[:5]), mf(bitFin|byte(ws.OpContinuation), z[5:])}, nil), true)
+	f.Add(mf(bitFin|bitRsv1|byte(ws.OpText), string(bomb(4096))), true)
+	f.Add(mf(bitFin|bitRsv1|byte(ws.OpPing), ""), true)
 	const max = 1024
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(t *testing.T, data []byte, deflate bool) {
 		fr := newFrameReader(bytes.NewReader(data), max)
+		fr.deflate = deflate
 		for range 1000 {
 			fm, err := fr.next()
 			if err != nil {
@@ -250,5 +260,89 @@ func TestClosePayloadReasonCut(t *testing.T) {
 		if len(p) > 125 || !utf8.ValidString(r) || !strings.HasPrefix(reason, r) || (len(reason) <= 123 && r != reason) || len(r) < 120 && len(reason) > 123 {
 			t.Errorf("reason %q (%d bytes) → %q (%d bytes)", reason, len(reason), r, len(r))
 		}
+	}
+}
+
+// withContext compresses msg as a client using context takeover would
+// (back-references into the previous message, msg itself), which
+// client_no_context_takeover forbids.
+func withContext(t *testing.T, msg string) string {
+	var b bytes.Buffer
+	w, err := stdflate.NewWriterDict(&b, stdflate.DefaultCompression, []byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write([]byte(msg))
+	_ = w.Flush()
+	return strings.TrimSuffix(b.String(), "\x00\x00\xff\xff")
+}
+
+// bomb is n zero bytes compressed as a permessage-deflate message.
+func bomb(n int) []byte { return wsdeflate.Compress(make([]byte, n)) }
+
+// With permessage-deflate negotiated: compressed messages are inflated,
+// whole or fragmented, alone or between plain ones; the inflated size is
+// bounded like a plain message's (a bomb closes 4009 having allocated no
+// more than the bound); RSV1 on a control frame or a continuation, or
+// data that is not deflate, closes 1002.
+func TestFrameReaderDeflate(t *testing.T) {
+	const max = 4096
+	msg := strings.Repeat(pingMsg, 60) // > max/2, compresses well
+	z := string(wsdeflate.Compress([]byte(msg)))
+	if len(z) == 0 || len(z) >= len(msg) {
+		t.Fatal("test message does not compress")
+	}
+	next := func(deflate bool, frames ...[]byte) ([]frame, error) {
+		fr := newFrameReader(bytes.NewReader(bytes.Join(frames, nil)), max)
+		fr.deflate = deflate
+		var out []frame
+		for {
+			f, err := fr.next()
+			if err == io.EOF {
+				return out, nil
+			}
+			if err != nil {
+				return out, err
+			}
+			out = append(out, f)
+		}
+	}
+	got, err := next(true,
+		mf(bitFin|bitRsv1|byte(ws.OpText), z),
+		mf(bitFin|byte(ws.OpText), pingMsg),
+		mf(bitRsv1|byte(ws.OpText), z[:3]), mf(bitFin|byte(ws.OpPing), "p"), mf(byte(ws.OpContinuation), z[3:7]),
+		mf(bitFin|byte(ws.OpContinuation), z[7:]))
+	if err != nil || len(got) != 4 || string(got[0].payload) != msg || string(got[1].payload) != pingMsg ||
+		got[2].kind != kindPing || string(got[3].payload) != msg {
+		t.Fatalf("got %d frames, err %v", len(got), err)
+	}
+	code := func(err error) int {
+		var fe *frameError
+		if !errors.As(err, &fe) {
+			return -1
+		}
+		return fe.code
+	}
+	if _, err := next(true, mf(bitFin|bitRsv1|byte(ws.OpText), string(bomb(max+1)))); code(err) != protocol.CloseMessageTooBig {
+		t.Fatalf("bomb: %v", err)
+	}
+	if _, err := next(true, mf(bitFin|bitRsv1|byte(ws.OpText), string(bomb(max)))); err != nil {
+		t.Fatalf("exactly max after inflating: %v", err)
+	}
+	for name, frames := range map[string][][]byte{
+		"rsv1 ping":                 {mf(bitFin|bitRsv1|byte(ws.OpPing), "")},
+		"rsv1 close":                {mf(bitFin|bitRsv1|byte(ws.OpClose), closeBody(1000, ""))},
+		"rsv1 continuation":         {mf(byte(ws.OpText), "ab"), mf(bitFin|bitRsv1|byte(ws.OpContinuation), "c")},
+		"rsv2 with deflate":         {mf(bitFin|0x20|byte(ws.OpText), pingMsg)},
+		"not deflate":               {mf(bitFin|bitRsv1|byte(ws.OpText), "\xff\xff\xff\xff")},
+		"context from last message": {mf(bitFin|bitRsv1|byte(ws.OpText), z), mf(bitFin|bitRsv1|byte(ws.OpText), withContext(t, msg))},
+	} {
+		if _, err := next(true, frames...); code(err) != protocol.CloseProtocolError {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	// Without the extension RSV1 stays a protocol error.
+	if _, err := next(false, mf(bitFin|bitRsv1|byte(ws.OpText), z)); code(err) != protocol.CloseProtocolError {
+		t.Fatalf("rsv1 without deflate: %v", err)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/parleyhq/parley/internal/metrics"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/safe"
+	"github.com/parleyhq/parley/internal/wsdeflate"
 )
 
 // Session is a connection as handlers see it.
@@ -105,6 +106,15 @@ type Options struct {
 	// is neither listed nor the server's own origin gets 403 before the
 	// upgrade. A request without Origin (not a browser) is not affected.
 	AllowedOrigins []string
+	// Compression accepts permessage-deflate (RFC 7692) when a client
+	// offers it, always with server_no_context_takeover and
+	// client_no_context_takeover (see internal/wsdeflate).
+	Compression bool
+	// CompressionThreshold: frames shorter than this many bytes are
+	// written uncompressed even on a connection that negotiated
+	// compression. Only frames shared by many connections are ever
+	// compressed (once, for all of them).
+	CompressionThreshold int
 }
 
 // Gateway serves GET /ws.
@@ -248,7 +258,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			g.ipSlots.give(ip)
 		}
 	}
-	nc, rw, _, err := ws.UpgradeHTTP(r, w)
+	var up ws.HTTPUpgrader
+	var neg *wsdeflate.Negotiator
+	if g.opts.Compression {
+		neg = wsdeflate.NewNegotiator()
+		up.Negotiate = neg.Negotiate
+	}
+	nc, rw, _, err := up.Upgrade(r, w)
 	if err != nil {
 		release()
 		// UpgradeHTTP has answered the bad handshake itself.
@@ -256,7 +272,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.metrics.ConnectionsTotal.Inc()
-	c := newConn(g, nc, rw.Reader, claims)
+	c := newConn(g, nc, rw.Reader, claims, neg != nil && neg.Accepted())
 	// Serve on a fresh goroutine and let net/http's connection goroutine
 	// return: it would otherwise pin its read/write buffers (about 8 KiB)
 	// and a grown stack for the life of the WebSocket.

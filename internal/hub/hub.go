@@ -12,6 +12,8 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+
+	"github.com/parleyhq/parley/internal/wsdeflate"
 )
 
 // Conn is one live connection as the hub sees it.
@@ -194,13 +196,19 @@ func (h *Hub) SendToConn(connID string, frame []byte) bool {
 // SendToUser delivers frame to every connection of the user except the
 // connection named by except (may be ""), and returns how many accepted it.
 func (h *Hub) SendToUser(userID string, frame []byte, except string) int {
+	return h.sendToUser(userID, wsdeflate.NewShared(frame), except)
+}
+
+// sendToUser is SendToUser with the frame shared by its recipients (a
+// connection that compresses it does so once for all: wsdeflate.Shared).
+func (h *Hub) sendToUser(userID string, frame *wsdeflate.Shared, except string) int {
 	us := &h.users[h.shard(userID)]
 	us.mu.RLock()
 	// Send is non-blocking, so calling it under the read lock is safe and
 	// avoids copying the set.
 	n := 0
 	for id, c := range us.users[userID] {
-		if id != except && c.Send(frame) {
+		if id != except && wsdeflate.Send(c, frame) {
 			n++
 		}
 	}
@@ -212,9 +220,10 @@ func (h *Hub) SendToUser(userID string, frame []byte, except string) int {
 // (duplicates in the list are delivered once) except one connection.
 func (h *Hub) SendToUsers(userIDs []string, frame []byte, except string) int {
 	n := 0
+	sh := wsdeflate.NewShared(frame)
 	if len(userIDs) <= 1 {
 		for _, u := range userIDs {
-			n += h.SendToUser(u, frame, except)
+			n += h.sendToUser(u, sh, except)
 		}
 		return n
 	}
@@ -224,7 +233,7 @@ func (h *Hub) SendToUsers(userIDs []string, frame []byte, except string) int {
 			continue
 		}
 		seen[u] = struct{}{}
-		n += h.SendToUser(u, frame, except)
+		n += h.sendToUser(u, sh, except)
 	}
 	return n
 }
@@ -232,11 +241,12 @@ func (h *Hub) SendToUsers(userIDs []string, frame []byte, except string) int {
 // SendAll delivers frame to every connection on this node except one.
 func (h *Hub) SendAll(frame []byte, except string) int {
 	n := 0
+	sh := wsdeflate.NewShared(frame)
 	for i := range h.conns {
 		cs := &h.conns[i]
 		cs.mu.RLock()
 		for id, c := range cs.conns {
-			if id != except && c.Send(frame) {
+			if id != except && wsdeflate.Send(c, sh) {
 				n++
 			}
 		}

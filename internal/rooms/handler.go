@@ -9,6 +9,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/safe"
+	"github.com/parleyhq/parley/internal/wsdeflate"
 )
 
 // The ClusterHandler side of the Manager: what other nodes send. These
@@ -291,9 +292,10 @@ func leftFrame(roomID, clientID, userID string) []byte {
 // deliverLocked sends frame to the edge's clients that are in the room
 // (not still joining), except one. Needs e.mu.
 func (e *edge) deliverLocked(frame []byte, except string) {
+	sh := wsdeflate.NewShared(frame)
 	for id, lc := range e.clients {
 		if id != except && !lc.joining {
-			lc.s.Send(frame)
+			wsdeflate.Send(lc.s, sh)
 		}
 	}
 }

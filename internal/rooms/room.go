@@ -12,6 +12,7 @@ import (
 	"github.com/parleyhq/parley/internal/jsonpatch"
 	"github.com/parleyhq/parley/internal/protocol"
 	"github.com/parleyhq/parley/internal/store"
+	"github.com/parleyhq/parley/internal/wsdeflate"
 )
 
 // This file is the owner's side of a room: the one place that orders its
@@ -211,8 +212,11 @@ type event struct {
 // the next sequence number. Needs r.mu. Returns the local deliveries.
 func (r *Room) emit(ev event) int {
 	n := 0
+	// One Shared per event: a member connection that negotiated
+	// permessage-deflate writes the frame compressed once for all of them.
+	sh := wsdeflate.NewShared(ev.frame)
 	for _, c := range r.order {
-		if c.sink != nil && c.id != ev.except && c.sink.Send(ev.frame) {
+		if c.sink != nil && c.id != ev.except && wsdeflate.Send(c.sink, sh) {
 			n++
 		}
 	}

@@ -174,6 +174,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		ViolationLimit: cfg.ViolationLimit, ViolationWindow: cfg.ViolationWindow, MaxConnections: maxConns,
 		MaxConnectionsPerUser: cfg.MaxConnsPerUser, MaxConnectionsPerIP: cfg.MaxConnsPerIP,
 		AllowedOrigins: cfg.CORSOriginList(),
+		Compression:    cfg.WSCompression, CompressionThreshold: cfg.WSCompressionThreshold,
 	}, s.Verifier, s.Hub, s.Metrics, log)
 
 	s.mux = http.NewServeMux()
