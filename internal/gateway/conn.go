@@ -56,7 +56,7 @@ type Conn struct {
 	pongDue   bool
 	writing   bool  // a writer goroutine is running
 	finished  bool  // the writer is done for good (close sent or socket failed)
-	deadline  int64 // unix ns of the current write deadline (writer only)
+	deadline  int64 // unix ns of the current write deadline (under mu)
 
 	lastRead atomic.Int64 // unix ns of the last frame received
 	lastPing atomic.Int64
@@ -139,6 +139,10 @@ func (c *Conn) Reply(typ, id string, data any) {
 	c.enqueue(outFrame{raw: protocol.Encode(typ, id, data)}, true)
 }
 
+// slowConsumerGrace is how long the writer may still take, once a
+// connection's queue has overflowed, to get the 4008 close frame out.
+const slowConsumerGrace = time.Second
+
 // enqueue admits frame by the Send rule, or by the Reply rule when reply.
 func (c *Conn) enqueue(frame outFrame, reply bool) bool {
 	c.mu.Lock()
@@ -157,6 +161,14 @@ func (c *Conn) enqueue(frame outFrame, reply bool) bool {
 		c.closing, c.dropQueue = true, true
 		c.closeCode, c.closeMsg = protocol.CloseSlowConsumer, "slow consumer: outbound queue full"
 		c.queue, c.queued = nil, 0
+		// A write already blocked on this client's full socket gets only
+		// slowConsumerGrace more, not the rest of the write timeout: the
+		// close frame goes out if the socket drains by then, else the
+		// connection is dropped (the client then sees 1006).
+		if by := time.Now().Add(slowConsumerGrace).UnixNano(); c.deadline == 0 || c.deadline > by {
+			c.deadline = by
+			_ = c.nc.SetWriteDeadline(time.Unix(0, by))
+		}
 		c.kickLocked()
 		c.mu.Unlock()
 		c.g.metrics.QueueOverflows.Inc()
@@ -308,6 +320,13 @@ func (c *Conn) writeLoop() {
 		closing, code, msg, drop := c.closing, c.closeCode, c.closeMsg, c.dropQueue
 		if drop {
 			batch = nil
+		} else if now := time.Now().UnixNano(); c.deadline-now < int64(c.g.opts.WriteTimeout)/2 {
+			// Re-arm the write deadline only when less than half of it is
+			// left: arming a timer for every batch costs more than the
+			// write itself on a busy connection. Under mu, so that a
+			// slow consumer's shorter deadline (enqueue) is never undone.
+			c.deadline = now + int64(c.g.opts.WriteTimeout)
+			_ = c.nc.SetWriteDeadline(time.Unix(0, c.deadline))
 		}
 		if len(batch) == 0 && !ping && !pongDue && !closing {
 			c.writing = false
@@ -388,14 +407,6 @@ func (c *Conn) writerPanicked(any) {
 
 // writeBatch writes frames and control frames in one buffered write.
 func (c *Conn) writeBatch(hdr []byte, batch []outFrame, ping, pongDue bool, pong []byte, closing bool, code int, msg string) error {
-	// Re-arm the write deadline only when less than half of it is left:
-	// arming a timer for every batch costs more than the write itself on
-	// a busy connection.
-	now := time.Now().UnixNano()
-	if c.deadline-now < int64(c.g.opts.WriteTimeout)/2 {
-		c.deadline = now + int64(c.g.opts.WriteTimeout)
-		_ = c.nc.SetWriteDeadline(time.Unix(0, c.deadline))
-	}
 	bw := writerPool.Get().(*bufio.Writer)
 	bw.Reset(c.nc)
 	defer func() {

@@ -42,3 +42,15 @@ func DeriveFromNofile(nofile uint64, httpMaxConns int) int {
 // IPSlots returns the connections counted for an IP key and the number of
 // keys tracked.
 func IPSlots(g *Gateway, key string) (n, keys int) { return g.ipSlots.count(key) }
+
+// WriterDone is closed when c's writer has ended (its socket written for
+// the last time or abandoned).
+func WriterDone(c any) <-chan struct{} { return c.(*Conn).writerDone }
+
+// Queued is the bytes queued on c and not yet taken by its writer.
+func Queued(c any) int {
+	cc := c.(*Conn)
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.queued
+}

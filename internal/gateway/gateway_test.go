@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/parleyhq/parley/internal/gateway"
 	"github.com/parleyhq/parley/internal/hub"
 	"github.com/parleyhq/parley/internal/protocol"
 )
@@ -404,6 +406,49 @@ func TestSlowConsumerCutOffOthersUnaffected(t *testing.T) {
 		}
 	}
 	_ = slow
+}
+
+// A client that stops reading is released slowConsumerGrace after its
+// queue overflows, not after the rest of the write timeout its blocked
+// write had (30 s here): the overflow shortens the writer's deadline. The
+// queue (8 MiB) is larger than what the socket buffers take, so the writer
+// is blocked in write(2) when the queue overflows (on a busy machine the
+// writer may look blocked early: then it is not, and the test passes
+// without telling; it never fails for that).
+func TestSlowConsumerReleasedAfterGrace(t *testing.T) {
+	opts := defaultOpts()
+	opts.QueueMaxBytes = 8 << 20
+	opts.WriteTimeout = 30 * time.Second
+	e := start(t, opts)
+	slow := rawDial(t, e, e.token("slow", time.Hour))
+	defer slow.Close()
+	waitFor(t, 5*time.Second, "slow registered", func() bool { n, _ := e.hub.Counts(); return n == 1 })
+	var sc hub.Conn
+	e.hub.Each(func(c hub.Conn) { sc = c })
+	junk := protocol.Encode("test:junk", "", map[string]string{"p": strings.Repeat("j", 30<<10)})
+	// Fill the socket: one frame at a time while the writer keeps taking
+	// them; once it stops taking them (blocked in write(2): the client
+	// reads nothing), overflow the queue.
+	for sent := 0; sent < 64<<20; sent += len(junk) {
+		sc.Send(junk)
+		deadline := time.Now().Add(200 * time.Millisecond)
+		for gateway.Queued(sc) > 0 && time.Now().Before(deadline) {
+			runtime.Gosched()
+		}
+		if gateway.Queued(sc) > 0 {
+			break
+		}
+	}
+	for sc.Send(junk) {
+	}
+	if got := testutil.ToFloat64(e.metrics.QueueOverflows); got != 1 {
+		t.Fatalf("overflows = %v", got)
+	}
+	select {
+	case <-gateway.WriterDone(sc):
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow consumer's writer still blocked 10 s after its queue overflowed (write timeout 30 s)")
+	}
 }
 
 // expectFan waits for the fan-out message number i.
