@@ -2,7 +2,10 @@ package media
 
 import (
 	"encoding/json"
+	"fmt"
+	"math"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -47,8 +50,8 @@ func parseProduce(m *produceRequest) (*parsedProduce, error) {
 	out := &parsedProduce{}
 	if m.Source != nil {
 		src := *m.Source
-		if src == "" || len(src) > maxSourceLen || !utf8.ValidString(src) {
-			return nil, badRequest("source must be 1 to %d characters", maxSourceLen)
+		if src == "" || len(src) > maxSourceLen || !utf8.ValidString(src) || strings.IndexFunc(src, unicode.IsControl) >= 0 {
+			return nil, badRequest("source must be 1 to %d characters, no control characters", maxSourceLen)
 		}
 		out.source = src
 	} else if m.Kind == kindAudio {
@@ -67,6 +70,9 @@ func parseProduce(m *produceRequest) (*parsedProduce, error) {
 	for i, c := range rp.Codecs {
 		if c.MimeType == "" || c.ClockRate == 0 || c.PayloadType > 127 {
 			return nil, badRequest("rtp_parameters.codecs[%d] needs mimeType, clockRate and a payloadType 0-127", i)
+		}
+		if err := checkCodecParameters(c.Parameters); err != nil {
+			return nil, badRequest("rtp_parameters.codecs[%d].parameters: %v", i, err)
 		}
 		if media < 0 && !isRTXMime(c.MimeType) {
 			media = i
@@ -98,8 +104,8 @@ func parseProduce(m *produceRequest) (*parsedProduce, error) {
 	out.layers, out.ridBased = layers, ridBased
 	out.temporal = 1
 	for _, e := range rp.Encodings {
-		if len(e.ScalabilityMode) > 16 {
-			return nil, badRequest("scalabilityMode too long")
+		if len(e.ScalabilityMode) > 16 || !isToken(e.ScalabilityMode, "_") {
+			return nil, badRequest("scalabilityMode must be at most 16 of [A-Za-z0-9_]")
 		}
 		out.temporal = max(out.temporal, temporalOf(e.ScalabilityMode))
 	}
@@ -126,6 +132,9 @@ func parseProduce(m *produceRequest) (*parsedProduce, error) {
 	}
 	if out.ridBased && out.ridExt == 0 {
 		return nil, badRequest("rid-based encodings need the %s header extension", extRID)
+	}
+	if !visibleASCII(rp.Rtcp.CNAME) {
+		return nil, badRequest("rtcp.cname must be printable ASCII without spaces")
 	}
 	if len(rp.Rtcp.CNAME) > 256 || len(rp.MID) > 32 {
 		return nil, badRequest("rtcp.cname or mid too long")
@@ -268,15 +277,18 @@ func handleSetPreferredLayers(q *request, data json.RawMessage) error {
 	if err := checkID("consumer_id", m.ConsumerID); err != nil {
 		return err
 	}
-	if m.SpatialLayer == nil || *m.SpatialLayer < 0 || *m.SpatialLayer > 255 {
+	// Layers above the producer's are clamped to its highest (as
+	// docs/protocol.md says), so any non-negative integer is accepted.
+	if m.SpatialLayer == nil || *m.SpatialLayer < 0 {
 		return badRequest("spatial_layer must be an integer from 0")
 	}
+	sl := min(*m.SpatialLayer, maxLayers-1)
 	tl := -1
 	if m.TemporalLayer != nil {
-		if *m.TemporalLayer < 0 || *m.TemporalLayer > 255 {
+		if *m.TemporalLayer < 0 {
 			return badRequest("temporal_layer must be an integer from 0")
 		}
-		tl = *m.TemporalLayer
+		tl = min(*m.TemporalLayer, maxTemporal-1)
 	}
 	sc, c, err := resolveIn(q, m.RoomID, m.ConsumerID, (*scope).consumer)
 	if err != nil {
@@ -284,7 +296,7 @@ func handleSetPreferredLayers(q *request, data json.RawMessage) error {
 	}
 	defer sc.done()
 	q.ack()
-	c.preferLayers(*m.SpatialLayer, tl)
+	c.preferLayers(sl, tl)
 	return nil
 }
 
@@ -353,4 +365,61 @@ func pauseConsumer(q *request, data json.RawMessage, pause bool) error {
 		c.restart()
 	}
 	return nil
+}
+
+// What a producer sends that reaches other participants' SDP. Consumers
+// get the producer's codec parameters and its RTCP CNAME, and
+// mediasoup-client writes them into the SDP the consuming browser applies
+// ("a=fmtp:<pt> k=v;k=v", "a=ssrc:<ssrc> cname:<cname>"; RFC 8866 5.13
+// and RFC 5576 6.1): a CR or LF there would add lines of the producer's
+// choosing to everyone else's session description. So a CNAME is visible
+// ASCII (RFC 7022 CNAMEs are base64 or similar), a parameter name a token
+// and a value a number or visible ASCII without ';' (the fmtp separator).
+
+const maxCodecParameters = 32
+
+// checkCodecParameters validates one codec's parameters (see above).
+func checkCodecParameters(params map[string]any) error {
+	if len(params) > maxCodecParameters {
+		return fmt.Errorf("at most %d", maxCodecParameters)
+	}
+	for k, v := range params {
+		if k == "" || len(k) > 64 || !isToken(k, "-_.") {
+			return fmt.Errorf("name %q: 1 to 64 of [A-Za-z0-9._-]", k)
+		}
+		switch x := v.(type) {
+		case float64:
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return fmt.Errorf("%s: not a finite number", k)
+			}
+		case string:
+			if len(x) > 256 || !visibleASCII(x) || strings.ContainsRune(x, ';') {
+				return fmt.Errorf("%s: a string value must be at most 256 printable ASCII characters without spaces or ';'", k)
+			}
+		default:
+			return fmt.Errorf("%s: a value must be a number or a string", k)
+		}
+	}
+	return nil
+}
+
+// isToken reports whether s holds only ASCII letters, digits and extra.
+func isToken(s, extra string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(extra, c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// visibleASCII reports whether s holds only ASCII 0x21-0x7e.
+func visibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }

@@ -299,7 +299,7 @@ func TestSimulcastRIDLearningAndLayerSwitching(t *testing.T) {
 	if ev, _ := lastLayerEvent(snd, "B"); ev.SpatialLayer != 1 || ev.TemporalLayer != 0 {
 		t.Fatalf("layers_changed %+v, want 1/0", ev)
 	}
-	setLayers(9, nil) // clamped to the highest
+	setLayers(1000, nil) // clamped to the highest (any non-negative integer)
 	waitLayer("layer 2 again", 2, 2)
 	if ev, _ := lastLayerEvent(snd, "B"); ev.SpatialLayer != 2 || ev.TemporalLayer != 2 {
 		t.Fatalf("layers_changed %+v, want 2/2", ev)

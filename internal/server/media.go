@@ -52,14 +52,15 @@ func (s *Server) wireMedia(base *api.Base) error {
 			mc.TURNURLs = append(mc.TURNURLs, u)
 		}
 	}
+	// The SFU adds component=media to the logger it is given.
 	log := s.log.With("component", "media")
 	relay := newCallRelay(s, log)
-	sfu, err := newSFU(mc, relaySender{relay}, callEvents{s}, log)
+	sfu, err := newSFU(mc, relaySender{relay}, callEvents{s}, s.log)
 	if errors.Is(err, media.ErrNoAnnouncedIP) {
 		reason := "no IPv4 address to announce in ICE candidates"
 		log.Warn("calls disabled: " + reason + "; set --media-announced-ip (PARLEY_MEDIA_ANNOUNCED_IP) to the address clients reach," +
 			" or --media-loopback (PARLEY_MEDIA_LOOPBACK) for local use; rooms and chat are unaffected")
-		sfu, err = media.Disabled(reason+" (set --media-announced-ip or --media-loopback)", log), nil
+		sfu, err = media.Disabled(reason+" (set --media-announced-ip or --media-loopback)", s.log), nil
 	}
 	if err != nil {
 		return err

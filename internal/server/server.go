@@ -108,10 +108,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 
 	switch cfg.StoreDriver {
 	case "postgres":
-		s.Store, err = postgres.Open(ctx, cfg.PostgresURL, postgres.Options{})
+		s.Store, err = postgres.Open(ctx, cfg.PostgresURL, postgres.Options{Logger: log})
 	default:
 		path := filepath.Join(cfg.DataDir, "parley.db")
-		s.Store, err = sqlite.Open(ctx, path, sqlite.Options{})
+		s.Store, err = sqlite.Open(ctx, path, sqlite.Options{Logger: log})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
