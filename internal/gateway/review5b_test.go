@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bufio"
 	"fmt"
+	"github.com/parleyhq/parley/internal/protocol"
 	"net"
 	"net/http"
 	"strings"
@@ -58,4 +59,32 @@ func TestReviewMalformedExtensionsHeaderNeverFailsUpgrade(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A connection whose queue overflows while its writer is idle must still
+// get the 4008 close frame when its socket is fine (docs/protocol.md: a
+// slow consumer is closed with 4008; slowConsumerGrace: "the close frame
+// goes out if the socket drains by then"). Since a099333 the overflow
+// path only lowers the write deadline (c.deadline > by), and the writer
+// no longer re-arms it when dropping the queue. On a connection that has
+// written nothing for longer than the write timeout (the default
+// heartbeat, 30 s, is three write timeouts, 10 s) c.deadline is in the
+// past: it is kept, the close frame's write fails at once with a timeout,
+// and a client that reads everything sees the TCP connection dropped
+// (1006) instead of 4008. Here the single frame is larger than the queue
+// (queue-max-bytes set low), the simplest way to overflow an idle
+// connection; a burst that piles up before the writer goroutine runs does
+// the same.
+func TestReviewOverflowOnIdleConnectionStillSends4008(t *testing.T) {
+	opts := defaultOpts()
+	opts.WriteTimeout = 200 * time.Millisecond
+	opts.QueueMaxBytes = 4096
+	e := start(t, opts)
+	c := e.dial("u1")
+	// Idle for longer than the write timeout: the deadline armed for the
+	// connected frame has passed.
+	time.Sleep(3 * opts.WriteTimeout)
+	big := protocol.Encode("test:big", "", map[string]string{"p": strings.Repeat("x", 8000)})
+	e.hub.SendAll(big, "")
+	c.expectClose(protocol.CloseSlowConsumer, 3*time.Second)
 }
