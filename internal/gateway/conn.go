@@ -165,7 +165,10 @@ func (c *Conn) enqueue(frame outFrame, reply bool) bool {
 		// slowConsumerGrace more, not the rest of the write timeout: the
 		// close frame goes out if the socket drains by then, else the
 		// connection is dropped (the client then sees 1006).
-		if by := time.Now().Add(slowConsumerGrace).UnixNano(); c.deadline == 0 || c.deadline > by {
+		// A deadline already past (an idle connection's, never re-armed)
+		// would fail the close frame at once: it gets the grace too.
+		now := time.Now().UnixNano()
+		if by := now + int64(slowConsumerGrace); c.deadline <= now || c.deadline > by {
 			c.deadline = by
 			_ = c.nc.SetWriteDeadline(time.Unix(0, by))
 		}

@@ -263,6 +263,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.opts.Compression {
 		neg = wsdeflate.NewNegotiator()
 		up.Negotiate = neg.Negotiate
+		// An extensions header the upgrader's scanner cannot parse would
+		// fail the upgrade: decline it instead (docs/protocol.md), as a
+		// server without the extension does.
+		for _, v := range r.Header.Values("Sec-WebSocket-Extensions") {
+			if !wsdeflate.ValidHeader(v) {
+				r.Header.Del("Sec-WebSocket-Extensions")
+				break
+			}
+		}
 	}
 	nc, rw, _, err := up.Upgrade(r, w)
 	if err != nil {

@@ -68,6 +68,12 @@ func (n *Negotiator) Negotiate(opt httphead.Option) (httphead.Option, error) {
 	if _, ok := n.ext.Accepted(); ok {
 		return httphead.Option{}, nil
 	}
+	// RFC 7692 §7: an offer with two parameters of one name is declined
+	// (wsflate misses a repeated value-less client_max_window_bits, and
+	// the strip below would hide a repeated server_max_window_bits).
+	if hasDuplicateParameter(opt) {
+		return httphead.Option{}, nil
+	}
 	// A server_max_window_bits of 15 is the window the server uses: wsflate
 	// declines any value, so take it out of a copy of the offer.
 	opt = withoutFullServerWindow(opt)
@@ -80,6 +86,34 @@ func (n *Negotiator) Negotiate(opt httphead.Option) (httphead.Option, error) {
 		return httphead.Option{}, nil
 	}
 	return accept, nil
+}
+
+// hasDuplicateParameter reports whether opt names a parameter twice.
+func hasDuplicateParameter(opt httphead.Option) bool {
+	var seen []string
+	dup := false
+	opt.Parameters.ForEach(func(k, _ []byte) bool {
+		for _, n := range seen {
+			if n == string(k) {
+				dup = true
+				return false
+			}
+		}
+		seen = append(seen, string(k))
+		return true
+	})
+	return dup
+}
+
+// ValidHeader reports whether a Sec-WebSocket-Extensions header value
+// parses as RFC 6455 §9.1 extension offers (httphead's scanner, which
+// gobwas/ws's upgrader runs before Negotiate; an upgrade with a header it
+// cannot scan fails there, so the gateway drops such a header first and
+// upgrades without the extension).
+func ValidHeader(v string) bool {
+	return httphead.ScanOptions([]byte(v), func(int, []byte, []byte, []byte) httphead.Control {
+		return httphead.ControlContinue
+	})
 }
 
 // withoutFullServerWindow returns opt without a server_max_window_bits=15

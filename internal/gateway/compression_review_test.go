@@ -39,7 +39,7 @@ func rawUpgrade(t *testing.T, e *env, ext string) int {
 // upgrader's own header scan (ws.ErrMalformedRequest) answers 400 before
 // the Negotiate callback is ever called, so turning compression on
 // refuses clients that connected before.
-func TestReviewMalformedExtensionsHeaderNeverFailsUpgrade(t *testing.T) {
+func TestMalformedExtensionsHeaderNeverFailsUpgrade(t *testing.T) {
 	headers := []string{
 		"",                                    // an empty header line
 		"permessage-deflate;;",                // empty parameter
@@ -75,7 +75,7 @@ func TestReviewMalformedExtensionsHeaderNeverFailsUpgrade(t *testing.T) {
 // (queue-max-bytes set low), the simplest way to overflow an idle
 // connection; a burst that piles up before the writer goroutine runs does
 // the same.
-func TestReviewOverflowOnIdleConnectionStillSends4008(t *testing.T) {
+func TestOverflowOnIdleConnectionStillSends4008(t *testing.T) {
 	opts := defaultOpts()
 	opts.WriteTimeout = 200 * time.Millisecond
 	opts.QueueMaxBytes = 4096

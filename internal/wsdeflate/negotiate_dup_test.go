@@ -9,7 +9,7 @@ import "testing"
 // server_max_window_bits=15, so a repeated one is never seen by wsflate's
 // duplicate check. docs/protocol.md says parameters that do not parse
 // (RFC 7692 §7.1) are declined.
-func TestReviewNegotiateDeclinesDuplicateParameters(t *testing.T) {
+func TestNegotiateDeclinesDuplicateParameters(t *testing.T) {
 	for _, offer := range []string{
 		"permessage-deflate; client_max_window_bits; client_max_window_bits",
 		"permessage-deflate; client_max_window_bits=10; client_max_window_bits",
