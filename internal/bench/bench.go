@@ -81,8 +81,9 @@ deliveries and latency, its own CPU and memory) follows; in --json it is
 "nodes".
 
 Run 'parley bench SCENARIO -h' for the flags of a scenario. The server
-limits messages per connection (--msg-rate 100/s by default): raise
---msg-rate/--msg-burst on the server for publishers and storage writers.
+limits messages per connection (--msg-rate 100/s and --msg-bytes-rate
+1 MiB/s by default): raise --msg-rate/--msg-burst and set
+--msg-bytes-rate 0 on the server for publishers and storage writers.
 `
 
 // Main runs the bench command line and returns the exit code.

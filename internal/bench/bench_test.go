@@ -141,12 +141,13 @@ const testSecret = "bench-test-secret-0123456789abcdef"
 func startServer(tb testing.TB, env map[string]string) string {
 	tb.Helper()
 	vars := map[string]string{
-		"PARLEY_DATA_DIR":    tb.TempDir(),
-		"PARLEY_AUTH_SECRET": testSecret,
-		"PARLEY_HTTP_ADDR":   "127.0.0.1:0",
-		"PARLEY_LOG_LEVEL":   "error",
-		"PARLEY_MSG_RATE":    "10000000",
-		"PARLEY_MSG_BURST":   "10000000",
+		"PARLEY_DATA_DIR":       tb.TempDir(),
+		"PARLEY_AUTH_SECRET":    testSecret,
+		"PARLEY_HTTP_ADDR":      "127.0.0.1:0",
+		"PARLEY_LOG_LEVEL":      "error",
+		"PARLEY_MSG_RATE":       "10000000",
+		"PARLEY_MSG_BURST":      "10000000",
+		"PARLEY_MSG_BYTES_RATE": "0",
 	}
 	for k, v := range env {
 		vars[k] = v
@@ -329,7 +330,7 @@ func TestScenarios(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real servers")
 	}
-	s := servertest.Start(t, map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000"})
+	s := servertest.Start(t, map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000", "PARLEY_MSG_BYTES_RATE": "0"})
 	cases := [][]string{
 		{"fanout", "--subscribers", "20", "--publishers", "2", "--duration", "1s", "--rate", "500"},
 		{"fanout", "--subscribers", "5", "--duration", "1s"},
@@ -342,7 +343,7 @@ func TestScenarios(t *testing.T) {
 	// both the small phase (room:joined) and the large one
 	// (room:members_changed, room:presence_batch), with and without
 	// presence coalescing.
-	large := map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000",
+	large := map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000", "PARLEY_MSG_BYTES_RATE": "0",
 		"PARLEY_LARGE_ROOM_MEMBERS": "5", "PARLEY_LARGE_ROOM_INTERVAL": "20ms",
 		// batches from 64 bytes on go out compressed to a client that
 		// negotiated permessage-deflate (the --compression storm)
@@ -441,7 +442,7 @@ func TestSeveralServers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real servers")
 	}
-	env := map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000"}
+	env := map[string]string{"PARLEY_MSG_RATE": "100000", "PARLEY_MSG_BURST": "100000", "PARLEY_MSG_BYTES_RATE": "0"}
 	a, b := servertest.Start(t, env), servertest.Start(t, env)
 	urls := a.WSURL + "," + b.WSURL
 	run := func(args ...string) Result {

@@ -361,8 +361,9 @@ func (c *Cluster) AddNode(id string, env map[string]string) *Node {
 		"PARLEY_LOG_LEVEL":        "info",
 		"PARLEY_SHUTDOWN_TIMEOUT": "10s",
 		// Writers here send far more than a browser tab would.
-		"PARLEY_MSG_RATE":  "100000",
-		"PARLEY_MSG_BURST": "100000",
+		"PARLEY_MSG_RATE":       "100000",
+		"PARLEY_MSG_BYTES_RATE": "0",
+		"PARLEY_MSG_BURST":      "100000",
 		// Calls are not what this suite is about: keep the SFU small and
 		// on loopback (as internal/server's mediaEnv).
 		"PARLEY_MEDIA_LISTEN_IP":    "127.0.0.1",

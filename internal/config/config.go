@@ -72,6 +72,7 @@ type Config struct {
 	QueueMaxBytes          int           `flag:"queue-max-bytes" env:"PARLEY_QUEUE_MAX_BYTES" default:"1048576" usage:"per-connection outbound queue; overflow closes with 4008"`
 	MsgRate                float64       `flag:"msg-rate" env:"PARLEY_MSG_RATE" default:"100" usage:"client messages per second per connection (token bucket rate)"`
 	MsgBurst               int           `flag:"msg-burst" env:"PARLEY_MSG_BURST" default:"200" usage:"client message burst per connection"`
+	MsgBytesRate           int           `flag:"msg-bytes-rate" env:"PARLEY_MSG_BYTES_RATE" default:"1048576" usage:"client message bytes per second per connection, counted after permessage-deflate inflation (token bucket; burst 4 seconds' worth, at least max-message-bytes); 0 = no byte limit"`
 	RateLimitStrikes       int           `flag:"rate-limit-strikes" env:"PARLEY_RATE_LIMIT_STRIKES" default:"50" usage:"rate_limited replies within the violation window before closing with 4029"`
 	ViolationLimit         int           `flag:"violation-limit" env:"PARLEY_VIOLATION_LIMIT" default:"20" usage:"protocol violations within the window before closing with 4400"`
 	ViolationWindow        time.Duration `flag:"violation-window" env:"PARLEY_VIOLATION_WINDOW" default:"10s" usage:"window for counting violations and rate-limit strikes"`
@@ -513,6 +514,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MsgRate <= 0 {
 		bad("msg-rate", "must be positive")
+	}
+	if c.MsgBytesRate < 0 {
+		bad("msg-bytes-rate", "must be 0 (off) or positive")
 	}
 	if c.RESTRate <= 0 {
 		bad("rest-rate", "must be positive")

@@ -247,3 +247,37 @@ func TestCompressionRSV1Rules(t *testing.T) {
 	}
 	c.expectClose(protocol.CloseProtocolError, 5*time.Second)
 }
+
+// msg-bytes-rate counts a compressed message at its inflated size: a
+// client whose messages are tiny on the wire still gets rate_limited once
+// the bytes it makes the server handle exceed the budget (burst: 4 s of a
+// 16 KiB/s rate, at least max-message-bytes = 64 KiB).
+func TestByteRateCountsInflatedBytes(t *testing.T) {
+	opts := defaultOpts()
+	opts.Compression = true
+	opts.MsgBytesRate = 16 << 10
+	opts.MaxMessageBytes = 64 << 10
+	opts.QueueMaxBytes = 1 << 20
+	e := start(t, opts)
+	c, wc, _ := dialCompressed(t, e)
+	c.ws.EnableWriteCompression(true)
+	pad := strings.Repeat("p", 20<<10)
+	for i := range 3 {
+		c.send(map[string]any{"type": "ping", "id": fmt.Sprintf("b%d", i), "data": map[string]string{"pad": pad}})
+		if f := c.expect(protocol.TypePong); f.ID != fmt.Sprintf("b%d", i) {
+			t.Fatalf("pong id %q", f.ID)
+		}
+	}
+	c.send(map[string]any{"type": "ping", "id": "b3", "data": map[string]string{"pad": pad}})
+	c.expectError(protocol.CodeRateLimited, "b3")
+	var wire int64
+	for _, f := range wc.frames(t, false) {
+		if !f.compressed && f.op == ws.OpText {
+			t.Fatalf("a ping went out uncompressed: %+v", f)
+		}
+		wire += f.length
+	}
+	if wire > 4<<10 {
+		t.Fatalf("the four pings took %d bytes on the wire: not the case this test is about", wire)
+	}
+}

@@ -67,11 +67,15 @@ type Conn struct {
 
 	// read-goroutine-only state (handle runs on a hook worker while the
 	// reader waits on handled)
-	handled    chan struct{}
-	limiter    *rate.Limiter
-	winStart   time.Time
-	violations int
-	strikes    int
+	handled chan struct{}
+	limiter *rate.Limiter
+	// bytesLimiter: Options.MsgBytesRate (nil: off). A compressed message
+	// costs its inflated size: compression makes the bytes cheap to send,
+	// not to handle.
+	bytesLimiter *rate.Limiter
+	winStart     time.Time
+	violations   int
+	strikes      int
 }
 
 // outFrame is one queued frame: its bytes, and when they are shared by
@@ -86,6 +90,9 @@ func newConn(g *Gateway, nc net.Conn, br *bufio.Reader, claims *auth.Claims, def
 		g: g, nc: nc, id: newConnID(), userID: claims.UserID, claims: claims, deflate: deflate,
 		writerDone: make(chan struct{}),
 		limiter:    rate.NewLimiter(rate.Limit(g.opts.MsgRate), g.opts.MsgBurst),
+	}
+	if r := g.opts.MsgBytesRate; r > 0 {
+		c.bytesLimiter = rate.NewLimiter(rate.Limit(r), max(4*r, g.opts.MaxMessageBytes))
 	}
 	// Keep the hijacked reader only if the client already sent bytes after
 	// the handshake; otherwise read the socket directly and let the 4 KiB
@@ -629,7 +636,7 @@ func (c *Conn) handleOffStack(frame []byte) {
 // handle processes one complete text message.
 func (c *Conn) handle(frame []byte) {
 	env, perr := protocol.Decode(frame)
-	if !c.limiter.Allow() {
+	if !c.limiter.Allow() || (c.bytesLimiter != nil && !c.bytesLimiter.AllowN(time.Now(), len(frame))) {
 		c.g.metrics.In(env.Type, false) // "unknown": refused before validation
 		c.ReplyError(env.ID, protocol.Errorf(protocol.CodeRateLimited, "too many messages; slow down"))
 		c.windowed(time.Now())

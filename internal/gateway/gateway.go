@@ -87,9 +87,14 @@ type Options struct {
 	QueueMaxBytes     int
 	MsgRate           float64
 	MsgBurst          int
-	RateLimitStrikes  int
-	ViolationLimit    int
-	ViolationWindow   time.Duration
+	// MsgBytesRate limits the bytes of client messages (inflated when
+	// compressed) per second per connection, with a burst of 4 seconds'
+	// worth and at least MaxMessageBytes; 0: no byte limit. Over it a
+	// message is refused like one over MsgRate (rate_limited, strikes).
+	MsgBytesRate     int
+	RateLimitStrikes int
+	ViolationLimit   int
+	ViolationWindow  time.Duration
 	// MaxConnections caps the node's WebSocket connections (0 = no cap;
 	// the server derives a default from RLIMIT_NOFILE, see
 	// DeriveMaxConnections). Over it the upgrade gets 503.

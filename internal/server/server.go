@@ -170,7 +170,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	s.Gateway = gateway.New(gateway.Options{
 		HeartbeatInterval: cfg.HeartbeatInterval, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		WriteTimeout: cfg.WriteTimeout, MaxMessageBytes: cfg.MaxMessageBytes, QueueMaxBytes: cfg.QueueMaxBytes,
-		MsgRate: cfg.MsgRate, MsgBurst: cfg.MsgBurst, RateLimitStrikes: cfg.RateLimitStrikes,
+		MsgRate: cfg.MsgRate, MsgBurst: cfg.MsgBurst, MsgBytesRate: cfg.MsgBytesRate, RateLimitStrikes: cfg.RateLimitStrikes,
 		ViolationLimit: cfg.ViolationLimit, ViolationWindow: cfg.ViolationWindow, MaxConnections: maxConns,
 		MaxConnectionsPerUser: cfg.MaxConnsPerUser, MaxConnectionsPerIP: cfg.MaxConnsPerIP,
 		AllowedOrigins: cfg.CORSOriginList(),
