@@ -58,18 +58,10 @@
 //   PARLEY_SCENARIO     two-party (default) | late-join | data | controls | cycles
 //   PARLEY_TEST_ARTIFACTS  directory for screenshots (optional)
 //   CHROMIUM            browser binary (default /usr/bin/chromium)
-import { createRequire } from 'node:module';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { env, waitUntil, check, launchMediaContext } from './lib.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const webMedia = path.resolve(here, '..', '..', 'web', 'media');
-const require = createRequire(path.join(webMedia, 'package.json'));
-const { chromium } = require('playwright-core');
-
-const env = (k, d) => process.env[k] ?? d;
 const pageURL = env('PARLEY_PAGE_URL');
 const wsA = env('PARLEY_WS_A');
 const wsB = env('PARLEY_WS_B');
@@ -85,20 +77,7 @@ if (!pageURL || !wsA || !wsB || !room || !apiURL || !tokenA) {
 
 const log = (...a) => console.log(`[${scenario}]`, ...a);
 
-async function waitUntil(what, fn, timeoutMs = 30000, everyMs = 250) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last && last.ok) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
-function check(cond, what, detail) {
-  if (!cond) throw new Error(`${what}${detail === undefined ? '' : `: ${JSON.stringify(detail)}`}`);
-}
 
 async function screenshot(page, name) {
   if (!artifacts) return;
@@ -125,18 +104,7 @@ async function waitPlaying(name, page, conn) {
   }, 45000);
 }
 
-const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'parley-chromium-'));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-  headless: true,
-  viewport: { width: 720, height: 480 },
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const { context, close: closeContext } = await launchMediaContext({ viewport: { width: 720, height: 480 } });
 
 async function openPage(name, ws) {
   const page = await context.newPage();
@@ -602,7 +570,6 @@ try {
     await screenshot(page, `failure-${i}`).catch(() => {});
   }
 } finally {
-  await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  await closeContext();
 }
 process.exit(failed ? 1 : 0);

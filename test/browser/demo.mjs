@@ -18,14 +18,9 @@
 //                     working (chat, the good to-dos, cursors, the call), show
 //                     server-given names only, and fit a 390 px wide screen
 //   CHROMIUM          browser binary (default /usr/bin/chromium)
-import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(path.join(here, '..', '..', 'web', 'media', 'package.json'));
-const { chromium } = require('playwright-core');
+import { launchBrowser } from './lib.mjs';
 
 const base = process.env.PARLEY_DEMO_URL;
 const scenario = process.env.PARLEY_SCENARIO || 'full';
@@ -40,16 +35,7 @@ const t0 = Date.now();
 const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
 const tid = (id) => `[data-testid="${id}"]`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const browser = await launchBrowser({ media: true });
 
 const people = {};
 let step = 0;

@@ -16,18 +16,8 @@
 //                     the selected candidate pairs must be relayed
 //   PARLEY_EXPECT_CALL_UPDATED=1  also require room:call_updated on B
 //   CHROMIUM          browser binary (default /usr/bin/chromium)
-import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { env, waitUntil, launchMediaContext } from './lib.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const webMedia = path.resolve(here, '..', '..', 'web', 'media');
-const require = createRequire(path.join(webMedia, 'package.json'));
-const { chromium } = require('playwright-core');
-
-const env = (k, d) => process.env[k] ?? d;
 const pageURL = env('PARLEY_PAGE_URL');
 const pageURLB = env('PARLEY_PAGE_URL_B', pageURL);
 const wsA = env('PARLEY_WS_A');
@@ -42,28 +32,8 @@ if (!pageURL || !wsA || !wsB || !room) {
 
 const log = (...a) => console.log(`[${scenario}]`, ...a);
 
-async function waitUntil(what, fn, timeoutMs = 30000, everyMs = 250) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last && last.ok) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
-const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'parley-chromium-'));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const { context, close: closeContext } = await launchMediaContext();
 
 let failed = false;
 try {
@@ -149,7 +119,6 @@ try {
   failed = true;
   console.error(`[${scenario}] FAIL:`, e.message);
 } finally {
-  await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  await closeContext();
 }
 process.exit(failed ? 1 : 0);

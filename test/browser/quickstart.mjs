@@ -8,19 +8,9 @@
 // console.log) with no page error.
 //
 // Inputs (environment): PARLEY_PAGE_URL, CHROMIUM (default /usr/bin/chromium).
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { launchBrowser } from './lib.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(path.join(here, '..', '..', 'web', 'media', 'package.json'));
-const { chromium } = require('playwright-core');
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-});
+const browser = await launchBrowser();
 let code = 1;
 try {
   const page = await browser.newPage();

@@ -33,19 +33,11 @@
 //   PARLEY_WS_A .. PARLEY_WS_D  WebSocket URLs with their tokens
 //   PARLEY_ROOM       room whose call is started
 //   CHROMIUM          browser binary (default /usr/bin/chromium)
-import { createRequire } from 'node:module';
 import dgram from 'node:dgram';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { env, waitUntil as waitFor, check, launchMediaContext } from './lib.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const webMedia = path.resolve(here, '..', '..', 'web', 'media');
-const require = createRequire(path.join(webMedia, 'package.json'));
-const { chromium } = require('playwright-core');
-
-const env = (k, d) => process.env[k] ?? d;
+// Simulcast switches take longer than the default 30 s under load.
+const waitUntil = (what, fn, timeoutMs = 45000, everyMs = 250) => waitFor(what, fn, timeoutMs, everyMs);
 const pageURL = env('PARLEY_PAGE_URL');
 const room = env('PARLEY_ROOM');
 const scenario = env('PARLEY_SCENARIO', 'switch');
@@ -57,20 +49,7 @@ if (!pageURL || !ws.A || !ws.B || !room) {
 
 const log = (...a) => console.log(`[${scenario}]`, ...a);
 
-async function waitUntil(what, fn, timeoutMs = 45000, everyMs = 250) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last && last.ok) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
-function check(cond, what, detail) {
-  if (!cond) throw new Error(`${what}${detail === undefined ? '' : `: ${JSON.stringify(detail)}`}`);
-}
 
 // ---- a UDP relay that limits what goes towards the browser ----
 
@@ -126,17 +105,7 @@ async function relayInfo(info) {
 
 // ---- pages ----
 
-const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'parley-chromium-'));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const { context, close: closeContext } = await launchMediaContext();
 
 const pages = {};
 async function open(name, opts) {
@@ -315,7 +284,6 @@ try {
   console.error(`[${scenario}] FAIL:`, e.message);
 } finally {
   for (const r of relays) { clearInterval(r.timer); r.sock.close(); }
-  await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  await closeContext();
 }
 process.exit(failed ? 1 : 0);
