@@ -106,6 +106,7 @@ func dialCompressed(t *testing.T, e *env) (*client, *wireConn, string) {
 	}
 	_ = json.Unmarshal(connected.Data, &cd)
 	c.connID = cd.ConnectionID
+	e.waitRegistered(c.connID)
 	return c, wc, resp.Header.Get("Sec-WebSocket-Extensions")
 }
 

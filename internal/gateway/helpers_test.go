@@ -140,7 +140,16 @@ func (e *env) dialWith(tok string, setup func(*websocket.Conn)) *client {
 	}
 	_ = json.Unmarshal(connected.Data, &d)
 	c.connID = d.ConnectionID
+	e.waitRegistered(c.connID)
 	return c
+}
+
+// waitRegistered waits until the hub has connection id: connected is
+// queued before the connection is added to the hub (so that it is the
+// first frame), so a client can read it before a SendAll would reach it.
+func (e *env) waitRegistered(id string) {
+	e.t.Helper()
+	waitFor(e.t, 5*time.Second, "connection "+id+" in the hub", func() bool { _, ok := e.hub.Conn(id); return ok })
 }
 
 func newClient(t *testing.T, ws *websocket.Conn) *client {
