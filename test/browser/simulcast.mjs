@@ -17,9 +17,10 @@
 //            it was told of, while B stays on the top layer.
 //   svc      A publishes 1280x720 VP9 with scalabilityMode L3T3_KEY (three
 //            spatial layers in one stream; libwebrtc makes fewer of a
-//            smaller picture), B consumes: B decodes the top layer (1280
-//            wide, spatial 2 reported); after media:set_preferred_layers 0
-//            it decodes 320 wide (spatial 0),
+//            smaller picture), B consumes: B decodes the top layer (A's
+//            outbound width, spatial 2 reported unless A's encoder dropped
+//            a layer); after media:set_preferred_layers 0 it decodes a
+//            quarter of that width (spatial 0),
 //            after 2 the top again; framesDecoded keeps growing throughout.
 //   svcfull  the same with scalabilityMode L3T3 (full SVC: every picture's
 //            layers reference the ones below, and going down needs no key
@@ -187,29 +188,41 @@ try {
       const cs = await consumers('B');
       return { ok: cs.length === 1, cs };
     })).cs;
-    // waitSVC: B decodes A's spatial layer s (width 1280 / 2^(2-s)), told
-    // by media:consumer_layers_changed, with framesDecoded growing.
+    // A's encoder may scale its picture down (and with it every layer)
+    // when the machine is busy, so widths are checked against what A
+    // sends now: its outbound frame width is the top layer's, and layer s
+    // of n is that width / 2^(n-1-s).
+    const topWidth = async () => {
+      const st = await stats('A');
+      return st.outbound.find((o) => o.kind === 'video')?.frameWidth ?? 0;
+    };
+    // waitSVC: B decodes A's spatial layer s (top: the highest A sends),
+    // told by media:consumer_layers_changed, with framesDecoded growing.
+    let topS = -1;
     const waitSVC = async (s) => {
-      const want = 1280 >> (2 - s);
       const before = await video('B');
-      const got = await waitUntil(`B decoding A's spatial layer ${s} (${want} wide)`, async () => {
+      const got = await waitUntil(`B decoding A's spatial layer ${s}`, async () => {
         const v = await video('B');
         const ev = (await layerEvents('B')).filter((e) => e.consumer_id === c.id);
         const last = ev[ev.length - 1];
-        return { ok: v.frameWidth === want && last?.spatial_layer === s && v.framesDecoded > before.framesDecoded,
-          width: v.frameWidth, framesDecoded: v.framesDecoded, last };
+        const top = await topWidth();
+        const layerOK = s === 'top' ? last?.spatial_layer >= 1 && (topS < 0 || last.spatial_layer === topS) : last?.spatial_layer === s;
+        const want = s === 'top' ? top : top >> (topS - s);
+        return { ok: top > 0 && v.frameWidth === want && layerOK && v.framesDecoded > before.framesDecoded,
+          width: v.frameWidth, want, framesDecoded: v.framesDecoded, last };
       });
+      if (s === 'top') topS = got.last.spatial_layer;
       const after = await waitUntil('B still decoding', async () => {
         const v = await video('B');
         return { ok: v.framesDecoded > got.framesDecoded + 10, framesDecoded: v.framesDecoded, width: v.frameWidth };
       });
-      log(`B decodes A's spatial layer ${s}: width ${got.width}, framesDecoded ${before.framesDecoded} -> ${got.framesDecoded} -> ${after.framesDecoded}`);
+      log(`B decodes A's spatial layer ${got.last.spatial_layer}: width ${got.width}, framesDecoded ${before.framesDecoded} -> ${got.framesDecoded} -> ${after.framesDecoded}`);
     };
-    await waitSVC(2);
+    await waitSVC('top');
     await pages.B.evaluate((id) => window.parleyMedia.setPreferredLayers(id, 0), c.id);
     await waitSVC(0);
     await pages.B.evaluate((id) => window.parleyMedia.setPreferredLayers(id, 2), c.id);
-    await waitSVC(2);
+    await waitSVC('top');
     log('layers_changed seen by B:', JSON.stringify((await layerEvents('B')).map((e) => [e.spatial_layer, e.temporal_layer])));
   } else if (scenario === 'limited') {
     await open('A', { simulcast: true, width: 1280, height: 720 });
