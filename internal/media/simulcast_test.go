@@ -307,12 +307,15 @@ func TestSimulcastRIDLearningAndLayerSwitching(t *testing.T) {
 	if err := checkContinuity(sub.packets()); err != nil {
 		t.Fatal(err)
 	}
-	// Every change was reported once, in order.
+	// Every change was reported once, in order. A lower temporal ceiling
+	// applies at once while a spatial switch waits for the new layer's key
+	// frame, so "1/0" may be preceded by "0/0" (the old layer at the new
+	// ceiling) when a frame of layer 0 comes before that key frame.
 	var got []string
 	for _, e := range layerEvents(snd, "B") {
 		got = append(got, fmt.Sprintf("%d/%d", e.SpatialLayer, e.TemporalLayer))
 	}
-	if fmt.Sprint(got) != "[2/2 0/2 1/0 2/2]" {
+	if s := fmt.Sprint(got); s != "[2/2 0/2 1/0 2/2]" && s != "[2/2 0/2 0/0 1/0 2/2]" {
 		t.Fatalf("layers_changed sequence %v", got)
 	}
 
