@@ -204,10 +204,7 @@ func (f *forwarder) translate(seq uint16, ts uint32, in *pktInfo, now int64, sr 
 			if !f.simulcast && f.resync && now-f.resyncAt > resyncGiveUp && (in.frameStart || in.vp8.pidLen == 0) {
 				break // give up waiting for a key frame we may not recognise
 			}
-			if now-f.askedAt > keyRetry {
-				f.askedAt = now
-				o.askKey = f.target
-			}
+			f.retryKey(now, &o)
 			return o
 		}
 		f.anchor(seq, ts, l, in, now, sr)
@@ -218,9 +215,8 @@ func (f *forwarder) translate(seq uint16, ts uint32, in *pktInfo, now int64, sr 
 			o.anchored = true
 			break
 		}
-		if f.target != f.cur && now-f.askedAt > keyRetry {
-			f.askedAt = now
-			o.askKey = f.target
+		if f.target != f.cur {
+			f.retryKey(now, &o)
 		}
 		return o
 	}
@@ -255,17 +251,34 @@ func (f *forwarder) translate(seq uint16, ts uint32, in *pktInfo, now int64, sr 
 		o.seq, o.ts = seq-e.sn, ts-f.tsOffset
 		f.vp8Out(in, e.pid, &o, false)
 	}
+	f.sent(seq, in, &o, now, f.video && (f.simulcast || in.maxTID > 0))
+	return o
+}
+
+// sent completes o for a packet that goes out: it records it by its
+// output sequence number (for NACKs) and, when report, notes a change of
+// the layers the consumer receives (media:consumer_layers_changed).
+func (f *forwarder) sent(src uint16, in *pktInfo, o *translated, now int64, report bool) {
 	o.send = true
 	if f.seqr != nil {
-		f.seqr[o.seq%seqrSize] = seqEntry{valid: true, layer: in.stream, patch: o.patch, tl0: o.tl0,
-			out: o.seq, src: seq, pid: o.pid, ts: o.ts, at: uint32(now / 1e6)}
+		f.seqr[o.seq%seqrSize] = seqEntry{valid: true, layer: in.stream, patch: o.patch, marker: o.marker, tl0: o.tl0,
+			out: o.seq, src: src, pid: o.pid, ts: o.ts, at: uint32(now / 1e6)}
 	}
-	if f.video && (f.simulcast || in.maxTID > 0) {
-		if ls := (layerState{f.cur, min(f.curT, int(max(in.maxTID, 0)))}); ls != f.layer {
-			f.layer, o.changed, o.layers = ls, true, ls
-		}
+	if !report {
+		return
 	}
-	return o
+	if ls := (layerState{f.cur, min(f.curT, int(max(in.maxTID, 0)))}); ls != f.layer {
+		f.layer, o.changed, o.layers = ls, true, ls
+	}
+}
+
+// retryKey asks (in o) for a key frame of the target layer again when the
+// last request is more than keyRetry old.
+func (f *forwarder) retryKey(now int64, o *translated) {
+	if now-f.askedAt > keyRetry {
+		f.askedAt = now
+		o.askKey = f.target
+	}
 }
 
 // translateSVC is translate for a VP9 SVC stream (the model is
@@ -283,10 +296,7 @@ func (f *forwarder) translateSVC(seq uint16, ts uint32, in *pktInfo, now int64) 
 	l := int(in.layer)
 	if !f.started || f.resync || f.cur < 0 {
 		if !in.keyframe {
-			if now-f.askedAt > keyRetry {
-				f.askedAt = now
-				o.askKey = f.target
-			}
+			f.retryKey(now, &o)
 			return o
 		}
 		f.anchor(seq, ts, f.target, in, now, nil)
@@ -301,9 +311,8 @@ func (f *forwarder) translateSVC(seq uint16, ts uint32, in *pktInfo, now int64) 
 			f.cur = f.target
 		case f.target < f.cur && !f.ksvc && l == f.target && in.layerEnd:
 			f.cur = f.target
-		case f.target != f.cur && now-f.askedAt > keyRetry && (f.ksvc || f.target > f.cur):
-			f.askedAt = now
-			o.askKey = f.target
+		case f.target != f.cur && (f.ksvc || f.target > f.cur):
+			f.retryKey(now, &o)
 		}
 		if in.frameStart {
 			f.stepTemporal(in)
@@ -326,15 +335,8 @@ func (f *forwarder) translateSVC(seq uint16, ts uint32, in *pktInfo, now int64) 
 		}
 		o.seq, o.ts = seq-e.sn, ts-f.tsOffset
 	}
-	o.send = true
 	o.marker = l == f.cur && in.layerEnd
-	if f.seqr != nil {
-		f.seqr[o.seq%seqrSize] = seqEntry{valid: true, layer: in.stream, marker: o.marker,
-			out: o.seq, src: seq, ts: o.ts, at: uint32(now / 1e6)}
-	}
-	if ls := (layerState{f.cur, min(f.curT, int(max(in.maxTID, 0)))}); ls != f.layer {
-		f.layer, o.changed, o.layers = ls, true, ls
-	}
+	f.sent(seq, in, &o, now, true)
 	return o
 }
 

@@ -25,18 +25,7 @@ type parsedLayer struct {
 }
 
 // validRID: RFC 8851 rid-id, alphanumeric, '-' and '_', at most 16 here.
-func validRID(r string) bool {
-	if r == "" || len(r) > 16 {
-		return false
-	}
-	for i := 0; i < len(r); i++ {
-		c := r[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func validRID(r string) bool { return r != "" && len(r) <= 16 && isToken(r, "-_") }
 
 // parseEncodings validates rtp_parameters.encodings into layers.
 func parseEncodings(encs []RtpEncodingParameters, rtxPT uint8) ([]parsedLayer, bool, error) {
