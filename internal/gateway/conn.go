@@ -636,10 +636,11 @@ func (c *Conn) handleOffStack(frame []byte) {
 // handle processes one complete text message.
 func (c *Conn) handle(frame []byte) {
 	env, perr := protocol.Decode(frame)
-	if !c.limiter.Allow() || (c.bytesLimiter != nil && !c.bytesLimiter.AllowN(time.Now(), len(frame))) {
+	now := time.Now()
+	if !c.limiter.AllowN(now, 1) || (c.bytesLimiter != nil && !c.bytesLimiter.AllowN(now, len(frame))) {
 		c.g.metrics.In(env.Type, false) // "unknown": refused before validation
 		c.ReplyError(env.ID, protocol.Errorf(protocol.CodeRateLimited, "too many messages; slow down"))
-		c.windowed(time.Now())
+		c.windowed(now)
 		c.strikes++
 		if c.strikes >= c.g.opts.RateLimitStrikes {
 			c.g.log.Info("closing for rate abuse", "conn", c.id, "user", c.userID)
