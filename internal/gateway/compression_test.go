@@ -99,15 +99,7 @@ func dialCompressed(t *testing.T, e *env) (*client, *wireConn, string) {
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	c := newClient(t, conn)
-	connected := c.expect(protocol.TypeConnected)
-	var cd struct {
-		ConnectionID string `json:"connection_id"`
-	}
-	_ = json.Unmarshal(connected.Data, &cd)
-	c.connID = cd.ConnectionID
-	e.waitRegistered(c.connID)
-	return c, wc, resp.Header.Get("Sec-WebSocket-Extensions")
+	return e.connected(conn), wc, resp.Header.Get("Sec-WebSocket-Extensions")
 }
 
 // bigFrame is an encoded frame of about n bytes that compresses well (a

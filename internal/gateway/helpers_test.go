@@ -133,6 +133,13 @@ func (e *env) dialWith(tok string, setup func(*websocket.Conn)) *client {
 	if setup != nil {
 		setup(ws)
 	}
+	return e.connected(ws)
+}
+
+// connected starts reading a freshly dialled connection, takes its
+// connected frame (the connection id) and waits until the hub has it.
+func (e *env) connected(ws *websocket.Conn) *client {
+	e.t.Helper()
 	c := newClient(e.t, ws)
 	connected := c.expect(protocol.TypeConnected)
 	var d struct {
