@@ -17,6 +17,36 @@ import (
 
 func freeUDPPort(t *testing.T) int { return testenv.FreePort(t, "udp") }
 
+// browserMediaEnv is the server environment of the browser call tests
+// (the SFU on every interface with loopback candidates, ephemeral ports),
+// with extra on top.
+func browserMediaEnv(extra map[string]string) map[string]string {
+	env := map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
+		"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0"}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return env
+}
+
+// startCallRoom creates room on s, owned by alice with members, and starts
+// its call as alice.
+func startCallRoom(t *testing.T, s *servertest.Server, room string, members ...string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.Srv.Store.CreateRoom(ctx, store.Room{ID: room, Name: room, OwnerID: "alice", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range members {
+		if err := s.Srv.Store.AddMember(ctx, room, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, body := s.Do("POST", "/api/rooms/"+room+"/call/start", s.Token("alice", nil), nil); code != 200 {
+		t.Fatalf("call start: %d %s", code, body)
+	}
+}
+
 // Two Chromium pages running the real mediasoup-client join a call on the
 // real Parley server (token auth, membership, REST call start, the gateway),
 // exchange audio and video, then one closes its video producer and leaves.
@@ -37,25 +67,14 @@ func TestBrowserCallThroughServer(t *testing.T) {
 			"PARLEY_TURN_EMBEDDED_PORT": fmt.Sprint(freeUDPPort(t))}},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
-			env := map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
-				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0",
-				"PARLEY_WEB_DIR": filepath.Join(root, "web", "media", "dist")}
+			env := browserMediaEnv(map[string]string{"PARLEY_WEB_DIR": filepath.Join(root, "web", "media", "dist")})
 			for k, v := range sc.env {
 				env[k] = v
 			}
 			s := servertest.Start(t, env)
-			ctx := context.Background()
 			room := "browser-" + sc.name
-			if err := s.Srv.Store.CreateRoom(ctx, store.Room{ID: room, Name: room, OwnerID: "alice", CreatedAt: time.Now()}); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Srv.Store.AddMember(ctx, room, "bob"); err != nil {
-				t.Fatal(err)
-			}
-			if code, body := s.Do("POST", "/api/rooms/"+room+"/call/start", s.Token("alice", nil), nil); code != 200 {
-				t.Fatalf("call start: %d %s", code, body)
-			}
-			cctx, cancel := context.WithTimeout(ctx, 150*time.Second)
+			startCallRoom(t, s, room, "bob")
+			cctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(cctx, "node", filepath.Join(root, "test", "browser", "media.mjs"))
 			cmd.Env = append(os.Environ(),
@@ -95,28 +114,15 @@ func TestBrowserSimulcastThroughServer(t *testing.T) {
 	}
 	for _, sc := range scenarios {
 		t.Run(sc, func(t *testing.T) {
-			env := map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
-				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0",
-				"PARLEY_WEB_DIR": filepath.Join(root, "web", "media", "dist")}
+			env := browserMediaEnv(map[string]string{"PARLEY_WEB_DIR": filepath.Join(root, "web", "media", "dist")})
 			if os.Getenv("PARLEY_SIMULCAST_DEBUG") != "" {
 				env["PARLEY_LOG_LEVEL"] = "debug" // the SFU logs every layer re-allocation
 			}
 			s := servertest.Start(t, env)
-			ctx := context.Background()
 			room := "simulcast-" + sc
-			if err := s.Srv.Store.CreateRoom(ctx, store.Room{ID: room, Name: room, OwnerID: "alice", CreatedAt: time.Now()}); err != nil {
-				t.Fatal(err)
-			}
 			users := []string{"alice", "bob", "carol", "dave"}
-			for _, u := range users[1:] {
-				if err := s.Srv.Store.AddMember(ctx, room, u); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if code, body := s.Do("POST", "/api/rooms/"+room+"/call/start", s.Token("alice", nil), nil); code != 200 {
-				t.Fatalf("call start: %d %s", code, body)
-			}
-			cctx, cancel := context.WithTimeout(ctx, 240*time.Second)
+			startCallRoom(t, s, room, users[1:]...)
+			cctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(cctx, "node", filepath.Join(root, "test", "browser", "simulcast.mjs"))
 			cmd.Env = append(os.Environ(), "PARLEY_PAGE_URL="+s.URL+"/", "PARLEY_ROOM="+room, "PARLEY_SCENARIO="+sc)

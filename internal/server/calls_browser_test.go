@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/server/servertest"
-	"github.com/parleyhq/parley/internal/store"
 	"github.com/parleyhq/parley/internal/testenv"
 )
 
@@ -37,21 +36,11 @@ func TestBrowserCallsSDK(t *testing.T) {
 	}
 	for _, scenario := range []string{"two-party", "late-join", "data", "controls", "svc", "cycles"} {
 		t.Run(scenario, func(t *testing.T) {
-			s := servertest.Start(t, map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
-				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0", "PARLEY_WEB_DIR": page})
-			ctx := context.Background()
+			s := servertest.Start(t, browserMediaEnv(map[string]string{"PARLEY_WEB_DIR": page}))
 			room := "calls-" + scenario
-			if err := s.Srv.Store.CreateRoom(ctx, store.Room{ID: room, Name: room, OwnerID: "alice", CreatedAt: time.Now()}); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Srv.Store.AddMember(ctx, room, "bob"); err != nil {
-				t.Fatal(err)
-			}
+			startCallRoom(t, s, room, "bob")
 			tokenA := s.Token("alice", nil)
-			if code, body := s.Do("POST", "/api/rooms/"+room+"/call/start", tokenA, nil); code != 200 {
-				t.Fatalf("call start: %d %s", code, body)
-			}
-			cctx, cancel := context.WithTimeout(ctx, 150*time.Second)
+			cctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(cctx, "node", filepath.Join(root, "test", "browser", "calls.mjs"))
 			cmd.Env = append(os.Environ(),

@@ -48,12 +48,7 @@ func TestDemoAppEndToEnd(t *testing.T) {
 		{"hostile", nil},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
-			env := map[string]string{"PARLEY_MEDIA_LISTEN_IP": "0.0.0.0", "PARLEY_MEDIA_LOOPBACK": "true",
-				"PARLEY_MEDIA_RTC_MIN_PORT": "0", "PARLEY_MEDIA_RTC_MAX_PORT": "0"}
-			for k, v := range sc.env {
-				env[k] = v
-			}
-			s := servertest.Start(t, env)
+			s := servertest.Start(t, browserMediaEnv(sc.env))
 			dir := os.Getenv("PARLEY_TEST_ARTIFACTS")
 			if dir == "" {
 				dir = t.TempDir()
