@@ -345,20 +345,7 @@ func (c *testClient) connect(ctx context.Context) error {
 	if err := dc.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("dtls: %w", err)
 	}
-	state, _ := dc.ConnectionState()
-	dp, _ := dc.SelectedSRTPProtectionProfile()
-	profile := srtp.ProtectionProfileAes128CmHmacSha1_80
-	if dp == dtls.SRTP_AEAD_AES_128_GCM {
-		profile = srtp.ProtectionProfileAeadAes128Gcm
-	}
-	cfg := srtp.Config{Profile: profile}
-	if err := cfg.ExtractSessionKeysFromDTLS(&state, true); err != nil {
-		return err
-	}
-	if c.enc, err = srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, profile); err != nil {
-		return err
-	}
-	if c.dec, err = srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, profile); err != nil {
+	if c.enc, c.dec, err = SRTPContexts(dc, true); err != nil {
 		return err
 	}
 	c.ready.Store(true)

@@ -463,14 +463,20 @@ func addrOr(a net.Addr) net.Addr {
 	return a
 }
 
-func (t *transport) startSRTP(dc *dtls.Conn, isClient bool) error {
+// SRTPContexts keys SRTP from a completed DTLS handshake (DTLS-SRTP, RFC
+// 5764 section 4.2): the profile the handshake selected (AEAD_AES_128_GCM
+// or AES128_CM_HMAC_SHA1_80, else an error), the local keys for enc and
+// the remote ones for dec, created with decOpts (e.g. replay protection).
+// isClient is the DTLS role. The SFU's transports and the test clients
+// (internal/media/mediatest, the package's own) key the same way.
+func SRTPContexts(dc *dtls.Conn, isClient bool, decOpts ...srtp.ContextOption) (enc, dec *srtp.Context, err error) {
 	state, ok := dc.ConnectionState()
 	if !ok {
-		return fmt.Errorf("no DTLS state")
+		return nil, nil, fmt.Errorf("no DTLS state")
 	}
 	dp, ok := dc.SelectedSRTPProtectionProfile()
 	if !ok {
-		return fmt.Errorf("no SRTP profile negotiated")
+		return nil, nil, fmt.Errorf("no SRTP profile negotiated")
 	}
 	var profile srtp.ProtectionProfile
 	switch dp {
@@ -479,18 +485,23 @@ func (t *transport) startSRTP(dc *dtls.Conn, isClient bool) error {
 	case dtls.SRTP_AES128_CM_HMAC_SHA1_80:
 		profile = srtp.ProtectionProfileAes128CmHmacSha1_80
 	default:
-		return fmt.Errorf("unsupported SRTP profile %v", dp)
+		return nil, nil, fmt.Errorf("unsupported SRTP profile %v", dp)
 	}
 	cfg := srtp.Config{Profile: profile}
 	if err := cfg.ExtractSessionKeysFromDTLS(&state, isClient); err != nil {
-		return err
+		return nil, nil, err
 	}
-	enc, err := srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, profile)
-	if err != nil {
-		return err
+	if enc, err = srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, profile); err != nil {
+		return nil, nil, err
 	}
-	dec, err := srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, profile,
-		srtp.SRTPReplayProtection(1024), srtp.SRTCPReplayProtection(256))
+	if dec, err = srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, profile, decOpts...); err != nil {
+		return nil, nil, err
+	}
+	return enc, dec, nil
+}
+
+func (t *transport) startSRTP(dc *dtls.Conn, isClient bool) error {
+	enc, dec, err := SRTPContexts(dc, isClient, srtp.SRTPReplayProtection(1024), srtp.SRTCPReplayProtection(256))
 	if err != nil {
 		return err
 	}

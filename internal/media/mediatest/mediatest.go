@@ -178,17 +178,7 @@ func (c *Client) Connect(ctx context.Context) error {
 	if err := dc.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("mediatest: dtls: %w", err)
 	}
-	state, _ := dc.ConnectionState()
-	dp, _ := dc.SelectedSRTPProtectionProfile()
-	profile := srtp.ProtectionProfileAes128CmHmacSha1_80
-	if dp == dtls.SRTP_AEAD_AES_128_GCM {
-		profile = srtp.ProtectionProfileAeadAes128Gcm
-	}
-	cfg := srtp.Config{Profile: profile}
-	if err := cfg.ExtractSessionKeysFromDTLS(&state, true); err != nil {
-		return err
-	}
-	enc, err := srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, profile)
+	enc, _, err := media.SRTPContexts(dc, true)
 	if err != nil {
 		return err
 	}
