@@ -253,6 +253,12 @@ func (c *Conn) serve() {
 		HeartbeatIntervalMs: g.opts.HeartbeatInterval.Milliseconds(), ServerTime: protocol.Now(),
 	})
 	first := g.hub.Add(c)
+	if g.draining.Load() {
+		// Shutdown set draining before closing what the hub held: a
+		// connection added after that pass is closed here, or it would
+		// hold Shutdown until its context ends.
+		c.Close(protocol.CloseGoingAway, "server shutting down")
+	}
 	if !c.claims.ExpiresAt.IsZero() {
 		// The verifier accepted the token up to its leeway past exp; the
 		// connection lives exactly as long (issue 9 §6).
