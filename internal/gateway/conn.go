@@ -394,7 +394,7 @@ func (c *Conn) halfClose() {
 	if tc, ok := c.nc.(*net.TCPConn); ok {
 		_ = tc.CloseWrite()
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.g.opts.closeWait()))
 }
 
 // writerPanicked ends a writer that panicked: no more frames are accepted,
@@ -595,7 +595,7 @@ func (c *Conn) isClosing() bool {
 // drain discards input until the peer closes or the deadline set by the
 // writer passes, so the close frame is not lost to a TCP reset.
 func (c *Conn) drain(r io.Reader) {
-	_ = c.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.g.opts.closeWait()))
 	_, _ = io.Copy(io.Discard, io.LimitReader(r, 1<<20))
 }
 

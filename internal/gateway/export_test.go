@@ -54,3 +54,7 @@ func Queued(c any) int {
 	defer cc.mu.Unlock()
 	return cc.queued
 }
+
+// SetUpgradeTestHook installs fn to run before every upgrade (after the
+// request was authenticated and admitted); call it before serving.
+func SetUpgradeTestHook(g *Gateway, fn func()) { g.upgradeTestHook = fn }

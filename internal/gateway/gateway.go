@@ -120,6 +120,18 @@ type Options struct {
 	// compression. Only frames shared by many connections are ever
 	// compressed (once, for all of them).
 	CompressionThreshold int
+	// CloseWait is how long, once the server has sent its close frame,
+	// it waits for the peer's close frame or for the peer to hang up
+	// before dropping the TCP connection (RFC 6455 §7.1.1); 0: 2 s.
+	CloseWait time.Duration
+}
+
+// closeWait is Options.CloseWait with its default.
+func (o *Options) closeWait() time.Duration {
+	if o.CloseWait > 0 {
+		return o.CloseWait
+	}
+	return 2 * time.Second
 }
 
 // Gateway serves GET /ws.
@@ -136,12 +148,19 @@ type Gateway struct {
 	ipSlots ipSlots // per-IP connection counts (MaxConnectionsPerIP)
 
 	draining atomic.Bool
-	wg       sync.WaitGroup // one per live connection
-	hookJobs chan func()    // a few long-lived goroutines run connect hooks
+	// wg counts the upgrades in progress and the connections being
+	// served, for Shutdown to wait on. admitMu orders every Add against
+	// Shutdown's draining flag: an Add after Shutdown began waiting
+	// would be lost to it (sync.WaitGroup: an Add from zero must happen
+	// before Wait).
+	admitMu  sync.Mutex
+	wg       sync.WaitGroup
+	hookJobs chan func() // a few long-lived goroutines run connect hooks
 	stop     chan struct{}
 	stopOnce sync.Once
 
-	writerTestHook func(*Conn) // tests only: called by the writer before each batch
+	writerTestHook  func(*Conn) // tests only: called by the writer before each batch
+	upgradeTestHook func()      // tests only: called before each upgrade
 }
 
 // New creates a gateway. Call Route and OnLifecycle before serving, then Run
@@ -217,10 +236,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusMethodNotAllowed, protocol.CodeBadRequest, "use GET")
 		return
 	}
-	if g.draining.Load() {
+	if !g.admit() {
 		writeHTTPError(w, http.StatusServiceUnavailable, "unavailable", "server is shutting down")
 		return
 	}
+	admitted := true
+	defer func() {
+		if admitted {
+			g.wg.Done()
+		}
+	}()
 	if !g.originAllowed(r) {
 		writeHTTPError(w, http.StatusForbidden, protocol.CodeForbidden, "origin not allowed (--cors-origins)")
 		return
@@ -278,6 +303,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if g.upgradeTestHook != nil {
+		g.upgradeTestHook()
+	}
 	nc, rw, _, err := up.Upgrade(r, w)
 	if err != nil {
 		release()
@@ -290,7 +318,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Serve on a fresh goroutine and let net/http's connection goroutine
 	// return: it would otherwise pin its read/write buffers (about 8 KiB)
 	// and a grown stack for the life of the WebSocket.
-	g.wg.Add(1)
+	admitted = false // serve's goroutine owns the admission now
 	go func() {
 		defer g.wg.Done()
 		defer release() // after serve has removed c from the hub
@@ -301,7 +329,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Shutdown stops accepting connections, closes every live one with 1001 and
 // waits for them to end or ctx to expire.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.admitMu.Lock()
 	g.draining.Store(true)
+	g.admitMu.Unlock()
 	g.stopOnce.Do(func() { close(g.stop) })
 	g.hub.Each(func(hc hub.Conn) {
 		if c, ok := hc.(*Conn); ok {
@@ -322,6 +352,17 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		})
 		return ctx.Err()
 	}
+}
+
+// admit counts an upgrade in progress (g.wg) unless Shutdown has begun.
+func (g *Gateway) admit() bool {
+	g.admitMu.Lock()
+	defer g.admitMu.Unlock()
+	if g.draining.Load() {
+		return false
+	}
+	g.wg.Add(1)
+	return true
 }
 
 // RunHeartbeat pings every connection each interval and closes those silent

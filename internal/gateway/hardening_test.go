@@ -412,11 +412,17 @@ func TestEveryWrittenFrameCounted(t *testing.T) {
 // shutdown, 1001) and the client answers with its close frame but keeps
 // the TCP connection open, the connection is over at once (RFC 6455
 // §7.1.1: the server closes the TCP connection first): the reader used to
-// keep reading until the client hung up, up to 2 s per connection, which
-// held Gateway.Shutdown and so a cluster node's room handover.
+// keep reading until the client hung up, up to Options.CloseWait per
+// connection, which held Gateway.Shutdown and so a cluster node's room
+// handover. CloseWait is a minute here, so that the test tells "at once"
+// from "after CloseWait" with no tight deadline (a 1 s one failed under
+// load in CI).
 func TestServerClosesAfterClosingHandshake(t *testing.T) {
-	e := start(t, defaultOpts())
+	opts := defaultOpts()
+	opts.CloseWait = time.Minute
+	e := start(t, opts)
 	rc := rawConnect(t, e, "u")
+	_ = rc.nc.SetDeadline(time.Now().Add(opts.CloseWait))
 	done := make(chan struct{})
 	go func() { _ = e.gw.Shutdown(context.Background()); close(done) }()
 	if code := rc.closeCode(); code != protocol.CloseGoingAway {
@@ -426,15 +432,66 @@ func TestServerClosesAfterClosingHandshake(t *testing.T) {
 	if err := ws.WriteFrame(rc.nc, reply); err != nil {
 		t.Fatal(err)
 	}
-	// Well under the 2 s the server gives a peer that never answers; the
-	// client keeps its side open all along.
+	// The client keeps its side open all along.
 	select {
 	case <-done:
-	case <-time.After(time.Second):
+	case <-time.After(opts.CloseWait / 2):
 		t.Fatal("Shutdown still waits for a client that completed the closing handshake")
 	}
 	if n, err := rc.br.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("after the closing handshake: read %d bytes, %v; want EOF", n, err)
+	}
+}
+
+// TestShutdownWaitsForUpgradeInProgress: Shutdown returns only once every
+// connection is over, including one whose upgrade had begun when it was
+// called. Its upgrade was counted only after the 101 was written: CI's
+// race detector caught that Add racing Shutdown's Wait, and Shutdown
+// returned while the connection was still being set up.
+func TestShutdownWaitsForUpgradeInProgress(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once, released sync.Once
+	free := func() { released.Do(func() { close(release) }) }
+	e := startWith(t, defaultOpts(), 0, func(g *gateway.Gateway) {
+		gateway.SetUpgradeTestHook(g, func() {
+			once.Do(func() { close(entered) })
+			<-release
+		})
+	})
+	dialed := make(chan *websocket.Conn, 1)
+	go func() {
+		ws, _, err := websocket.DefaultDialer.Dial(e.wsURL+"?token="+e.token("u", time.Hour), nil)
+		if err != nil {
+			t.Errorf("dial: %v", err)
+		}
+		dialed <- ws
+	}()
+	t.Cleanup(free) // before the server's cleanup, which waits for the upgrade
+	<-entered
+	done := make(chan struct{})
+	go func() { _ = e.gw.Shutdown(context.Background()); close(done) }()
+	waitFor(t, 5*time.Second, "shutdown begun", e.gw.Draining)
+	select {
+	case <-done:
+		t.Fatal("Shutdown returned while an upgrade was in progress")
+	case <-time.After(100 * time.Millisecond):
+	}
+	free()
+	ws := <-dialed
+	if ws == nil {
+		return
+	}
+	defer ws.Close()
+	c := newClient(t, ws)
+	c.expect(protocol.TypeConnected)
+	c.expectClose(protocol.CloseGoingAway, 10*time.Second)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return after the connection closed")
+	}
+	if n, _ := e.hub.Counts(); n != 0 {
+		t.Fatalf("%d connections left in the hub after Shutdown", n)
 	}
 }
 

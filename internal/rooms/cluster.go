@@ -138,6 +138,72 @@ type localClient struct {
 	presence map[string]json.RawMessage
 	joining  bool   // join sent to a remote owner, no room:state yet
 	reqID    string // the join's request id while joining
+	// inflight: the client's requests forwarded to a remote owner and not
+	// answered yet, by request id (see forwarded).
+	inflight map[string][]forwarded
+}
+
+// forwarded is one client request an edge sent to a remote owner
+// (routeCluster). Core NATS is at most once and a draining or dying owner
+// answers nothing more, so the edge itself answers a request whose owner
+// gave the room up (evMoved), died or drained (NodeDown), or whose answer
+// may have been lost (Resync): the client always gets one answer per
+// request, and the owner's answer, if it still comes, is dropped.
+type forwarded struct {
+	lease   Lease
+	storage bool // room:update_storage: its outcome is unknown, not refused
+}
+
+// trackLocked records a request sent to lease's owner. Needs e.mu.
+func (lc *localClient) trackLocked(reqID string, l Lease, storage bool) {
+	if lc.inflight == nil {
+		lc.inflight = map[string][]forwarded{}
+	}
+	lc.inflight[reqID] = append(lc.inflight[reqID], forwarded{lease: l, storage: storage})
+}
+
+// answeredLocked takes the oldest request with reqID off inflight and
+// reports whether there was one: an owner's answer to a request the edge
+// already answered itself is not delivered. Needs e.mu.
+func (lc *localClient) answeredLocked(reqID string) bool {
+	fs := lc.inflight[reqID]
+	if len(fs) == 0 {
+		return false
+	}
+	if len(fs) == 1 {
+		delete(lc.inflight, reqID)
+	} else {
+		lc.inflight[reqID] = fs[1:]
+	}
+	return true
+}
+
+// abandonLocked answers, for the owner, every request of the edge's
+// clients sent to an owner that lost matches (it will not answer, or its
+// answer may be lost): room:update_storage with errOutcomeUnknown (it may
+// have been applied), the others with errNotOwner (retry). Needs e.mu.
+func (e *edge) abandonLocked(lost func(Lease) bool) {
+	for _, lc := range e.clients {
+		for reqID, fs := range lc.inflight {
+			kept := fs[:0]
+			for _, f := range fs {
+				if !lost(f.lease) {
+					kept = append(kept, f)
+					continue
+				}
+				if f.storage {
+					lc.s.ReplyError(reqID, errOutcomeUnknown(e.id))
+				} else {
+					lc.s.ReplyError(reqID, errNotOwner(e.id))
+				}
+			}
+			if len(kept) == 0 {
+				delete(lc.inflight, reqID)
+			} else {
+				lc.inflight[reqID] = kept
+			}
+		}
+	}
 }
 
 // edgeFor returns the room's edge, creating it (and subscribing to the
@@ -547,6 +613,13 @@ func (m *Manager) routeCluster(s Session, roomID, reqID string, msg nodeMsg, loc
 		return nil
 	}
 	msg.Room, msg.Epoch, msg.Conn, msg.User, msg.Name, msg.ReqID = roomID, l.Epoch, s.ID(), s.UserID(), s.Name(), reqID
+	e.mu.Lock()
+	if e.clients[s.ID()] != lc {
+		e.mu.Unlock()
+		return errNotInRoom(roomID)
+	}
+	lc.trackLocked(reqID, l, msg.Kind == kindStorage)
+	e.mu.Unlock()
 	m.sendNode(l.Node, msg)
 	return nil
 }

@@ -310,6 +310,9 @@ func (m *Manager) edgeMessage(msg nodeMsg) {
 	case kindReply:
 		e.mu.Lock()
 		lc := e.clients[msg.Conn]
+		if lc != nil && !lc.answeredLocked(msg.ReqID) {
+			lc = nil // answered already by abandonLocked
+		}
 		e.mu.Unlock()
 		if lc == nil {
 			return
@@ -374,6 +377,7 @@ func (m *Manager) edgeMessage(msg nodeMsg) {
 	case kindNotOwner:
 		e.mu.Lock()
 		lc := e.clients[msg.Conn]
+		answer := lc != nil && lc.answeredLocked(msg.ReqID)
 		if e.syncWait != nil && msg.Conn == "" {
 			// The answer to this edge's sync (say the new owner was still
 			// loading the room): try again now, not after syncTimeout.
@@ -382,8 +386,9 @@ func (m *Manager) edgeMessage(msg nodeMsg) {
 			e.again = true
 		}
 		e.mu.Unlock()
-		if lc != nil && !lc.joining && msg.ReqID != "" {
-			// A joining client gets its room:state from the resync.
+		if answer && msg.ReqID != "" {
+			// A joining client's join is not in inflight: it gets its
+			// room:state from the resync.
 			lc.s.ReplyError(msg.ReqID, errNotOwner(msg.Room))
 		}
 		m.resync(e)
@@ -417,6 +422,10 @@ func (m *Manager) RoomMessage(roomID string, b []byte) {
 	case evMoved:
 		e.mu.Lock()
 		mine := e.known && e.lease.Epoch == ev.epoch
+		// The owner gave the room up: what it had been sent before was
+		// answered before this event; what it gets after, it may never
+		// answer (it drains).
+		e.abandonLocked(func(l Lease) bool { return l.Node == ev.from && l.Epoch == ev.epoch })
 		e.mu.Unlock()
 		if mine {
 			m.resync(e)
@@ -509,6 +518,7 @@ func (m *Manager) NodeDown(node string) {
 	edges := m.allEdges()
 	for _, e := range edges {
 		e.mu.Lock()
+		e.abandonLocked(func(l Lease) bool { return l.Node == node })
 		if e.known && e.lease.Node == m.cl.NodeID() {
 			e.mu.Unlock()
 			continue // this node owns the room: done above
@@ -527,6 +537,10 @@ func (m *Manager) NodeDown(node string) {
 func (m *Manager) Resync() {
 	edges := m.allEdges()
 	for _, e := range edges {
+		e.mu.Lock()
+		// Requests or their answers may be among the lost messages.
+		e.abandonLocked(func(Lease) bool { return true })
+		e.mu.Unlock()
 		m.resync(e)
 	}
 }

@@ -815,3 +815,75 @@ func TestJoinWithTokenGrantsReadsNoRecord(t *testing.T) {
 		t.Fatalf("join needing the store while it fails: %s, want an error", f.Type)
 	}
 }
+
+// A request an edge forwards to an owner that stops answering (it hands
+// the room over and closes, or dies, with the request queued or still on
+// the wire: core NATS is at most once) is answered by the edge itself,
+// once: room:update_storage with "may still be applied" (internal), the
+// others with "moved; retry" (internal). CI saw a client wait forever for
+// such an answer (TestClusterDrain). An answer from the owner that still
+// comes later is not delivered a second time.
+func TestClusterForwardedRequestsAnsweredWhenOwnerGoes(t *testing.T) {
+	for _, how := range []string{"handover", "kill", "resync"} {
+		t.Run(how, func(t *testing.T) {
+			tc := newTestCluster(t, "n1", "n2", "n3")
+			a, b := newSession("a", "ua"), newSession("b", "ub")
+			var ca, cb int
+			join(t, tc.m["n1"], a, "r", &ca) // n1 owns the room
+			join(t, tc.m["n2"], b, "r", &cb)
+			// From now on n1 hears nothing from n2: it has stopped
+			// dispatching (draining) or the messages are lost.
+			tc.net.mu.Lock()
+			tc.net.drop = func(from, to string, msg nodeMsg) bool { return from == "n2" && to == "n1" && msg.Kind != kindSync }
+			tc.net.mu.Unlock()
+			send(t, tc.m["n2"], b, protocol.TypeRoomUpdateStorage, "w", map[string]any{"room_id": "r", "ops": addOp("k", 1)})
+			send(t, tc.m["n2"], b, protocol.TypeRoomUpdatePresence, "p", map[string]any{"room_id": "r", "presence": map[string]any{"x": 1}})
+			switch how {
+			case "handover":
+				tc.m["n1"].Disconnected(a, true)
+				tc.m["n1"].Handover(context.Background())
+			case "kill":
+				tc.net.kill("n1")
+			case "resync":
+				tc.net.nodes["n2"].enqueue(tc.m["n2"].Resync)
+			}
+			w := b.wait(t, &cb, "an answer to w", func(f frame) bool { return f.ID == "w" })
+			if w.Type != protocol.TypeError || w.Err == nil || w.Err.Code != protocol.CodeInternal || !strings.Contains(w.Err.Message, "may still be applied") {
+				t.Fatalf("w answered %s %+v, want internal: may still be applied", w.Type, w.Err)
+			}
+			p := b.wait(t, &cb, "an answer to p", func(f frame) bool { return f.ID == "p" })
+			if p.Type != protocol.TypeError || p.Err == nil || p.Err.Code != protocol.CodeInternal || !strings.Contains(p.Err.Message, notOwnerSuffix) {
+				t.Fatalf("p answered %s %+v, want internal: %s", p.Type, p.Err, notOwnerSuffix)
+			}
+			// The owner's own answer, arriving after all, is dropped.
+			late := encodeNodeMsg(nodeMsg{Kind: kindReply, From: "n1", Room: "r", Conn: "b", ReqID: "w", Type: protocol.TypeRoomStorageUpdated,
+				Data: json.RawMessage(`{"room_id":"r","version":1}`)})
+			done := make(chan struct{})
+			tc.net.nodes["n2"].enqueue(func() { tc.m["n2"].NodeMessage(late); close(done) })
+			<-done
+			// A request after that is answered normally by whoever owns
+			// the room now (the fresh room:state first).
+			tc.net.mu.Lock()
+			tc.net.drop = nil
+			tc.net.mu.Unlock()
+			if how == "resync" {
+				// n1 still owns the room; it answers again.
+				b.wait(t, &cb, "fresh room:state", unsolicited(protocol.TypeRoomState))
+			} else {
+				b.wait(t, &cb, "fresh room:state from the new owner", unsolicited(protocol.TypeRoomState))
+			}
+			send(t, tc.m["n2"], b, protocol.TypeRoomBroadcast, "e", map[string]any{"room_id": "r", "event": 1})
+			send(t, tc.m["n2"], b, protocol.TypeRoomUpdatePresence, "p2", map[string]any{"room_id": "r", "presence": map[string]any{"x": 2}})
+			b.wait(t, &cb, "an answer to p2", isType(protocol.TypeRoomPresenceUpdated, "p2"))
+			n := 0
+			for _, f := range b.all() {
+				if f.ID == "w" {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("w answered %d times, want once:\n%s", n, dump(b.all()))
+			}
+		})
+	}
+}

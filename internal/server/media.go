@@ -202,7 +202,12 @@ func (m mediaLifecycle) Disconnected(s gateway.Session, _ bool) {
 //   - relayed / inCall: this node's connections → the media nodes they
 //     sent requests to / the calls they joined there (caller side), for
 //     the disconnect notice and for media:room_closed when a media node
-//     dies.
+//     dies;
+//   - toldClosed: the (connection, call) pairs NodeDown told
+//     media:room_closed, so that the media node's own room_closed for
+//     the same call, arriving later, is not delivered a second time
+//     (a pair is forgotten when that frame comes, when the connection
+//     joins the call again, or when it closes).
 
 // relayTimeout bounds one relayed call request (and StartCalls).
 const relayTimeout = 10 * time.Second
@@ -242,11 +247,14 @@ type callRelay struct {
 	remote  map[string]string
 	relayed map[string]map[string]struct{}
 	inCall  map[string]map[string]string
+	// toldClosed: connection → calls NodeDown sent media:room_closed for.
+	toldClosed map[string]map[string]struct{}
 }
 
 func newCallRelay(s *Server, log *slog.Logger) *callRelay {
 	return &callRelay{s: s, log: log, held: map[string]cluster.CallLease{}, remote: map[string]string{},
-		relayed: map[string]map[string]struct{}{}, inCall: map[string]map[string]string{}}
+		relayed: map[string]map[string]struct{}{}, inCall: map[string]map[string]string{},
+		toldClosed: map[string]map[string]struct{}{}}
 }
 
 var (
@@ -352,6 +360,7 @@ func (r *callRelay) track(connID, node, roomID string, joined bool) {
 		return
 	}
 	if joined {
+		r.forgetToldLocked(connID, roomID)
 		if r.inCall[connID] == nil {
 			r.inCall[connID] = map[string]string{}
 		}
@@ -674,6 +683,7 @@ func (r *callRelay) Disconnected(connID string) {
 	nodes := r.relayed[connID]
 	delete(r.relayed, connID)
 	delete(r.inCall, connID)
+	delete(r.toldClosed, connID)
 	r.mu.Unlock()
 	for node := range nodes {
 		if err := r.node.NotifyCall(node, cluster.CallRequest{Op: opDisconnect, ConnID: connID}); err != nil {
@@ -781,35 +791,59 @@ func (r *callRelay) CallRequest(req cluster.CallRequest) cluster.CallReply {
 // local connection. A media:room_closed ends the connection's membership
 // of that call here too.
 func (r *callRelay) ConnFrame(connID string, frame []byte) {
-	if bytes.HasPrefix(frame, roomClosedPrefix) {
-		var f struct {
-			Data struct {
-				RoomID string `json:"room_id"`
-			} `json:"data"`
-		}
-		if json.Unmarshal(frame, &f) == nil && f.Data.RoomID != "" {
-			r.mu.Lock()
-			if rooms := r.inCall[connID]; rooms != nil {
-				delete(rooms, f.Data.RoomID)
-				if len(rooms) == 0 {
-					delete(r.inCall, connID)
-				}
-			}
-			r.mu.Unlock()
-		}
+	if bytes.HasPrefix(frame, roomClosedPrefix) && !r.roomClosedFrame(connID, frame) {
+		return
 	}
 	r.s.Hub.SendToConn(connID, frame)
 }
 
-// NodeDown implements cluster.CallHandler: node died or drains. As a media
-// node, this node's calls drop that node's participants (media:peer_left
-// to the others); as a caller's node, its connections in calls on that
-// node get media:room_closed, and the dead node's call leases are cleared
-// (one node wins each; it tells the members room:call_ended).
-func (r *callRelay) NodeDown(node string) {
-	type closed struct{ conn, room string }
-	var gone []string
-	var closes []closed
+// roomClosedFrame ends connID's membership of the call a media:room_closed
+// frame names and reports whether to deliver the frame: false when
+// NodeDown already told the connection that call was closed (the media
+// node drained and its own room_closed came after the node-down notice;
+// the client must see one room_closed per call, docs/cluster.md).
+func (r *callRelay) roomClosedFrame(connID string, frame []byte) bool {
+	var f struct {
+		Data struct {
+			RoomID string `json:"room_id"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(frame, &f) != nil || f.Data.RoomID == "" {
+		return true
+	}
+	room := f.Data.RoomID
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rooms := r.inCall[connID]; rooms != nil {
+		if _, in := rooms[room]; in {
+			delete(rooms, room)
+			if len(rooms) == 0 {
+				delete(r.inCall, connID)
+			}
+			return true
+		}
+	}
+	if _, told := r.toldClosed[connID][room]; told {
+		r.forgetToldLocked(connID, room)
+		return false
+	}
+	return true
+}
+
+// forgetToldLocked drops the (connID, room) pair from toldClosed. Needs r.mu.
+func (r *callRelay) forgetToldLocked(connID, room string) {
+	if rooms := r.toldClosed[connID]; rooms != nil {
+		delete(rooms, room)
+		if len(rooms) == 0 {
+			delete(r.toldClosed, connID)
+		}
+	}
+}
+
+// forgetNode drops node from the bookkeeping: the participants it relayed
+// here (gone), and this node's connections in calls on it (closes, to be
+// told media:room_closed; recorded in toldClosed).
+func (r *callRelay) forgetNode(node string) (gone []string, closes []connRoom) {
 	r.mu.Lock()
 	for conn, n := range r.remote {
 		if n == node {
@@ -820,8 +854,12 @@ func (r *callRelay) NodeDown(node string) {
 	for conn, rooms := range r.inCall {
 		for room, mn := range rooms {
 			if mn == node {
-				closes = append(closes, closed{conn, room})
+				closes = append(closes, connRoom{conn, room})
 				delete(rooms, room)
+				if r.toldClosed[conn] == nil {
+					r.toldClosed[conn] = map[string]struct{}{}
+				}
+				r.toldClosed[conn][room] = struct{}{}
 			}
 		}
 		if len(rooms) == 0 {
@@ -835,6 +873,19 @@ func (r *callRelay) NodeDown(node string) {
 		}
 	}
 	r.mu.Unlock()
+	return gone, closes
+}
+
+// connRoom is one connection's membership of one call.
+type connRoom struct{ conn, room string }
+
+// NodeDown implements cluster.CallHandler: node died or drains. As a media
+// node, this node's calls drop that node's participants (media:peer_left
+// to the others); as a caller's node, its connections in calls on that
+// node get media:room_closed, and the dead node's call leases are cleared
+// (one node wins each; it tells the members room:call_ended).
+func (r *callRelay) NodeDown(node string) {
+	gone, closes := r.forgetNode(node)
 	sort.Strings(gone)
 	for _, conn := range gone {
 		r.sfu.Disconnect(conn)
