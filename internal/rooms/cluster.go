@@ -1,11 +1,13 @@
 package rooms
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"time"
 
@@ -129,6 +131,9 @@ type edge struct {
 	// syncing is the set of clients the pending sync sent to the owner:
 	// only they are answered by its reply.
 	syncing map[string]bool
+	// forwardSeq numbers the requests forwarded to a remote owner
+	// (forwarded.seq).
+	forwardSeq uint64
 }
 
 // localClient is one of this node's connections in a room.
@@ -151,21 +156,33 @@ type localClient struct {
 // request, and the owner's answer, if it still comes, is dropped.
 type forwarded struct {
 	lease   Lease
-	storage bool // room:update_storage: its outcome is unknown, not refused
+	storage bool   // room:update_storage: its outcome is unknown, not refused
+	seq     uint64 // the edge's count of forwarded requests: answers go out in request order
 }
 
-// trackLocked records a request sent to lease's owner. Needs e.mu.
-func (lc *localClient) trackLocked(reqID string, l Lease, storage bool) {
+// trackLocked records a request sent to lease's owner. A request without
+// an id is not kept: the client cannot tell its answer from another's, and
+// the owner does not answer every such request (room:broadcast acks only
+// a request with an id). Needs e.mu.
+func (e *edge) trackLocked(lc *localClient, reqID string, l Lease, storage bool) {
+	if reqID == "" {
+		return
+	}
 	if lc.inflight == nil {
 		lc.inflight = map[string][]forwarded{}
 	}
-	lc.inflight[reqID] = append(lc.inflight[reqID], forwarded{lease: l, storage: storage})
+	e.forwardSeq++
+	lc.inflight[reqID] = append(lc.inflight[reqID], forwarded{lease: l, storage: storage, seq: e.forwardSeq})
 }
 
 // answeredLocked takes the oldest request with reqID off inflight and
-// reports whether there was one: an owner's answer to a request the edge
-// already answered itself is not delivered. Needs e.mu.
+// reports whether to deliver the owner's answer: not when the edge
+// already answered that request itself. Answers without an id are always
+// delivered. Needs e.mu.
 func (lc *localClient) answeredLocked(reqID string) bool {
+	if reqID == "" {
+		return true
+	}
 	fs := lc.inflight[reqID]
 	if len(fs) == 0 {
 		return false
@@ -183,18 +200,20 @@ func (lc *localClient) answeredLocked(reqID string) bool {
 // answer may be lost): room:update_storage with errOutcomeUnknown (it may
 // have been applied), the others with errNotOwner (retry). Needs e.mu.
 func (e *edge) abandonLocked(lost func(Lease) bool) {
+	type answer struct {
+		lc    *localClient
+		reqID string
+		f     forwarded
+	}
+	var out []answer
 	for _, lc := range e.clients {
 		for reqID, fs := range lc.inflight {
 			kept := fs[:0]
 			for _, f := range fs {
-				if !lost(f.lease) {
-					kept = append(kept, f)
-					continue
-				}
-				if f.storage {
-					lc.s.ReplyError(reqID, errOutcomeUnknown(e.id))
+				if lost(f.lease) {
+					out = append(out, answer{lc, reqID, f})
 				} else {
-					lc.s.ReplyError(reqID, errNotOwner(e.id))
+					kept = append(kept, f)
 				}
 			}
 			if len(kept) == 0 {
@@ -202,6 +221,14 @@ func (e *edge) abandonLocked(lost func(Lease) bool) {
 			} else {
 				lc.inflight[reqID] = kept
 			}
+		}
+	}
+	slices.SortFunc(out, func(a, b answer) int { return cmp.Compare(a.f.seq, b.f.seq) })
+	for _, a := range out {
+		if a.f.storage {
+			a.lc.s.ReplyError(a.reqID, errOutcomeUnknown(e.id))
+		} else {
+			a.lc.s.ReplyError(a.reqID, errNotOwner(e.id))
 		}
 	}
 }
@@ -618,7 +645,7 @@ func (m *Manager) routeCluster(s Session, roomID, reqID string, msg nodeMsg, loc
 		e.mu.Unlock()
 		return errNotInRoom(roomID)
 	}
-	lc.trackLocked(reqID, l, msg.Kind == kindStorage)
+	e.trackLocked(lc, reqID, l, msg.Kind == kindStorage)
 	e.mu.Unlock()
 	m.sendNode(l.Node, msg)
 	return nil

@@ -875,6 +875,16 @@ func TestClusterForwardedRequestsAnsweredWhenOwnerGoes(t *testing.T) {
 			send(t, tc.m["n2"], b, protocol.TypeRoomBroadcast, "e", map[string]any{"room_id": "r", "event": 1})
 			send(t, tc.m["n2"], b, protocol.TypeRoomUpdatePresence, "p2", map[string]any{"room_id": "r", "presence": map[string]any{"x": 2}})
 			b.wait(t, &cb, "an answer to p2", isType(protocol.TypeRoomPresenceUpdated, "p2"))
+			// Requests without an id are not kept (a broadcast without
+			// one is never answered), and nothing answered stays kept.
+			for range 3 {
+				send(t, tc.m["n2"], b, protocol.TypeRoomBroadcast, "", map[string]any{"room_id": "r", "event": 2})
+			}
+			send(t, tc.m["n2"], b, protocol.TypeRoomBroadcast, "e2", map[string]any{"room_id": "r", "event": 3})
+			b.wait(t, &cb, "the ack of e2", isType(protocol.TypeAck, "e2"))
+			if n := tc.m["n2"].inflightForTest("r", "b"); n != 0 {
+				t.Fatalf("%d requests still kept as in flight", n)
+			}
 			n := 0
 			for _, f := range b.all() {
 				if f.ID == "w" {
@@ -886,4 +896,22 @@ func TestClusterForwardedRequestsAnsweredWhenOwnerGoes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// inflightForTest is the number of requests of client conn kept as in
+// flight on m's edge of room.
+func (m *Manager) inflightForTest(room, conn string) int {
+	e, _ := m.edgeFor(room, false)
+	if e == nil {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	if lc := e.clients[conn]; lc != nil {
+		for _, fs := range lc.inflight {
+			n += len(fs)
+		}
+	}
+	return n
 }
