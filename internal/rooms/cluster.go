@@ -155,16 +155,16 @@ type localClient struct {
 // may have been lost (Resync): the client always gets one answer per
 // request, and the owner's answer, if it still comes, is dropped.
 type forwarded struct {
-	lease   Lease
-	storage bool   // room:update_storage: its outcome is unknown, not refused
-	seq     uint64 // the edge's count of forwarded requests: answers go out in request order
+	lease Lease
+	kind  string // the nodeMsg kind: what the edge's own answer says
+	seq   uint64 // the edge's count of forwarded requests: answers go out in request order
 }
 
 // trackLocked records a request sent to lease's owner. A request without
 // an id is not kept: the client cannot tell its answer from another's, and
 // the owner does not answer every such request (room:broadcast acks only
 // a request with an id). Needs e.mu.
-func (e *edge) trackLocked(lc *localClient, reqID string, l Lease, storage bool) {
+func (e *edge) trackLocked(lc *localClient, reqID string, l Lease, kind string) {
 	if reqID == "" {
 		return
 	}
@@ -172,33 +172,37 @@ func (e *edge) trackLocked(lc *localClient, reqID string, l Lease, storage bool)
 		lc.inflight = map[string][]forwarded{}
 	}
 	e.forwardSeq++
-	lc.inflight[reqID] = append(lc.inflight[reqID], forwarded{lease: l, storage: storage, seq: e.forwardSeq})
+	lc.inflight[reqID] = append(lc.inflight[reqID], forwarded{lease: l, kind: kind, seq: e.forwardSeq})
 }
 
-// answeredLocked takes the oldest request with reqID off inflight and
-// reports whether to deliver the owner's answer: not when the edge
-// already answered that request itself. Answers without an id are always
-// delivered. Needs e.mu.
-func (lc *localClient) answeredLocked(reqID string) bool {
+// answeredLocked takes the oldest request with reqID that was sent to node
+// off inflight and reports whether to deliver node's answer: not when the
+// edge already answered that request itself (an answer to a request the
+// client then sent again with the same id, to another owner, is not
+// mistaken for it). Answers without an id are always delivered. Needs
+// e.mu.
+func (lc *localClient) answeredLocked(reqID, node string) bool {
 	if reqID == "" {
 		return true
 	}
 	fs := lc.inflight[reqID]
-	if len(fs) == 0 {
-		return false
+	for i, f := range fs {
+		if f.lease.Node != node {
+			continue
+		}
+		if len(fs) == 1 {
+			delete(lc.inflight, reqID)
+		} else {
+			lc.inflight[reqID] = slices.Delete(fs, i, i+1)
+		}
+		return true
 	}
-	if len(fs) == 1 {
-		delete(lc.inflight, reqID)
-	} else {
-		lc.inflight[reqID] = fs[1:]
-	}
-	return true
+	return false
 }
 
 // abandonLocked answers, for the owner, every request of the edge's
 // clients sent to an owner that lost matches (it will not answer, or its
-// answer may be lost): room:update_storage with errOutcomeUnknown (it may
-// have been applied), the others with errNotOwner (retry). Needs e.mu.
+// answer may be lost), in the order they were sent. Needs e.mu.
 func (e *edge) abandonLocked(lost func(Lease) bool) {
 	type answer struct {
 		lc    *localClient
@@ -225,12 +229,24 @@ func (e *edge) abandonLocked(lost func(Lease) bool) {
 	}
 	slices.SortFunc(out, func(a, b answer) int { return cmp.Compare(a.f.seq, b.f.seq) })
 	for _, a := range out {
-		if a.f.storage {
-			a.lc.s.ReplyError(a.reqID, errOutcomeUnknown(e.id))
-		} else {
-			a.lc.s.ReplyError(a.reqID, errNotOwner(e.id))
-		}
+		a.lc.s.ReplyError(a.reqID, errUnanswered(e.id, a.f.kind))
 	}
+}
+
+// errUnanswered is the edge's answer to a forwarded request its owner will
+// not answer (abandonLocked), by what retrying it does:
+// room:update_storage may have been committed (errOutcomeUnknown), a
+// room:broadcast may have been delivered, and presence and room:members
+// are safe to send again (errNotOwner: retry).
+func errUnanswered(roomID, kind string) *protocol.Error {
+	switch kind {
+	case kindStorage:
+		return errOutcomeUnknown(roomID)
+	case kindEvent:
+		return protocol.Errorf(protocol.CodeInternal, "the broadcast to room %s was not confirmed and may have been delivered;"+
+			" sending it again may deliver it twice", roomID)
+	}
+	return errNotOwner(roomID)
 }
 
 // edgeFor returns the room's edge, creating it (and subscribing to the
@@ -645,9 +661,25 @@ func (m *Manager) routeCluster(s Session, roomID, reqID string, msg nodeMsg, loc
 		e.mu.Unlock()
 		return errNotInRoom(roomID)
 	}
-	e.trackLocked(lc, reqID, l, msg.Kind == kindStorage)
+	if !e.known || e.lease != l {
+		// The owner went since the lease was read (its requests were
+		// answered by abandonLocked then): this one would go to it too.
+		e.mu.Unlock()
+		m.resyncIfIdle(e)
+		return errNotOwner(roomID)
+	}
+	e.trackLocked(lc, reqID, l, msg.Kind)
 	e.mu.Unlock()
-	m.sendNode(l.Node, msg)
+	msg.From = m.cl.NodeID()
+	if err := m.cl.SendNode(l.Node, encodeNodeMsg(msg)); err != nil {
+		m.log.Warn("send to node", "node", l.Node, "kind", msg.Kind, "room", roomID, "err", err)
+		e.mu.Lock()
+		answered := lc.answeredLocked(reqID, l.Node) // not sent: the owner will not answer
+		e.mu.Unlock()
+		if answered {
+			return errNotOwner(roomID)
+		}
+	}
 	return nil
 }
 

@@ -310,7 +310,7 @@ func (m *Manager) edgeMessage(msg nodeMsg) {
 	case kindReply:
 		e.mu.Lock()
 		lc := e.clients[msg.Conn]
-		if lc != nil && !lc.answeredLocked(msg.ReqID) {
+		if lc != nil && !lc.answeredLocked(msg.ReqID, msg.From) {
 			lc = nil // answered already by abandonLocked
 		}
 		e.mu.Unlock()
@@ -377,7 +377,7 @@ func (m *Manager) edgeMessage(msg nodeMsg) {
 	case kindNotOwner:
 		e.mu.Lock()
 		lc := e.clients[msg.Conn]
-		answer := lc != nil && lc.answeredLocked(msg.ReqID)
+		answer := lc != nil && lc.answeredLocked(msg.ReqID, msg.From)
 		if e.syncWait != nil && msg.Conn == "" {
 			// The answer to this edge's sync (say the new owner was still
 			// loading the room): try again now, not after syncTimeout.
@@ -424,8 +424,11 @@ func (m *Manager) RoomMessage(roomID string, b []byte) {
 		mine := e.known && e.lease.Epoch == ev.epoch
 		// The owner gave the room up: what it had been sent before was
 		// answered before this event; what it gets after, it may never
-		// answer (it drains).
+		// answer (it drains). Nothing more is sent to it (known).
 		e.abandonLocked(func(l Lease) bool { return l.Node == ev.from && l.Epoch == ev.epoch })
+		if mine {
+			e.known = false
+		}
 		e.mu.Unlock()
 		if mine {
 			m.resync(e)
@@ -525,6 +528,9 @@ func (m *Manager) NodeDown(node string) {
 		}
 		m.edgeNodeDownLocked(e, node)
 		ownerDown := e.known && e.lease.Node == node
+		if ownerDown {
+			e.known = false // nothing more is sent to it
+		}
 		e.mu.Unlock()
 		if ownerDown {
 			m.resync(e)
@@ -540,6 +546,7 @@ func (m *Manager) Resync() {
 		e.mu.Lock()
 		// Requests or their answers may be among the lost messages.
 		e.abandonLocked(func(Lease) bool { return true })
+		e.known = false
 		e.mu.Unlock()
 		m.resync(e)
 	}

@@ -838,6 +838,7 @@ func TestClusterForwardedRequestsAnsweredWhenOwnerGoes(t *testing.T) {
 			tc.net.mu.Unlock()
 			send(t, tc.m["n2"], b, protocol.TypeRoomUpdateStorage, "w", map[string]any{"room_id": "r", "ops": addOp("k", 1)})
 			send(t, tc.m["n2"], b, protocol.TypeRoomUpdatePresence, "p", map[string]any{"room_id": "r", "presence": map[string]any{"x": 1}})
+			send(t, tc.m["n2"], b, protocol.TypeRoomBroadcast, "e0", map[string]any{"room_id": "r", "event": 0})
 			switch how {
 			case "handover":
 				tc.m["n1"].Disconnected(a, true)
@@ -854,6 +855,10 @@ func TestClusterForwardedRequestsAnsweredWhenOwnerGoes(t *testing.T) {
 			p := b.wait(t, &cb, "an answer to p", func(f frame) bool { return f.ID == "p" })
 			if p.Type != protocol.TypeError || p.Err == nil || p.Err.Code != protocol.CodeInternal || !strings.Contains(p.Err.Message, notOwnerSuffix) {
 				t.Fatalf("p answered %s %+v, want internal: %s", p.Type, p.Err, notOwnerSuffix)
+			}
+			e0 := b.wait(t, &cb, "an answer to e0", func(f frame) bool { return f.ID == "e0" })
+			if e0.Type != protocol.TypeError || e0.Err == nil || !strings.Contains(e0.Err.Message, "may have been delivered") {
+				t.Fatalf("e0 answered %s %+v, want internal: may have been delivered", e0.Type, e0.Err)
 			}
 			// The owner's own answer, arriving after all, is dropped.
 			late := encodeNodeMsg(nodeMsg{Kind: kindReply, From: "n1", Room: "r", Conn: "b", ReqID: "w", Type: protocol.TypeRoomStorageUpdated,
@@ -914,4 +919,90 @@ func (m *Manager) inflightForTest(room, conn string) int {
 		}
 	}
 	return n
+}
+
+// pausingSession is a fakeSession whose n-th Name() call after arm(n)
+// blocks until released: routeCluster reads the session's name between
+// reading the edge's lease and recording the request, so the test can
+// run a NodeDown in that gap.
+type pausingSession struct {
+	*fakeSession
+	mu                sync.Mutex
+	left              int
+	entered, released chan struct{}
+}
+
+func (s *pausingSession) arm(n int) {
+	s.mu.Lock()
+	s.left, s.entered, s.released = n, make(chan struct{}), make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *pausingSession) Name() string {
+	s.mu.Lock()
+	block := false
+	if s.left > 0 {
+		s.left--
+		block = s.left == 0
+	}
+	en, rel := s.entered, s.released
+	s.mu.Unlock()
+	if block {
+		close(en)
+		<-rel
+	}
+	return ""
+}
+
+// A request whose lease was read just before its owner went (NodeDown ran
+// between routeCluster reading the lease and recording the request) used
+// to be sent to the dead owner after NodeDown had answered what was
+// recorded: it got no answer at all (found in review).
+func TestClusterForwardRacingNodeDownIsAnswered(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2", "n3")
+	a := newSession("a", "ua")
+	var ca, cb int
+	join(t, tc.m["n1"], a, "r", &ca)
+	b := &pausingSession{fakeSession: newSession("b", "ub")}
+	handle := func(typ, id string, data any) {
+		raw, _ := json.Marshal(data)
+		if err := tc.m["n2"].Handle(context.Background(), b, protocol.Envelope{Type: typ, ID: id, Data: raw}); err != nil {
+			b.ReplyError(id, protocol.AsError(err))
+		}
+	}
+	handle(protocol.TypeRoomJoin, "jb", map[string]any{"room_id": "r"})
+	b.wait(t, &cb, "room:state", isType(protocol.TypeRoomState, "jb"))
+	b.arm(2) // 1: the origin built for the request, 2: routeCluster between its locks
+	go handle(protocol.TypeRoomUpdatePresence, "p", map[string]any{"room_id": "r", "presence": map[string]any{"x": 1}})
+	<-b.entered
+	tc.net.kill("n1")
+	// n2 has handled the NodeDown (room:left goes out with it).
+	b.wait(t, &cb, "room:left a", func(f frame) bool { return f.Type == protocol.TypeRoomLeft && containsClient(f.Data, "a") })
+	close(b.released)
+	p := b.wait(t, &cb, "an answer to p", func(f frame) bool { return f.ID == "p" })
+	if p.Type != protocol.TypeError || p.Err.Code != protocol.CodeInternal {
+		t.Fatalf("p answered %s %+v, want internal (retry)", p.Type, p.Err)
+	}
+	if n := tc.m["n2"].inflightForTest("r", "b"); n != 0 {
+		t.Fatalf("%d requests still kept as in flight", n)
+	}
+}
+
+// An owner's answer is matched to a request sent to that owner: after the
+// edge answered request "x" itself and the client sent "x" again to
+// another owner, the first owner's late answer is not taken for the
+// second request's (found in review).
+func TestForwardedAnswerMatchedToItsOwner(t *testing.T) {
+	e := &edge{id: "r"}
+	lc := &localClient{}
+	e.trackLocked(lc, "x", Lease{Node: "n3", Epoch: 2}, kindPresence)
+	if lc.answeredLocked("x", "n1") {
+		t.Fatal("n1's late answer was taken for the request sent to n3")
+	}
+	if !lc.answeredLocked("x", "n3") || len(lc.inflight) != 0 {
+		t.Fatalf("n3's answer: inflight %v", lc.inflight)
+	}
+	if !lc.answeredLocked("", "n1") {
+		t.Fatal("an answer without an id must be delivered")
+	}
 }
