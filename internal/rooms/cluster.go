@@ -143,9 +143,19 @@ type localClient struct {
 	presence map[string]json.RawMessage
 	joining  bool   // join sent to a remote owner, no room:state yet
 	reqID    string // the join's request id while joining
+	since    *int64 // the join's since_version while joining
 	// inflight: the client's requests forwarded to a remote owner and not
 	// answered yet, by request id (see forwarded).
 	inflight map[string][]forwarded
+}
+
+// joinSince is a joining client's since_version for a sync (nil for a
+// client already in). Needs e.mu.
+func joinSince(lc *localClient) *int64 {
+	if !lc.joining {
+		return nil
+	}
+	return lc.since
 }
 
 // forwarded is one client request an edge sent to a remote owner
@@ -532,7 +542,7 @@ func (m *Manager) joinCluster(ctx context.Context, s Session, reqID string, d jo
 	}
 	// Joining until answered: a resync that carries it answers the join
 	// (deliverStates), and events are not delivered to it before.
-	lc.perms, lc.reqID, lc.joining = perms, reqID, true
+	lc.perms, lc.reqID, lc.joining, lc.since = perms, reqID, true, d.SinceVersion
 	e.mu.Unlock()
 	fail := func(err error) error {
 		if !wasIn {

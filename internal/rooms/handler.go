@@ -213,6 +213,19 @@ func (r *Room) syncNode(node string, clients []syncClient) {
 		}
 	}
 	js := r.snapshotState(nil)
+	for _, sc := range clients {
+		if !sc.Joining || sc.Since == nil {
+			continue
+		}
+		// A join answered by this sync (its room:join was lost or
+		// refused while the room changed owner) still gets its catch-up.
+		if ups, ok := r.hist.since(*sc.Since, r.committedVer); ok {
+			if js.CatchUp == nil {
+				js.CatchUp = map[string]json.RawMessage{}
+			}
+			js.CatchUp[sc.Conn], _ = protocol.Marshal(storageState{Version: r.committedVer, Updates: &ups})
+		}
+	}
 	if !local {
 		r.m.sendNode(node, nodeMsg{Kind: kindSynced, Room: r.id, Epoch: r.lease.Epoch, Seq: r.seq, State: &js, Roster: r.roster()})
 		return
@@ -274,14 +287,13 @@ func (m *Manager) deliverStates(roomID string, js joinState, l Lease, seq uint64
 			// yet; the next pass (e.again) takes it and answers it.
 			continue
 		}
-		st := js.state(roomID, id)
 		m.track(id, roomID) // before the client hears it is in
 		if lc.joining {
-			lc.joining = false
-			lc.s.Reply(protocol.TypeRoomState, lc.reqID, st)
+			lc.joining, lc.since = false, nil
+			lc.s.Reply(protocol.TypeRoomState, lc.reqID, js.forClient(id).state(roomID, id))
 			continue
 		}
-		lc.s.Send(protocol.Encode(protocol.TypeRoomState, "", st))
+		lc.s.Send(protocol.Encode(protocol.TypeRoomState, "", js.forClient("").state(roomID, id)))
 	}
 }
 
@@ -628,7 +640,7 @@ func (m *Manager) resyncOnce(e *edge) {
 	e.syncing = make(map[string]bool, len(e.clients))
 	for id, lc := range e.clients {
 		clients = append(clients, syncClient{Conn: id, User: lc.s.UserID(), Name: lc.s.Name(), Perms: lc.perms, Presence: lc.presence,
-			Joining: lc.joining})
+			Joining: lc.joining, Since: joinSince(lc)})
 		e.syncing[id] = true
 	}
 	e.mu.Unlock()

@@ -286,6 +286,20 @@ type joinState struct {
 	Members     json.RawMessage `json:"members"`
 	MembersNext string          `json:"members_next,omitempty"` // a large room's first page ends here (large.go)
 	Storage     json.RawMessage `json:"storage"`
+	// CatchUp (a sync's answer, kindSynced) is the storage, with the
+	// updates after its since_version, of each joining client that asked
+	// for one and whose updates are still kept; the others get Storage.
+	CatchUp map[string]json.RawMessage `json:"catch_up,omitempty"`
+}
+
+// forClient is js as joiner clientID gets it: its catch-up storage when
+// it has one.
+func (js joinState) forClient(clientID string) joinState {
+	if cu, ok := js.CatchUp[clientID]; ok {
+		js.Storage = cu
+	}
+	js.CatchUp = nil
+	return js
 }
 
 // state completes js for one joiner. The result is written straight into

@@ -1006,3 +1006,44 @@ func TestForwardedAnswerMatchedToItsOwner(t *testing.T) {
 		t.Fatal("an answer without an id must be delivered")
 	}
 }
+
+// A join with since_version that the room's owner answers through a
+// resync (the join message was lost, or refused while the room changed
+// owner) still gets the updates after that version, not the whole
+// document: CI saw TestClusterCatchUp get the document when its join
+// reached an owner that was unloading the room. Another client already
+// in the room gets the document in its fresh room:state, as before.
+func TestClusterJoinAnsweredByResyncKeepsCatchUp(t *testing.T) {
+	tc := newTestCluster(t, "n1", "n2")
+	a, b, c := newSession("a", "ua"), newSession("b", "ub"), newSession("c", "uc")
+	var ca, cb, cc int
+	join(t, tc.m["n1"], a, "r", &ca)
+	join(t, tc.m["n2"], c, "r", &cc)
+	for i := 1; i <= 5; i++ {
+		send(t, tc.m["n1"], a, protocol.TypeRoomUpdateStorage, fmt.Sprint("w", i), map[string]any{"room_id": "r", "ops": addOp(fmt.Sprint("k", i), i)})
+		a.wait(t, &ca, "ack", isType(protocol.TypeRoomStorageUpdated, fmt.Sprint("w", i)))
+	}
+	var lost atomic.Int32
+	tc.net.mu.Lock()
+	tc.net.drop = func(from, to string, msg nodeMsg) bool {
+		return msg.Kind == kindJoin && lost.Add(1) == 1
+	}
+	tc.net.mu.Unlock()
+	send(t, tc.m["n2"], b, protocol.TypeRoomJoin, "jb", map[string]any{"room_id": "r", "since_version": 3})
+	st := decodeState(t, b.wait(t, &cb, "room:state for jb", isType(protocol.TypeRoomState, "jb")))
+	if lost.Load() != 1 {
+		t.Fatalf("%d joins dropped, want the first one", lost.Load())
+	}
+	var got []int64
+	for _, u := range st.Storage.Updates {
+		got = append(got, u.Version)
+	}
+	if st.Storage.Version != 5 || len(got) != 2 || got[0] != 4 || got[1] != 5 || st.Storage.Data != nil {
+		t.Fatalf("join answered by a resync: version %d, updates %v, data %s; want version 5, updates [4 5], no data",
+			st.Storage.Version, got, st.Storage.Data)
+	}
+	cs := decodeState(t, c.wait(t, &cc, "c's fresh room:state", unsolicited(protocol.TypeRoomState)))
+	if cs.Storage.Version != 5 || cs.Storage.Data == nil || cs.Storage.Updates != nil {
+		t.Fatalf("c's fresh state: version %d, data %s, updates %v; want the document at version 5", cs.Storage.Version, cs.Storage.Data, cs.Storage.Updates)
+	}
+}

@@ -91,6 +91,9 @@ type syncClient struct {
 	// Joining: its room:join is not answered yet, so the owner takes it
 	// in as a new client (room.client_joined), not as one carried over.
 	Joining bool `json:"j,omitempty"`
+	// Since is a joining client's since_version: the owner answers with
+	// the updates after it when it still keeps them (joinState.CatchUp).
+	Since *int64 `json:"s,omitempty"`
 }
 
 func encodeNodeMsg(m nodeMsg) []byte {
