@@ -535,13 +535,13 @@ func (c *Conn) readLoop() {
 		c.internalError(nil)
 		c.drain(r)
 	})
-	if c.isClosing() { // a connect hook failed
-		c.drain(r)
-		return
-	}
 	fr := newFrameReader(r, c.g.opts.MaxMessageBytes)
 	fr.deflate = c.deflate
 	fr.onFrame = func() { c.lastRead.Store(time.Now().UnixNano()) }
+	if c.isClosing() { // a connect hook failed, or Shutdown came first
+		c.awaitClose(fr)
+		return
+	}
 	for {
 		f, err := fr.next()
 		if err != nil {
@@ -580,7 +580,24 @@ func (c *Conn) readLoop() {
 			c.handleOffStack(f.payload)
 		}
 		if c.isClosing() {
-			c.drain(r)
+			c.awaitClose(fr)
+			return
+		}
+	}
+}
+
+// awaitClose waits, once this side started closing, for the peer's close
+// frame (the end of the closing handshake, RFC 6455 §7.1.1: the server
+// then drops the TCP connection at once), discarding any other frame, up
+// to Options.CloseWait and 1 MiB. Where the stream itself is broken (a
+// framing error) drain is used instead.
+func (c *Conn) awaitClose(fr *frameReader) {
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.g.opts.closeWait()))
+	fr.r = io.LimitReader(fr.r, 1<<20)
+	fr.onFrame = nil
+	for {
+		f, err := fr.next()
+		if err != nil || f.kind == kindClose {
 			return
 		}
 	}
@@ -592,8 +609,9 @@ func (c *Conn) isClosing() bool {
 	return c.closing
 }
 
-// drain discards input until the peer closes or the deadline set by the
-// writer passes, so the close frame is not lost to a TCP reset.
+// drain discards input until the peer closes or CloseWait passes, so our
+// close frame is not lost to a TCP reset: for a stream that cannot be read
+// as frames any more (a framing error, a panic in the reader).
 func (c *Conn) drain(r io.Reader) {
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.g.opts.closeWait()))
 	_, _ = io.Copy(io.Discard, io.LimitReader(r, 1<<20))

@@ -417,30 +417,65 @@ func TestEveryWrittenFrameCounted(t *testing.T) {
 // handover. CloseWait is a minute here, so that the test tells "at once"
 // from "after CloseWait" with no tight deadline (a 1 s one failed under
 // load in CI).
+//
+// "closed before reading": the shutdown reaches the connection while its
+// connect hooks still run (its connected frame is out already), so its
+// reader starts on a closing connection. That reader discarded everything,
+// the client's close frame included, for CloseWait: CI saw Shutdown wait
+// the whole of it (the 1 s deadline this test had before failed on that,
+// not on load).
 func TestServerClosesAfterClosingHandshake(t *testing.T) {
-	opts := defaultOpts()
-	opts.CloseWait = time.Minute
-	e := start(t, opts)
-	rc := rawConnect(t, e, "u")
-	_ = rc.nc.SetDeadline(time.Now().Add(opts.CloseWait))
-	done := make(chan struct{})
-	go func() { _ = e.gw.Shutdown(context.Background()); close(done) }()
-	if code := rc.closeCode(); code != protocol.CloseGoingAway {
-		t.Fatalf("close code %d, want 1001", code)
+	for _, name := range []string{"reading", "closed before reading"} {
+		t.Run(name, func(t *testing.T) {
+			opts := defaultOpts()
+			opts.CloseWait = time.Minute
+			hook := &blockingHook{release: make(chan struct{})}
+			if name == "reading" {
+				close(hook.release)
+			}
+			e := startWith(t, opts, 0, func(g *gateway.Gateway) { g.OnLifecycle(hook) })
+			t.Cleanup(hook.free)
+			rc := rawConnect(t, e, "u")
+			_ = rc.nc.SetDeadline(time.Now().Add(opts.CloseWait))
+			done := make(chan struct{})
+			go func() { _ = e.gw.Shutdown(context.Background()); close(done) }()
+			if code := rc.closeCode(); code != protocol.CloseGoingAway {
+				t.Fatalf("close code %d, want 1001", code)
+			}
+			reply := ws.MaskFrameInPlace(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusGoingAway, "")))
+			if err := ws.WriteFrame(rc.nc, reply); err != nil {
+				t.Fatal(err)
+			}
+			hook.free() // the reader starts now, on a closing connection
+			// The client keeps its side open all along.
+			select {
+			case <-done:
+			case <-time.After(opts.CloseWait / 2):
+				t.Fatal("Shutdown still waits for a client that completed the closing handshake")
+			}
+			if n, err := rc.br.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+				t.Fatalf("after the closing handshake: read %d bytes, %v; want EOF", n, err)
+			}
+		})
 	}
-	reply := ws.MaskFrameInPlace(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusGoingAway, "")))
-	if err := ws.WriteFrame(rc.nc, reply); err != nil {
-		t.Fatal(err)
-	}
-	// The client keeps its side open all along.
-	select {
-	case <-done:
-	case <-time.After(opts.CloseWait / 2):
-		t.Fatal("Shutdown still waits for a client that completed the closing handshake")
-	}
-	if n, err := rc.br.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-		t.Fatalf("after the closing handshake: read %d bytes, %v; want EOF", n, err)
-	}
+}
+
+// blockingHook is a Lifecycle whose Connected waits until free is called.
+type blockingHook struct {
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *blockingHook) Connected(gateway.Session, bool)    { <-h.release }
+func (h *blockingHook) Disconnected(gateway.Session, bool) {}
+func (h *blockingHook) free() {
+	h.once.Do(func() {
+		select {
+		case <-h.release:
+		default:
+			close(h.release)
+		}
+	})
 }
 
 // TestShutdownWaitsForUpgradeInProgress: Shutdown returns only once every
