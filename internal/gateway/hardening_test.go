@@ -195,7 +195,14 @@ func TestConnectHookPanicCloses1011(t *testing.T) {
 	l := &lifecycle{panicFor: "victim"}
 	e := startWith(t, defaultOpts(), 0, func(g *gateway.Gateway) { g.OnLifecycle(l) })
 	for i := range 3 { // more than once: the workers survive
-		victim := e.dial("victim")
+		// Not e.dial: the victim may be out of the hub again before the
+		// test could see it there (its hook panics at once).
+		ws, _, err := websocket.DefaultDialer.Dial(e.wsURL+"?token="+e.token("victim", time.Hour), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		victim := newClient(t, ws)
+		victim.expect(protocol.TypeConnected)
 		victim.expectClose(protocol.CloseInternalError, 5*time.Second)
 		if got := panics(e, safe.ConnectHook); got != float64(i+1) {
 			t.Fatalf("connect_hook panics = %v, want %d", got, i+1)
