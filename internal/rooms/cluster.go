@@ -680,9 +680,7 @@ func (m *Manager) routeCluster(s Session, roomID, reqID string, msg nodeMsg, loc
 	}
 	e.trackLocked(lc, reqID, l, msg.Kind)
 	e.mu.Unlock()
-	msg.From = m.cl.NodeID()
-	if err := m.cl.SendNode(l.Node, encodeNodeMsg(msg)); err != nil {
-		m.log.Warn("send to node", "node", l.Node, "kind", msg.Kind, "room", roomID, "err", err)
+	if err := m.sendNode(l.Node, msg); err != nil {
 		e.mu.Lock()
 		answered := lc.answeredLocked(reqID, l.Node) // not sent: the owner will not answer
 		e.mu.Unlock()
@@ -737,13 +735,16 @@ func (m *Manager) setPermsCluster(s Session, roomID string, p access.Set) {
 	}
 }
 
-// sendNode sends a node message; a failure is logged (the receiver's
-// resync covers a lost message).
-func (m *Manager) sendNode(node string, msg nodeMsg) {
+// sendNode sends a node message. A failure is logged and returned; most
+// callers ignore it (the receiver's resync covers a lost message), a
+// forwarded client request answers it (routeCluster).
+func (m *Manager) sendNode(node string, msg nodeMsg) error {
 	msg.From = m.cl.NodeID()
-	if err := m.cl.SendNode(node, encodeNodeMsg(msg)); err != nil {
+	err := m.cl.SendNode(node, encodeNodeMsg(msg))
+	if err != nil {
 		m.log.Warn("send to node", "node", node, "kind", msg.Kind, "room", msg.Room, "err", err)
 	}
+	return err
 }
 
 // publish sends one of r's events to the other nodes with clients in it.

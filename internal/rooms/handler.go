@@ -219,11 +219,11 @@ func (r *Room) syncNode(node string, clients []syncClient) {
 		}
 		// A join answered by this sync (its room:join was lost or
 		// refused while the room changed owner) still gets its catch-up.
-		if ups, ok := r.hist.since(*sc.Since, r.committedVer); ok {
+		if st := r.storageFor(sc.Since); st.Updates != nil {
 			if js.CatchUp == nil {
 				js.CatchUp = map[string]json.RawMessage{}
 			}
-			js.CatchUp[sc.Conn], _ = protocol.Marshal(storageState{Version: r.committedVer, Updates: &ups})
+			js.CatchUp[sc.Conn], _ = protocol.Marshal(st)
 		}
 	}
 	if !local {
@@ -289,7 +289,7 @@ func (m *Manager) deliverStates(roomID string, js joinState, l Lease, seq uint64
 		}
 		m.track(id, roomID) // before the client hears it is in
 		if lc.joining {
-			lc.joining, lc.since = false, nil
+			lc.joining = false
 			lc.s.Reply(protocol.TypeRoomState, lc.reqID, js.forClient(id).state(roomID, id))
 			continue
 		}
