@@ -352,23 +352,35 @@ func (r *callRelay) request(ctx context.Context, node string, req cluster.CallRe
 func (r *callRelay) track(connID, node, roomID string, joined bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.relayed[connID] == nil {
-		r.relayed[connID] = map[string]struct{}{}
-	}
-	r.relayed[connID][node] = struct{}{}
+	putPair(r.relayed, connID, node, struct{}{})
 	if roomID == "" {
 		return
 	}
 	if joined {
-		r.forgetToldLocked(connID, roomID)
-		if r.inCall[connID] == nil {
-			r.inCall[connID] = map[string]string{}
-		}
-		r.inCall[connID][roomID] = node
-	} else if rooms := r.inCall[connID]; rooms != nil {
-		delete(rooms, roomID)
-		if len(rooms) == 0 {
-			delete(r.inCall, connID)
+		deletePair(r.toldClosed, connID, roomID)
+		putPair(r.inCall, connID, roomID, node)
+	} else {
+		deletePair(r.inCall, connID, roomID)
+	}
+}
+
+// putPair sets m[conn][key] = v, making the inner map when missing: the
+// relay's bookkeeping maps are connection → key → value.
+func putPair[V any](m map[string]map[string]V, conn, key string, v V) {
+	inner := m[conn]
+	if inner == nil {
+		inner = map[string]V{}
+		m[conn] = inner
+	}
+	inner[key] = v
+}
+
+// deletePair deletes m[conn][key], and m[conn] once it is empty.
+func deletePair[V any](m map[string]map[string]V, conn, key string) {
+	if inner := m[conn]; inner != nil {
+		delete(inner, key)
+		if len(inner) == 0 {
+			delete(m, conn)
 		}
 	}
 }
@@ -814,30 +826,15 @@ func (r *callRelay) roomClosedFrame(connID string, frame []byte) bool {
 	room := f.Data.RoomID
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if rooms := r.inCall[connID]; rooms != nil {
-		if _, in := rooms[room]; in {
-			delete(rooms, room)
-			if len(rooms) == 0 {
-				delete(r.inCall, connID)
-			}
-			return true
-		}
+	if _, in := r.inCall[connID][room]; in {
+		deletePair(r.inCall, connID, room)
+		return true
 	}
 	if _, told := r.toldClosed[connID][room]; told {
-		r.forgetToldLocked(connID, room)
+		deletePair(r.toldClosed, connID, room)
 		return false
 	}
 	return true
-}
-
-// forgetToldLocked drops the (connID, room) pair from toldClosed. Needs r.mu.
-func (r *callRelay) forgetToldLocked(connID, room string) {
-	if rooms := r.toldClosed[connID]; rooms != nil {
-		delete(rooms, room)
-		if len(rooms) == 0 {
-			delete(r.toldClosed, connID)
-		}
-	}
 }
 
 // forgetNode drops node from the bookkeeping: the participants it relayed
@@ -856,10 +853,7 @@ func (r *callRelay) forgetNode(node string) (gone []string, closes []connRoom) {
 			if mn == node {
 				closes = append(closes, connRoom{conn, room})
 				delete(rooms, room)
-				if r.toldClosed[conn] == nil {
-					r.toldClosed[conn] = map[string]struct{}{}
-				}
-				r.toldClosed[conn][room] = struct{}{}
+				putPair(r.toldClosed, conn, room, struct{}{})
 			}
 		}
 		if len(rooms) == 0 {
