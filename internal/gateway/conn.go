@@ -586,14 +586,18 @@ func (c *Conn) readLoop() {
 	}
 }
 
+// closeDrainBytes bounds what the server reads, and discards, from a peer
+// after its own close frame (awaitClose, drain).
+const closeDrainBytes = 1 << 20
+
 // awaitClose waits, once this side started closing, for the peer's close
 // frame (the end of the closing handshake, RFC 6455 §7.1.1: the server
 // then drops the TCP connection at once), discarding any other frame, up
-// to Options.CloseWait and 1 MiB. Where the stream itself is broken (a
-// framing error) drain is used instead.
+// to Options.CloseWait and closeDrainBytes. Where the stream itself is
+// broken (a framing error) drain is used instead.
 func (c *Conn) awaitClose(fr *frameReader) {
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.g.opts.closeWait()))
-	fr.r = io.LimitReader(fr.r, 1<<20)
+	fr.r = io.LimitReader(fr.r, closeDrainBytes)
 	fr.onFrame = nil
 	for {
 		f, err := fr.next()
@@ -614,7 +618,7 @@ func (c *Conn) isClosing() bool {
 // as frames any more (a framing error, a panic in the reader).
 func (c *Conn) drain(r io.Reader) {
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.g.opts.closeWait()))
-	_, _ = io.Copy(io.Discard, io.LimitReader(r, 1<<20))
+	_, _ = io.Copy(io.Discard, io.LimitReader(r, closeDrainBytes))
 }
 
 // windowed resets the violation and strike counters every window.
