@@ -548,7 +548,7 @@ func (tc *testCluster) newManager(t *testing.T, id string, com Committer) *Manag
 
 // send hands one client message to m as the gateway would, and turns a
 // returned error into the error frame the gateway would send.
-func send(t *testing.T, m *Manager, s *fakeSession, typ, id string, data any) {
+func send(t *testing.T, m *Manager, s Session, typ, id string, data any) {
 	t.Helper()
 	raw, err := json.Marshal(data)
 	if err != nil {

@@ -964,24 +964,23 @@ func TestClusterForwardRacingNodeDownIsAnswered(t *testing.T) {
 	var ca, cb int
 	join(t, tc.m["n1"], a, "r", &ca)
 	b := &pausingSession{fakeSession: newSession("b", "ub")}
-	handle := func(typ, id string, data any) {
-		raw, _ := json.Marshal(data)
-		if err := tc.m["n2"].Handle(context.Background(), b, protocol.Envelope{Type: typ, ID: id, Data: raw}); err != nil {
-			b.ReplyError(id, protocol.AsError(err))
-		}
-	}
-	handle(protocol.TypeRoomJoin, "jb", map[string]any{"room_id": "r"})
+	send(t, tc.m["n2"], b, protocol.TypeRoomJoin, "jb", map[string]any{"room_id": "r"})
 	b.wait(t, &cb, "room:state", isType(protocol.TypeRoomState, "jb"))
 	b.arm(2) // 1: the origin built for the request, 2: routeCluster between its locks
-	go handle(protocol.TypeRoomUpdatePresence, "p", map[string]any{"room_id": "r", "presence": map[string]any{"x": 1}})
+	p := protocol.Envelope{Type: protocol.TypeRoomUpdatePresence, ID: "p", Data: json.RawMessage(`{"room_id":"r","presence":{"x":1}}`)}
+	go func() { // not send: it may call t.Fatal, which needs the test's goroutine
+		if err := tc.m["n2"].Handle(context.Background(), b, p); err != nil {
+			b.ReplyError(p.ID, protocol.AsError(err))
+		}
+	}()
 	<-b.entered
 	tc.net.kill("n1")
 	// n2 has handled the NodeDown (room:left goes out with it).
 	b.wait(t, &cb, "room:left a", func(f frame) bool { return f.Type == protocol.TypeRoomLeft && containsClient(f.Data, "a") })
 	close(b.released)
-	p := b.wait(t, &cb, "an answer to p", func(f frame) bool { return f.ID == "p" })
-	if p.Type != protocol.TypeError || p.Err.Code != protocol.CodeInternal {
-		t.Fatalf("p answered %s %+v, want internal (retry)", p.Type, p.Err)
+	ans := b.wait(t, &cb, "an answer to p", func(f frame) bool { return f.ID == "p" })
+	if ans.Type != protocol.TypeError || ans.Err.Code != protocol.CodeInternal {
+		t.Fatalf("p answered %s %+v, want internal (retry)", ans.Type, ans.Err)
 	}
 	if n := tc.m["n2"].inflightForTest("r", "b"); n != 0 {
 		t.Fatalf("%d requests still kept as in flight", n)
