@@ -433,8 +433,11 @@ func TestWebhookDeadReceiver(t *testing.T) {
 	}))
 	t.Cleanup(dead.Close)
 	t.Cleanup(func() { close(release) }) // before dead.Close (cleanups run in reverse)
+	// b sends 201 messages as fast as they are answered: more than the
+	// default burst (200) when that takes under 10 ms, which CI saw
+	// refused as rate_limited. This test is about webhooks.
 	s := servertest.Start(t, webhookEnv(dead.URL, map[string]string{"PARLEY_WEBHOOK_QUEUE_SIZE": "5",
-		"PARLEY_WEBHOOK_CONCURRENCY": "1", "PARLEY_WEBHOOK_TIMEOUT": "1m"}))
+		"PARLEY_WEBHOOK_CONCURRENCY": "1", "PARLEY_WEBHOOK_TIMEOUT": "1m", "PARLEY_MSG_BURST": "1000"}))
 	s.IgnoreTypes = []string{"presence:update", protocol.TypeRoomJoined}
 	a := s.DialUser("ua", servertest.AllRooms)
 	b := s.DialUser("ub", servertest.AllRooms)
